@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /etc/memguard.conf: an INI file with a [daemon] section and one section
+ * per service, parsed with inih into a struct mg_conf.  memguard.conf(5)
+ * and conf/memguard.conf document every key; this header is the contract
+ * for the code that reads the result.
+ *
+ * Units in the struct: sizes in bytes, durations in milliseconds, ratios
+ * and PSI thresholds in hundredths of a percent ("bp": 8000 = 80 %),
+ * throttle shares in permille (as on the wire).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto/proto.h"
+
+#define CONF_DEFAULT_SOCKET "/run/memguard/memguardd.sock"
+#define CONF_DEFAULT_SOCKET_GROUP "memguard"
+#define CONF_DEFAULT_TICK_MS 1000            /* ms */
+#define CONF_DEFAULT_LOG_LEVEL 6             /* LOG_INFO */
+#define CONF_DEFAULT_HOST_PRESSURE 2000      /* bp of PSI some avg10 */
+#define CONF_DEFAULT_WARN 8000               /* bp of budget */
+#define CONF_DEFAULT_CRITICAL 9000           /* bp of budget */
+#define CONF_DEFAULT_PRESSURE_SOME 1000      /* bp of PSI some avg10 */
+#define CONF_DEFAULT_PRESSURE_FULL 500       /* bp of PSI full avg10 */
+#define CONF_DEFAULT_MIN_GC_PERCENT 25       /* percent */
+#define CONF_DEFAULT_MAX_THROTTLE 500        /* permille */
+#define CONF_DEFAULT_RELEASE_DEADLINE_MS 5000 /* ms */
+
+#define CONF_MAX_SERVICES 1024
+
+/* How a budget or guarantee was given. */
+enum conf_size_kind {
+	CONF_SIZE_BYTES = 0,             /* `bytes` holds it */
+	CONF_SIZE_PERCENT = 1,           /* `percent` bp of the host's MemTotal */
+	CONF_SIZE_MAX = 2,               /* the cgroup's own memory.max (budget only) */
+};
+
+struct conf_size {
+	enum conf_size_kind kind;
+	uint64_t bytes;
+	uint32_t percent;                /* bp, 1..10000 */
+};
+
+struct conf_service {
+	char *name;                      /* the section name */
+	char *cgroup;                    /* relative to the cgroup root, no leading '/' */
+	unsigned line;                   /* line of the section header */
+	struct conf_size budget;         /* default: max */
+	struct conf_size guarantee;      /* default: 0 bytes */
+	uint32_t warn;                   /* bp of budget */
+	uint32_t critical;               /* bp of budget, > warn */
+	uint32_t pressure_some;          /* bp, PSI some avg10 that means WARN */
+	uint32_t pressure_full;          /* bp, PSI full avg10 that means CRITICAL */
+	uint32_t min_gc_percent;         /* floor of the GC percent sent, 1..1000 */
+	uint32_t max_throttle;           /* permille, 0..990 */
+	uint32_t release_deadline_ms;
+	enum mg_enforce enforce;
+	int32_t priority;                /* lower is squeezed first, -1000..1000 */
+};
+
+struct conf_daemon {
+	char *socket;                    /* absolute path of the listening socket */
+	char *socket_group;              /* group owning the socket; "" = root's */
+	char *admin_group;               /* group allowed admin requests; "" = root only */
+	char *cgroup_root;               /* NULL = discover the cgroup2 mount */
+	uint32_t tick_ms;
+	int log_level;                   /* syslog priority, 0..7 */
+	uint32_t host_pressure;          /* bp of host PSI some avg10 that starts squeezing */
+};
+
+struct mg_conf {
+	char *path;                      /* file it came from; NULL for the default */
+	struct conf_daemon daemon;
+	struct conf_service *services;
+	size_t n_services;
+};
+
+/* Receives one problem found in a file: `line` is 0 when none applies. */
+typedef void (*conf_report_fn)(void *userdata, const char *file, unsigned line,
+			       const char *message);
+
+/*
+ * Parse a configuration from `f`, naming it `filename` in reports.  Every
+ * problem is passed to `report` (which may be NULL) as one message.
+ * Returns 0 and sets `*ret`, -EINVAL when at least one problem was
+ * reported, or -ENOMEM.  An empty file is valid: no services.
+ */
+int conf_parse(FILE *f, const char *filename, conf_report_fn report, void *userdata,
+	       struct mg_conf **ret);
+
+/*
+ * conf_parse() on the file at `path`.  Returns -ENOENT, without a report,
+ * when the file does not exist (the caller then uses conf_new_default()),
+ * and the errno of fopen() for other failures to open.
+ */
+int conf_load(const char *path, conf_report_fn report, void *userdata, struct mg_conf **ret);
+
+/* The configuration used when there is no file: defaults, no services. */
+int conf_new_default(struct mg_conf **ret);
+
+/* Frees `c` and everything it owns; accepts NULL; returns NULL. */
+struct mg_conf *conf_free(struct mg_conf *c);
+
+/* The service named `name`, or NULL. */
+const struct conf_service *conf_find_service(const struct mg_conf *c, const char *name);
+
+/*
+ * Value parsers, shared with memguardctl.  Each returns 0 and writes
+ * `*ret`, or -EINVAL for bad syntax or unit, -ERANGE when out of range.
+ *
+ * conf_parse_size: "4096", "512K", "1.5G", "2T", "64MiB" (binary units,
+ * case-insensitive, optional "B"/"iB").
+ * conf_parse_duration: "250ms", "5s", "2m"; the unit is required.
+ * conf_parse_percent: "80", "80%", "12.5%" → bp (8000, 1250); at most two
+ * decimals, 0..100 %.
+ */
+int conf_parse_size(const char *s, uint64_t *ret);
+int conf_parse_duration(const char *s, uint32_t *ret_ms);
+int conf_parse_percent(const char *s, uint32_t *ret_bp);

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small helpers shared by every part of memguard: cleanup attributes,
+ * array sizes and ownership transfer.  Header only.
+ */
+#pragma once
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+
+/* Return the pointer and clear the variable, so a cleanup does not free it. */
+#define TAKE_PTR(p)                         \
+	({                                  \
+		__typeof__(p) _tp_ = (p);   \
+		(p) = NULL;                 \
+		_tp_;                       \
+	})
+
+#define TAKE_FD(fd)                     \
+	({                              \
+		int _tfd_ = (fd);       \
+		(fd) = -1;              \
+		_tfd_;                  \
+	})
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+/* Define name##p(): a cleanup helper calling func() on a non-NULL pointer. */
+#define DEFINE_FREE_FUNC(type, func)                \
+	static inline void func##p(type **p)        \
+	{                                           \
+		if (*p)                             \
+			func(*p);                   \
+	}
