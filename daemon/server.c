@@ -1,0 +1,614 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto/macro.h"
+#include "server.h"
+
+#define RECV_BATCH 16                   /* datagrams read per wakeup, for fairness */
+
+struct server {
+	sd_event *event;
+	int fd;
+	sd_event_source *listen_io;
+	sd_event_source *reaper;         /* deferred: frees dropped clients */
+	gid_t admin_gid;
+	const struct server_ops *ops;
+	void *userdata;
+	struct client *clients;
+	size_t n_clients;
+	uint64_t next_id;
+};
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+int server_listen(const char *path, mode_t mode, gid_t gid)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *dir = NULL;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char *slash;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+
+	dir = strdup(path);
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+			return -errno;
+	}
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		_cleanup_close_ int probe = -1;
+
+		if (errno != EADDRINUSE)
+			return -errno;
+		/* A socket file is there: a live daemon answers on it, a stale
+		 * one (left by a crash) refuses and may be replaced. */
+		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			return -errno;
+		if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return -EADDRINUSE;
+		if (errno != ECONNREFUSED)
+			return -EADDRINUSE;
+		if (unlink(path) < 0)
+			return -errno;
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			return -errno;
+	}
+	if (chmod(path, mode) < 0)
+		return -errno;
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0)
+		return -errno;
+	if (listen(fd, SOMAXCONN) < 0)
+		return -errno;
+	return TAKE_FD(fd);
+}
+
+static bool peer_is_admin(const struct server *s, int fd, const struct ucred *cred)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+
+	if (cred->uid == 0)
+		return true;
+	if (s->admin_gid == (gid_t)-1)
+		return false;
+	if (cred->gid == s->admin_gid)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == s->admin_gid)
+			return true;
+	return false;
+}
+
+static void queue_clear(struct client *c)
+{
+	while (c->q_len > 0) {
+		free(c->queue[c->q_head]);
+		c->q_head = (c->q_head + 1) % c->q_max;
+		c->q_len--;
+	}
+}
+
+static void client_free(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_clients--;
+
+	sd_event_source_disable_unref(c->io);
+	if (c->fd >= 0)
+		close(c->fd);
+	queue_clear(c);
+	free(c->queue);
+	free(c);
+}
+
+static int on_reap(sd_event_source *src, void *userdata)
+{
+	struct server *s = userdata;
+	struct client *next;
+
+	for (struct client *c = s->clients; c; c = next) {
+		next = c->next;
+		if (c->dead)
+			client_free(c);
+	}
+	return sd_event_source_set_enabled(src, SD_EVENT_OFF);
+}
+
+void server_drop(struct client *c, int level, const char *reason)
+{
+	struct server *s = c->server;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	log_internal(level, 0, "Client %" PRIu64 " (pid %d, %s): %s; dropped", c->id,
+		     (int)c->cred.pid, c->process[0] ? c->process : "unnamed", reason);
+
+	/* Stop reading now; the manager forgets the client at once, the
+	 * memory goes on the next iteration when no caller holds it. */
+	sd_event_source_disable_unref(c->io);
+	c->io = NULL;
+	close(c->fd);
+	c->fd = -1;
+	queue_clear(c);
+	if (s->ops->gone)
+		s->ops->gone(s->userdata, c);
+	sd_event_source_set_enabled(s->reaper, SD_EVENT_ONESHOT);
+}
+
+/* Read unless closing; write while something is queued. */
+static int update_events(struct client *c)
+{
+	return sd_event_source_set_io_events(c->io, (c->closing ? 0 : EPOLLIN) |
+							    (c->q_len ? EPOLLOUT : 0));
+}
+
+/* Write queued datagrams until the socket is full. */
+static int flush(struct client *c)
+{
+	while (c->q_len > 0) {
+		uint8_t *d = c->queue[c->q_head];
+		size_t n = (size_t)d[0] | (size_t)d[1] << 8;
+
+		if (send(c->fd, d + 2, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			return -errno;
+		}
+		free(d);
+		c->q_head = (c->q_head + 1) % c->q_max;
+		c->q_len--;
+	}
+	if (c->q_len == 0 && c->closing)
+		return -ECONNRESET;
+	return update_events(c);
+}
+
+int server_send(struct client *c, struct mg_msg *m)
+{
+	uint8_t buf[MG_MSG_MAX];
+	uint8_t *d;
+	int n;
+
+	if (c->dead)
+		return -EPIPE;
+	if (m->hdr.seq == 0)
+		m->hdr.seq = ++c->server->next_id; /* unique, never 0 */
+	n = proto_msg_encode(m, buf, sizeof(buf));
+	if (n < 0)
+		return n;
+
+	if (c->q_len == 0) {
+		if (send(c->fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR) {
+			server_drop(c, LOG_INFO, "send failed");
+			return -EPIPE;
+		}
+	}
+	if (c->q_len >= c->q_max) {
+		server_drop(c, LOG_WARNING, "send queue full (the client does not read)");
+		return -EPIPE;
+	}
+	d = malloc((size_t)n + 2);
+	if (!d) {
+		server_drop(c, LOG_ERR, "out of memory for its send queue");
+		return -EPIPE;
+	}
+	d[0] = (uint8_t)n;
+	d[1] = (uint8_t)(n >> 8);
+	memcpy(d + 2, buf, (size_t)n);
+	c->queue[(c->q_head + c->q_len) % c->q_max] = d;
+	c->q_len++;
+	return update_events(c);
+}
+
+int server_send_result(struct client *c, uint32_t seq, unsigned code, const char *fmt, ...)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_RESULT, .seq = seq } };
+	va_list ap;
+
+	m.result.code = code;
+	va_start(ap, fmt);
+	vsnprintf(m.result.text, sizeof(m.result.text), fmt, ap);
+	va_end(ap);
+	return server_send(c, &m);
+}
+
+/* Send ERROR, then close once it is out. */
+static void refuse(struct client *c, uint32_t seq, unsigned code, const char *text)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_ERROR, .seq = seq } };
+	char reason[MG_TEXT_MAX + 64];
+
+	m.error.code = code;
+	snprintf(m.error.text, sizeof(m.error.text), "%s", text);
+	snprintf(reason, sizeof(reason), "%s", text);
+	if (server_send(c, &m) == 0 && c->q_len > 0) {
+		c->closing = true;
+		update_events(c);
+		log_info("Client %" PRIu64 " (pid %d): %s; closing", c->id, (int)c->cred.pid, reason);
+		return;
+	}
+	server_drop(c, LOG_INFO, reason);
+}
+
+static void handle_hello(struct client *c, const struct mg_msg *m)
+{
+	struct server *s = c->server;
+	struct mg_msg w = { .hdr = { .type = MG_MSG_WELCOME, .seq = m->hdr.seq } };
+	char text[MG_TEXT_MAX + 1] = "";
+	int code;
+
+	if (c->hello) {
+		refuse(c, m->hdr.seq, MG_ERR_PROTOCOL, "second HELLO on one connection");
+		return;
+	}
+	c->capabilities = m->hello.capabilities;
+	memcpy(c->process, m->hello.process, sizeof(c->process));
+
+	code = s->ops->hello(s->userdata, c, &m->hello, &w.welcome, text);
+	if (code != 0) {
+		refuse(c, m->hdr.seq, (unsigned)code, text[0] ? text : proto_err_name((unsigned)code));
+		return;
+	}
+	c->hello = true;
+	w.welcome.client_id = c->id;
+	server_send(c, &w);
+}
+
+static void handle(struct client *c, const struct mg_msg *m)
+{
+	struct server *s = c->server;
+	enum mg_sender sender = proto_type_sender(m->hdr.type);
+
+	switch (sender) {
+	case MG_SENDER_ADMIN:
+		if (!c->admin) {
+			server_send_result(c, m->hdr.seq, MG_ERR_PERMISSION,
+					   "admin requests need uid 0 or the admin group");
+			if (c->dead)
+				return;
+			c->closing = true;
+			update_events(c);
+			if (c->q_len == 0)
+				server_drop(c, LOG_NOTICE, "admin request from a non-admin peer");
+			else
+				log_notice("Client %" PRIu64 " (pid %d, uid %d): admin request refused",
+					   c->id, (int)c->cred.pid, (int)c->cred.uid);
+			return;
+		}
+		s->ops->admin(s->userdata, c, m);
+		return;
+	case MG_SENDER_DAEMON:
+	case MG_SENDER_NONE:
+		refuse(c, m->hdr.seq, MG_ERR_PROTOCOL, "message type sent by the wrong side");
+		return;
+	default:
+		break;
+	}
+
+	switch (m->hdr.type) {
+	case MG_MSG_HELLO:
+		handle_hello(c, m);
+		return;
+	case MG_MSG_BYE:
+		server_drop(c, LOG_DEBUG, "said BYE");
+		return;
+	case MG_MSG_PONG:
+		if (c->ping_cookie && m->ping.cookie == c->ping_cookie)
+			c->ping_cookie = 0;
+		return;
+	default:
+		break;
+	}
+
+	if (!c->hello) {
+		refuse(c, m->hdr.seq, MG_ERR_PROTOCOL, "message before HELLO");
+		return;
+	}
+	if (m->hdr.type == MG_MSG_REPORT)
+		s->ops->report(s->userdata, c, &m->report);
+	else if (m->hdr.type == MG_MSG_RELEASED)
+		s->ops->released(s->userdata, c, m->hdr.seq, &m->released);
+}
+
+static const char *decode_error(int r)
+{
+	switch (r) {
+	case -EPROTONOSUPPORT:
+		return "unsupported protocol version";
+	case -EOPNOTSUPP:
+		return "unknown message type";
+	default:
+		return "malformed message";
+	}
+}
+
+static void receive(struct client *c)
+{
+	uint8_t buf[MG_MSG_MAX];
+
+	for (int i = 0; i < RECV_BATCH && !c->dead && !c->closing; i++) {
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		struct mg_msg m;
+		ssize_t n;
+		int r;
+
+		n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			server_drop(c, LOG_INFO, "receive failed");
+			return;
+		}
+		if (n == 0) {
+			server_drop(c, LOG_DEBUG, "disconnected");
+			return;
+		}
+		if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+			server_drop(c, LOG_WARNING, "message longer than the protocol allows");
+			return;
+		}
+		c->last_rx_usec = now_usec();
+
+		r = proto_msg_decode(buf, (size_t)n, &m);
+		if (r < 0) {
+			struct mg_header h;
+
+			/* Answer with what we understood, then close: the peer is
+			 * broken or hostile, and nothing it says next can be trusted. */
+			if (proto_header_decode(buf, (size_t)n, &h) < 0)
+				h.seq = 0;
+			refuse(c, h.seq, r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
+			       decode_error(r));
+			return;
+		}
+		handle(c, &m);
+	}
+}
+
+static int on_client_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct client *c = userdata;
+
+	if (c->closing && (revents & (EPOLLHUP | EPOLLERR))) {
+		server_drop(c, LOG_DEBUG, "hung up before reading its answer");
+		return 0;
+	}
+	if (revents & EPOLLOUT) {
+		int r = flush(c);
+
+		if (r == -ECONNRESET) {
+			server_drop(c, LOG_DEBUG, "closed after its answer");
+			return 0;
+		}
+		if (r < 0) {
+			server_drop(c, LOG_INFO, "send failed");
+			return 0;
+		}
+	}
+	if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		receive(c);
+	return 0;
+}
+
+static void accept_one(struct server *s, int fd)
+{
+	struct client *c;
+	socklen_t len;
+	int r;
+
+	if (s->n_clients >= SERVER_MAX_CLIENTS) {
+		log_warning("Refusing a connection: %d clients already", SERVER_MAX_CLIENTS);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->server = s;
+	c->fd = fd;
+	c->id = ++s->next_id;
+	len = sizeof(c->cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
+		log_warning_errno(errno, "Failed to read a peer's credentials, refusing it: %m");
+		close(fd);
+		free(c);
+		return;
+	}
+	c->admin = peer_is_admin(s, fd, &c->cred);
+	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
+	c->queue = calloc(c->q_max, sizeof(*c->queue));
+	c->last_rx_usec = now_usec();
+	if (!c->queue) {
+		close(fd);
+		free(c);
+		return;
+	}
+
+	c->next = s->clients;
+	if (s->clients)
+		s->clients->prev = c;
+	s->clients = c;
+	s->n_clients++;
+
+	r = sd_event_add_io(s->event, &c->io, fd, EPOLLIN, on_client_io, c);
+	if (r < 0) {
+		log_warning_errno(r, "Failed to watch a new connection, dropping it: %m");
+		c->dead = true;
+		close(c->fd);
+		c->fd = -1;
+		sd_event_source_set_enabled(s->reaper, SD_EVENT_ONESHOT);
+		return;
+	}
+	log_debug("Client %" PRIu64 " connected (pid %d, uid %d%s)", c->id, (int)c->cred.pid,
+		  (int)c->cred.uid, c->admin ? ", admin" : "");
+}
+
+static int on_listen(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct server *s = userdata;
+
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return 0;
+			/* EMFILE and friends: keep serving who we have. */
+			log_warning_errno(errno, "Failed to accept a connection, ignoring: %m");
+			return 0;
+		}
+		accept_one(s, cfd);
+	}
+}
+
+int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct server_ops *ops,
+	       void *userdata, struct server **ret)
+{
+	struct server *s;
+	int r;
+
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		close(listen_fd);
+		return -ENOMEM;
+	}
+	s->event = sd_event_ref(event);
+	s->fd = listen_fd;
+	s->admin_gid = admin_gid;
+	s->ops = ops;
+	s->userdata = userdata;
+
+	r = fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
+	if (r >= 0)
+		r = sd_event_add_io(event, &s->listen_io, listen_fd, EPOLLIN, on_listen, s);
+	if (r >= 0)
+		r = sd_event_add_defer(event, &s->reaper, on_reap, s);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->reaper, SD_EVENT_OFF);
+	if (r < 0) {
+		if (r == -1)
+			r = -errno;
+		server_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+struct server *server_free(struct server *s)
+{
+	if (!s)
+		return NULL;
+
+	while (s->clients) {
+		struct client *c = s->clients;
+
+		if (!c->dead && c->hello) {
+			struct mg_msg m = { .hdr = { .type = MG_MSG_BYE } };
+
+			m.bye.reason = MG_BYE_SHUTDOWN;
+			server_send(c, &m);
+		}
+		if (!c->dead) {
+			c->dead = true;
+			if (s->ops->gone)
+				s->ops->gone(s->userdata, c);
+		}
+		client_free(c);
+	}
+	sd_event_source_disable_unref(s->listen_io);
+	sd_event_source_disable_unref(s->reaper);
+	if (s->fd >= 0)
+		close(s->fd);
+	sd_event_unref(s->event);
+	free(s);
+	return NULL;
+}
+
+void server_set_admin_gid(struct server *s, gid_t gid)
+{
+	s->admin_gid = gid;
+}
+
+void server_tick(struct server *s, uint64_t now)
+{
+	server_for_each(c, s) {
+		if (!c->hello) {
+			if (now - c->last_rx_usec > SERVER_ADMIN_IDLE_USEC)
+				server_drop(c, LOG_DEBUG, "idle without HELLO");
+			continue;
+		}
+		if (c->ping_cookie) {
+			if (now - c->ping_usec > SERVER_PONG_USEC)
+				server_drop(c, LOG_WARNING, "did not answer PING in time");
+			continue;
+		}
+		if (now - c->last_rx_usec > SERVER_PING_USEC) {
+			struct mg_msg m = { .hdr = { .type = MG_MSG_PING } };
+
+			c->ping_cookie = (c->id << 32) ^ now ^ 0x9e3779b97f4a7c15ULL;
+			if (c->ping_cookie == 0)
+				c->ping_cookie = 1;
+			c->ping_usec = now;
+			m.ping.cookie = c->ping_cookie;
+			server_send(c, &m);
+		}
+	}
+}
+
+struct client *server_clients(struct server *s)
+{
+	return s->clients;
+}
+
+size_t server_n_clients(const struct server *s)
+{
+	return s->n_clients;
+}

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's socket side: accepts connections on the SOCK_SEQPACKET
+ * socket, checks every datagram with proto/, keeps a bounded send queue
+ * per connection, and hands well-formed messages to the manager through
+ * struct server_ops.  It never blocks: a peer that does not drain its
+ * queue, does not answer PING, or sends something malformed is dropped,
+ * and only that peer.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "proto/proto.h"
+
+#define SERVER_QUEUE_MAX 64             /* datagrams queued to a client */
+#define SERVER_ADMIN_QUEUE_MAX 8192     /* datagrams queued to an admin peer */
+#define SERVER_MAX_CLIENTS 4096         /* connections at once */
+#define SERVER_PING_USEC (10 * 1000000ULL)    /* idle time before a PING */
+#define SERVER_PONG_USEC (10 * 1000000ULL)    /* time to answer a PING */
+#define SERVER_ADMIN_IDLE_USEC (30 * 1000000ULL) /* idle admin peers are closed */
+
+struct server;
+
+struct client {
+	struct server *server;
+	struct client *prev, *next;
+	int fd;
+	sd_event_source *io;
+	struct ucred cred;               /* from SO_PEERCRED at accept */
+	uint64_t id;                     /* unique for the daemon's lifetime */
+	bool hello;                      /* HELLO accepted */
+	bool admin;                      /* peer may send admin requests */
+	bool dead;                       /* dropped; freed on the next iteration */
+	bool closing;                    /* close once the queue is empty */
+	uint32_t capabilities;           /* from HELLO */
+	char process[MG_NAME_MAX + 1];   /* from HELLO */
+	uint64_t last_rx_usec;           /* CLOCK_MONOTONIC of the last message */
+	uint64_t ping_cookie;            /* outstanding PING, 0 = none */
+	uint64_t ping_usec;              /* when it was sent */
+	uint8_t **queue;                 /* ring of encoded datagrams: u16 length + bytes */
+	size_t q_head, q_len, q_max;
+	void *data;                      /* the manager's per-client state */
+};
+
+struct server_ops {
+	/*
+	 * A client said HELLO.  Fill `ret_welcome` (the server sets nothing in
+	 * it) and return 0; or return an MG_ERR_* code (> 0) with a reason in
+	 * `ret_text` to refuse: the server sends ERROR and closes.
+	 */
+	int (*hello)(void *userdata, struct client *c, const struct mg_hello *h,
+		     struct mg_welcome *ret_welcome, char ret_text[MG_TEXT_MAX + 1]);
+	void (*report)(void *userdata, struct client *c, const struct mg_report *r);
+	void (*released)(void *userdata, struct client *c, uint32_t seq,
+			 const struct mg_released *r);
+	/*
+	 * An admin request from a permitted peer.  Answer with server_send()
+	 * (replies carry the request's seq) ending with one RESULT.
+	 */
+	void (*admin)(void *userdata, struct client *c, const struct mg_msg *m);
+	/* The client is going away; forget it.  Called once per client that
+	 * was accepted, after it stopped receiving. */
+	void (*gone)(void *userdata, struct client *c);
+};
+
+/*
+ * Create the listening socket at `path`: make its directory (mode 0755),
+ * remove a stale socket left by a dead daemon, bind, set `mode` and the
+ * group `gid` ((gid_t)-1 = leave it), listen.  Returns the fd, -EADDRINUSE
+ * when a live daemon answers on `path`, or another -errno.
+ */
+int server_listen(const char *path, mode_t mode, gid_t gid);
+
+/*
+ * Serve connections on `listen_fd` (which the server owns from now on and
+ * closes) from the loop `event`.  Admin requests are allowed from uid 0 and
+ * from peers whose primary or supplementary groups include `admin_gid`
+ * ((gid_t)-1 = root only).
+ */
+int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct server_ops *ops,
+	       void *userdata, struct server **ret);
+
+/* Say BYE to every client and free everything; accepts NULL; returns NULL. */
+struct server *server_free(struct server *s);
+
+void server_set_admin_gid(struct server *s, gid_t gid);
+
+/*
+ * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it a sequence
+ * number unique in this daemon (never 0) and writes it back to m->hdr.seq.  Returns 0, -EPIPE when `c` is dropped (now or before), or
+ * -EINVAL when `m` does not encode.  A client whose queue overflows is
+ * dropped.
+ */
+int server_send(struct client *c, struct mg_msg *m);
+
+/* Send RESULT {code, text} answering the admin request with `seq`. */
+int server_send_result(struct client *c, uint32_t seq, unsigned code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Drop `c` with a reason logged at `level`; safe while iterating clients:
+ * the memory is freed on the next loop iteration. */
+void server_drop(struct client *c, int level, const char *reason);
+
+/* Send PINGs to idle clients and drop those that did not answer in time. */
+void server_tick(struct server *s, uint64_t now_usec);
+
+/* The first client; iterate with c->next.  Dead clients are skipped by
+ * server_for_each. */
+struct client *server_clients(struct server *s);
+size_t server_n_clients(const struct server *s);
+
+#define server_for_each(c, s) \
+	for (struct client *c = server_clients(s); c; c = c->next) \
+		if (!c->dead)

@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's socket side against real SOCK_SEQPACKET peers: registration,
+ * refusals, malformed input, slow readers, admin permission, keepalive.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/server.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	sd_event *event;
+	struct server *server;
+	int hellos, reports, releases, admins, gones;
+	bool refuse_hello;
+	struct mg_report last_report;
+};
+
+static int t_hello(void *ud, struct client *c, const struct mg_hello *h,
+		   struct mg_welcome *w, char text[MG_TEXT_MAX + 1])
+{
+	struct fixture *f = ud;
+
+	f->hellos++;
+	if (f->refuse_hello) {
+		snprintf(text, MG_TEXT_MAX + 1, "service '%s' is not yours", h->service);
+		return MG_ERR_SERVICE;
+	}
+	w->budget = 1 << 20;
+	w->report_interval_ms = 1000;
+	snprintf(w->service, sizeof(w->service), "%s", h->service);
+	return 0;
+}
+
+static void t_report(void *ud, struct client *c, const struct mg_report *r)
+{
+	struct fixture *f = ud;
+
+	f->reports++;
+	f->last_report = *r;
+}
+
+static void t_released(void *ud, struct client *c, uint32_t seq, const struct mg_released *r)
+{
+	((struct fixture *)ud)->releases++;
+}
+
+static void t_admin(void *ud, struct client *c, const struct mg_msg *m)
+{
+	((struct fixture *)ud)->admins++;
+	server_send_result(c, m->hdr.seq, MG_ERR_OK, "ok");
+}
+
+static void t_gone(void *ud, struct client *c)
+{
+	((struct fixture *)ud)->gones++;
+}
+
+static const struct server_ops ops = {
+	.hello = t_hello,
+	.report = t_report,
+	.released = t_released,
+	.admin = t_admin,
+	.gone = t_gone,
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	int fd;
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/mg-test-server-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/run/memguardd.sock", f->dir);
+	fd = server_listen(f->path, 0660, (gid_t)-1);
+	assert_true(fd >= 0);
+	assert_int_equal(sd_event_new(&f->event), 0);
+	assert_int_equal(server_new(f->event, fd, (gid_t)-1, &ops, f, &f->server), 0);
+	log_set_max_level(LOG_WARNING);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[160];
+
+	server_free(f->server);
+	sd_event_unref(f->event);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+/* Let the loop handle whatever is pending. */
+static void spin(struct fixture *f)
+{
+	for (int i = 0; i < 20; i++)
+		assert_true(sd_event_run(f->event, 1000) >= 0);
+}
+
+static int peer(const struct fixture *f)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	strcpy(sa.sun_path, f->path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void send_msg(int fd, struct mg_msg *m)
+{
+	uint8_t buf[MG_MSG_MAX];
+	int n = proto_msg_encode(m, buf, sizeof(buf));
+
+	assert_true(n > 0);
+	assert_int_equal(send(fd, buf, (size_t)n, MSG_NOSIGNAL), n);
+}
+
+/* Receive one message; returns 0, or -errno / -ECONNRESET on EOF. */
+static int recv_msg(int fd, struct mg_msg *m)
+{
+	uint8_t buf[MG_MSG_MAX];
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	return proto_msg_decode(buf, (size_t)n, m);
+}
+
+static void hello(int fd, const char *service)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 7 } };
+
+	m.hello.capabilities = MG_CAP_ALL;
+	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
+	strcpy(m.hello.process, "test");
+	send_msg(fd, &m);
+}
+
+static void test_hello_welcome_report(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m = { .hdr = { .type = MG_MSG_REPORT } };
+	int fd = peer(f);
+
+	hello(fd, "web");
+	spin(f);
+	assert_int_equal(f->hellos, 1);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	assert_int_equal(m.hdr.seq, 7);
+	assert_string_equal(m.welcome.service, "web");
+	assert_int_equal(m.welcome.budget, 1 << 20);
+	assert_true(m.welcome.client_id > 0);
+
+	memset(&m, 0, sizeof(m));
+	m.hdr.type = MG_MSG_REPORT;
+	m.report.heap_sys = 12345;
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(f->reports, 1);
+	assert_int_equal(f->last_report.heap_sys, 12345);
+	assert_int_equal(server_n_clients(f->server), 1);
+
+	close(fd);
+	spin(f);
+	assert_int_equal(f->gones, 1);
+	assert_int_equal(server_n_clients(f->server), 0);
+}
+
+static void test_hello_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m;
+	int fd = peer(f);
+
+	f->refuse_hello = true;
+	hello(fd, "db");
+	spin(f);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+	assert_int_equal(m.error.code, MG_ERR_SERVICE);
+	assert_string_equal(m.error.text, "service 'db' is not yours");
+	assert_int_equal(recv_msg(fd, &m), -ECONNRESET);
+	assert_int_equal(f->gones, 1);
+	close(fd);
+}
+
+static void test_report_before_hello(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m = { .hdr = { .type = MG_MSG_REPORT } };
+	int fd = peer(f);
+
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(f->reports, 0);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+	assert_int_equal(m.error.code, MG_ERR_PROTOCOL);
+	assert_int_equal(recv_msg(fd, &m), -ECONNRESET);
+	close(fd);
+}
+
+/* Garbage from one peer closes that peer only. */
+static void test_malformed_closes_only_that_peer(void **state)
+{
+	struct fixture *f = *state;
+	static const uint8_t junk[] = { 1, 0, 1, 0, 200, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9 };
+	static uint8_t huge[MG_MSG_MAX + 100];
+	struct mg_msg m;
+	int good = peer(f), bad = peer(f), big = peer(f), daemon_type = peer(f);
+
+	hello(good, "web");
+	spin(f);
+	assert_int_equal(recv_msg(good, &m), 0);
+
+	assert_int_equal(send(bad, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+	assert_int_equal(send(big, huge, sizeof(huge), 0), (ssize_t)sizeof(huge));
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_DIRECTIVE } };
+	send_msg(daemon_type, &m);
+	spin(f);
+
+	assert_int_equal(recv_msg(bad, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+	assert_int_equal(m.error.code, MG_ERR_PROTOCOL);
+	assert_int_equal(recv_msg(bad, &m), -ECONNRESET);
+	assert_int_equal(recv_msg(big, &m), -ECONNRESET);
+	assert_int_equal(recv_msg(daemon_type, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+	assert_int_equal(recv_msg(daemon_type, &m), -ECONNRESET);
+
+	/* The good one is still served. */
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_REPORT } };
+	send_msg(good, &m);
+	spin(f);
+	assert_int_equal(f->reports, 1);
+	assert_int_equal(f->gones, 3);
+	close(good);
+	close(bad);
+	close(big);
+	close(daemon_type);
+}
+
+static void test_wrong_version(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t buf[MG_MSG_MAX];
+	struct mg_msg m = { .hdr = { .type = MG_MSG_PONG } };
+	int fd = peer(f);
+	int n = proto_msg_encode(&m, buf, sizeof(buf));
+
+	buf[2] = 99;
+	assert_int_equal(send(fd, buf, (size_t)n, 0), n);
+	spin(f);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.error.code, MG_ERR_VERSION);
+	close(fd);
+}
+
+/* A client that never reads is dropped when its queue is full; others go on. */
+static void test_slow_reader_dropped(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m;
+	int slow = peer(f), other = peer(f);
+	struct client *c;
+	int sent = 0, r = 0;
+
+	hello(slow, "web");
+	hello(other, "web");
+	spin(f);
+	assert_int_equal(recv_msg(other, &m), 0);
+
+	/* Clients are kept newest first: the slow one is the last. */
+	for (c = server_clients(f->server); c->next; c = c->next)
+		;
+	for (int i = 0; i < 100000 && r == 0; i++) {
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_DIRECTIVE } };
+		m.directive.level = MG_LEVEL_WARN;
+		r = server_send(c, &m);
+		if (r == 0)
+			sent++;
+	}
+	assert_int_equal(r, -EPIPE);
+	assert_true(sent > SERVER_QUEUE_MAX);
+	spin(f);
+	assert_int_equal(f->gones, 1);
+	assert_int_equal(server_n_clients(f->server), 1);
+
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_REPORT } };
+	send_msg(other, &m);
+	spin(f);
+	assert_int_equal(f->reports, 1);
+	close(slow);
+	close(other);
+}
+
+static void test_admin_as_root(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 42 } };
+	int fd = peer(f);
+
+	if (getuid() != 0) {
+		close(fd);
+		skip();
+	}
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(f->admins, 1);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_RESULT);
+	assert_int_equal(m.hdr.seq, 42);
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(fd);
+}
+
+/* A peer with another uid gets RESULT(PERMISSION) for every admin request. */
+static void test_admin_refused_for_other_uid(void **state)
+{
+	static const uint16_t types[] = { MG_MSG_STATUS, MG_MSG_CLIENTS, MG_MSG_RELEASE,
+					  MG_MSG_RELOAD, MG_MSG_SET_BUDGET };
+	struct fixture *f = *state;
+
+	if (getuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		int status;
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct mg_msg m = { .hdr = { .type = types[i], .seq = 3 } };
+			int fd;
+
+			chmod(f->path, 0666);
+			if (setgid(65534) < 0 || setuid(65534) < 0)
+				_exit(10);
+			fd = peer(f);
+			strcpy(m.release.service, "web");
+			if (types[i] == MG_MSG_SET_BUDGET) {
+				strcpy(m.set_budget.service, "web");
+				m.set_budget.budget = 1;
+			}
+			send_msg(fd, &m);
+			for (int t = 0; t < 200; t++) {
+				int r = recv_msg(fd, &m);
+
+				if (r == -EAGAIN) {
+					usleep(5000);
+					continue;
+				}
+				_exit(r == 0 && m.hdr.type == MG_MSG_RESULT &&
+						      m.result.code == MG_ERR_PERMISSION ? 0 : 11);
+			}
+			_exit(12);
+		}
+		for (int t = 0; t < 400; t++) {
+			sd_event_run(f->event, 5000);
+			if (waitpid(pid, &status, WNOHANG) == pid)
+				break;
+		}
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_int_equal(f->admins, 0);
+}
+
+static void test_ping_timeout(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m;
+	struct timespec ts;
+	uint64_t now;
+	int fd = peer(f);
+
+	hello(fd, "web");
+	spin(f);
+	assert_int_equal(recv_msg(fd, &m), 0);
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+
+	server_tick(f->server, now + SERVER_PING_USEC / 2);
+	assert_int_equal(recv_msg(fd, &m), -EAGAIN);
+
+	server_tick(f->server, now + SERVER_PING_USEC + 1);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_PING);
+
+	/* Answered: stays. */
+	m.hdr.type = MG_MSG_PONG;
+	m.hdr.seq = 0;
+	send_msg(fd, &m);
+	spin(f);
+	server_tick(f->server, now + SERVER_PING_USEC + SERVER_PONG_USEC + 2);
+	assert_int_equal(f->gones, 0);
+
+	/* Not answered: dropped. */
+	server_tick(f->server, now + 3 * SERVER_PING_USEC);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_PING);
+	server_tick(f->server, now + 3 * SERVER_PING_USEC + SERVER_PONG_USEC + 1);
+	assert_int_equal(f->gones, 1);
+	close(fd);
+}
+
+static void test_listen_live_and_stale(void **state)
+{
+	struct fixture *f = *state;
+	char stale[160];
+	int fd;
+
+	/* A live daemon owns the path. */
+	assert_int_equal(server_listen(f->path, 0660, (gid_t)-1), -EADDRINUSE);
+
+	/* A socket file nobody listens on is replaced. */
+	snprintf(stale, sizeof(stale), "%s/stale.sock", f->dir);
+	fd = server_listen(stale, 0660, (gid_t)-1);
+	assert_true(fd >= 0);
+	close(fd);
+	fd = server_listen(stale, 0660, (gid_t)-1);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static void test_bye_on_free(void **state)
+{
+	struct fixture *f = *state;
+	struct mg_msg m;
+	int fd = peer(f);
+
+	hello(fd, "web");
+	spin(f);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	f->server = server_free(f->server);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_BYE);
+	assert_int_equal(m.bye.reason, MG_BYE_SHUTDOWN);
+	assert_int_equal(recv_msg(fd, &m), -ECONNRESET);
+	assert_int_equal(f->gones, 1);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_hello_welcome_report, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_report_before_hello, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_closes_only_that_peer, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_reader_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_as_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_refused_for_other_uid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listen_live_and_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bye_on_free, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
