@@ -30,7 +30,8 @@ struct server {
 	void *userdata;
 	struct client *clients;
 	size_t n_clients;
-	uint64_t next_id;
+	uint64_t next_id;                /* client ids */
+	uint32_t next_seq;               /* seq of unsolicited messages, never 0 */
 };
 
 static uint64_t now_usec(void)
@@ -213,8 +214,11 @@ int server_send(struct client *c, struct mg_msg *m)
 
 	if (c->dead)
 		return -EPIPE;
-	if (m->hdr.seq == 0)
-		m->hdr.seq = ++c->server->next_id; /* unique, never 0 */
+	if (m->hdr.seq == 0) {
+		if (++c->server->next_seq == 0)
+			c->server->next_seq = 1;
+		m->hdr.seq = c->server->next_seq;
+	}
 	n = proto_msg_encode(m, buf, sizeof(buf));
 	if (n < 0)
 		return n;

@@ -91,8 +91,9 @@ struct server *server_free(struct server *s);
 void server_set_admin_gid(struct server *s, gid_t gid);
 
 /*
- * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it a sequence
- * number unique in this daemon (never 0) and writes it back to m->hdr.seq.  Returns 0, -EPIPE when `c` is dropped (now or before), or
+ * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it the daemon's
+ * next sequence number (32 bits, wrapping, never 0) and writes it back to
+ * m->hdr.seq.  Returns 0, -EPIPE when `c` is dropped (now or before), or
  * -EINVAL when `m` does not encode.  A client whose queue overflows is
  * dropped.
  */

@@ -243,12 +243,13 @@ int proto_msg_validate(const struct mg_msg *m)
 
 		if (s->level > MG_LEVEL_EMERGENCY || s->enforce > MG_ENFORCE_KILL ||
 		    s->escalation > MG_ESCALATION_KILLED || s->psi_mode > MG_PSI_POLLING ||
-		    s->throttle > MG_THROTTLE_MAX)
+		    s->throttle > MG_THROTTLE_MAX || !name_ok(s->name))
 			return -EINVAL;
 		break;
 	}
 	case MG_MSG_CLIENT_INFO:
-		if (m->client_info.last_level > MG_LEVEL_EMERGENCY)
+		if (m->client_info.last_level > MG_LEVEL_EMERGENCY ||
+		    !name_ok(m->client_info.service) || !name_ok(m->client_info.process))
 			return -EINVAL;
 		break;
 	default:
