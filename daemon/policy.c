@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control law of design.md as pure functions.  policy.h is the
+ * contract; this file says why.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "daemon/policy.h"
+#include "proto/macro.h"
+
+#define BP_ONE 10000                     /* bp in a whole */
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint32_t sub_sat32(uint32_t a, uint32_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+static enum mg_level level_max(enum mg_level a, enum mg_level b)
+{
+	return a > b ? a : b;
+}
+
+/*
+ * floor(a · b / c) without overflow in the product, UINT64_MAX when the
+ * quotient does not fit.  c must not be 0.  Byte counts times byte counts
+ * (a target times one client's weight) need 128 bits; doubles would round
+ * and break "the shares add up to the target exactly".
+ */
+#if defined(__SIZEOF_INT128__) && !defined(POLICY_NO_INT128)
+static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
+{
+	unsigned __int128 q = (unsigned __int128)a * b / c;
+
+	return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
+}
+#else
+static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
+{
+	uint64_t a_lo = a & UINT32_MAX, a_hi = a >> 32;
+	uint64_t b_lo = b & UINT32_MAX, b_hi = b >> 32;
+	uint64_t p0 = a_lo * b_lo, p1 = a_lo * b_hi, p2 = a_hi * b_lo, p3 = a_hi * b_hi;
+	uint64_t mid = (p0 >> 32) + (p1 & UINT32_MAX) + (p2 & UINT32_MAX);
+	uint64_t lo = (p0 & UINT32_MAX) | (mid << 32);
+	uint64_t hi = p3 + (p1 >> 32) + (p2 >> 32) + (mid >> 32);
+	uint64_t q = 0, r = hi;
+
+	if (hi >= c)
+		return UINT64_MAX;
+
+	/* Long division of hi:lo by c, one bit of lo at a time; r < c. */
+	for (int i = 63; i >= 0; i--) {
+		bool carry = r >> 63;
+
+		r = (r << 1) | ((lo >> i) & 1);
+		q <<= 1;
+		if (carry || r >= c) {
+			/* Wraps back into range when carry is set: the true
+			 * value is below 2c. */
+			r -= c;
+			q |= 1;
+		}
+	}
+	return q;
+}
+#endif
+
+/* Round to the nearest integer, halves up; NaN and negatives give 0. */
+static uint32_t round_pos(double x)
+{
+	if (!(x > 0))
+		return 0;
+	if (x >= UINT32_MAX)
+		return UINT32_MAX;
+	return (uint32_t)(x + 0.5);
+}
+
+void policy_params_init(struct policy_params *ret)
+{
+	*ret = (struct policy_params){
+		.cp = POLICY_DEFAULT_CP,
+		.ema_alpha = POLICY_DEFAULT_EMA_ALPHA,
+		.hysteresis = POLICY_DEFAULT_HYSTERESIS,
+		.drop_ticks = POLICY_DEFAULT_DROP_TICKS,
+		.squeeze_step = POLICY_DEFAULT_SQUEEZE_STEP,
+	};
+}
+
+void policy_state_init(struct policy_state *s)
+{
+	*s = (struct policy_state){
+		.level = MG_LEVEL_NORMAL,
+		.escalation = MG_ESCALATION_NONE,
+	};
+}
+
+uint32_t policy_utilization_bp(uint64_t working_set, uint64_t budget)
+{
+	uint64_t u;
+
+	if (budget == 0)
+		return POLICY_UTIL_UNKNOWN;
+	u = muldiv(working_set, BP_ONE, budget);
+	/* UINT32_MAX means "unknown"; a service 400000 times over its budget
+	 * is simply very far over it. */
+	return u >= POLICY_UTIL_UNKNOWN ? POLICY_UTIL_UNKNOWN - 1 : (uint32_t)u;
+}
+
+/* A pressure trigger fires at or above its threshold; 0 turns it off. */
+static bool pressure_over(uint32_t avg10, uint32_t threshold)
+{
+	return threshold > 0 && avg10 >= threshold;
+}
+
+/*
+ * The level for utilization thresholds lowered by `band` bp, pressure and
+ * events as given: band 0 is the rising rule, the hysteresis band the
+ * holding rule.
+ */
+static enum mg_level level_with_band(const struct conf_service *svc,
+				     const struct policy_signals *sig, uint32_t band)
+{
+	enum mg_level l = MG_LEVEL_NORMAL;
+	uint32_t u = sig->utilization;
+
+	if (u != POLICY_UTIL_UNKNOWN) {
+		if (u >= sub_sat32(POLICY_UTIL_FULL, band))
+			l = MG_LEVEL_EMERGENCY;
+		else if (u >= sub_sat32(svc->critical, band))
+			l = MG_LEVEL_CRITICAL;
+		else if (u >= sub_sat32(svc->warn, band))
+			l = MG_LEVEL_WARN;
+	}
+	if (pressure_over(sig->full_avg10, svc->pressure_full))
+		l = level_max(l, MG_LEVEL_CRITICAL);
+	if (pressure_over(sig->some_avg10, svc->pressure_some))
+		l = level_max(l, MG_LEVEL_WARN);
+	/* high or max events mean the kernel is already throttling or
+	 * reclaiming at a limit: whatever the averages say, it is an
+	 * emergency now. */
+	if (sig->events_grew)
+		l = MG_LEVEL_EMERGENCY;
+	return level_max(l, sig->floor);
+}
+
+enum mg_level policy_level_raw(const struct conf_service *svc,
+			       const struct policy_signals *sig)
+{
+	return level_with_band(svc, sig, 0);
+}
+
+enum mg_level policy_level_hold(const struct conf_service *svc,
+				const struct policy_params *p,
+				const struct policy_signals *sig)
+{
+	return level_with_band(svc, sig, p->hysteresis);
+}
+
+enum mg_level policy_level_step(struct policy_state *s,
+				const struct policy_params *p,
+				const struct conf_service *svc,
+				const struct policy_signals *sig)
+{
+	enum mg_level raw = policy_level_raw(svc, sig), hold;
+	unsigned need = p->drop_ticks > 0 ? p->drop_ticks : 1;
+
+	if (raw > s->level) {
+		/* Rising is immediate: memory grows faster than a tick, and
+		 * a late WARN costs more than an early one. */
+		s->level = raw;
+		s->calm_ticks = 0;
+		return s->level;
+	}
+
+	hold = policy_level_hold(svc, p, sig);
+	if (hold >= s->level) {
+		/* Inside the band, or back above it: a drop needs calm
+		 * ticks in a row, so start counting again. */
+		s->calm_ticks = 0;
+		return s->level;
+	}
+
+	/* Below the band.  Wait out one more tick so a single low sample
+	 * (a GC that just finished, a PSI average between windows) does not
+	 * flap the level and the clients' caches with it. */
+	if (++s->calm_ticks >= need) {
+		s->level = hold;
+		s->calm_ticks = 0;
+	}
+	return s->level;
+}
+
+double policy_output(double cp, uint32_t warn_bp, uint64_t working_set,
+		     uint64_t budget)
+{
+	double u, w, out;
+
+	if (budget == 0)
+		return 0;
+	if (working_set >= budget)
+		/* 1 / (1 − u) has no finite value here, and the service is
+		 * at or over its budget: push as hard as the law allows. */
+		return POLICY_OUT_MAX;
+
+	u = (double)working_set / (double)budget;
+	w = (double)warn_bp / BP_ONE;
+	if (u <= w)
+		/* Also covers warn ≥ 100 %, where (1 − warn) would be 0. */
+		return 0;
+
+	out = cp / (1 - u) * (u - w) / (1 - w) * 100;
+	if (!(out > 0))
+		return 0;
+	return out > POLICY_OUT_MAX ? POLICY_OUT_MAX : out;
+}
+
+double policy_output_smooth(double prev, double raw, double alpha)
+{
+	if (!(alpha > 0 && alpha <= 1))
+		alpha = 1;
+	return alpha * raw + (1 - alpha) * prev;
+}
+
+uint16_t policy_gc_percent(enum mg_level level, double out,
+			   uint32_t min_gc_percent)
+{
+	uint32_t o = round_pos(out), gc;
+
+	if (level == MG_LEVEL_NORMAL)
+		return MG_GC_DEFAULT;
+
+	if (o > POLICY_OUT_MAX)
+		o = POLICY_OUT_MAX;
+	gc = 100 - o;
+	/* The floor keeps a GC-bound service from collecting itself to
+	 * death: below it, more GC costs CPU without freeing memory. */
+	if (gc < min_gc_percent)
+		gc = min_gc_percent;
+	return gc > UINT16_MAX ? UINT16_MAX : (uint16_t)gc;
+}
+
+uint16_t policy_throttle(enum mg_level level, double out,
+			 uint32_t max_throttle)
+{
+	uint32_t t;
+
+	/* Rejecting work is the one lever users see: keep it for CRITICAL,
+	 * when GC and releases have not been enough. */
+	if (level < MG_LEVEL_CRITICAL)
+		return 0;
+	t = round_pos(out * 10);
+	if (t > max_throttle)
+		t = max_throttle;
+	if (t > MG_THROTTLE_MAX)
+		t = MG_THROTTLE_MAX;
+	return (uint16_t)t;
+}
+
+uint64_t policy_soft_limit(enum mg_level level, uint32_t warn_bp,
+			   uint64_t budget)
+{
+	if (level == MG_LEVEL_NORMAL || budget == 0)
+		return 0;
+	return muldiv(budget, warn_bp, BP_ONE);
+}
+
+uint64_t policy_release_target(enum mg_level level, uint32_t warn_bp,
+			       uint64_t working_set, uint64_t budget,
+			       uint64_t releasable)
+{
+	uint64_t goal, excess = 0;
+
+	if (level == MG_LEVEL_NORMAL)
+		return 0;
+
+	if (budget > 0) {
+		goal = muldiv(budget, warn_bp, BP_ONE);
+		if (working_set > goal)
+			excess = working_set - goal;
+	}
+
+	if (level == MG_LEVEL_EMERGENCY && releasable > excess)
+		return releasable;
+	return excess;
+}
+
+uint32_t policy_deadline_ms(enum mg_level level,
+			    uint32_t release_deadline_ms)
+{
+	return level >= MG_LEVEL_CRITICAL ? release_deadline_ms : 0;
+}
+
+uint64_t policy_releasable(const struct mg_report *r)
+{
+	return add_sat(r->heap_idle, r->external);
+}
+
+void policy_split(uint64_t total, const uint64_t *weights, size_t n,
+		  uint64_t *ret_shares)
+{
+	uint64_t sum = 0, given = 0, div = 1;
+	size_t largest = 0;
+
+	if (n == 0)
+		return;
+
+	for (size_t i = 0; i < n; i++) {
+		if (weights[i] > weights[largest])
+			largest = i;
+		if (sum > UINT64_MAX - weights[i]) {
+			/* The weights add up past 2^64 bytes: divide them
+			 * all by n, which keeps the sum under 2^64 and the
+			 * proportions but for rounding. */
+			div = n;
+		}
+		sum = add_sat(sum, weights[i]);
+	}
+	if (div > 1) {
+		sum = 0;
+		for (size_t i = 0; i < n; i++)
+			sum += weights[i] / div;
+	}
+
+	for (size_t i = 0; i < n; i++) {
+		if (sum == 0)
+			/* Nobody reported anything releasable: ask all
+			 * alike rather than nobody. */
+			ret_shares[i] = total / n;
+		else
+			ret_shares[i] = muldiv(total, weights[i] / div, sum);
+		given += ret_shares[i];
+	}
+	/* Each share was rounded down, so given ≤ total; the rest, fewer
+	 * than n bytes, goes to whoever has the most to give. */
+	ret_shares[largest] += total - given;
+}
+
+int policy_client_directives(const struct mg_directive *d,
+			     const struct mg_report *reports, size_t n,
+			     struct mg_directive *ret)
+{
+	_cleanup_free_ uint64_t *w = NULL;
+	uint64_t *soft, *release;
+
+	if (n == 0)
+		return 0;
+
+	/* Two weight arrays and two share arrays, in one allocation. */
+	w = calloc(n, 4 * sizeof(uint64_t));
+	if (!w)
+		return -ENOMEM;
+	soft = w + 2 * n;
+	release = w + 3 * n;
+
+	for (size_t i = 0; i < n; i++) {
+		w[i] = reports[i].heap_inuse;
+		w[n + i] = policy_releasable(&reports[i]);
+	}
+	policy_split(d->soft_limit, w, n, soft);
+	policy_split(d->release, w + n, n, release);
+
+	for (size_t i = 0; i < n; i++) {
+		ret[i] = *d;
+		ret[i].soft_limit = soft[i];
+		ret[i].release = release[i];
+		ret[i].deadline_ms = release[i] > 0 ? d->deadline_ms : 0;
+	}
+	return 0;
+}
+
+uint64_t policy_squeeze_need(const struct policy_params *p,
+			     uint64_t mem_total, uint32_t host_some_avg10,
+			     uint32_t host_pressure)
+{
+	if (!pressure_over(host_some_avg10, host_pressure))
+		return 0;
+	return muldiv(mem_total, p->squeeze_step, BP_ONE);
+}
+
+/* What service `s` can give in a squeeze: down to its protected floor. */
+static uint64_t squeezable(const struct policy_squeeze_service *s)
+{
+	uint64_t keep = s->guarantee;
+
+	if (s->budget > 0 && s->budget < keep)
+		keep = s->budget;
+	return s->working_set > keep ? s->working_set - keep : 0;
+}
+
+/* Whether a is squeezed before b. */
+static bool squeeze_before(const struct policy_squeeze_service *a,
+			   uint64_t a_give,
+			   const struct policy_squeeze_service *b,
+			   uint64_t b_give)
+{
+	if (a->priority != b->priority)
+		return a->priority < b->priority;
+	return a_give > b_give;
+}
+
+uint64_t policy_squeeze(uint32_t host_some_avg10, uint32_t host_pressure,
+			uint64_t need,
+			const struct policy_squeeze_service *svcs, size_t n,
+			struct policy_squeeze_result *ret)
+{
+	uint64_t asked = 0;
+
+	for (size_t i = 0; i < n; i++)
+		ret[i] = (struct policy_squeeze_result){ .floor = MG_LEVEL_NORMAL };
+
+	if (!pressure_over(host_some_avg10, host_pressure))
+		return 0;
+
+	/*
+	 * Pick the next service in squeeze order until the need is met.
+	 * Selection instead of a sort: no allocation, and usually only the
+	 * first one or two services are asked at all.  A service once asked
+	 * has release > 0 and is not picked again.
+	 */
+	while (asked < need) {
+		size_t best = n;
+		uint64_t best_give = 0, take;
+
+		for (size_t i = 0; i < n; i++) {
+			uint64_t give = squeezable(&svcs[i]);
+
+			if (ret[i].release > 0 || give == 0)
+				continue;
+			if (best == n ||
+			    squeeze_before(&svcs[i], give, &svcs[best], best_give)) {
+				best = i;
+				best_give = give;
+			}
+		}
+		if (best == n)
+			break;
+
+		take = need - asked < best_give ? need - asked : best_give;
+		ret[best].release = take;
+		/* At least WARN, so the service's clients also lower their
+		 * GC target and drop the retain margin, not only release
+		 * once. */
+		ret[best].floor = MG_LEVEL_WARN;
+		asked += take;
+	}
+	return asked;
+}
+
+enum policy_action policy_escalate(const struct policy_escalation_input *in)
+{
+	if (in->in_force != MG_ESCALATION_NONE &&
+	    (in->level == MG_LEVEL_NORMAL || in->enforce == MG_ENFORCE_NOTIFY))
+		/* Every step is undone when the level falls back, and
+		 * `notify` never leaves the kernel touched.  After a kill,
+		 * memory.high = budget from the step before is still set. */
+		return POLICY_ACTION_RESTORE;
+
+	if (in->in_force == MG_ESCALATION_KILLED)
+		return POLICY_ACTION_NONE;
+
+	if (!in->clock_running || in->now_ms < in->deadline_ms)
+		/* The clients were given until the deadline. */
+		return POLICY_ACTION_NONE;
+
+	switch (in->in_force) {
+	case MG_ESCALATION_NONE:
+		/* memory.high = 0 would stall the service: never without a
+		 * known budget. */
+		if (in->enforce >= MG_ENFORCE_HIGH && in->level >= MG_LEVEL_CRITICAL &&
+		    in->budget > 0)
+			return POLICY_ACTION_HIGH;
+		return POLICY_ACTION_NONE;
+	case MG_ESCALATION_HIGH:
+		/* Last resort, and only on evidence: the kernel's own
+		 * reclaim at memory.high did not hold usage under the
+		 * budget for a whole deadline, and it is hitting memory.max
+		 * or OOM.  The OOM killer would pick a victim anyway;
+		 * cgroup.kill takes the whole service down cleanly. */
+		if (in->enforce == MG_ENFORCE_KILL && in->budget > 0 &&
+		    in->working_set > in->budget && in->max_oom_grew)
+			return POLICY_ACTION_KILL;
+		return POLICY_ACTION_NONE;
+	default:
+		return POLICY_ACTION_NONE;
+	}
+}
+
+static bool events_grew(const struct policy_events *now,
+			const struct policy_events *before, bool high_max)
+{
+	/* A counter that went down belongs to a new cgroup of the same
+	 * name: no growth, and policy_tick() takes it as the new baseline. */
+	if (high_max)
+		return now->high > before->high || now->max > before->max;
+	return now->max > before->max || now->oom > before->oom;
+}
+
+static void clock_start(struct policy_state *s, const struct conf_service *svc,
+			const struct policy_events *events, uint64_t now_ms)
+{
+	s->clock_running = true;
+	s->clock_deadline_ms = add_sat(now_ms, svc->release_deadline_ms);
+	s->clock_events = *events;
+}
+
+void policy_tick(struct policy_state *s, const struct policy_params *p,
+		 const struct conf_service *svc, const struct policy_input *in,
+		 uint64_t now_ms, struct policy_decision *ret)
+{
+	struct policy_signals sig = {
+		.utilization = policy_utilization_bp(in->working_set, in->budget),
+		.some_avg10 = in->some_avg10,
+		.full_avg10 = in->full_avg10,
+		.events_grew = s->have_events &&
+			       events_grew(&in->events, &s->events, /* high_max= */ true),
+		.floor = in->floor,
+	};
+	enum mg_level old = s->level, level;
+	struct mg_directive *d = &ret->directive;
+	bool demand;
+	uint64_t target;
+	double raw;
+
+	level = policy_level_step(s, p, svc, &sig);
+	s->events = in->events;
+	s->have_events = true;
+	if (s->clock_running && (in->events.max < s->clock_events.max ||
+				 in->events.oom < s->clock_events.oom))
+		/* The cgroup was recreated under the running clock. */
+		s->clock_events = in->events;
+
+	/* The EMA runs on every tick, NORMAL ones included (where the raw
+	 * output is 0), so a service coming back starts from a decayed
+	 * value instead of a stale peak. */
+	raw = policy_output(p->cp, svc->warn, in->working_set, in->budget);
+	s->out = policy_output_smooth(s->out, raw, p->ema_alpha);
+
+	if (level == MG_LEVEL_EMERGENCY && !s->clock_running)
+		clock_start(s, svc, &in->events, now_ms);
+	else if (level < MG_LEVEL_CRITICAL)
+		/* Usage came down: whatever is in force stays until NORMAL,
+		 * but nothing further is started. */
+		s->clock_running = false;
+
+	target = policy_release_target(level, svc->warn, in->working_set, in->budget,
+				       in->releasable);
+	if (level > MG_LEVEL_NORMAL)
+		target = add_sat(target, in->extra_release);
+
+	/*
+	 * Working set and PSI answer a release late (PSI averages over
+	 * windows of 10 s), so repeating the demand on every 100 ms tick
+	 * would ask for the same excess again and again.  Ask when the level
+	 * rises, and again once the previous demand's deadline has passed.
+	 */
+	demand = level > MG_LEVEL_NORMAL && target > 0 &&
+		 (level > old || !s->demand_active ||
+		  now_ms - s->demand_ms >= svc->release_deadline_ms);
+	if (demand) {
+		s->demand_active = true;
+		s->demand_ms = now_ms;
+	}
+	if (level == MG_LEVEL_NORMAL)
+		s->demand_active = false;
+
+	*ret = (struct policy_decision){
+		.level = level,
+		.rose = level > old,
+		.cleared = level == MG_LEVEL_NORMAL && old != MG_LEVEL_NORMAL,
+		.utilization = sig.utilization,
+		.out = s->out,
+		.target = target,
+	};
+	d->level = (uint8_t)level;
+	d->gc_percent = policy_gc_percent(level, s->out, svc->min_gc_percent);
+	d->throttle = policy_throttle(level, s->out, svc->max_throttle);
+	d->soft_limit = policy_soft_limit(level, svc->warn, in->budget);
+	d->release = demand ? target : 0;
+	d->deadline_ms = demand ?
+		policy_deadline_ms(level, svc->release_deadline_ms) : 0;
+
+	ret->action = policy_escalate(&(struct policy_escalation_input){
+		.enforce = svc->enforce,
+		.level = level,
+		.in_force = s->escalation,
+		.working_set = in->working_set,
+		.budget = in->budget,
+		.clock_running = s->clock_running,
+		.now_ms = now_ms,
+		.deadline_ms = s->clock_deadline_ms,
+		.max_oom_grew = events_grew(&in->events, &s->clock_events,
+					    /* high_max= */ false),
+	});
+}
+
+void policy_escalated(struct policy_state *s, const struct conf_service *svc,
+		      enum policy_action action, uint64_t now_ms)
+{
+	switch (action) {
+	case POLICY_ACTION_HIGH:
+		s->escalation = MG_ESCALATION_HIGH;
+		/* Give the kernel's reclaim at memory.high a whole deadline,
+		 * and judge max/oom growth from now on, before a kill. */
+		clock_start(s, svc, &s->events, now_ms);
+		break;
+	case POLICY_ACTION_RESTORE:
+		s->escalation = MG_ESCALATION_NONE;
+		break;
+	case POLICY_ACTION_KILL:
+		s->escalation = MG_ESCALATION_KILLED;
+		s->clock_running = false;
+		break;
+	case POLICY_ACTION_NONE:
+		break;
+	}
+}
+
+bool policy_directive_changed(const struct mg_directive *old,
+			      const struct mg_directive *new)
+{
+	if (!old)
+		return true;
+	/* A demand is news even when it repeats the last one's bytes:
+	 * policy_tick() only makes one once per deadline. */
+	if (new->release > 0)
+		return true;
+	return old->level != new->level || old->gc_percent != new->gc_percent ||
+	       old->throttle != new->throttle || old->soft_limit != new->soft_limit;
+}

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's decisions, as pure functions: no I/O, no logging, no globals,
+ * no clock.  Time comes in as `now_ms` (CLOCK_MONOTONIC, milliseconds) and
+ * every bit of memory between ticks lives in a struct policy_state that the
+ * caller holds, one per service.
+ *
+ * Units follow conf.h and the wire: sizes in bytes, durations in ms, ratios
+ * and PSI averages in hundredths of a percent ("bp": 8000 = 80 %), throttle
+ * in permille, the controller output and GC targets in percent.
+ *
+ * One tick for one service (design.md, "Control law"):
+ *
+ *	policy_squeeze()            across services, when the host is under
+ *	                            pressure: extra bytes and a floor level
+ *	policy_tick()               level with hysteresis, controller output,
+ *	                            gc %, throttle, release demand, escalation
+ *	policy_client_directives()  the service's directive split per client
+ *	policy_directive_changed()  whether a client needs to hear it
+ *	policy_escalated()          after the caller carried out an escalation
+ *
+ * The smaller functions that policy_tick() is made of are public so that
+ * each formula and transition can be tested on its own.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "proto/proto.h"
+
+/*
+ * Proportional gain of the controller (MemLimiter's law, see
+ * policy_output()).  0.05 is MemLimiter's C = 5 in our scale (their output
+ * is C / (1 − u) percent; ours multiplies by 100, so Cp = C / 100), tempered
+ * by the ramp (u − warn) / (1 − warn).  With warn = 80 % it gives out = 8 at
+ * u = 85 %, 25 at u = 90 % (entering CRITICAL: gc 75 %, throttle 250 ‰),
+ * 75 at u = 95 % (gc reaches the default floor of 25 %) and saturates at
+ * 99 just below u = 96 %: a smooth ramp over the whole WARN..budget band.
+ * Cp = 0.2 would already saturate at u = 90 %, i.e. jump from nothing to
+ * full GC and full throttle the moment CRITICAL begins: the "all at once"
+ * the design rules out.  MemLimiter found C in 1..10 stable and larger
+ * gains self-oscillating.  Tune with the benchmarks.
+ */
+#define POLICY_DEFAULT_CP 0.05           /* dimensionless gain */
+#define POLICY_DEFAULT_EMA_ALPHA 1.0     /* new sample's weight; 1 = no smoothing */
+#define POLICY_DEFAULT_HYSTERESIS 500    /* bp under a threshold to drop a level */
+#define POLICY_DEFAULT_DROP_TICKS 2      /* calm ticks in a row to drop a level */
+#define POLICY_DEFAULT_SQUEEZE_STEP 100  /* bp of MemTotal per host squeeze */
+
+#define POLICY_OUT_MAX 99                /* percent; 100 − out stays ≥ 1 */
+#define POLICY_UTIL_FULL 10000           /* bp: u = 1, the budget */
+#define POLICY_UTIL_UNKNOWN UINT32_MAX   /* utilization without a budget */
+
+struct policy_params {
+	double cp;                       /* proportional gain, > 0 */
+	double ema_alpha;                /* (0, 1]; outside that range: 1 */
+	uint32_t hysteresis;             /* bp */
+	unsigned drop_ticks;             /* 0 is taken as 1 */
+	uint32_t squeeze_step;           /* bp of MemTotal */
+};
+
+/* memory.events counters, cumulative as the kernel gives them. */
+struct policy_events {
+	uint64_t high;
+	uint64_t max;
+	uint64_t oom;
+};
+
+/*
+ * What a service's level is decided from, for one tick.  A pressure
+ * threshold of 0 in struct conf_service turns that trigger off (PSI avg10
+ * is 0.00 most of the time, so "≥ 0" would mean "always").
+ */
+struct policy_signals {
+	uint32_t utilization;            /* bp, or POLICY_UTIL_UNKNOWN */
+	uint32_t some_avg10;             /* bp, the cgroup's PSI some avg10 */
+	uint32_t full_avg10;             /* bp, the cgroup's PSI full avg10 */
+	bool events_grew;                /* memory.events high or max grew this tick */
+	enum mg_level floor;             /* lowest level allowed (host squeeze) */
+};
+
+/* Everything policy_tick() reads about a service for one tick. */
+struct policy_input {
+	uint64_t working_set;            /* bytes: memory.current − inactive_file */
+	uint64_t budget;                 /* bytes; 0 = unknown */
+	uint32_t some_avg10;             /* bp */
+	uint32_t full_avg10;             /* bp */
+	struct policy_events events;     /* now; zeros when unreadable */
+	uint64_t releasable;             /* bytes: Σ policy_releasable() of clients */
+	enum mg_level floor;             /* policy_squeeze()'s floor, else NORMAL */
+	uint64_t extra_release;          /* policy_squeeze()'s bytes, else 0 */
+};
+
+/*
+ * Per-service memory between ticks.  Zero-initialised (or
+ * policy_state_init()) means NORMAL, nothing seen, nothing in force.
+ */
+struct policy_state {
+	enum mg_level level;
+	unsigned calm_ticks;             /* ticks in a row below the level */
+	double out;                      /* smoothed controller output, percent */
+	bool have_events;                /* `events` is the previous tick's */
+	struct policy_events events;
+	bool clock_running;              /* escalation clock */
+	uint64_t clock_deadline_ms;
+	struct policy_events clock_events; /* counters when the clock (re)started */
+	enum mg_escalation escalation;   /* in force, as the caller carried out */
+	bool demand_active;              /* a release was demanded at demand_ms */
+	uint64_t demand_ms;
+};
+
+/* Next escalation step; the caller carries it out, then policy_escalated(). */
+enum policy_action {
+	POLICY_ACTION_NONE = 0,
+	POLICY_ACTION_HIGH = 1,          /* write memory.high = budget */
+	POLICY_ACTION_RESTORE = 2,       /* put memory.high back as it was */
+	POLICY_ACTION_KILL = 3,          /* write 1 to cgroup.kill */
+};
+
+/* What policy_escalate() decides from. */
+struct policy_escalation_input {
+	enum mg_enforce enforce;
+	enum mg_level level;             /* after this tick */
+	enum mg_escalation in_force;
+	uint64_t working_set;            /* bytes */
+	uint64_t budget;                 /* bytes; 0 = unknown */
+	bool clock_running;
+	uint64_t now_ms;
+	uint64_t deadline_ms;            /* the clock's deadline, when running */
+	bool max_oom_grew;               /* events max or oom grew since clock start */
+};
+
+/* One tick's result for one service. */
+struct policy_decision {
+	enum mg_level level;             /* after this tick */
+	bool rose;                       /* the level went up this tick */
+	bool cleared;                    /* fell back to NORMAL: send "cleared" */
+	uint32_t utilization;            /* bp, or POLICY_UTIL_UNKNOWN */
+	double out;                      /* smoothed controller output, 0..99 % */
+	uint64_t target;                 /* bytes the service should give back now */
+	/* For the whole service: soft_limit and release are totals that
+	 * policy_client_directives() splits.  release is the target on ticks
+	 * that make a demand, else 0. */
+	struct mg_directive directive;
+	enum policy_action action;       /* escalation step to take now */
+};
+
+/* A service as policy_squeeze() sees it. */
+struct policy_squeeze_service {
+	int32_t priority;                /* lower is squeezed first */
+	uint64_t guarantee;              /* bytes, resolved from conf_size */
+	uint64_t working_set;            /* bytes */
+	uint64_t budget;                 /* bytes; 0 = unknown */
+};
+
+struct policy_squeeze_result {
+	uint64_t release;                /* extra bytes to ask of this service */
+	enum mg_level floor;             /* NORMAL, or WARN when squeezed */
+};
+
+/* policy.c */
+
+/* Fill `*ret` with the POLICY_DEFAULT_* values. */
+void policy_params_init(struct policy_params *ret);
+
+/* Reset `*s` to NORMAL with nothing seen and no escalation in force. */
+void policy_state_init(struct policy_state *s);
+
+/*
+ * working_set / budget in bp, rounded down, saturating at UINT32_MAX − 1.
+ * Rounding down keeps "u ≥ threshold" exact for whole-bp thresholds.
+ * POLICY_UTIL_UNKNOWN when `budget` is 0.
+ */
+uint32_t policy_utilization_bp(uint64_t working_set, uint64_t budget);
+
+/*
+ * The level the signals call for, without hysteresis: EMERGENCY when
+ * u ≥ 100 % or events grew; CRITICAL when u ≥ critical or full ≥
+ * pressure_full; WARN when u ≥ warn or some ≥ pressure_some; never below
+ * sig->floor.
+ */
+enum mg_level policy_level_raw(const struct conf_service *svc,
+			       const struct policy_signals *sig);
+
+/*
+ * The highest level the signals still hold a service at, with hysteresis:
+ * as policy_level_raw() but with each utilization threshold (warn,
+ * critical, 100 %) lowered by p->hysteresis bp.  Pressure and events
+ * thresholds are not lowered.  Always ≥ policy_level_raw().
+ */
+enum mg_level policy_level_hold(const struct conf_service *svc,
+				const struct policy_params *p,
+				const struct policy_signals *sig);
+
+/*
+ * One tick of the level state machine; updates s->level and
+ * s->calm_ticks and returns the new level.  Rising is immediate.  The level
+ * drops only after policy_level_hold() has been below it for
+ * p->drop_ticks consecutive ticks, and then to policy_level_hold() of the
+ * last tick (several levels at once when the inputs justify it).
+ */
+enum mg_level policy_level_step(struct policy_state *s,
+				const struct policy_params *p,
+				const struct conf_service *svc,
+				const struct policy_signals *sig);
+
+/*
+ * MemLimiter's proportional law, in percent:
+ *	out = clamp(cp / (1 − u) · (u − warn) / (1 − warn) · 100, 0, 99)
+ * with u = working_set / budget and warn = warn_bp / 10000.  99 when
+ * u ≥ 1 (the formula divides by zero there); 0 when u ≤ warn or the budget
+ * is unknown (0).
+ */
+double policy_output(double cp, uint32_t warn_bp, uint64_t working_set,
+		     uint64_t budget);
+
+/*
+ * Exponential moving average: alpha · raw + (1 − alpha) · prev.  An alpha
+ * outside (0, 1] is taken as 1 (no smoothing: returns raw).
+ */
+double policy_output_smooth(double prev, double raw, double alpha);
+
+/*
+ * GC percent for the directive: MG_GC_DEFAULT at NORMAL, else
+ * max(min_gc_percent, 100 − out rounded), at most 65535.
+ */
+uint16_t policy_gc_percent(enum mg_level level, double out,
+			   uint32_t min_gc_percent);
+
+/*
+ * Throttle in permille: min(max_throttle, out · 10 rounded) at CRITICAL
+ * and EMERGENCY, 0 below.  Never above MG_THROTTLE_MAX.
+ */
+uint16_t policy_throttle(enum mg_level level, double out,
+			 uint32_t max_throttle);
+
+/*
+ * Bytes the service should give back, before the host squeeze's extra is
+ * added: 0 at NORMAL; working_set − warn · budget (0 when below, or without
+ * a budget) at WARN and CRITICAL; at EMERGENCY everything releasable, and
+ * never less than the WARN amount (reports can be stale or missing, and an
+ * emergency must not ask for less than CRITICAL did).
+ */
+uint64_t policy_release_target(enum mg_level level, uint32_t warn_bp,
+			       uint64_t working_set, uint64_t budget,
+			       uint64_t releasable);
+
+/*
+ * Soft limit for the whole service in bytes: warn · budget at WARN and
+ * above (what the law aims usage back under), 0 (none) at NORMAL or
+ * without a budget.
+ */
+uint64_t policy_soft_limit(enum mg_level level, uint32_t warn_bp,
+			   uint64_t budget);
+
+/*
+ * Deadline of a release demand in ms: `release_deadline_ms` at CRITICAL and
+ * EMERGENCY (clients release at once, without pacing), 0 (none: the
+ * scavenger paces itself) at WARN and NORMAL.
+ */
+uint32_t policy_deadline_ms(enum mg_level level,
+			    uint32_t release_deadline_ms);
+
+/*
+ * Bytes a client can give back quickly, from its REPORT: heap_idle (free
+ * pages still resident) + external (caches the application counts and can
+ * drop), saturating.  In-use heap is not counted: only a GC can shrink it,
+ * and the GC percent already asks for that.
+ */
+uint64_t policy_releasable(const struct mg_report *r);
+
+/*
+ * Split `total` over `n` items in proportion to `weights`, into
+ * `ret_shares` (n entries).  Each share is rounded down and the remainder
+ * goes to the item with the largest weight (the first of equals), so the
+ * shares add up to `total` exactly.  Items of weight 0 get 0, unless all
+ * weights are 0: then the split is equal.  Nothing is written when n is 0.
+ */
+void policy_split(uint64_t total, const uint64_t *weights, size_t n,
+		  uint64_t *ret_shares);
+
+/*
+ * The directive for each of `n` clients of a service, from the service's
+ * directive `d` and each client's last REPORT (zeros when none came yet).
+ * Level, gc % and throttle are copied.  d->soft_limit is split in
+ * proportion to heap_inuse (live data earns allowance, idle pages do not,
+ * so the scavenger's goal pulls them out); d->release in proportion to
+ * policy_releasable(); both with policy_split().  A client whose release
+ * share is 0 gets no deadline.  Returns 0, or -ENOMEM.
+ */
+int policy_client_directives(const struct mg_directive *d,
+			     const struct mg_report *reports, size_t n,
+			     struct mg_directive *ret);
+
+/*
+ * Bytes a host squeeze should free this round: `mem_total` · squeeze_step
+ * when host_some_avg10 ≥ host_pressure (both bp; 0 = squeeze off), else 0.
+ * A step per round rather than one big ask: host pressure is a 10 s
+ * average, so it answers a release late, and demands repeat only once per
+ * release deadline.
+ */
+uint64_t policy_squeeze_need(const struct policy_params *p,
+			     uint64_t mem_total, uint32_t host_some_avg10,
+			     uint32_t host_pressure);
+
+/*
+ * Squeeze services to free `need` bytes when host_some_avg10 ≥
+ * host_pressure (0 = off).  Services are taken by priority, lowest first;
+ * among equal priorities the one with most to give first, then the lower
+ * index.  Each gives at most working_set − min(guarantee, budget) (the
+ * guarantee cannot shelter usage above the service's own budget).  Writes
+ * all `n` entries of `ret`: the extra release and, for each service asked
+ * anything, a floor of WARN.  Returns the bytes asked in total (less than
+ * `need` when the services cannot give more).
+ */
+uint64_t policy_squeeze(uint32_t host_some_avg10, uint32_t host_pressure,
+			uint64_t need,
+			const struct policy_squeeze_service *svcs, size_t n,
+			struct policy_squeeze_result *ret);
+
+/*
+ * The next escalation step for a service (design.md: notify | high | kill):
+ * - RESTORE when an escalation is in force and the level is back at NORMAL,
+ *   or enforce is now `notify` (a reload lowered it);
+ * - nothing more once KILLED, nor before the clock's deadline;
+ * - HIGH at or past the deadline when enforce is high or kill, the level is
+ *   still CRITICAL or above and the budget is known;
+ * - KILL at or past the (restarted) deadline when enforce is kill, HIGH is
+ *   in force, usage is above the budget and memory.events max or oom grew.
+ */
+enum policy_action policy_escalate(const struct policy_escalation_input *in);
+
+/*
+ * One tick for one service: level (policy_level_step()), controller
+ * output, directive, release demand and escalation action into `*ret`;
+ * updates `*s`.  A release is demanded when the level rose, or when the
+ * previous demand is at least release_deadline_ms old; ticks in between
+ * carry release 0, so a demand is not answered twice while the working
+ * set catches up.  The escalation clock starts when the level reaches
+ * EMERGENCY and stops when it falls below CRITICAL.
+ */
+void policy_tick(struct policy_state *s, const struct policy_params *p,
+		 const struct conf_service *svc, const struct policy_input *in,
+		 uint64_t now_ms, struct policy_decision *ret);
+
+/*
+ * Record that the caller carried out `action` at `now_ms`: HIGH sets the
+ * escalation to MG_ESCALATION_HIGH and restarts the clock (a full release
+ * deadline before a kill is considered), RESTORE sets it to
+ * MG_ESCALATION_NONE, KILL to MG_ESCALATION_KILLED.  Not called when the
+ * action failed, so the next tick proposes it again.
+ */
+void policy_escalated(struct policy_state *s, const struct conf_service *svc,
+		      enum policy_action action, uint64_t now_ms);
+
+/*
+ * Whether `new` must be sent to a client that last got `old` (NULL: none
+ * yet): true when the level, gc %, throttle or soft limit differ, or when
+ * `new` demands bytes.  A release falling back to 0 alone is not news.
+ */
+bool policy_directive_changed(const struct mg_directive *old,
+			      const struct mg_directive *new);

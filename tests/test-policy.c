@@ -1,0 +1,1143 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * daemon/policy.c: every formula and transition of the control law, from
+ * tables of literal inputs and hand-computed outputs.  Unless a case says
+ * otherwise the service is the conf.h default (warn 80 %, critical 90 %,
+ * PSI some 10 %, full 5 %, gc floor 25 %, throttle ≤ 500 ‰, deadline 5 s)
+ * with enforce = kill, and the parameters are the policy.h defaults
+ * (Cp 0.05, no smoothing, 5-point band, 2 ticks).
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/policy.h"
+#include "proto/macro.h"
+
+#define N MG_LEVEL_NORMAL
+#define W MG_LEVEL_WARN
+#define C MG_LEVEL_CRITICAL
+#define E MG_LEVEL_EMERGENCY
+#define UNK POLICY_UTIL_UNKNOWN
+
+#define GIB (UINT64_C(1) << 30)
+
+static const struct conf_service svc_default = {
+	.warn = 8000,
+	.critical = 9000,
+	.pressure_some = 1000,
+	.pressure_full = 500,
+	.min_gc_percent = 25,
+	.max_throttle = 500,
+	.release_deadline_ms = 5000,
+	.enforce = MG_ENFORCE_KILL,
+};
+
+static struct policy_params params_default(void)
+{
+	struct policy_params p;
+
+	policy_params_init(&p);
+	return p;
+}
+
+static bool near(double a, double b)
+{
+	double d = a - b;
+
+	return d < 1e-6 && d > -1e-6;
+}
+
+static void test_defaults(void **state)
+{
+	struct policy_params p;
+	struct policy_state s;
+
+	memset(&p, 0xaa, sizeof(p));
+	policy_params_init(&p);
+	assert_true(near(p.cp, 0.05));
+	assert_true(near(p.ema_alpha, 1.0));
+	assert_int_equal(p.hysteresis, 500);
+	assert_int_equal(p.drop_ticks, 2);
+	assert_int_equal(p.squeeze_step, 100);
+
+	memset(&s, 0xaa, sizeof(s));
+	policy_state_init(&s);
+	assert_int_equal(s.level, MG_LEVEL_NORMAL);
+	assert_int_equal(s.calm_ticks, 0);
+	assert_true(near(s.out, 0));
+	assert_false(s.have_events);
+	assert_false(s.clock_running);
+	assert_false(s.demand_active);
+	assert_int_equal(s.escalation, MG_ESCALATION_NONE);
+}
+
+static void test_utilization(void **state)
+{
+	static const struct {
+		uint64_t ws, budget;
+		uint32_t want;
+	} t[] = {
+		{ 0, 1000, 0 },
+		{ 800, 1000, 8000 },
+		{ 7999, 10000, 7999 },
+		{ 79999, 100000, 7999 },         /* 79.999 %: rounded down */
+		{ 1000, 1000, 10000 },
+		{ 1500, 1000, 15000 },
+		{ 123, 0, UNK },                 /* no budget */
+		{ 0, 0, UNK },
+		{ UINT64_MAX, 1, UNK - 1 },      /* saturates below "unknown" */
+		{ UINT64_MAX, UINT64_MAX, 10000 },
+		/* 80 % of 64 GiB is 54975581388.8 bytes */
+		{ 54975581388, 64 * GIB, 7999 },
+		{ 54975581389, 64 * GIB, 8000 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint32_t got = policy_utilization_bp(t[i].ws, t[i].budget);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %u bp, want %u", i, got, t[i].want);
+	}
+}
+
+#define SIG(...) ((struct policy_signals){ __VA_ARGS__ })
+#define U(x) SIG(.utilization = (x))
+
+static void test_level_raw(void **state)
+{
+	static const struct {
+		struct policy_signals sig;
+		enum mg_level want;
+	} t[] = {
+		{ U(0), N },
+		{ U(7999), N },
+		{ U(8000), W },
+		{ U(8999), W },
+		{ U(9000), C },
+		{ U(9999), C },
+		{ U(10000), E },
+		{ U(UNK - 1), E },
+		{ U(UNK), N },
+		{ SIG(.some_avg10 = 999), N },
+		{ SIG(.some_avg10 = 1000), W },
+		{ SIG(.some_avg10 = 9000), W },  /* some alone never goes past WARN */
+		{ SIG(.full_avg10 = 499), N },
+		{ SIG(.full_avg10 = 500), C },
+		{ SIG(.utilization = 8000, .full_avg10 = 500), C },
+		{ SIG(.utilization = 9000, .some_avg10 = 1000), C },
+		{ SIG(.utilization = 10000, .full_avg10 = 500), E },
+		{ SIG(.events_grew = true), E },
+		{ SIG(.utilization = UNK, .events_grew = true), E },
+		{ SIG(.utilization = UNK, .full_avg10 = 500), C },
+		{ SIG(.floor = W), W },
+		{ SIG(.utilization = 9000, .floor = W), C },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		enum mg_level got = policy_level_raw(&svc_default, &t[i].sig);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: level %d, want %d", i, got, t[i].want);
+	}
+}
+
+static void test_level_hold(void **state)
+{
+	static const struct {
+		struct policy_signals sig;
+		enum mg_level want;
+	} t[] = {
+		{ U(7500), W },                  /* warn − 5 points still holds */
+		{ U(7499), N },
+		{ U(8500), C },
+		{ U(8499), W },
+		{ U(9500), E },
+		{ U(9499), C },
+		{ U(UNK), N },
+		{ SIG(.some_avg10 = 1000), W },  /* no band on pressure */
+		{ SIG(.some_avg10 = 999), N },
+		{ SIG(.full_avg10 = 500), C },
+		{ SIG(.full_avg10 = 499), N },
+		{ SIG(.events_grew = true), E },
+		{ SIG(.floor = C), C },
+	};
+	struct policy_params p = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		enum mg_level got = policy_level_hold(&svc_default, &p, &t[i].sig);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: level %d, want %d", i, got, t[i].want);
+	}
+}
+
+struct level_step {
+	struct policy_signals sig;
+	int want;                        /* enum mg_level, or END */
+};
+
+#define END (-1)
+
+struct level_case {
+	const char *name;
+	const struct conf_service *svc;  /* NULL: svc_default */
+	const struct policy_params *params; /* NULL: defaults */
+	struct level_step steps[12];
+};
+
+#define SEQ(...) .steps = { __VA_ARGS__, { .want = END } }
+
+static const struct conf_service svc_some_off = {
+	.warn = 8000, .critical = 9000, .pressure_some = 0, .pressure_full = 0,
+};
+static const struct policy_params params_drop1 = { .cp = 0.05, .ema_alpha = 1,
+	.hysteresis = 500, .drop_ticks = 1 };
+static const struct policy_params params_drop3 = { .cp = 0.05, .ema_alpha = 1,
+	.hysteresis = 500, .drop_ticks = 3 };
+static const struct policy_params params_band0 = { .cp = 0.05, .ema_alpha = 1,
+	.hysteresis = 0, .drop_ticks = 2 };
+
+static const struct level_case level_cases[] = {
+	{ "rise to WARN at warn", SEQ({ U(7999), N }, { U(8000), W }) },
+	{ "rise to CRITICAL at critical", SEQ({ U(8999), W }, { U(9000), C }) },
+	{ "rise to EMERGENCY at 100 %", SEQ({ U(9999), C }, { U(10000), E }) },
+	{ "rising skips levels", SEQ({ U(0), N }, { U(10000), E }) },
+	{ "WARN held inside the band",
+	  SEQ({ U(8000), W }, { U(7600), W }, { U(7600), W }, { U(7600), W },
+	      { U(7500), W }, { U(7500), W }) },
+	{ "WARN drops after 2 ticks under the band",
+	  SEQ({ U(8000), W }, { U(7499), W }, { U(7499), N }) },
+	{ "2-tick count restarts inside the band",
+	  SEQ({ U(8000), W }, { U(7000), W }, { U(7800), W }, { U(7000), W },
+	      { U(7000), N }) },
+	{ "2-tick count restarts above the threshold",
+	  SEQ({ U(8000), W }, { U(7000), W }, { U(8500), W }, { U(7000), W },
+	      { U(7000), N }) },
+	{ "CRITICAL drops to WARN when the WARN band holds",
+	  SEQ({ U(9200), C }, { U(8600), C }, { U(8499), C }, { U(8499), W },
+	      { U(7000), W }, { U(7000), N }) },
+	{ "CRITICAL drops straight to NORMAL",
+	  SEQ({ U(9500), C }, { U(5000), C }, { U(5000), N }) },
+	{ "drop goes to the level of the last tick",
+	  SEQ({ U(9500), C }, { U(8000), C }, { U(5000), N }) },
+	{ "EMERGENCY held down to 95 %",
+	  SEQ({ U(10000), E }, { U(9500), E }, { U(9600), E }, { U(9499), E },
+	      { U(9499), C }, { U(8499), C }, { U(8499), W }) },
+	{ "rise during the calm count is immediate",
+	  SEQ({ U(8000), W }, { U(7000), W }, { U(9000), C }, { U(7000), C },
+	      { U(7000), N }) },
+	{ "PSI some raises WARN, drops without a band",
+	  SEQ({ SIG(.some_avg10 = 999), N }, { SIG(.some_avg10 = 1000), W },
+	      { SIG(.some_avg10 = 999), W }, { SIG(.some_avg10 = 999), N }) },
+	{ "PSI full raises CRITICAL, PSI some then holds WARN",
+	  SEQ({ SIG(.full_avg10 = 500), C },
+	      { SIG(.full_avg10 = 499, .some_avg10 = 1000), C },
+	      { SIG(.full_avg10 = 499, .some_avg10 = 1000), W }, { U(0), W },
+	      { U(0), N }) },
+	{ "pressure holds what utilization no longer does",
+	  SEQ({ U(8000), W }, { SIG(.some_avg10 = 1000), W },
+	      { SIG(.some_avg10 = 1000), W }, { SIG(.some_avg10 = 1000), W }, { U(0), W },
+	      { U(0), N }) },
+	{ "memory.events growth raises EMERGENCY",
+	  SEQ({ U(0), N }, { SIG(.events_grew = true), E }, { U(5000), E },
+	      { U(5000), N }) },
+	{ "memory.events growth holds EMERGENCY",
+	  SEQ({ SIG(.events_grew = true), E }, { U(0), E },
+	      { SIG(.events_grew = true), E }, { U(0), E }, { U(0), N }) },
+	{ "unknown budget: pressure and events only",
+	  SEQ({ U(UNK), N }, { SIG(.utilization = UNK, .some_avg10 = 1000), W },
+	      { U(UNK), W }, { U(UNK), N },
+	      { SIG(.utilization = UNK, .events_grew = true), E }) },
+	{ "host squeeze floor raises and holds",
+	  SEQ({ SIG(.floor = W), W }, { SIG(.floor = W), W }, { U(0), W }, { U(0), N }) },
+	{ "pressure threshold 0 is off", .svc = &svc_some_off,
+	  SEQ({ SIG(.some_avg10 = 0), N }, { SIG(.some_avg10 = 9999), N },
+	      { SIG(.full_avg10 = 9999), N }, { U(8000), W }) },
+	{ "drop_ticks 1", .params = &params_drop1, SEQ({ U(8000), W }, { U(7000), N }) },
+	{ "drop_ticks 3", .params = &params_drop3,
+	  SEQ({ U(8000), W }, { U(7000), W }, { U(7000), W }, { U(7000), N }) },
+	{ "no band", .params = &params_band0,
+	  SEQ({ U(8000), W }, { U(7999), W }, { U(7999), N }) },
+};
+
+static void test_level_sequences(void **state)
+{
+	struct policy_params def = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(level_cases); i++) {
+		const struct level_case *c = &level_cases[i];
+		struct policy_state s;
+
+		policy_state_init(&s);
+		for (size_t k = 0; c->steps[k].want != END; k++) {
+			enum mg_level got = policy_level_step(&s, c->params ? c->params : &def,
+							      c->svc ? c->svc : &svc_default,
+							      &c->steps[k].sig);
+
+			if ((int)got != c->steps[k].want || s.level != got)
+				fail_msg("%s: step %zu: level %d, want %d", c->name, k, got,
+					 c->steps[k].want);
+		}
+	}
+}
+
+static void test_output(void **state)
+{
+	/* out = Cp / (1 − u) · (u − warn) / (1 − warn) · 100, by hand. */
+	static const struct {
+		double cp;
+		uint32_t warn;
+		uint64_t ws, budget;
+		double want;
+	} t[] = {
+		{ 0.05, 8000, 0, 1000, 0 },
+		{ 0.05, 8000, 790, 1000, 0 },          /* below warn */
+		{ 0.05, 8000, 800, 1000, 0 },          /* at warn */
+		{ 0.05, 8000, 810, 1000, 1.315789474 },/* .05/.19 · .01/.2 · 100 */
+		{ 0.05, 8000, 850, 1000, 8.333333333 },/* .05/.15 · .25 · 100 */
+		{ 0.05, 8000, 900, 1000, 25 },         /* .05/.1 · .5 · 100 */
+		{ 0.05, 8000, 940, 1000, 58.33333333 },/* .05/.06 · .7 · 100 */
+		{ 0.05, 8000, 950, 1000, 75 },         /* .05/.05 · .75 · 100 */
+		{ 0.05, 8000, 960, 1000, 99 },         /* 100, clamped */
+		{ 0.05, 8000, 999, 1000, 99 },         /* 4975, clamped */
+		{ 0.05, 8000, 1000, 1000, 99 },        /* u = 1: no division */
+		{ 0.05, 8000, 1200, 1000, 99 },
+		{ 0.05, 8000, 900, 0, 0 },             /* no budget */
+		{ 0.2, 8000, 850, 1000, 33.33333333 }, /* .2/.15 · .25 · 100 */
+		{ 0.2, 8000, 880, 1000, 66.66666667 }, /* .2/.12 · .4 · 100 */
+		{ 0.2, 8000, 900, 1000, 99 },          /* 100, clamped */
+		{ 0.05, 5000, 750, 1000, 10 },         /* .05/.25 · .5 · 100 */
+		{ 0.05, 5000, 900, 1000, 40 },         /* .05/.1 · .8 · 100 */
+		{ 0.05, 10000, 999, 1000, 0 },         /* warn at 100 %: no 1 − warn = 0 */
+		{ 0.05, 10000, 1000, 1000, 99 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		double got = policy_output(t[i].cp, t[i].warn, t[i].ws, t[i].budget);
+
+		if (!near(got, t[i].want))
+			fail_msg("case %zu: out %.9f, want %.9f", i, got, t[i].want);
+	}
+}
+
+static void test_output_smooth(void **state)
+{
+	static const struct {
+		double prev, raw, alpha, want;
+	} t[] = {
+		{ 50, 10, 1, 10 },               /* alpha 1: no smoothing */
+		{ 0, 25, 0.2, 5 },
+		{ 5, 25, 0.2, 9 },
+		{ 9, 0, 0.2, 7.2 },
+		{ 80, 20, 0.5, 50 },
+		{ 50, 10, 0, 10 },               /* out of range: as 1 */
+		{ 50, 10, 1.5, 10 },
+		{ 50, 10, -0.5, 10 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		double got = policy_output_smooth(t[i].prev, t[i].raw, t[i].alpha);
+
+		if (!near(got, t[i].want))
+			fail_msg("case %zu: %f, want %f", i, got, t[i].want);
+	}
+}
+
+static void test_gc_percent(void **state)
+{
+	static const struct {
+		enum mg_level level;
+		double out;
+		uint32_t min_gc;
+		uint16_t want;
+	} t[] = {
+		{ N, 50, 25, MG_GC_DEFAULT },    /* NORMAL: the application's own */
+		{ N, 0, 25, MG_GC_DEFAULT },
+		{ W, 0, 25, 100 },
+		{ W, 8.333333333, 25, 92 },
+		{ W, 8.6, 25, 91 },              /* rounded to nearest */
+		{ C, 25, 25, 75 },
+		{ C, 58.33333333, 25, 42 },
+		{ C, 75, 25, 25 },
+		{ E, 74.4, 25, 26 },
+		{ E, 99, 25, 25 },               /* floor */
+		{ W, 60, 50, 50 },               /* floor */
+		{ E, 99, 1, 1 },
+		{ E, 1000, 1, 1 },               /* out beyond 99 is 99 */
+		{ W, 0, 200, 200 },              /* a floor above 100 % */
+		{ W, -5, 25, 100 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint16_t got = policy_gc_percent(t[i].level, t[i].out, t[i].min_gc);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: gc %u, want %u", i, got, t[i].want);
+	}
+}
+
+static void test_throttle(void **state)
+{
+	static const struct {
+		enum mg_level level;
+		double out;
+		uint32_t max;
+		uint16_t want;
+	} t[] = {
+		{ N, 99, 500, 0 },
+		{ W, 99, 500, 0 },               /* not below CRITICAL */
+		{ C, 0, 500, 0 },
+		{ C, 8.333333333, 500, 83 },
+		{ C, 25, 500, 250 },
+		{ C, 49.94, 500, 499 },
+		{ C, 58.33333333, 500, 500 },    /* 583, capped */
+		{ C, 58.33333333, 990, 583 },
+		{ E, 75, 500, 500 },
+		{ E, 99, 990, 990 },
+		{ E, 99, 0, 0 },                 /* max_throttle 0: never */
+		{ E, 99, 5000, 990 },
+		{ E, 1e12, 5000, MG_THROTTLE_MAX }, /* never above 1000 */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint16_t got = policy_throttle(t[i].level, t[i].out, t[i].max);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: throttle %u, want %u", i, got, t[i].want);
+	}
+}
+
+static void test_release_target(void **state)
+{
+	static const struct {
+		enum mg_level level;
+		uint32_t warn;
+		uint64_t ws, budget, releasable, want;
+	} t[] = {
+		{ N, 8000, 900, 1000, 500, 0 },
+		{ W, 8000, 850, 1000, 500, 50 },          /* 850 − 800 */
+		{ W, 8000, 700, 1000, 500, 0 },           /* pressure-driven WARN */
+		{ W, 8000, 800, 1000, 500, 0 },
+		{ C, 8000, 950, 1000, 0, 150 },
+		{ C, 8000, 950, 1000, 5000, 150 },        /* releasable only at EMERGENCY */
+		{ E, 8000, 1100, 1000, 500, 500 },        /* everything releasable */
+		{ E, 8000, 1100, 1000, 100, 300 },        /* but not less than WARN's */
+		{ E, 8000, 1100, 1000, 0, 300 },
+		{ W, 8000, 850, 0, 500, 0 },              /* no budget */
+		{ E, 8000, 850, 0, 400, 400 },
+		{ C, 8000, 60 * GIB, 64 * GIB, 0, 9448928052 }, /* 60 GiB − ⌊51.2 GiB⌋ */
+		{ E, 8000, UINT64_MAX, 1000, UINT64_MAX, UINT64_MAX },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t got = policy_release_target(t[i].level, t[i].warn, t[i].ws,
+						     t[i].budget, t[i].releasable);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i, got, t[i].want);
+	}
+}
+
+static void test_soft_limit_deadline(void **state)
+{
+	static const struct {
+		enum mg_level level;
+		uint32_t warn;
+		uint64_t budget, want_soft;
+		uint32_t want_deadline;          /* with release_deadline_ms 5000 */
+	} t[] = {
+		{ N, 8000, 1000, 0, 0 },
+		{ W, 8000, 1000, 800, 0 },       /* WARN: no deadline */
+		{ C, 8000, 1000, 800, 5000 },
+		{ E, 8000, 1000, 800, 5000 },
+		{ W, 8000, 0, 0, 0 },            /* no budget: no soft limit */
+		{ E, 7000, 64 * GIB, 48103633715, 5000 }, /* ⌊0.7 · 64 GiB⌋ */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t soft = policy_soft_limit(t[i].level, t[i].warn, t[i].budget);
+		uint32_t dl = policy_deadline_ms(t[i].level, 5000);
+
+		if (soft != t[i].want_soft || dl != t[i].want_deadline)
+			fail_msg("case %zu: soft %" PRIu64 " deadline %u, "
+				 "want %" PRIu64 " %u", i, soft, dl, t[i].want_soft,
+				 t[i].want_deadline);
+	}
+}
+
+static void test_releasable(void **state)
+{
+	static const struct {
+		struct mg_report r;
+		uint64_t want;
+	} t[] = {
+		{ { .heap_idle = 100, .external = 50, .heap_inuse = 1000, .heap_sys = 2000,
+		    .heap_released = 900 }, 150 },
+		{ { .heap_inuse = 1000 }, 0 },
+		{ { .heap_idle = UINT64_MAX, .external = 1 }, UINT64_MAX },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t got = policy_releasable(&t[i].r);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i, got, t[i].want);
+	}
+}
+
+static void test_split(void **state)
+{
+	static const struct {
+		uint64_t total;
+		size_t n;
+		uint64_t w[4], want[4];
+	} t[] = {
+		{ 100, 3, { 1, 1, 1 }, { 34, 33, 33 } },        /* remainder to the first */
+		{ 1000, 4, { 300, 100, 0, 600 }, { 300, 100, 0, 600 } },
+		{ 10, 3, { 1, 2, 4 }, { 1, 2, 7 } },            /* 1.43 2.86 5.71 */
+		{ 100, 3, { 3, 5, 5 }, { 23, 39, 38 } },        /* first of the largest */
+		{ 10, 3, { 0, 0, 0 }, { 4, 3, 3 } },            /* nobody: equal split */
+		{ 7, 2, { 0, 5 }, { 0, 7 } },                   /* weight 0 gets 0 */
+		{ 0, 2, { 5, 5 }, { 0, 0 } },
+		{ 12345, 1, { 7 }, { 12345 } },
+		{ 12345, 1, { 0 }, { 12345 } },
+		{ 9448928052, 2, { GIB, 3 * GIB }, { 2362232013, 7086696039 } },
+		{ UINT64_MAX, 2, { 1, UINT64_MAX - 1 }, { 1, UINT64_MAX - 1 } },
+		/* weights add past 2^64 */
+		{ UINT64_MAX, 2, { UINT64_MAX, UINT64_MAX },
+		  { UINT64_C(1) << 63, (UINT64_C(1) << 63) - 1 } },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t got[4], sum = 0;
+
+		memset(got, 0xaa, sizeof(got));
+		policy_split(t[i].total, t[i].w, t[i].n, got);
+		for (size_t k = 0; k < t[i].n; k++) {
+			if (got[k] != t[i].want[k])
+				fail_msg("case %zu: share %zu is %" PRIu64 ", want %" PRIu64,
+					 i, k, got[k], t[i].want[k]);
+			sum += got[k];
+		}
+		assert_true(sum == t[i].total);
+		/* n entries written, not one more */
+		if (t[i].n < 4)
+			assert_true(got[t[i].n] == UINT64_C(0xaaaaaaaaaaaaaaaa));
+	}
+
+	/* n = 0 writes nothing */
+	uint64_t none = 42;
+	policy_split(100, NULL, 0, &none);
+	assert_true(none == 42);
+}
+
+static void test_client_directives(void **state)
+{
+	static const struct {
+		const char *name;
+		struct mg_directive d;
+		size_t n;
+		struct mg_report r[3];
+		struct mg_directive want[3];
+	} t[] = {
+		{ "soft limit by heap in use, release by releasable",
+		  { .level = W, .gc_percent = 92, .soft_limit = 800, .release = 50 },
+		  3,
+		  { { .heap_inuse = 300, .heap_idle = 30 },
+		    { .heap_inuse = 100, .heap_idle = 10, .external = 10 },
+		    { 0 } },
+		  { { .level = W, .gc_percent = 92, .soft_limit = 600, .release = 30 },
+		    { .level = W, .gc_percent = 92, .soft_limit = 200, .release = 20 },
+		    { .level = W, .gc_percent = 92, .soft_limit = 0, .release = 0 } } },
+		{ "deadline only with a share; level, gc, throttle copied",
+		  { .level = C, .gc_percent = 75, .throttle = 250, .soft_limit = 800,
+		    .release = 100, .deadline_ms = 5000 },
+		  2,
+		  { { .heap_inuse = 100, .heap_idle = 0 },
+		    { .heap_inuse = 300, .external = 40 } },
+		  { { .level = C, .gc_percent = 75, .throttle = 250, .soft_limit = 200 },
+		    { .level = C, .gc_percent = 75, .throttle = 250, .soft_limit = 600,
+		      .release = 100, .deadline_ms = 5000 } } },
+		{ "no reports yet: equal split",
+		  { .level = E, .gc_percent = 25, .throttle = 500, .soft_limit = 800,
+		    .release = 100, .deadline_ms = 5000 },
+		  3,
+		  { { 0 }, { 0 }, { 0 } },
+		  { { .level = E, .gc_percent = 25, .throttle = 500, .soft_limit = 268,
+		      .release = 34, .deadline_ms = 5000 },
+		    { .level = E, .gc_percent = 25, .throttle = 500, .soft_limit = 266,
+		      .release = 33, .deadline_ms = 5000 },
+		    { .level = E, .gc_percent = 25, .throttle = 500, .soft_limit = 266,
+		      .release = 33, .deadline_ms = 5000 } } },
+		{ "NORMAL: nothing to split",
+		  { .level = N },
+		  2,
+		  { { .heap_inuse = 100, .heap_idle = 10 }, { .heap_inuse = 5 } },
+		  { { .level = N }, { .level = N } } },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct mg_directive got[3];
+
+		memset(got, 0xaa, sizeof(got));
+		assert_int_equal(policy_client_directives(&t[i].d, t[i].r, t[i].n, got), 0);
+		for (size_t k = 0; k < t[i].n; k++) {
+			const struct mg_directive *g = &got[k], *w = &t[i].want[k];
+
+			if (g->level != w->level || g->gc_percent != w->gc_percent ||
+			    g->throttle != w->throttle || g->soft_limit != w->soft_limit ||
+			    g->release != w->release || g->deadline_ms != w->deadline_ms)
+				fail_msg("%s: client %zu: {%u %u %u %" PRIu64 " %" PRIu64
+					 " %u}, want {%u %u %u %" PRIu64 " %" PRIu64 " %u}",
+					 t[i].name, k, g->level, g->gc_percent, g->throttle,
+					 g->soft_limit, g->release, g->deadline_ms, w->level,
+					 w->gc_percent, w->throttle, w->soft_limit, w->release,
+					 w->deadline_ms);
+		}
+	}
+
+	assert_int_equal(policy_client_directives(&t[0].d, NULL, 0, NULL), 0);
+}
+
+static void test_squeeze_need(void **state)
+{
+	static const struct {
+		uint64_t mem_total;
+		uint32_t some, threshold;
+		uint64_t want;
+	} t[] = {
+		{ 64 * GIB, 1999, 2000, 0 },
+		{ 64 * GIB, 2000, 2000, 687194767 },  /* ⌊1 % of 64 GiB⌋ */
+		{ 64 * GIB, 9000, 2000, 687194767 },
+		{ 64 * GIB, 9000, 0, 0 },             /* threshold 0: off */
+	};
+	struct policy_params p = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t got = policy_squeeze_need(&p, t[i].mem_total, t[i].some,
+						   t[i].threshold);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i, got, t[i].want);
+	}
+}
+
+/* Order: #1 (prio −5, gives 100), #3 (prio −5, gives 50), #2, #0. */
+#define FOUR_SERVICES                                                  \
+	{ { .priority = 10, .guarantee = 100, .working_set = 500, .budget = 1000 }, \
+	  { .priority = -5, .guarantee = 200, .working_set = 300, .budget = 1000 }, \
+	  { .priority = 0, .guarantee = 0, .working_set = 250, .budget = 0 },       \
+	  { .priority = -5, .guarantee = 0, .working_set = 50, .budget = 1000 } }
+
+static void test_squeeze(void **state)
+{
+	static const struct {
+		const char *name;
+		uint32_t some, threshold;
+		uint64_t need;
+		size_t n;
+		struct policy_squeeze_service s[4];
+		uint64_t want[4];
+		enum mg_level floor[4];
+		uint64_t want_total;
+	} t[] = {
+		{ "host pressure below threshold", 1999, 2000, 1000, 4, FOUR_SERVICES,
+		  { 0, 0, 0, 0 }, { N, N, N, N }, 0 },
+		{ "threshold 0 is off", 9000, 0, 1000, 4, FOUR_SERVICES,
+		  { 0, 0, 0, 0 }, { N, N, N, N }, 0 },
+		{ "nothing needed", 2000, 2000, 0, 4, FOUR_SERVICES,
+		  { 0, 0, 0, 0 }, { N, N, N, N }, 0 },
+		{ "lowest priority first", 2000, 2000, 100, 4, FOUR_SERVICES,
+		  { 0, 100, 0, 0 }, { N, W, N, N }, 100 },
+		{ "equal priority: more to give first", 2000, 2000, 120, 4, FOUR_SERVICES,
+		  { 0, 100, 0, 20 }, { N, W, N, W }, 120 },
+		{ "into the next priority", 2000, 2000, 200, 4, FOUR_SERVICES,
+		  { 0, 100, 50, 50 }, { N, W, W, W }, 200 },
+		{ "everyone down to the guarantee, short", 2500, 2000, 2000, 4, FOUR_SERVICES,
+		  { 400, 100, 250, 50 }, { W, W, W, W }, 800 },
+		{ "guarantee above working set", 2000, 2000, 100, 2,
+		  { { .priority = -10, .guarantee = 1000, .working_set = 500 },
+		    { .priority = 0, .working_set = 300 } },
+		  { 0, 100 }, { N, W }, 100 },
+		{ "guarantee does not shelter usage above budget", 2000, 2000, 1000, 1,
+		  { { .guarantee = 900, .working_set = 700, .budget = 600 } },
+		  { 100 }, { W }, 100 },
+		{ "equal priority and give: lower index first", 2000, 2000, 350, 3,
+		  { { .working_set = 100 }, { .working_set = 300 }, { .working_set = 300 } },
+		  { 0, 300, 50 }, { N, W, W }, 350 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct policy_squeeze_result got[4];
+		uint64_t total;
+
+		memset(got, 0xaa, sizeof(got));
+		total = policy_squeeze(t[i].some, t[i].threshold, t[i].need, t[i].s, t[i].n,
+				       got);
+		if (total != t[i].want_total)
+			fail_msg("%s: total %" PRIu64 ", want %" PRIu64, t[i].name, total,
+				 t[i].want_total);
+		for (size_t k = 0; k < t[i].n; k++)
+			if (got[k].release != t[i].want[k] || got[k].floor != t[i].floor[k])
+				fail_msg("%s: service %zu: %" PRIu64 " bytes floor %d, "
+					 "want %" PRIu64 " floor %d", t[i].name, k,
+					 got[k].release, got[k].floor, t[i].want[k],
+					 t[i].floor[k]);
+	}
+}
+
+#define NOTIFY MG_ENFORCE_NOTIFY
+#define HIGH MG_ENFORCE_HIGH
+#define KILL MG_ENFORCE_KILL
+#define X_NONE MG_ESCALATION_NONE
+#define X_HIGH MG_ESCALATION_HIGH
+#define X_KILLED MG_ESCALATION_KILLED
+#define A_NONE POLICY_ACTION_NONE
+#define A_HIGH POLICY_ACTION_HIGH
+#define A_RESTORE POLICY_ACTION_RESTORE
+#define A_KILL POLICY_ACTION_KILL
+
+static void test_escalate(void **state)
+{
+	/* ws, budget; clock running?, now, deadline; max/oom grew */
+	static const struct {
+		const char *name;
+		struct policy_escalation_input in;
+		enum policy_action want;
+	} t[] = {
+		{ "notify never touches the kernel",
+		  { NOTIFY, E, X_NONE, 1100, 1000, true, 9000, 5000, true }, A_NONE },
+		{ "high: not before the deadline",
+		  { HIGH, E, X_NONE, 1100, 1000, true, 4999, 5000, true }, A_NONE },
+		{ "high: at the deadline",
+		  { HIGH, E, X_NONE, 1100, 1000, true, 5000, 5000, false }, A_HIGH },
+		{ "high: still CRITICAL at the deadline",
+		  { HIGH, C, X_NONE, 950, 1000, true, 6000, 5000, false }, A_HIGH },
+		{ "high: came down to WARN",
+		  { HIGH, W, X_NONE, 850, 1000, true, 6000, 5000, false }, A_NONE },
+		{ "high: no clock",
+		  { HIGH, E, X_NONE, 1100, 1000, false, 6000, 5000, false }, A_NONE },
+		{ "high: never memory.high = 0",
+		  { HIGH, E, X_NONE, 1100, 0, true, 6000, 5000, true }, A_NONE },
+		{ "high never kills",
+		  { HIGH, E, X_HIGH, 1100, 1000, true, 9000, 5000, true }, A_NONE },
+		{ "kill: memory.high first",
+		  { KILL, E, X_NONE, 1100, 1000, true, 6000, 5000, true }, A_HIGH },
+		{ "kill: above budget past the deadline with max/oom growth",
+		  { KILL, E, X_HIGH, 1100, 1000, true, 5000, 5000, true }, A_KILL },
+		{ "kill: not without max/oom growth",
+		  { KILL, E, X_HIGH, 1100, 1000, true, 9000, 5000, false }, A_NONE },
+		{ "kill: not at the budget",
+		  { KILL, E, X_HIGH, 1000, 1000, true, 9000, 5000, true }, A_NONE },
+		{ "kill: not under the budget",
+		  { KILL, C, X_HIGH, 950, 1000, true, 9000, 5000, true }, A_NONE },
+		{ "kill: not before the deadline",
+		  { KILL, E, X_HIGH, 1100, 1000, true, 4999, 5000, true }, A_NONE },
+		{ "kill: no clock",
+		  { KILL, E, X_HIGH, 1100, 1000, false, 9000, 5000, true }, A_NONE },
+		{ "kill: not without a budget",
+		  { KILL, E, X_HIGH, 1100, 0, true, 9000, 5000, true }, A_NONE },
+		{ "killed: nothing more",
+		  { KILL, E, X_KILLED, 1100, 1000, true, 9000, 5000, true }, A_NONE },
+		{ "undo high at NORMAL",
+		  { HIGH, N, X_HIGH, 100, 1000, false, 9000, 5000, false }, A_RESTORE },
+		{ "undo after a kill at NORMAL",
+		  { KILL, N, X_KILLED, 0, 1000, false, 9000, 5000, false }, A_RESTORE },
+		{ "no undo above NORMAL",
+		  { KILL, W, X_HIGH, 850, 1000, false, 9000, 5000, false }, A_NONE },
+		{ "undo when enforce became notify",
+		  { NOTIFY, C, X_HIGH, 950, 1000, true, 9000, 5000, false }, A_RESTORE },
+		{ "nothing in force at NORMAL",
+		  { KILL, N, X_NONE, 100, 1000, false, 9000, 5000, false }, A_NONE },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		enum policy_action got = policy_escalate(&t[i].in);
+
+		if (got != t[i].want)
+			fail_msg("%s: action %d, want %d", t[i].name, got, t[i].want);
+	}
+}
+
+static void test_escalated(void **state)
+{
+	struct policy_state s;
+
+	policy_state_init(&s);
+	s.events = (struct policy_events){ .high = 1, .max = 2, .oom = 3 };
+
+	policy_escalated(&s, &svc_default, POLICY_ACTION_NONE, 100);
+	assert_int_equal(s.escalation, MG_ESCALATION_NONE);
+	assert_false(s.clock_running);
+
+	policy_escalated(&s, &svc_default, POLICY_ACTION_HIGH, 100);
+	assert_int_equal(s.escalation, MG_ESCALATION_HIGH);
+	assert_true(s.clock_running);
+	assert_true(s.clock_deadline_ms == 5100);
+	assert_true(s.clock_events.max == 2 && s.clock_events.oom == 3);
+
+	policy_escalated(&s, &svc_default, POLICY_ACTION_KILL, 200);
+	assert_int_equal(s.escalation, MG_ESCALATION_KILLED);
+	assert_false(s.clock_running);
+
+	policy_escalated(&s, &svc_default, POLICY_ACTION_RESTORE, 300);
+	assert_int_equal(s.escalation, MG_ESCALATION_NONE);
+}
+
+/* --- whole ticks ------------------------------------------------------- */
+
+struct tick_want {
+	enum mg_level level;
+	bool rose, cleared;
+	uint16_t gc, throttle;
+	uint64_t soft, target, release;
+	uint32_t deadline;
+	enum policy_action action;
+};
+
+struct tick_step {
+	uint64_t now;
+	struct policy_input in;
+	struct tick_want want;
+	bool apply;                      /* report want.action as carried out */
+};
+
+struct tick_case {
+	const char *name;
+	const struct conf_service *svc;  /* NULL: svc_default */
+	const struct policy_params *params;
+	const struct tick_step *steps;
+	size_t n;
+};
+
+#define IN(...) { .budget = 1000, __VA_ARGS__ }
+#define EV(h, m, o) .events = { .high = (h), .max = (m), .oom = (o) }
+
+/*
+ * Up through every level to a kill and back: 1000-byte budget, 300 bytes
+ * releasable.  Columns: level rose cleared gc throttle soft target release
+ * deadline action.
+ */
+static const struct tick_step ticks_ladder[] = {
+	{ 0, IN(.working_set = 500, .releasable = 300),
+	  { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	/* u = .85: out 8.33; asks for 850 − 800, no deadline at WARN */
+	{ 1000, IN(.working_set = 850, .releasable = 300),
+	  { W, 1, 0, 92, 0, 800, 50, 50, 0, A_NONE } },
+	/* within the demand window: no bytes */
+	{ 1100, IN(.working_set = 850, .releasable = 300),
+	  { W, 0, 0, 92, 0, 800, 50, 0, 0, A_NONE } },
+	/* window over: ask again */
+	{ 6000, IN(.working_set = 850, .releasable = 300),
+	  { W, 0, 0, 92, 0, 800, 50, 50, 0, A_NONE } },
+	/* u = .9: out 25; rising asks at once, with a deadline */
+	{ 6100, IN(.working_set = 900, .releasable = 300),
+	  { C, 1, 0, 75, 250, 800, 100, 100, 5000, A_NONE } },
+	/* u = 1: out 99; everything releasable; clock to 11200 */
+	{ 6200, IN(.working_set = 1000, .releasable = 300),
+	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 11199, IN(.working_set = 1000, .releasable = 300),
+	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
+	/* deadline: memory.high; clock restarts to 16200 */
+	{ 11200, IN(.working_set = 1000, .releasable = 300),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_HIGH }, .apply = true },
+	{ 16199, IN(.working_set = 1100, .releasable = 300, EV(0, 1, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
+	/* past the deadline, above budget, memory.events max grew */
+	{ 16200, IN(.working_set = 1100, .releasable = 300, EV(0, 1, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL }, .apply = true },
+	/* killed: empty; one calm tick */
+	{ 16300, IN(.working_set = 0, EV(0, 1, 1)),
+	  { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	/* second calm tick: NORMAL, cleared, undo memory.high */
+	{ 16400, IN(.working_set = 0, EV(0, 1, 1)),
+	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_RESTORE }, .apply = true },
+	{ 16500, IN(.working_set = 0, EV(0, 1, 1)),
+	  { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+};
+
+/* The same climb without max/oom growth: memory.high, but no kill. */
+static const struct tick_step ticks_no_kill[] = {
+	{ 0, IN(.working_set = 1100, .releasable = 300),
+	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 5000, IN(.working_set = 1100, .releasable = 300),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_HIGH }, .apply = true },
+	{ 10000, IN(.working_set = 1100, .releasable = 300),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	/* usage falls to 94 %: one calm tick, then CRITICAL; high stays */
+	{ 10100, IN(.working_set = 940, .releasable = 300),
+	  { E, 0, 0, 42, 500, 800, 300, 0, 0, A_NONE } },
+	{ 10200, IN(.working_set = 940, .releasable = 300),
+	  { C, 0, 0, 42, 500, 800, 140, 0, 0, A_NONE } },
+	/* under the WARN band: after two ticks NORMAL, undo memory.high */
+	{ 10300, IN(.working_set = 700, .releasable = 300),
+	  { C, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 10400, IN(.working_set = 700, .releasable = 300),
+	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_RESTORE } },
+};
+
+/* No budget: pressure and memory.events alone; never memory.high. */
+static const struct tick_step ticks_no_budget[] = {
+	{ 0, { .some_avg10 = 1500 }, { W, 1, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	{ 100, { .some_avg10 = 1500, .full_avg10 = 600 },
+	  { C, 1, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	/* memory.events high grew: EMERGENCY, everything releasable */
+	{ 200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
+	  { E, 1, 0, 100, 0, 0, 400, 400, 5000, A_NONE } },
+	{ 5200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
+	  { E, 0, 0, 100, 0, 0, 400, 400, 5000, A_NONE } },
+	{ 5300, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
+	  { C, 0, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	{ 5400, { EV(1, 0, 0) }, { C, 0, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	{ 5500, { EV(1, 0, 0) }, { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+};
+
+/* memory.events: no growth on the first tick or when counters reset. */
+static const struct tick_step ticks_events[] = {
+	{ 0, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 100, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 200, IN(EV(0, 0, 0)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 300, IN(EV(0, 1, 0)), { E, 1, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 400, IN(EV(1, 1, 0)), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 600, IN(EV(1, 1, 0)), { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+};
+
+/* A host squeeze: floor WARN and extra bytes, then released. */
+static const struct tick_step ticks_squeeze[] = {
+	{ 0, IN(.working_set = 500, .floor = W, .extra_release = 1000),
+	  { W, 1, 0, 100, 0, 800, 1000, 1000, 0, A_NONE } },
+	{ 100, IN(.working_set = 500, .floor = W, .extra_release = 400),
+	  { W, 0, 0, 100, 0, 800, 400, 0, 0, A_NONE } },
+	{ 5000, IN(.working_set = 850, .floor = W, .extra_release = 400),
+	  { W, 0, 0, 92, 0, 800, 450, 450, 0, A_NONE } },
+	{ 5100, IN(.working_set = 500), { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 5200, IN(.working_set = 500, .extra_release = 400),
+	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+};
+
+/* EMA with alpha 0.2 at u = .9 (raw 25), then u = .5 (raw 0). */
+static const struct policy_params params_ema = { .cp = 0.05, .ema_alpha = 0.2,
+	.hysteresis = 500, .drop_ticks = 2 };
+static const struct tick_step ticks_ema[] = {
+	/* out 5 */
+	{ 0, IN(.working_set = 900), { C, 1, 0, 95, 50, 800, 100, 100, 5000, A_NONE } },
+	/* out 9 */
+	{ 100, IN(.working_set = 900), { C, 0, 0, 91, 90, 800, 100, 0, 0, A_NONE } },
+	/* out 7.2 */
+	{ 200, IN(.working_set = 500), { C, 0, 0, 93, 72, 800, 0, 0, 0, A_NONE } },
+};
+
+/* enforce = notify: the ladder never leaves the daemon. */
+static const struct conf_service svc_notify = {
+	.warn = 8000, .critical = 9000, .pressure_some = 1000, .pressure_full = 500,
+	.min_gc_percent = 25, .max_throttle = 500, .release_deadline_ms = 5000,
+	.enforce = MG_ENFORCE_NOTIFY,
+};
+static const struct tick_step ticks_notify[] = {
+	{ 0, IN(.working_set = 1100, EV(0, 1, 1)),
+	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 5000, IN(.working_set = 1100, EV(0, 9, 9)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 99000, IN(.working_set = 1100, EV(0, 99, 99)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+};
+
+/* The clock stops below CRITICAL and starts again only at EMERGENCY. */
+static const struct tick_step ticks_clock_stops[] = {
+	{ 0, IN(.working_set = 1000),
+	  { E, 1, 0, 25, 500, 800, 200, 200, 5000, A_NONE } },
+	{ 100, IN(.working_set = 780), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	/* 78 %: WARN holds; the clock stops */
+	{ 200, IN(.working_set = 780), { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	/* past the old deadline, CRITICAL again: no clock, no memory.high */
+	{ 6000, IN(.working_set = 900),
+	  { C, 1, 0, 75, 250, 800, 100, 100, 5000, A_NONE } },
+	/* EMERGENCY: a new clock, to 11100 */
+	{ 6100, IN(.working_set = 1000),
+	  { E, 1, 0, 25, 500, 800, 200, 200, 5000, A_NONE } },
+	{ 11099, IN(.working_set = 1000),
+	  { E, 0, 0, 25, 500, 800, 200, 0, 0, A_NONE } },
+	{ 11100, IN(.working_set = 1000),
+	  { E, 0, 0, 25, 500, 800, 200, 200, 5000, A_HIGH } },
+};
+
+/* memory.events counters reset (cgroup recreated) while the clock runs. */
+static const struct tick_step ticks_events_reset[] = {
+	{ 0, IN(.working_set = 1100, EV(0, 5, 5)),
+	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 5000, IN(.working_set = 1100, EV(0, 5, 5)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_HIGH }, .apply = true },
+	{ 5100, IN(.working_set = 1100, EV(0, 0, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
+	/* max grew from the new baseline */
+	{ 10000, IN(.working_set = 1100, EV(0, 1, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL } },
+};
+
+static const struct tick_case tick_cases[] = {
+	{ "ladder to kill and back", NULL, NULL, ticks_ladder, ARRAY_SIZE(ticks_ladder) },
+	{ "high without max/oom growth", NULL, NULL, ticks_no_kill, ARRAY_SIZE(ticks_no_kill) },
+	{ "no budget", NULL, NULL, ticks_no_budget, ARRAY_SIZE(ticks_no_budget) },
+	{ "events baseline", NULL, NULL, ticks_events, ARRAY_SIZE(ticks_events) },
+	{ "host squeeze", NULL, NULL, ticks_squeeze, ARRAY_SIZE(ticks_squeeze) },
+	{ "EMA", NULL, &params_ema, ticks_ema, ARRAY_SIZE(ticks_ema) },
+	{ "enforce notify", &svc_notify, NULL, ticks_notify, ARRAY_SIZE(ticks_notify) },
+	{ "clock stops below CRITICAL", NULL, NULL, ticks_clock_stops,
+	  ARRAY_SIZE(ticks_clock_stops) },
+	{ "events reset under the clock", NULL, NULL, ticks_events_reset,
+	  ARRAY_SIZE(ticks_events_reset) },
+};
+
+static struct tick_want tick_got(const struct policy_decision *d)
+{
+	return (struct tick_want){
+		.level = d->level, .rose = d->rose, .cleared = d->cleared,
+		.gc = d->directive.gc_percent, .throttle = d->directive.throttle,
+		.soft = d->directive.soft_limit, .target = d->target,
+		.release = d->directive.release, .deadline = d->directive.deadline_ms,
+		.action = d->action,
+	};
+}
+
+static bool tick_equal(const struct tick_want *a, const struct tick_want *b)
+{
+	return a->level == b->level && a->rose == b->rose && a->cleared == b->cleared &&
+	       a->gc == b->gc && a->throttle == b->throttle && a->soft == b->soft &&
+	       a->target == b->target && a->release == b->release &&
+	       a->deadline == b->deadline && a->action == b->action;
+}
+
+static const char *tick_format(const struct tick_want *w, char *buf, size_t size)
+{
+	snprintf(buf, size, "{%d %d %d %u %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %u %d}",
+		 w->level, w->rose, w->cleared, w->gc, w->throttle, w->soft, w->target,
+		 w->release, w->deadline, w->action);
+	return buf;
+}
+
+static void test_ticks(void **state)
+{
+	struct policy_params def = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(tick_cases); i++) {
+		const struct tick_case *c = &tick_cases[i];
+		const struct conf_service *svc = c->svc ? c->svc : &svc_default;
+		struct policy_state s;
+
+		policy_state_init(&s);
+		for (size_t k = 0; k < c->n; k++) {
+			const struct tick_step *step = &c->steps[k];
+			struct policy_decision d;
+			struct tick_want got;
+			char a[160], b[160];
+
+			memset(&d, 0xaa, sizeof(d));
+			policy_tick(&s, c->params ? c->params : &def, svc, &step->in, step->now,
+				    &d);
+			got = tick_got(&d);
+			if (!tick_equal(&got, &step->want) || d.directive.level != d.level)
+				fail_msg("%s: step %zu (t=%" PRIu64 "): %s, want %s",
+					 c->name, k, step->now, tick_format(&got, a, sizeof(a)),
+					 tick_format(&step->want, b, sizeof(b)));
+			if (d.utilization !=
+			    policy_utilization_bp(step->in.working_set, step->in.budget))
+				fail_msg("%s: step %zu: utilization %u", c->name, k,
+					 d.utilization);
+			if (step->apply)
+				policy_escalated(&s, svc, d.action, step->now);
+		}
+	}
+}
+
+static void test_tick_out(void **state)
+{
+	/* The decision carries the smoothed output. */
+	struct policy_state s;
+	struct policy_decision d;
+	struct policy_input in = { .working_set = 900, .budget = 1000 };
+	static const double want[] = { 5, 9, 12.2 };
+
+	policy_state_init(&s);
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		policy_tick(&s, &params_ema, &svc_default, &in, i * 100, &d);
+		if (!near(d.out, want[i]) || !near(s.out, want[i]))
+			fail_msg("tick %zu: out %f, want %f", i, d.out, want[i]);
+	}
+}
+
+static void test_directive_changed(void **state)
+{
+	static const struct mg_directive base = {
+		.level = W, .gc_percent = 92, .throttle = 0, .soft_limit = 800,
+	};
+	static const struct {
+		const char *name;
+		struct mg_directive new;
+		bool want;
+	} t[] = {
+		{ "same", { .level = W, .gc_percent = 92, .soft_limit = 800 }, false },
+		{ "level", { .level = C, .gc_percent = 92, .soft_limit = 800 }, true },
+		{ "cleared", { .level = N }, true },
+		{ "gc", { .level = W, .gc_percent = 91, .soft_limit = 800 }, true },
+		{ "throttle",
+		  { .level = W, .gc_percent = 92, .throttle = 1, .soft_limit = 800 }, true },
+		{ "soft limit", { .level = W, .gc_percent = 92, .soft_limit = 801 }, true },
+		{ "bytes demanded",
+		  { .level = W, .gc_percent = 92, .soft_limit = 800, .release = 1 }, true },
+		{ "deadline without bytes",
+		  { .level = W, .gc_percent = 92, .soft_limit = 800, .deadline_ms = 5000 },
+		  false },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+		if (policy_directive_changed(&base, &t[i].new) != t[i].want)
+			fail_msg("%s: want %d", t[i].name, t[i].want);
+
+	/* the same demand again is still sent */
+	struct mg_directive demand = base;
+	demand.release = 50;
+	assert_true(policy_directive_changed(&demand, &demand));
+	/* a demand ending alone is not */
+	assert_false(policy_directive_changed(&demand, &base));
+	/* nothing sent yet */
+	assert_true(policy_directive_changed(NULL, &base));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_utilization),
+		cmocka_unit_test(test_level_raw),
+		cmocka_unit_test(test_level_hold),
+		cmocka_unit_test(test_level_sequences),
+		cmocka_unit_test(test_output),
+		cmocka_unit_test(test_output_smooth),
+		cmocka_unit_test(test_gc_percent),
+		cmocka_unit_test(test_throttle),
+		cmocka_unit_test(test_release_target),
+		cmocka_unit_test(test_soft_limit_deadline),
+		cmocka_unit_test(test_releasable),
+		cmocka_unit_test(test_split),
+		cmocka_unit_test(test_client_directives),
+		cmocka_unit_test(test_squeeze_need),
+		cmocka_unit_test(test_squeeze),
+		cmocka_unit_test(test_escalate),
+		cmocka_unit_test(test_escalated),
+		cmocka_unit_test(test_ticks),
+		cmocka_unit_test(test_tick_out),
+		cmocka_unit_test(test_directive_changed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
