@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memguardd: argv, configuration, the listening socket (socket activation
+ * or our own), then the manager's loop.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "log.h"
+#include "manager.h"
+#include "server.h"
+
+#define DEFAULT_CONFIG SYSCONFDIR "/memguard.conf"
+
+static void help(void)
+{
+	printf("Usage: memguardd [OPTION]...\n"
+	       "Keep the services of this host inside their memory budgets by asking them\n"
+	       "to give memory back before the kernel throttles or OOM-kills them.\n"
+	       "\n"
+	       "  -c, --config FILE       configuration file (default " DEFAULT_CONFIG ");\n"
+	       "                          without one, each client's own cgroup is a service\n"
+	       "      --check-config      check the configuration, print FILE:LINE: message\n"
+	       "                          for each problem, exit 0 when it is valid, 1 if not\n"
+	       "  -s, --socket PATH       listen on PATH instead of the configured socket\n"
+	       "      --cgroup-root DIR   look service cgroups up below DIR (cgroup2)\n"
+	       "  -l, --log-level LEVEL   emerg, alert, crit, err, warning, notice, info, debug\n"
+	       "  -h, --help              show this help and exit\n"
+	       "  -V, --version           show the version and exit\n"
+	       "\n"
+	       "For tests, on fixture trees:\n"
+	       "      --cgroup-v1-root DIR   the cgroup v1 memory root (hybrid hosts)\n"
+	       "      --proc-root DIR        read PID/cgroup, self/mountinfo, meminfo and\n"
+	       "                             pressure/memory below DIR instead of /proc\n"
+	       "\n"
+	       "Signals: SIGTERM and SIGINT stop (memory.high is restored), SIGHUP reloads.\n"
+	       "See memguardd(8) and memguard.conf(5).\n");
+}
+
+enum {
+	ARG_CHECK_CONFIG = 0x100,
+	ARG_CGROUP_ROOT,
+	ARG_CGROUP_V1_ROOT,
+	ARG_PROC_ROOT,
+};
+
+struct args {
+	const char *config;
+	bool config_given;
+	bool check;
+	const char *socket;
+	const char *cgroup_root;
+	const char *cgroup_v1_root;
+	const char *proc_root;
+	int log_level;                   /* -1 = from the config */
+};
+
+/* Returns 1 to go on, 0 to exit with success, -1 on a usage error. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+		{ "socket", required_argument, NULL, 's' },
+		{ "cgroup-root", required_argument, NULL, ARG_CGROUP_ROOT },
+		{ "cgroup-v1-root", required_argument, NULL, ARG_CGROUP_V1_ROOT },
+		{ "proc-root", required_argument, NULL, ARG_PROC_ROOT },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{}
+	};
+	int c;
+
+	*a = (struct args){ .config = DEFAULT_CONFIG, .log_level = -1 };
+	while ((c = getopt_long(argc, argv, "c:s:l:hV", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'c':
+			a->config = optarg;
+			a->config_given = true;
+			break;
+		case ARG_CHECK_CONFIG:
+			a->check = true;
+			break;
+		case 's':
+			a->socket = optarg;
+			break;
+		case ARG_CGROUP_ROOT:
+			a->cgroup_root = optarg;
+			break;
+		case ARG_CGROUP_V1_ROOT:
+			a->cgroup_v1_root = optarg;
+			break;
+		case ARG_PROC_ROOT:
+			a->proc_root = optarg;
+			break;
+		case 'l':
+			if (conf_parse_log_level(optarg, &a->log_level) < 0) {
+				fprintf(stderr, "memguardd: invalid log level '%s' (emerg, alert, "
+						"crit, err, warning, notice, info, debug or 0-7)\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case 'h':
+			help();
+			return 0;
+		case 'V':
+			printf("memguardd %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'memguardd --help'.\n");
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "memguardd: unexpected argument '%s'\nTry 'memguardd --help'.\n",
+			argv[optind]);
+		return -1;
+	}
+	if (a->socket && a->socket[0] != '/') {
+		fprintf(stderr, "memguardd: --socket needs an absolute path, not '%s'\n", a->socket);
+		return -1;
+	}
+	return 1;
+}
+
+static void print_problem(void *userdata, const char *file, unsigned line, const char *msg)
+{
+	if (line)
+		fprintf(stderr, "%s:%u: %s\n", file, line, msg);
+	else
+		fprintf(stderr, "%s: %s\n", file, msg);
+}
+
+static void log_problem(void *userdata, const char *file, unsigned line, const char *msg)
+{
+	if (line)
+		log_error("%s:%u: %s", file, line, msg);
+	else
+		log_error("%s: %s", file, msg);
+}
+
+/* Load the configuration; a missing default file means the embedded
+ * default, a missing file named on the command line is an error. */
+static int load_config(const struct args *a, conf_report_fn report, struct mg_conf **ret)
+{
+	int r = conf_load(a->config, report, NULL, ret);
+
+	if (r == -ENOENT && !a->config_given)
+		return conf_new_default(ret);
+	if (r == -EINVAL)
+		return r;
+	if (r < 0) {
+		if (report == print_problem)
+			fprintf(stderr, "%s: %s\n", a->config, strerror(-r));
+		else
+			log_errno(r, "Failed to read %s: %m", a->config);
+	}
+	return r;
+}
+
+static gid_t group_id(const char *name, const char *key)
+{
+	struct group *g;
+
+	if (!name || !name[0])
+		return (gid_t)-1;
+	g = getgrnam(name);
+	if (!g) {
+		log_notice("%s '%s' does not exist; leaving the socket to root's group", key, name);
+		return (gid_t)-1;
+	}
+	return g->gr_gid;
+}
+
+/* Enough descriptors for SERVER_MAX_CLIENTS and the cgroup files. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE, ignoring: %m");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	_cleanup_(manager_freep) struct manager *m = NULL;
+	struct mg_conf *conf = NULL;
+	struct manager_paths paths = { 0 };
+	char mountinfo[4096], meminfo[4096], pressure[4096];
+	const char *proc;
+	bool own_socket = false;
+	int r, fd, n;
+
+	{
+		struct args a;
+
+		r = parse_args(argc, argv, &a);
+		if (r <= 0)
+			return r < 0 ? 2 : 0;
+
+		if (a.check) {
+			r = load_config(&a, print_problem, &conf);
+			if (r < 0)
+				return 1;
+			printf("%s: valid, %zu service%s\n", conf->path ? conf->path : a.config,
+			       conf->n_services, conf->n_services == 1 ? "" : "s");
+			if (!conf->path)
+				printf("(no file: the embedded default; each client's own cgroup is "
+				       "a service)\n");
+			conf_free(conf);
+			return 0;
+		}
+
+		log_open();
+		if (a.log_level >= 0)
+			log_set_max_level(a.log_level);
+		r = load_config(&a, log_problem, &conf);
+		if (r < 0) {
+			if (r == -EINVAL)
+				log_error("%s is broken; not starting", a.config);
+			return 1;
+		}
+		log_set_max_level(a.log_level >= 0 ? a.log_level : conf->daemon.log_level);
+		if (a.socket) {
+			char *s = strdup(a.socket);
+
+			if (!s) {
+				conf_free(conf);
+				return 1;
+			}
+			free(conf->daemon.socket);
+			conf->daemon.socket = s;
+		}
+
+		proc = a.proc_root ? a.proc_root : "/proc";
+		snprintf(mountinfo, sizeof(mountinfo), "%s/self/mountinfo", proc);
+		snprintf(meminfo, sizeof(meminfo), "%s/meminfo", proc);
+		snprintf(pressure, sizeof(pressure), "%s/pressure/memory", proc);
+		paths = (struct manager_paths){
+			.config = a.config,
+			.cgroup_root = a.cgroup_root,
+			.v1_memory_root = a.cgroup_v1_root,
+			.proc = proc,
+			.mountinfo = mountinfo,
+			.host_pressure = pressure,
+			.meminfo = meminfo,
+		};
+	}
+
+	raise_fd_limit();
+
+	n = sd_listen_fds(true);
+	if (n < 0) {
+		log_errno(n, "Failed to read the sockets passed by systemd: %m");
+		conf_free(conf);
+		return 1;
+	}
+	if (n > 1) {
+		log_error("Received %d sockets from systemd; expected one", n);
+		conf_free(conf);
+		return 1;
+	}
+	if (n == 1) {
+		fd = SD_LISTEN_FDS_START;
+		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
+			log_error("The socket passed by systemd is not a listening AF_UNIX "
+				  "SOCK_SEQPACKET socket");
+			conf_free(conf);
+			return 1;
+		}
+		log_info("Using the socket passed by systemd");
+	} else {
+		fd = server_listen(conf->daemon.socket, 0660,
+				   group_id(conf->daemon.socket_group, "socket_group"));
+		if (fd == -EADDRINUSE) {
+			log_error("Another memguardd is serving %s", conf->daemon.socket);
+			conf_free(conf);
+			return 1;
+		}
+		if (fd < 0) {
+			log_errno(fd, "Failed to listen on %s: %m", conf->daemon.socket);
+			conf_free(conf);
+			return 1;
+		}
+		own_socket = true;
+		log_info("Listening on %s", conf->daemon.socket);
+	}
+
+	{
+		_cleanup_free_ char *socket_path = strdup(conf->daemon.socket);
+
+		r = manager_new(conf, &paths, &m);
+		if (r < 0) {
+			close(fd);
+			if (own_socket && socket_path)
+				unlink(socket_path);
+			return 1;
+		}
+		r = manager_start(m, fd);
+		if (r >= 0)
+			r = manager_run(m);
+		m = manager_free(m);
+		if (own_socket && socket_path && unlink(socket_path) < 0 && errno != ENOENT)
+			log_warning_errno(errno, "Failed to remove %s, ignoring: %m", socket_path);
+	}
+	log_info("memguardd stopped");
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,1366 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "cgrp.h"
+#include "log.h"
+#include "manager.h"
+#include "monitor.h"
+#include "policy.h"
+#include "server.h"
+
+#define FAST_TICK_MS 100                /* ms, tick while a service is above NORMAL */
+#define PSI_WINDOW_US 1000000           /* us; rounded to 2 s without CAP_SYS_RESOURCE */
+#define REPORT_INTERVAL_MS 1000         /* ms, asked of clients in WELCOME */
+
+struct service;
+
+/* What the manager keeps about one connected client (client->data). */
+struct mclient {
+	struct client *c;
+	struct service *svc;             /* NULL: connected, no service (after a reload) */
+	char v2[MG_PATH_MAX + 1];        /* the peer's cgroup dirs at HELLO */
+	char v1[MG_PATH_MAX + 1];
+	struct mg_report report;
+	bool have_directive;
+	struct mg_directive directive;   /* last sent */
+	uint32_t pending_seq;            /* DIRECTIVE awaiting RELEASED, 0 = none */
+	uint64_t pending_usec;
+	uint32_t asked, answered;
+	uint64_t asked_bytes, released_bytes, response_us_total;
+};
+
+struct service {
+	struct manager *m;
+	struct conf_service conf;        /* own copy; name and cgroup owned */
+	bool implicit;                   /* made for a client when there is no config */
+	char *v2_dir;                    /* absolute directories */
+	char *v1_dir;                    /* NULL on pure v2 */
+	struct monitor_cgroup *cg;       /* NULL while absent */
+	int psi_fd;
+	sd_event_source *psi_src;
+	sd_event_source *events_src;
+	enum mg_psi_mode psi_mode;
+	bool have_sample;
+	struct monitor_sample sample;
+	uint64_t budget;                 /* bytes, resolved; 0 = unknown */
+	uint64_t budget_override;        /* SET_BUDGET, 0 = none */
+	uint64_t guarantee;              /* bytes, resolved */
+	struct policy_state ps;
+	struct policy_decision last;
+	uint64_t released_total;
+	bool saved_high_valid;
+	uint64_t saved_high;             /* memory.high before the daemon wrote it */
+	bool high_unavailable_said;
+	bool escalate_failed_said;
+	bool open_failed_said;       /* a failed step is logged once, not every tick */
+	uint64_t squeeze_extra;
+	enum mg_level squeeze_floor;
+	struct mclient **clients;
+	size_t n_clients;
+};
+
+struct manager {
+	sd_event *event;
+	struct mg_conf *conf;
+	struct manager_paths paths;
+	char *v2_root;                   /* where service cgroups are looked up */
+	char *v1_root;                   /* NULL on pure v2 */
+	char *v2_mount;                  /* mount points, to map /proc/PID/cgroup */
+	char *v1_mount;
+	struct server *server;
+	struct service **services;
+	size_t n_services;
+	struct policy_params params;
+	struct monitor_host host;
+	bool have_host;
+	sd_event_source *tick;
+	sd_event_source *sig_term, *sig_int, *sig_hup;
+	char status[256];
+};
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+	char *p;
+
+	while (*b == '/')
+		b++;
+	if (asprintf(&p, "%s%s%s", a, *b ? "/" : "", b) < 0)
+		return NULL;
+	return p;
+}
+
+/* `dir` is `top` or below it. */
+static bool path_within(const char *dir, const char *top)
+{
+	size_t n = strlen(top);
+
+	while (n > 1 && top[n - 1] == '/')
+		n--;
+	return strncmp(dir, top, n) == 0 && (dir[n] == 0 || dir[n] == '/');
+}
+
+static double util_ratio(uint32_t bp)
+{
+	return bp == POLICY_UTIL_UNKNOWN ? 0.0 : bp / 10000.0;
+}
+
+/* --- services ------------------------------------------------------------ */
+
+static void service_unwatch(struct service *s)
+{
+	s->psi_src = sd_event_source_disable_unref(s->psi_src);
+	s->events_src = sd_event_source_disable_unref(s->events_src);
+	if (s->psi_fd >= 0)
+		close(s->psi_fd);
+	s->psi_fd = -1;
+	s->cg = monitor_cgroup_free(s->cg);
+	s->psi_mode = MG_PSI_ABSENT;
+	s->have_sample = false;
+}
+
+static void service_restore(struct service *s)
+{
+	int r;
+
+	if (s->ps.escalation != MG_ESCALATION_HIGH || !s->saved_high_valid)
+		return;
+	r = cgrp_write_high(s->v2_dir, s->saved_high);
+	if (r < 0)
+		log_warning_errno(r, "%s: failed to restore memory.high, ignoring: %m",
+				  s->conf.name);
+	else
+		log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
+			    util_ratio(s->last.utilization), "restore",
+			    "memory.high restored to %" PRIu64 " (daemon stopping or service removed)",
+			    s->saved_high);
+	s->ps.escalation = MG_ESCALATION_NONE;
+}
+
+static void mclient_send_normal(struct mclient *mc);
+
+static struct service *service_free(struct service *s)
+{
+	if (!s)
+		return NULL;
+	service_restore(s);
+	service_unwatch(s);
+	for (size_t i = 0; i < s->n_clients; i++)
+		s->clients[i]->svc = NULL;
+	free(s->clients);
+	free(s->conf.name);
+	free(s->conf.cgroup);
+	free(s->v2_dir);
+	free(s->v1_dir);
+	free(s);
+	return NULL;
+}
+
+static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+
+/* Open the cgroup and arm its PSI trigger and events watch.  Absent is not
+ * an error: the service is watched again on every tick. */
+static int service_watch(struct service *s)
+{
+	struct manager *m = s->m;
+	_cleanup_free_ char *pressure = NULL;
+	uint32_t threshold;
+	int r, efd;
+
+	r = monitor_cgroup_open(m->v2_root, m->v1_root, s->conf.cgroup, &s->cg);
+	if (r < 0)
+		return r;
+
+	/* The trigger fires when stalls exceed the WARN pressure within a
+	 * window; with pressure_some = 0 (off) a 1 % stall still wakes us
+	 * early, the tick does the rest. */
+	threshold = (uint32_t)((uint64_t)PSI_WINDOW_US *
+			       (s->conf.pressure_some ? s->conf.pressure_some : 100) / 10000);
+	pressure = path_join(s->v2_dir, "memory.pressure");
+	if (!pressure)
+		return -ENOMEM;
+	r = monitor_psi_trigger_open(pressure, threshold, PSI_WINDOW_US, &s->psi_fd,
+				     &s->psi_mode);
+	if (r == -ENODEV || r == -ENOENT) {
+		s->psi_fd = -1;
+		s->psi_mode = MG_PSI_POLLING;
+	} else if (r < 0) {
+		log_warning_errno(r, "%s: cannot arm a PSI trigger, polling instead: %m",
+				  s->conf.name);
+		s->psi_fd = -1;
+		s->psi_mode = MG_PSI_POLLING;
+	}
+	if (s->psi_fd >= 0) {
+		r = sd_event_add_io(m->event, &s->psi_src, s->psi_fd, EPOLLPRI, on_psi, s);
+		if (r < 0)
+			return r;
+	}
+	efd = monitor_cgroup_events_fd(s->cg);
+	if (efd >= 0) {
+		/* epoll refuses regular files (EPERM): a fixture tree has no
+		 * change notification, the tick reads it all the same. */
+		r = sd_event_add_io(m->event, &s->events_src, efd, EPOLLPRI, on_events, s);
+		if (r == -EPERM)
+			s->events_src = NULL;
+		else if (r < 0)
+			return r;
+	}
+	log_info("%s: watching cgroup %s (PSI %s)", s->conf.name, s->conf.cgroup,
+		 s->psi_mode == MG_PSI_TRIGGER	       ? "trigger"
+		 : s->psi_mode == MG_PSI_TRIGGER_ROUNDED ? "trigger, window rounded to 2 s"
+							 : "polling");
+	return 0;
+}
+
+static int service_new(struct manager *m, const struct conf_service *conf, bool implicit,
+		       struct service **ret)
+{
+	struct service *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->m = m;
+	s->psi_fd = -1;
+	s->implicit = implicit;
+	s->conf = *conf;
+	s->conf.name = strdup(conf->name);
+	s->conf.cgroup = strdup(conf->cgroup);
+	s->v2_dir = path_join(m->v2_root, conf->cgroup);
+	s->v1_dir = m->v1_root ? path_join(m->v1_root, conf->cgroup) : NULL;
+	if (!s->conf.name || !s->conf.cgroup || !s->v2_dir || (m->v1_root && !s->v1_dir)) {
+		service_free(s);
+		return -ENOMEM;
+	}
+	policy_state_init(&s->ps);
+	*ret = s;
+	return 0;
+}
+
+static int services_add(struct manager *m, struct service *s)
+{
+	struct service **n = realloc(m->services, (m->n_services + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	m->services = n;
+	m->services[m->n_services++] = s;
+	return 0;
+}
+
+static struct service *service_by_name(struct manager *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_services; i++)
+		if (strcmp(m->services[i]->conf.name, name) == 0)
+			return m->services[i];
+	return NULL;
+}
+
+/* The service whose cgroup holds the client, deepest first. */
+static struct service *service_for(struct manager *m, const struct mclient *mc)
+{
+	struct service *best = NULL;
+	size_t best_len = 0;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+		bool in = (mc->v2[0] && path_within(mc->v2, s->v2_dir)) ||
+			  (mc->v1[0] && s->v1_dir && path_within(mc->v1, s->v1_dir));
+
+		if (in && strlen(s->v2_dir) >= best_len) {
+			best = s;
+			best_len = strlen(s->v2_dir);
+		}
+	}
+	return best;
+}
+
+static int service_attach(struct service *s, struct mclient *mc)
+{
+	struct mclient **n = realloc(s->clients, (s->n_clients + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	s->clients = n;
+	s->clients[s->n_clients++] = mc;
+	mc->svc = s;
+	return 0;
+}
+
+static void service_detach(struct mclient *mc)
+{
+	struct service *s = mc->svc;
+
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n_clients; i++)
+		if (s->clients[i] == mc) {
+			s->clients[i] = s->clients[--s->n_clients];
+			break;
+		}
+	mc->svc = NULL;
+}
+
+static uint64_t resolve_size(const struct conf_size *z, uint64_t mem_total, uint64_t cg_max)
+{
+	switch (z->kind) {
+	case CONF_SIZE_BYTES:
+		return z->bytes;
+	case CONF_SIZE_PERCENT:
+		return (uint64_t)((double)mem_total * z->percent / 10000.0);
+	case CONF_SIZE_MAX:
+	default:
+		return cg_max == MONITOR_UNLIMITED ? 0 : cg_max;
+	}
+}
+
+static void service_resolve_budget(struct service *s)
+{
+	uint64_t total = s->m->have_host ? s->m->host.mem.total : 0;
+	uint64_t limit = MONITOR_UNLIMITED;
+
+	if (s->have_sample) {
+		limit = s->sample.max;
+		/* An implicit service's budget is its memory.high when set:
+		 * that is where the kernel starts throttling it. */
+		if (s->implicit && s->sample.high_known && s->sample.high != MONITOR_UNLIMITED)
+			limit = s->sample.high;
+	}
+	s->budget = s->budget_override ? s->budget_override
+				       : resolve_size(&s->conf.budget, total, limit);
+	s->guarantee = resolve_size(&s->conf.guarantee, total, MONITOR_UNLIMITED);
+}
+
+/* --- directives ------------------------------------------------------- */
+
+static int mclient_send(struct mclient *mc, const struct mg_directive *d)
+{
+	struct mg_msg msg = { .hdr = { .type = MG_MSG_DIRECTIVE } };
+	int r;
+
+	msg.directive = *d;
+	r = server_send(mc->c, &msg);
+	if (r < 0)
+		return r;
+	mc->directive = *d;
+	mc->have_directive = true;
+	if (d->release > 0) {
+		mc->pending_seq = msg.hdr.seq;
+		mc->pending_usec = now_usec();
+		mc->asked++;
+		mc->asked_bytes += d->release == UINT64_MAX ? 0 : d->release;
+	}
+	return 0;
+}
+
+static void mclient_send_normal(struct mclient *mc)
+{
+	struct mg_directive d = { .level = MG_LEVEL_NORMAL, .gc_percent = MG_GC_DEFAULT };
+
+	if (mc->have_directive && !policy_directive_changed(&mc->directive, &d))
+		return;
+	mclient_send(mc, &d);
+}
+
+/* Split the service's directive over its clients and send what changed. */
+static void service_direct(struct service *s, const struct mg_directive *d)
+{
+	_cleanup_free_ struct mg_report *reports = NULL;
+	_cleanup_free_ struct mg_directive *out = NULL;
+	size_t n = s->n_clients;
+
+	if (n == 0)
+		return;
+	reports = calloc(n, sizeof(*reports));
+	out = calloc(n, sizeof(*out));
+	if (!reports || !out || (
+		    ({
+			    for (size_t i = 0; i < n; i++)
+				    reports[i] = s->clients[i]->report;
+			    policy_client_directives(d, reports, n, out);
+		    }) < 0)) {
+		log_error("%s: out of memory splitting a directive", s->conf.name);
+		return;
+	}
+	/* Sending may drop a client (and shrink s->clients): walk a copy. */
+	{
+		_cleanup_free_ struct mclient **cl = malloc(n * sizeof(*cl));
+
+		if (!cl)
+			return;
+		memcpy(cl, s->clients, n * sizeof(*cl));
+		for (size_t i = 0; i < n; i++)
+			if (!cl[i]->have_directive ||
+			    policy_directive_changed(&cl[i]->directive, &out[i]))
+				mclient_send(cl[i], &out[i]);
+	}
+}
+
+/* --- escalation --------------------------------------------------------- */
+
+/* Log a failed escalation step once per streak of failures: the policy
+ * proposes the step again on every tick until it succeeds. */
+static int escalate_failed(struct service *s, int r, const char *what)
+{
+	if (!s->escalate_failed_said)
+		log_warning_errno(r, "%s: failed to %s, will retry on each tick: %m", s->conf.name,
+				  what);
+	s->escalate_failed_said = true;
+	return r;
+}
+
+static int service_escalate(struct service *s, enum policy_action a, uint64_t now_ms)
+{
+	const char *lvl = proto_level_name(s->last.level);
+	double u = util_ratio(s->last.utilization);
+	int r;
+
+	switch (a) {
+	case POLICY_ACTION_HIGH:
+		if (!s->sample.high_known) {
+			if (!s->high_unavailable_said)
+				log_service(LOG_WARNING, s->conf.name, lvl, u, "escalate",
+					    "enforce=high needs memory.high, which cgroup v1 lacks; "
+					    "only notifying");
+			s->high_unavailable_said = true;
+			return 0;
+		}
+		s->saved_high = s->sample.high;
+		s->saved_high_valid = true;
+		r = cgrp_write_high(s->v2_dir, s->budget);
+		if (r < 0)
+			return escalate_failed(s, r, "write memory.high");
+		log_service(LOG_WARNING, s->conf.name, lvl, u, "escalate",
+			    "memory.high set to the budget %" PRIu64 " (was %s): working set %" PRIu64
+			    " still at %s past the release deadline",
+			    s->budget, s->saved_high == MONITOR_UNLIMITED ? "max" : "a limit",
+			    s->sample.working_set, lvl);
+		break;
+	case POLICY_ACTION_RESTORE:
+		if (s->saved_high_valid) {
+			r = cgrp_write_high(s->v2_dir, s->saved_high);
+			if (r < 0)
+				return escalate_failed(s, r, "restore memory.high");
+		}
+		log_service(LOG_NOTICE, s->conf.name, lvl, u, "restore",
+			    "memory.high restored: level back to %s", lvl);
+		s->saved_high_valid = false;
+		break;
+	case POLICY_ACTION_KILL:
+		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
+		if (r < 0)
+			return escalate_failed(s, r, "kill the cgroup");
+		log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+			    "killed the cgroup: working set %" PRIu64 " above budget %" PRIu64
+			    " past the deadline while memory.events max/oom grew",
+			    s->sample.working_set, s->budget);
+		break;
+	default:
+		return 0;
+	}
+	s->escalate_failed_said = false;
+	policy_escalated(&s->ps, &s->conf, a, now_ms);
+	return 0;
+}
+
+/* --- the tick ------------------------------------------------------------ */
+
+static void service_sample(struct service *s)
+{
+	int r;
+
+	if (!s->cg) {
+		r = service_watch(s);
+		if (r < 0) {
+			service_unwatch(s);
+			if (r != -ENODEV && !s->open_failed_said)
+				log_warning_errno(r, "%s: cannot watch cgroup %s, retrying on each "
+						  "tick: %m", s->conf.name, s->conf.cgroup);
+			s->open_failed_said = r != -ENODEV;
+			return;
+		}
+		s->open_failed_said = false;
+	}
+	r = monitor_cgroup_read(s->cg, &s->sample);
+	if (r == -ENODEV) {
+		log_notice("%s: cgroup %s went away; watching for its return", s->conf.name,
+			   s->conf.cgroup);
+		service_unwatch(s);
+		return;
+	}
+	if (r < 0) {
+		log_warning_errno(r, "%s: failed to read cgroup %s, ignoring: %m", s->conf.name,
+				  s->conf.cgroup);
+		/* memory.events stays ready until read: leave it to the tick
+		 * rather than spin on it. */
+		if (s->events_src)
+			sd_event_source_set_enabled(s->events_src, SD_EVENT_OFF);
+		return;
+	}
+	s->have_sample = true;
+	if (s->events_src)
+		sd_event_source_set_enabled(s->events_src, SD_EVENT_ON);
+}
+
+static void service_decide(struct service *s, uint64_t now_ms)
+{
+	struct policy_input in = { 0 };
+	struct policy_decision d;
+	enum mg_level before = s->ps.level;
+
+	if (!s->have_sample)
+		return;
+	service_resolve_budget(s);
+	in.working_set = s->sample.working_set;
+	in.budget = s->budget;
+	in.some_avg10 = s->sample.psi.some.avg10;
+	in.full_avg10 = s->sample.psi.full.avg10;
+	in.events.high = s->sample.events.high;
+	in.events.max = s->sample.events.max;
+	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
+	for (size_t i = 0; i < s->n_clients; i++) {
+		uint64_t r = policy_releasable(&s->clients[i]->report);
+
+		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
+	}
+	in.floor = s->squeeze_floor;
+	in.extra_release = s->squeeze_extra;
+
+	policy_tick(&s->ps, &s->m->params, &s->conf, &in, now_ms, &d);
+	s->last = d;
+
+	if (d.level != before)
+		log_service(d.rose ? LOG_WARNING : LOG_NOTICE, s->conf.name,
+			    proto_level_name(d.level), util_ratio(d.utilization), "level",
+			    "%s -> %s: working set %" PRIu64 " of budget %" PRIu64
+			    ", PSI some %u.%02u%% full %u.%02u%%, gc %u%%, throttle %u.%u%%",
+			    proto_level_name(before), proto_level_name(d.level), in.working_set,
+			    in.budget, in.some_avg10 / 100, in.some_avg10 % 100, in.full_avg10 / 100,
+			    in.full_avg10 % 100, d.directive.gc_percent, d.directive.throttle / 10,
+			    d.directive.throttle % 10);
+	if (d.directive.release > 0 && s->n_clients > 0)
+		log_service(LOG_INFO, s->conf.name, proto_level_name(d.level),
+			    util_ratio(d.utilization), "release",
+			    "asking %zu client(s) to release %" PRIu64 " bytes%s", s->n_clients,
+			    d.directive.release, d.directive.deadline_ms ? " by the deadline" : "");
+
+	if (s->conf.enforce != MG_ENFORCE_NOTIFY || d.action == POLICY_ACTION_RESTORE)
+		service_escalate(s, d.action, now_ms);
+
+	service_direct(s, &d.directive);
+}
+
+static void manager_squeeze(struct manager *m)
+{
+	_cleanup_free_ struct policy_squeeze_service *in = NULL;
+	_cleanup_free_ struct policy_squeeze_result *out = NULL;
+	uint64_t need;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		m->services[i]->squeeze_extra = 0;
+		m->services[i]->squeeze_floor = MG_LEVEL_NORMAL;
+	}
+	if (!m->have_host || !m->host.has_psi || m->n_services == 0)
+		return;
+	need = policy_squeeze_need(&m->params, m->host.mem.total, m->host.psi.some.avg10,
+				   m->conf->daemon.host_pressure);
+	if (need == 0)
+		return;
+	in = calloc(m->n_services, sizeof(*in));
+	out = calloc(m->n_services, sizeof(*out));
+	if (!in || !out)
+		return;
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		in[i].priority = s->conf.priority;
+		in[i].guarantee = s->guarantee;
+		in[i].working_set = s->have_sample ? s->sample.working_set : 0;
+		in[i].budget = s->budget;
+	}
+	policy_squeeze(m->host.psi.some.avg10, m->conf->daemon.host_pressure, need, in,
+		       m->n_services, out);
+	for (size_t i = 0; i < m->n_services; i++) {
+		m->services[i]->squeeze_extra = out[i].release;
+		m->services[i]->squeeze_floor = out[i].floor;
+	}
+}
+
+static void manager_notify_status(struct manager *m)
+{
+	const struct service *worst = NULL;
+	char status[256];
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		const struct service *s = m->services[i];
+
+		if (!worst || s->ps.level > worst->ps.level ||
+		    (s->ps.level == worst->ps.level &&
+		     s->last.utilization != POLICY_UTIL_UNKNOWN &&
+		     (worst->last.utilization == POLICY_UTIL_UNKNOWN ||
+		      s->last.utilization > worst->last.utilization)))
+			worst = s;
+	}
+	if (worst)
+		snprintf(status, sizeof(status), "%zu services, %zu clients; worst: %s %s",
+			 m->n_services, server_n_clients(m->server), worst->conf.name,
+			 proto_level_name(worst->ps.level));
+	else
+		snprintf(status, sizeof(status), "no services, %zu clients",
+			 server_n_clients(m->server));
+	if (strcmp(status, m->status) != 0) {
+		snprintf(m->status, sizeof(m->status), "%s", status);
+		sd_notifyf(false, "STATUS=%s", status);
+	}
+}
+
+static void manager_tick_now(struct manager *m);
+
+static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	manager_tick_now(userdata);
+	return 0;
+}
+
+static void manager_tick_now(struct manager *m)
+{
+	uint64_t now = now_usec();
+	uint64_t next_ms = m->conf->daemon.tick_ms;
+	int r;
+
+	r = monitor_host_read(m->paths.host_pressure, m->paths.meminfo, &m->host);
+	m->have_host = r >= 0;
+
+	for (size_t i = 0; i < m->n_services; i++)
+		service_sample(m->services[i]);
+	for (size_t i = 0; i < m->n_services; i++)
+		service_resolve_budget(m->services[i]);
+	manager_squeeze(m);
+	for (size_t i = 0; i < m->n_services; i++) {
+		service_decide(m->services[i], now / 1000);
+		if (m->services[i]->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
+			next_ms = FAST_TICK_MS;
+	}
+	server_tick(m->server, now);
+	manager_notify_status(m);
+
+	/* Re-arm relative to now: a wake-up by PSI or events also restarts
+	 * the period, so the tick never runs twice in a row. */
+	sd_event_source_set_time(m->tick, now + next_ms * 1000);
+	sd_event_source_set_enabled(m->tick, SD_EVENT_ONESHOT);
+}
+
+/* POLLERR on a PSI trigger means the cgroup was removed. */
+static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct service *s = userdata;
+
+	if (revents & EPOLLERR) {
+		log_notice("%s: cgroup %s went away; watching for its return", s->conf.name,
+			   s->conf.cgroup);
+		service_unwatch(s);
+		return 0;
+	}
+	manager_tick_now(s->m);
+	return 0;
+}
+
+/* memory.events signals every change with POLLPRI|POLLERR and stays ready
+ * until it is read: the tick reads it (and finds -ENODEV when the cgroup
+ * is gone). */
+static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct service *s = userdata;
+
+	manager_tick_now(s->m);
+	return 0;
+}
+
+/* --- clients --------------------------------------------------------------- */
+
+static int implicit_service(struct manager *m, const struct mclient *mc, struct service **ret)
+{
+	struct conf_service conf = {
+		.warn = CONF_DEFAULT_WARN,
+		.critical = CONF_DEFAULT_CRITICAL,
+		.pressure_some = CONF_DEFAULT_PRESSURE_SOME,
+		.pressure_full = CONF_DEFAULT_PRESSURE_FULL,
+		.min_gc_percent = CONF_DEFAULT_MIN_GC_PERCENT,
+		.max_throttle = CONF_DEFAULT_MAX_THROTTLE,
+		.release_deadline_ms = CONF_DEFAULT_RELEASE_DEADLINE_MS,
+		.enforce = MG_ENFORCE_NOTIFY,
+		.budget = { .kind = CONF_SIZE_MAX },
+	};
+	const char *dir = mc->v2[0] ? mc->v2 : mc->v1;
+	const char *root = mc->v2[0] ? m->v2_root : m->v1_root;
+	struct service *s;
+	int r;
+
+	if (!root || !path_within(dir, root))
+		return -ENOENT;
+	conf.cgroup = (char *)dir + strlen(root);
+	while (*conf.cgroup == '/')
+		conf.cgroup++;
+	conf.name = *conf.cgroup ? conf.cgroup : (char *)"root";
+	if (strlen(conf.name) > MG_NAME_MAX)
+		return -ENAMETOOLONG;
+
+	r = service_new(m, &conf, /* implicit= */ true, &s);
+	if (r < 0)
+		return r;
+	r = services_add(m, s);
+	if (r < 0) {
+		service_free(s);
+		return r;
+	}
+	log_info("%s: implicit service for a client's cgroup (no configuration file)",
+		 s->conf.name);
+	service_sample(s);
+	service_resolve_budget(s);
+	*ret = s;
+	return 0;
+}
+
+static int peer_dirs(struct manager *m, pid_t pid, struct mclient *mc)
+{
+	_cleanup_free_ char *v2 = NULL, *v1 = NULL;
+	int r;
+
+	r = monitor_pid_cgroup(m->paths.proc, pid, &v2, &v1);
+	if (r < 0)
+		return r;
+	if (v2 && m->v2_mount)
+		snprintf(mc->v2, sizeof(mc->v2), "%s%s", m->v2_mount, strcmp(v2, "/") ? v2 : "");
+	if (v1 && m->v1_mount)
+		snprintf(mc->v1, sizeof(mc->v1), "%s%s", m->v1_mount, strcmp(v1, "/") ? v1 : "");
+	return 0;
+}
+
+static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
+		    struct mg_welcome *w, char text[MG_TEXT_MAX + 1])
+{
+	struct manager *m = userdata;
+	struct mclient *mc;
+	struct service *s, *named = NULL;
+	int r;
+
+	mc = calloc(1, sizeof(*mc));
+	if (!mc)
+		return MG_ERR_INTERNAL;
+	mc->c = c;
+	r = peer_dirs(m, c->cred.pid, mc);
+	if (r < 0) {
+		free(mc);
+		snprintf(text, MG_TEXT_MAX + 1, "cannot read the cgroup of pid %d: %s",
+			 (int)c->cred.pid, strerror(-r));
+		return MG_ERR_INTERNAL;
+	}
+
+	s = service_for(m, mc);
+	if (h->service[0]) {
+		named = service_by_name(m, h->service);
+		if (!named) {
+			free(mc);
+			snprintf(text, MG_TEXT_MAX + 1, "no service '%s' is configured", h->service);
+			return MG_ERR_NO_SERVICE;
+		}
+		if (named != s) {
+			free(mc);
+			snprintf(text, MG_TEXT_MAX + 1,
+				 "pid %d is not in cgroup %s of service '%s'", (int)c->cred.pid,
+				 named->conf.cgroup, named->conf.name);
+			return MG_ERR_SERVICE;
+		}
+	}
+	if (!s && !m->conf->path) {
+		r = implicit_service(m, mc, &s);
+		if (r < 0)
+			s = NULL;
+	}
+	if (!s) {
+		snprintf(text, MG_TEXT_MAX + 1, "no service is configured for cgroup %.900s",
+			 mc->v2[0] ? mc->v2 : mc->v1);
+		free(mc);
+		return MG_ERR_NO_SERVICE;
+	}
+	if (service_attach(s, mc) < 0) {
+		free(mc);
+		return MG_ERR_INTERNAL;
+	}
+	c->data = mc;
+
+	w->budget = s->budget;
+	w->report_interval_ms = REPORT_INTERVAL_MS;
+	w->directive = s->last.directive;
+	w->directive.release = 0;
+	w->directive.deadline_ms = 0;
+	if (w->directive.soft_limit)
+		w->directive.soft_limit /= s->n_clients;
+	snprintf(w->service, sizeof(w->service), "%s", s->conf.name);
+	mc->directive = w->directive;
+	mc->have_directive = true;
+	log_info("%s: client %" PRIu64 " registered (pid %d, %s)", s->conf.name, c->id,
+		 (int)c->cred.pid, h->process[0] ? h->process : "unnamed");
+	return 0;
+}
+
+static void on_report(void *userdata, struct client *c, const struct mg_report *r)
+{
+	struct mclient *mc = c->data;
+
+	mc->report = *r;
+}
+
+static void on_released(void *userdata, struct client *c, uint32_t seq,
+			const struct mg_released *r)
+{
+	struct mclient *mc = c->data;
+	uint64_t took;
+
+	if (!mc->pending_seq || r->directive_seq != mc->pending_seq) {
+		log_debug("Client %" PRIu64 ": RELEASED for directive %u, which is not pending",
+			  c->id, r->directive_seq);
+		return;
+	}
+	took = now_usec() - mc->pending_usec;
+	mc->pending_seq = 0;
+	mc->answered++;
+	mc->released_bytes += r->bytes;
+	mc->response_us_total += took;
+	if (mc->svc) {
+		mc->svc->released_total += r->bytes;
+		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
+			    util_ratio(mc->svc->last.utilization), "released",
+			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64 " ms",
+			    c->id, r->bytes, took / 1000);
+	}
+}
+
+static void on_gone(void *userdata, struct client *c)
+{
+	struct mclient *mc = c->data;
+
+	if (!mc)
+		return;
+	service_detach(mc);
+	free(mc);
+	c->data = NULL;
+}
+
+/* --- admin ------------------------------------------------------------------ */
+
+static void admin_status(struct manager *m, struct client *c, uint32_t seq)
+{
+	struct mg_msg d = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = seq } };
+
+	d.status_daemon.services = (uint32_t)m->n_services;
+	d.status_daemon.clients = (uint32_t)server_n_clients(m->server);
+	if (m->have_host) {
+		d.status_daemon.mem_total = m->host.mem.total;
+		d.status_daemon.mem_available = m->host.mem.available;
+		d.status_daemon.host_some_avg10 = m->host.psi.some.avg10;
+		d.status_daemon.host_full_avg10 = m->host.psi.full.avg10;
+	}
+	d.status_daemon.tick_ms = m->conf->daemon.tick_ms;
+	snprintf(d.status_daemon.version, sizeof(d.status_daemon.version), "%s", PACKAGE_VERSION);
+	if (server_send(c, &d) < 0)
+		return;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		const struct service *s = m->services[i];
+		struct mg_msg r = { .hdr = { .type = MG_MSG_STATUS_SERVICE, .seq = seq } };
+		struct mg_status_service *o = &r.status_service;
+
+		o->level = (uint8_t)s->ps.level;
+		o->enforce = (uint8_t)s->conf.enforce;
+		o->escalation = (uint8_t)s->ps.escalation;
+		o->psi_mode = (uint8_t)(s->cg ? s->psi_mode : MG_PSI_ABSENT);
+		o->gc_percent = s->last.directive.gc_percent;
+		o->throttle = s->last.directive.throttle;
+		o->clients = (uint32_t)s->n_clients;
+		o->utilization = s->last.utilization == POLICY_UTIL_UNKNOWN ? 0 : s->last.utilization;
+		o->some_avg10 = s->have_sample ? s->sample.psi.some.avg10 : 0;
+		o->full_avg10 = s->have_sample ? s->sample.psi.full.avg10 : 0;
+		o->budget = s->budget;
+		o->working_set = s->have_sample ? s->sample.working_set : 0;
+		o->released_total = s->released_total;
+		snprintf(o->name, sizeof(o->name), "%s", s->conf.name);
+		snprintf(o->cgroup, sizeof(o->cgroup), "%s", s->conf.cgroup);
+		if (server_send(c, &r) < 0)
+			return;
+	}
+	server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
+}
+
+static void admin_clients(struct manager *m, struct client *c, uint32_t seq, const char *service)
+{
+	size_t n = 0;
+
+	server_for_each(o, m->server) {
+		const struct mclient *mc = o->data;
+		struct mg_msg r = { .hdr = { .type = MG_MSG_CLIENT_INFO, .seq = seq } };
+		struct mg_client_info *ci = &r.client_info;
+
+		if (!mc || (service[0] && (!mc->svc || strcmp(mc->svc->conf.name, service))))
+			continue;
+		ci->client_id = o->id;
+		ci->pid = (uint32_t)o->cred.pid;
+		ci->uid = (uint32_t)o->cred.uid;
+		ci->heap_sys = mc->report.heap_sys;
+		ci->heap_inuse = mc->report.heap_inuse;
+		ci->heap_released = mc->report.heap_released;
+		ci->last_directive_seq = mc->pending_seq;
+		ci->last_level = mc->directive.level;
+		ci->asked = mc->asked;
+		ci->answered = mc->answered;
+		ci->asked_bytes = mc->asked_bytes;
+		ci->released_bytes = mc->released_bytes;
+		ci->response_us = mc->answered ? (uint32_t)(mc->response_us_total / mc->answered) : 0;
+		snprintf(ci->service, sizeof(ci->service), "%s", mc->svc ? mc->svc->conf.name : "");
+		snprintf(ci->process, sizeof(ci->process), "%s", o->process);
+		if (server_send(c, &r) < 0)
+			return;
+		n++;
+	}
+	server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
+}
+
+static void admin_release(struct manager *m, struct client *c, uint32_t seq,
+			  const struct mg_release_req *req)
+{
+	struct service *s = service_by_name(m, req->service);
+	struct mg_directive d;
+
+	if (!s) {
+		server_send_result(c, seq, MG_ERR_NO_SERVICE, "no service '%s'", req->service);
+		return;
+	}
+	d = s->last.directive;
+	d.release = req->bytes ? req->bytes : UINT64_MAX;
+	d.deadline_ms = s->conf.release_deadline_ms;
+	if (req->bytes) {
+		service_direct(s, &d);
+	} else {
+		/* Everything: each client is asked for all it can give. */
+		struct mclient **cl = calloc(s->n_clients ? s->n_clients : 1, sizeof(*cl));
+		size_t n = s->n_clients;
+
+		if (!cl) {
+			server_send_result(c, seq, MG_ERR_INTERNAL, "out of memory");
+			return;
+		}
+		memcpy(cl, s->clients, n * sizeof(*cl));
+		for (size_t i = 0; i < n; i++) {
+			struct mg_directive di = cl[i]->have_directive ? cl[i]->directive : d;
+
+			di.release = UINT64_MAX;
+			di.deadline_ms = d.deadline_ms;
+			mclient_send(cl[i], &di);
+		}
+		free(cl);
+	}
+	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
+		    util_ratio(s->last.utilization), "release",
+		    "admin asked %zu client(s) to release %s", s->n_clients,
+		    req->bytes ? "bytes" : "everything releasable");
+	if (req->bytes)
+		server_send_result(c, seq, MG_ERR_OK, "asked %zu client(s) of %s to release %" PRIu64
+			   " bytes", s->n_clients, s->conf.name, req->bytes);
+	else
+		server_send_result(c, seq, MG_ERR_OK,
+				   "asked %zu client(s) of %s to release everything releasable",
+				   s->n_clients, s->conf.name);
+}
+
+static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
+			     const struct mg_set_budget *req)
+{
+	struct service *s = service_by_name(m, req->service);
+
+	if (!s) {
+		server_send_result(c, seq, MG_ERR_NO_SERVICE, "no service '%s'", req->service);
+		return;
+	}
+	s->budget_override = req->budget;
+	service_resolve_budget(s);
+	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
+		    util_ratio(s->last.utilization), "set-budget",
+		    "budget set to %" PRIu64 " bytes at runtime (not persisted)", req->budget);
+	server_send_result(c, seq, MG_ERR_OK,
+			   "budget of %s set to %" PRIu64
+			   " bytes until the next reload or restart (not saved to the config file)",
+			   s->conf.name, req->budget);
+	manager_tick_now(m);
+}
+
+struct reload_errors {
+	char first[MG_TEXT_MAX + 1];
+	unsigned n;
+};
+
+static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
+{
+	struct manager *m = userdata;
+	uint32_t seq = msg->hdr.seq;
+	int r;
+
+	switch (msg->hdr.type) {
+	case MG_MSG_STATUS:
+		admin_status(m, c, seq);
+		break;
+	case MG_MSG_CLIENTS:
+		admin_clients(m, c, seq, msg->clients.service);
+		break;
+	case MG_MSG_RELEASE:
+		admin_release(m, c, seq, &msg->release);
+		break;
+	case MG_MSG_SET_BUDGET:
+		admin_set_budget(m, c, seq, &msg->set_budget);
+		break;
+	case MG_MSG_RELOAD:
+		r = manager_reload(m);
+		if (r == -EINVAL)
+			server_send_result(c, seq, MG_ERR_CONFIG,
+					   "%s is broken; the running configuration stays (see the log)",
+					   m->paths.config);
+		else if (r < 0)
+			server_send_result(c, seq, MG_ERR_INTERNAL, "reload failed: %s",
+					   strerror(-r));
+		else
+			server_send_result(c, seq, MG_ERR_OK, "reloaded %s: %zu services",
+					   m->paths.config, m->n_services);
+		break;
+	default:
+		server_send_result(c, seq, MG_ERR_PROTOCOL, "unknown admin request");
+		break;
+	}
+}
+
+static const struct server_ops ops = {
+	.hello = on_hello,
+	.report = on_report,
+	.released = on_released,
+	.admin = on_admin,
+	.gone = on_gone,
+};
+
+/* --- life cycle ------------------------------------------------------------ */
+
+static void report_problem(void *userdata, const char *file, unsigned line, const char *msg)
+{
+	if (line)
+		log_error("%s:%u: %s", file, line, msg);
+	else
+		log_error("%s: %s", file, msg);
+}
+
+static int manager_set_roots(struct manager *m)
+{
+	struct monitor_roots roots = { 0 };
+	const char *v2;
+	int r;
+
+	r = monitor_discover(m->paths.mountinfo, &roots);
+	if (r < 0 && !m->paths.cgroup_root && !m->conf->daemon.cgroup_root)
+		return log_errno(r, "Failed to find the cgroup2 mount in %s: %m", m->paths.mountinfo);
+
+	v2 = m->paths.cgroup_root ? m->paths.cgroup_root
+	     : m->conf->daemon.cgroup_root ? m->conf->daemon.cgroup_root
+					   : roots.v2;
+	if (!v2) {
+		monitor_roots_done(&roots);
+		return log_errno(-ENOENT, "No cgroup2 hierarchy is mounted; set cgroup_root");
+	}
+	free(m->v2_root);
+	free(m->v1_root);
+	free(m->v2_mount);
+	free(m->v1_mount);
+	m->v2_root = strdup(v2);
+	m->v1_root = m->paths.v1_memory_root ? strdup(m->paths.v1_memory_root)
+		     : roots.v1_memory	     ? strdup(roots.v1_memory)
+					     : NULL;
+	m->v2_mount = roots.v2 ? strdup(roots.v2) : strdup(m->v2_root);
+	m->v1_mount = roots.v1_memory ? strdup(roots.v1_memory)
+		      : m->v1_root     ? strdup(m->v1_root)
+				       : NULL;
+	monitor_roots_done(&roots);
+	if (!m->v2_root || !m->v2_mount)
+		return log_errno(-ENOMEM, "Out of memory");
+	log_info("cgroup2 root %s%s%s", m->v2_root, m->v1_root ? ", cgroup v1 memory root " : "",
+		 m->v1_root ? m->v1_root : "");
+	return 0;
+}
+
+static int services_from_conf(struct manager *m)
+{
+	for (size_t i = 0; i < m->conf->n_services; i++) {
+		struct service *s;
+		int r = service_new(m, &m->conf->services[i], /* implicit= */ false, &s);
+
+		if (r < 0)
+			return r;
+		r = services_add(m, s);
+		if (r < 0) {
+			service_free(s);
+			return r;
+		}
+		if (s->v1_dir && s->conf.enforce == MG_ENFORCE_HIGH)
+			log_notice("%s: enforce=high is unavailable with the memory controller on "
+				   "cgroup v1; notifying only", s->conf.name);
+	}
+	return 0;
+}
+
+int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct manager **ret)
+{
+	_cleanup_(manager_freep) struct manager *m = NULL;
+	int r;
+
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		conf_free(conf);
+		return log_errno(-ENOMEM, "Out of memory");
+	}
+	m->conf = conf;
+	m->paths = *paths;
+	policy_params_init(&m->params);
+
+	r = sd_event_default(&m->event);
+	if (r < 0)
+		return log_errno(r, "Failed to create the event loop: %m");
+	r = manager_set_roots(m);
+	if (r < 0)
+		return r;
+	r = services_from_conf(m);
+	if (r < 0)
+		return log_errno(r, "Failed to set up services: %m");
+	*ret = TAKE_PTR(m);
+	return 0;
+}
+
+static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct manager *m = userdata;
+
+	if (si->ssi_signo == SIGHUP) {
+		sd_notify(false, "RELOADING=1");
+		manager_reload(m);
+		sd_notify(false, "READY=1");
+		return 0;
+	}
+	log_info("Received %s, stopping", strsignal((int)si->ssi_signo));
+	sd_notify(false, "STOPPING=1");
+	return sd_event_exit(sd_event_source_get_event(src), 0);
+}
+
+int manager_start(struct manager *m, int listen_fd)
+{
+	gid_t admin_gid = (gid_t)-1;
+	sigset_t ss;
+	int r;
+
+	if (m->conf->daemon.admin_group[0]) {
+		struct group *g = getgrnam(m->conf->daemon.admin_group);
+
+		if (g)
+			admin_gid = g->gr_gid;
+		else
+			log_warning("admin_group '%s' does not exist; admin requests are for root only",
+				    m->conf->daemon.admin_group);
+	}
+	r = server_new(m->event, listen_fd, admin_gid, &ops, m, &m->server);
+	if (r < 0)
+		return log_errno(r, "Failed to serve the socket: %m");
+
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+		return log_errno(errno, "Failed to block signals: %m");
+	signal(SIGPIPE, SIG_IGN);
+	r = sd_event_add_signal(m->event, &m->sig_term, SIGTERM, on_signal, m);
+	if (r >= 0)
+		r = sd_event_add_signal(m->event, &m->sig_int, SIGINT, on_signal, m);
+	if (r >= 0)
+		r = sd_event_add_signal(m->event, &m->sig_hup, SIGHUP, on_signal, m);
+	if (r < 0)
+		return log_errno(r, "Failed to watch signals: %m");
+
+	r = sd_event_add_time_relative(m->event, &m->tick, CLOCK_MONOTONIC, 0, 1000, on_tick, m);
+	if (r < 0)
+		return log_errno(r, "Failed to arm the tick: %m");
+	r = sd_event_set_watchdog(m->event, true);
+	if (r < 0)
+		log_warning_errno(r, "Failed to enable the watchdog, ignoring: %m");
+
+	manager_tick_now(m);
+	sd_notify(false, "READY=1");
+	log_info("memguardd %s ready: %zu services", PACKAGE_VERSION, m->n_services);
+	return 0;
+}
+
+int manager_run(struct manager *m)
+{
+	int r = sd_event_loop(m->event);
+
+	if (r < 0)
+		return log_errno(r, "Event loop failed: %m");
+	return r;
+}
+
+/* Apply a new configuration: keep services by name and cgroup (their
+ * clients, state and escalations), add new ones, drop removed ones, then
+ * re-map every client.  All allocation happens before anything changes, so
+ * a failure leaves the running configuration whole. */
+static int manager_apply(struct manager *m, struct mg_conf *conf)
+{
+	size_t n_new = conf->n_services, n = 0;
+	_cleanup_free_ struct service **list = NULL;
+	_cleanup_free_ ssize_t *keep = NULL;
+
+	list = calloc(n_new + m->n_services + 1, sizeof(*list));
+	keep = calloc(n_new + 1, sizeof(*keep));
+	if (!list || !keep) {
+		conf_free(conf);
+		return log_errno(-ENOMEM, "Failed to apply the new configuration: %m");
+	}
+	for (size_t i = 0; i < n_new; i++) {
+		const struct conf_service *cs = &conf->services[i];
+		int r;
+
+		keep[i] = -1;
+		for (size_t j = 0; j < m->n_services; j++) {
+			const struct service *o = m->services[j];
+
+			if (!o->implicit && strcmp(o->conf.name, cs->name) == 0 &&
+			    strcmp(o->conf.cgroup, cs->cgroup) == 0)
+				keep[i] = (ssize_t)j;
+		}
+		if (keep[i] >= 0)
+			continue;
+		r = service_new(m, cs, /* implicit= */ false, &list[i]);
+		if (r < 0) {
+			for (size_t k = 0; k < i; k++)
+				service_free(list[k]);
+			conf_free(conf);
+			return log_errno(r, "Failed to apply the new configuration: %m");
+		}
+	}
+
+	/* From here on nothing fails. */
+	for (size_t i = 0; i < n_new; i++) {
+		if (keep[i] >= 0) {
+			struct service *s = m->services[keep[i]];
+			char *name = s->conf.name, *cgroup = s->conf.cgroup;
+
+			s->conf = conf->services[i];
+			s->conf.name = name;
+			s->conf.cgroup = cgroup;
+			list[i] = s;
+			m->services[keep[i]] = NULL;
+		}
+		n++;
+	}
+	for (size_t j = 0; j < m->n_services; j++) {
+		struct service *o = m->services[j];
+
+		if (!o)
+			continue;
+		/* Implicit services live on only while there is no file. */
+		if (o->implicit && !conf->path) {
+			list[n++] = o;
+			continue;
+		}
+		log_info("%s: service removed", o->conf.name);
+		service_free(o);
+	}
+	free(m->services);
+	m->services = TAKE_PTR(list);
+	m->n_services = n;
+	conf_free(m->conf);
+	m->conf = conf;
+
+	/* Every client goes to the service its cgroup now belongs to. */
+	server_for_each(c, m->server) {
+		struct mclient *mc = c->data;
+		struct service *s;
+
+		if (!mc)
+			continue;
+		s = service_for(m, mc);
+		if (s == mc->svc)
+			continue;
+		service_detach(mc);
+		if (s && service_attach(s, mc) == 0)
+			continue;
+		mclient_send_normal(mc);
+	}
+	manager_tick_now(m);
+	return 0;
+}
+
+int manager_reload(struct manager *m)
+{
+	struct mg_conf *conf = NULL;
+	int r;
+
+	if (!m->paths.config)
+		return 0;
+	r = conf_load(m->paths.config, report_problem, NULL, &conf);
+	if (r == -ENOENT)
+		r = conf_new_default(&conf);
+	if (r == -EINVAL) {
+		log_error("%s is broken; keeping the running configuration", m->paths.config);
+		return r;
+	}
+	if (r < 0)
+		return log_errno(r, "Failed to read %s, keeping the running configuration: %m",
+				 m->paths.config);
+	/* The daemon section's socket and roots apply at the next start. */
+	log_set_max_level(conf->daemon.log_level);
+	r = manager_apply(m, conf);
+	if (r < 0)
+		return r;
+	log_info("Reloaded %s: %zu services", m->paths.config, m->n_services);
+	return 0;
+}
+
+struct manager *manager_free(struct manager *m)
+{
+	if (!m)
+		return NULL;
+	m->server = server_free(m->server);
+	for (size_t i = 0; i < m->n_services; i++)
+		service_free(m->services[i]);
+	free(m->services);
+	sd_event_source_disable_unref(m->tick);
+	sd_event_source_disable_unref(m->sig_term);
+	sd_event_source_disable_unref(m->sig_int);
+	sd_event_source_disable_unref(m->sig_hup);
+	sd_event_unref(m->event);
+	conf_free(m->conf);
+	free(m->v2_root);
+	free(m->v1_root);
+	free(m->v2_mount);
+	free(m->v1_mount);
+	free(m);
+	return NULL;
+}

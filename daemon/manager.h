@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * struct manager: memguardd's state and its loop.  It owns the sd-event
+ * loop, the services of the configuration (each a watched cgroup with its
+ * policy state), the server and the tick:
+ *
+ *   monitor (read cgroup + PSI) → policy (decide) → server (direct clients)
+ *
+ * and escalation when clients do not comply.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-event.h>
+
+#include "conf/conf.h"
+
+struct manager;
+
+/* Where the manager looks; every path can be replaced by a test. */
+struct manager_paths {
+	const char *config;              /* the config file (for reload) */
+	const char *cgroup_root;         /* cgroup2 root; NULL = from conf or discovery */
+	const char *v1_memory_root;      /* v1 memory root; NULL = discovered */
+	const char *proc;                /* "/proc" */
+	const char *mountinfo;           /* "/proc/self/mountinfo" */
+	const char *host_pressure;       /* "/proc/pressure/memory" */
+	const char *meminfo;             /* "/proc/meminfo" */
+};
+
+/*
+ * Create a manager for `conf` (taken over: freed by manager_free()).
+ * Discovers the cgroup roots and opens every configured service's cgroup;
+ * services whose cgroup is missing are watched as absent.  Returns 0 or a
+ * -errno; it logs the reason of a failure itself.
+ */
+int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct manager **ret);
+
+/*
+ * Serve clients on `listen_fd` (owned by the manager from now on), arm the
+ * tick, the signals (SIGTERM/SIGINT stop, SIGHUP reloads) and the
+ * watchdog.  Returns 0 or -errno.
+ */
+int manager_start(struct manager *m, int listen_fd);
+
+/* Run the loop until SIGTERM/SIGINT; returns the exit code. */
+int manager_run(struct manager *m);
+
+/*
+ * Read the config file again.  A broken file is reported (every problem
+ * logged as FILE:LINE) and the running configuration stays; a good one is
+ * applied without dropping clients.  Returns 0 or -errno.
+ */
+int manager_reload(struct manager *m);
+
+/* Restore what the daemon changed in cgroups, say BYE, free; accepts
+ * NULL; returns NULL. */
+struct manager *manager_free(struct manager *m);
+DEFINE_FREE_FUNC(struct manager, manager_free)

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The real memguardd on real cgroups of this machine: a cgroup nested
+ * under the one this test runs in (cgroup2, and on hybrid hosts the v1
+ * memory hierarchy too), a client process inside it that registers and
+ * grows its memory until it is directed to give some back.  Exits 77
+ * (SKIP) with the reason when the machine cannot make such cgroups.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/monitor.h"
+#include "proto/proto.h"
+
+#define MiB (1024UL * 1024)
+
+static struct {
+	char v2_root[512];               /* the cgroup2 dir this test runs in */
+	char v1_root[512];               /* its v1 memory dir; "" on pure v2 */
+	char name[64];                   /* the nested cgroup's name */
+	char tmp[64];
+	pid_t daemon;
+} t;
+
+static int write_str(const char *dir, const char *file, const char *value)
+{
+	char path[700];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, value, strlen(value)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static void cg_dir(char *buf, size_t size, const char *root)
+{
+	snprintf(buf, size, "%s/%s", root, t.name);
+}
+
+/* Find our own cgroups and make the nested ones; a reason when we can't. */
+static const char *prepare(void)
+{
+	static char reason[1024];
+	struct monitor_roots roots = { 0 };
+	char *v2 = NULL, *v1 = NULL, dir[700];
+	int r;
+
+	if (geteuid() != 0)
+		return "needs root to create cgroups";
+	r = monitor_discover("/proc/self/mountinfo", &roots);
+	if (r < 0 || !roots.v2)
+		return "no cgroup2 hierarchy is mounted";
+	r = monitor_pid_cgroup("/proc", getpid(), &v2, &v1);
+	if (r < 0 || !v2) {
+		monitor_roots_done(&roots);
+		return "cannot read /proc/self/cgroup";
+	}
+	snprintf(t.v2_root, sizeof(t.v2_root), "%s%s", roots.v2, strcmp(v2, "/") ? v2 : "");
+	if (roots.v1_memory && v1)
+		snprintf(t.v1_root, sizeof(t.v1_root), "%s%s", roots.v1_memory,
+			 strcmp(v1, "/") ? v1 : "");
+	free(v2);
+	free(v1);
+	monitor_roots_done(&roots);
+
+	snprintf(t.name, sizeof(t.name), "memguard-it-%d", (int)getpid());
+	cg_dir(dir, sizeof(dir), t.v2_root);
+	if (mkdir(dir, 0755) < 0) {
+		snprintf(reason, sizeof(reason), "cannot create %s: %s", dir, strerror(errno));
+		return reason;
+	}
+	if (t.v1_root[0]) {
+		cg_dir(dir, sizeof(dir), t.v1_root);
+		if (mkdir(dir, 0755) < 0) {
+			snprintf(reason, sizeof(reason), "cannot create %s: %s", dir,
+				 strerror(errno));
+			cg_dir(dir, sizeof(dir), t.v2_root);
+			rmdir(dir);
+			return reason;
+		}
+	} else {
+		/* Pure v2: the memory controller must reach the nested cgroup. */
+		if (write_str(t.v2_root, "cgroup.subtree_control", "+memory") < 0) {
+			cg_dir(dir, sizeof(dir), t.v2_root);
+			rmdir(dir);
+			return "cannot enable the memory controller below our cgroup";
+		}
+	}
+	return NULL;
+}
+
+static void cleanup_cgroups(void)
+{
+	char dir[700];
+
+	if (!t.name[0])
+		return;
+	/* rmdir can race the exit of the last member; retry a little. */
+	for (int i = 0; i < 50; i++) {
+		cg_dir(dir, sizeof(dir), t.v2_root);
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			break;
+		usleep(20000);
+	}
+	if (t.v1_root[0])
+		for (int i = 0; i < 50; i++) {
+			cg_dir(dir, sizeof(dir), t.v1_root);
+			if (rmdir(dir) == 0 || errno == ENOENT)
+				break;
+			usleep(20000);
+		}
+}
+
+static int setup(void **state)
+{
+	const char *exe = getenv("MEMGUARDD");
+	char conf[128], sock[128];
+	FILE *f;
+
+	strcpy(t.tmp, "/tmp/mg-test-cgroup-XXXXXX");
+	assert_non_null(mkdtemp(t.tmp));
+	snprintf(conf, sizeof(conf), "%s/memguard.conf", t.tmp);
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", t.tmp);
+	f = fopen(conf, "we");
+	assert_non_null(f);
+	fprintf(f, "[daemon]\ntick = 100ms\nlog_level = debug\n[it]\ncgroup = %s\nbudget = 64M\n",
+		t.name);
+	fclose(f);
+
+	t.daemon = fork();
+	assert_true(t.daemon >= 0);
+	if (t.daemon == 0) {
+		if (t.v1_root[0])
+			execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf,
+			      "--socket", sock, "--cgroup-root", t.v2_root, "--cgroup-v1-root",
+			      t.v1_root, NULL);
+		else
+			execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf,
+			      "--socket", sock, "--cgroup-root", t.v2_root, NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 300 && access(sock, F_OK) < 0; i++)
+		usleep(10000);
+	assert_int_equal(access(sock, F_OK), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+	int status;
+
+	kill(t.daemon, SIGTERM);
+	waitpid(t.daemon, &status, 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t.tmp);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static int recv_msg(int fd, struct mg_msg *m, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t buf[MG_MSG_MAX];
+	ssize_t n;
+
+	if (poll(&p, 1, ms) <= 0)
+		return -ETIMEDOUT;
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n <= 0)
+		return -ECONNRESET;
+	return proto_msg_decode(buf, (size_t)n, m);
+}
+
+/*
+ * The client, in a child process inside the nested cgroup.  Exit codes say
+ * which step failed.
+ */
+static int client(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	uint8_t buf[MG_MSG_MAX];
+	char dir[700], pid[32];
+	uint8_t *mem;
+	int fd, n;
+
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	cg_dir(dir, sizeof(dir), t.v2_root);
+	if (write_str(dir, "cgroup.procs", pid) < 0)
+		return 10;
+	if (t.v1_root[0]) {
+		cg_dir(dir, sizeof(dir), t.v1_root);
+		if (write_str(dir, "cgroup.procs", pid) < 0)
+			return 11;
+	}
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", t.tmp);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return 12;
+	strcpy(m.hello.process, "test-cgroup");
+	n = proto_msg_encode(&m, buf, sizeof(buf));
+	if (send(fd, buf, (size_t)n, 0) != n)
+		return 13;
+	if (recv_msg(fd, &m, 5000) < 0 || m.hdr.type != MG_MSG_WELCOME ||
+	    strcmp(m.welcome.service, "it") || m.welcome.budget != 64 * MiB)
+		return 14;
+
+	/* Grow to ~94 % of the budget: CRITICAL must follow. */
+	mem = mmap(NULL, 60 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return 15;
+	memset(mem, 0x5a, 60 * MiB);
+	for (int i = 0; i < 100; i++) {
+		if (recv_msg(fd, &m, 5000) < 0)
+			return 16;
+		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level >= MG_LEVEL_CRITICAL)
+			break;
+	}
+	if (m.hdr.type != MG_MSG_DIRECTIVE || m.directive.level < MG_LEVEL_CRITICAL ||
+	    m.directive.release == 0)
+		return 17;
+
+	/* Give it back: NORMAL follows. */
+	munmap(mem, 60 * MiB);
+	for (int i = 0; i < 100; i++) {
+		if (recv_msg(fd, &m, 5000) < 0)
+			return 18;
+		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level == MG_LEVEL_NORMAL)
+			return 0;
+	}
+	return 19;
+}
+
+static void test_real_cgroup_client(void **state)
+{
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(client());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_real_cgroup_client, setup, teardown),
+	};
+	const char *why = prepare();
+	int r;
+
+	if (why) {
+		printf("SKIP: %s\n", why);
+		return 77;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	cleanup_cgroups();
+	return r;
+}
