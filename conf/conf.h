@@ -19,6 +19,7 @@
 
 #define CONF_DEFAULT_SOCKET "/run/memguard/memguardd.sock"
 #define CONF_DEFAULT_SOCKET_GROUP "memguard"
+#define CONF_DEFAULT_ADMIN_GROUP ""          /* root only */
 #define CONF_DEFAULT_TICK_MS 1000            /* ms */
 #define CONF_DEFAULT_LOG_LEVEL 6             /* LOG_INFO */
 #define CONF_DEFAULT_HOST_PRESSURE 2000      /* bp of PSI some avg10 */
@@ -29,6 +30,8 @@
 #define CONF_DEFAULT_MIN_GC_PERCENT 25       /* percent */
 #define CONF_DEFAULT_MAX_THROTTLE 500        /* permille */
 #define CONF_DEFAULT_RELEASE_DEADLINE_MS 5000 /* ms */
+#define CONF_DEFAULT_ENFORCE MG_ENFORCE_NOTIFY /* never touch the kernel unless asked */
+#define CONF_DEFAULT_PRIORITY 0
 
 #define CONF_MAX_SERVICES 1024
 
@@ -47,7 +50,8 @@ struct conf_size {
 
 struct conf_service {
 	char *name;                      /* the section name */
-	char *cgroup;                    /* relative to the cgroup root, no leading '/' */
+	char *cgroup;                    /* relative to the cgroup root, no leading or
+					    trailing '/'; default "system.slice/NAME.service" */
 	unsigned line;                   /* line of the section header */
 	struct conf_size budget;         /* default: max */
 	struct conf_size guarantee;      /* default: 0 bytes */
@@ -56,9 +60,9 @@ struct conf_service {
 	uint32_t pressure_some;          /* bp, PSI some avg10 that means WARN */
 	uint32_t pressure_full;          /* bp, PSI full avg10 that means CRITICAL */
 	uint32_t min_gc_percent;         /* floor of the GC percent sent, 1..1000 */
-	uint32_t max_throttle;           /* permille, 0..990 */
-	uint32_t release_deadline_ms;
-	enum mg_enforce enforce;
+	uint32_t max_throttle;           /* permille, 0..990 (written as 0..99 %) */
+	uint32_t release_deadline_ms;    /* 10 ms..10 min */
+	enum mg_enforce enforce;         /* default: notify */
 	int32_t priority;                /* lower is squeezed first, -1000..1000 */
 };
 
@@ -67,7 +71,7 @@ struct conf_daemon {
 	char *socket_group;              /* group owning the socket; "" = root's */
 	char *admin_group;               /* group allowed admin requests; "" = root only */
 	char *cgroup_root;               /* NULL = discover the cgroup2 mount */
-	uint32_t tick_ms;
+	uint32_t tick_ms;                /* 10 ms..60 s */
 	int log_level;                   /* syslog priority, 0..7 */
 	uint32_t host_pressure;          /* bp of host PSI some avg10 that starts squeezing */
 };
@@ -84,10 +88,16 @@ typedef void (*conf_report_fn)(void *userdata, const char *file, unsigned line,
 			       const char *message);
 
 /*
- * Parse a configuration from `f`, naming it `filename` in reports.  Every
- * problem is passed to `report` (which may be NULL) as one message.
- * Returns 0 and sets `*ret`, -EINVAL when at least one problem was
- * reported, or -ENOMEM.  An empty file is valid: no services.
+ * Parse a configuration from `f`, naming it `filename` in reports and in
+ * the result's `path` (NULL: "-" in reports, no path).  Every problem is passed to `report` (which may be
+ * NULL) as one message without a "file:line:" prefix; parsing goes on after
+ * a problem, so one call reports all of them.  Returns 0 and sets `*ret`,
+ * -EINVAL when at least one problem was reported, -ENOMEM, or the -errno
+ * of a failed read (without a report).  `*ret` is set only on success.  An
+ * empty file, or one of only comments, is valid: defaults, no services.
+ *
+ * Lines are at most 198 characters (inih's buffer; comment lines excepted);
+ * comments start a line with '#' or ';', or follow a value as " ;".
  */
 int conf_parse(FILE *f, const char *filename, conf_report_fn report, void *userdata,
 	       struct mg_conf **ret);
@@ -112,12 +122,22 @@ const struct conf_service *conf_find_service(const struct mg_conf *c, const char
  * Value parsers, shared with memguardctl.  Each returns 0 and writes
  * `*ret`, or -EINVAL for bad syntax or unit, -ERANGE when out of range.
  *
- * conf_parse_size: "4096", "512K", "1.5G", "2T", "64MiB" (binary units,
- * case-insensitive, optional "B"/"iB").
- * conf_parse_duration: "250ms", "5s", "2m"; the unit is required.
+ * conf_parse_size: "4096", "512K", "1.5G", "2T", "64MiB" (binary units
+ * K M G T P E, case-insensitive, optional "B"/"iB"); a fraction needs a
+ * unit and is truncated to whole bytes; at most 9 decimals; more than
+ * 2^64 - 1 bytes is -ERANGE.
+ * conf_parse_duration: "250ms", "5s", "1.5s", "2m" (units ms, s, sec, m,
+ * min, h); the unit is required; truncated to whole ms; more than
+ * UINT32_MAX ms is -ERANGE.
  * conf_parse_percent: "80", "80%", "12.5%" → bp (8000, 1250); at most two
  * decimals, 0..100 %.
+ * None accepts a sign or leading or trailing blanks; blanks between the
+ * number and its unit are allowed ("2 G").
+ * conf_parse_log_level: "emerg", "alert", "crit", "err" or "error",
+ * "warning" or "warn", "notice", "info", "debug" (case-insensitive), or
+ * "0".."7" → the syslog priority; -EINVAL for anything else.
  */
 int conf_parse_size(const char *s, uint64_t *ret);
 int conf_parse_duration(const char *s, uint32_t *ret_ms);
 int conf_parse_percent(const char *s, uint32_t *ret_bp);
+int conf_parse_log_level(const char *s, int *ret);

@@ -1,0 +1,1454 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /etc/memguard.conf → struct mg_conf.
+ *
+ * inih does the key = value splitting; everything inih cannot tell us we
+ * learn in our own line reader (conf_reader() below), which sits between
+ * the FILE and inih:
+ *
+ *  - It counts lines, so the handler knows the exact line of every key
+ *    (Debian's libinih is built without INI_HANDLER_LINENO).
+ *  - It left-trims every line, so indented keys work and inih's multiline
+ *    continuation (a line starting with whitespace) can never trigger.
+ *  - It reads whole lines itself, so a line longer than inih's buffer is
+ *    reported once and dropped instead of being split into two lines.
+ *  - It rejects NUL bytes, which inih's string handling would hide.
+ *  - It handles "[section]" lines itself: inih keeps only 49 bytes of a
+ *    section name, and we need each section's line, duplicate sections
+ *    and sections without any key.
+ *  - It reports every line inih would reject, not only the first one.
+ *
+ * Problems go to the caller's report callback, one message each; parsing
+ * goes on after a problem so that one run shows all of them, but a file
+ * with any problem never yields a configuration.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include "conf/conf.h"
+#include "proto/macro.h"
+
+DEFINE_FREE_FUNC(struct mg_conf, conf_free)
+
+#define SOCKET_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1) /* bytes */
+#define REPORT_MAX 1024         /* bytes of one message */
+#define SUGGEST_KEY_MAX 64      /* bytes; longer unknown keys get no suggestion */
+
+static bool streq(const char *a, const char *b)
+{
+	return strcmp(a, b) == 0;
+}
+
+/* ---- value parsers ------------------------------------------------------ */
+
+/*
+ * A decimal number: digits, optionally '.' and more digits.  The integer
+ * part saturates (*ret_overflow is set); the fraction keeps its first
+ * `max_frac` digits (more is -EINVAL) as an integer over 10^*ret_frac_digits.
+ * Returns 0 and advances *s, or -EINVAL when there is no number.
+ */
+static int parse_decimal(const char **s, unsigned max_frac, uint64_t *ret_int, bool *ret_overflow,
+			 uint64_t *ret_frac, unsigned *ret_frac_digits)
+{
+	const char *p = *s;
+	uint64_t v = 0, frac = 0;
+	unsigned n_frac = 0;
+	bool overflow = false;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
+			overflow = true;
+	}
+	if (*p == '.') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -EINVAL;
+		for (; isdigit((unsigned char)*p); p++) {
+			if (n_frac == max_frac)
+				return -EINVAL;
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			n_frac++;
+		}
+	}
+
+	*s = p;
+	*ret_int = v;
+	*ret_overflow = overflow;
+	*ret_frac = frac;
+	*ret_frac_digits = n_frac;
+	return 0;
+}
+
+/* Skip the blanks between a number and its unit; NULL when no unit follows. */
+static const char *skip_blanks(const char *s)
+{
+	const char *p = s;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p != s && *p == '\0' ? NULL : p;
+}
+
+static uint64_t pow10_u64(unsigned n)
+{
+	uint64_t r = 1;
+
+	while (n--)
+		r *= 10;
+	return r;
+}
+
+/* floor(frac / 10^digits × mult) without overflow, for digits ≤ 9. */
+static uint64_t scale_fraction(uint64_t frac, unsigned digits, uint64_t mult)
+{
+	uint64_t d = pow10_u64(digits);
+
+	/* mult = a·d + b, so frac·mult/d = a·frac + b·frac/d; b·frac < d² ≤ 10^18 */
+	return mult / d * frac + mult % d * frac / d;
+}
+
+int conf_parse_size(const char *s, uint64_t *ret)
+{
+	static const char units[] = "KMGTPE";
+	uint64_t v, frac, mult = 1, r;
+	unsigned n_frac;
+	bool overflow;
+	const char *u;
+
+	if (!s || parse_decimal(&s, 9, &v, &overflow, &frac, &n_frac) < 0)
+		return -EINVAL;
+	s = skip_blanks(s);
+	if (!s)
+		return -EINVAL;
+	if (*s) {
+		u = strchr(units, toupper((unsigned char)*s));
+		if (u) {
+			mult = UINT64_C(1) << (10 * (u - units + 1));
+			s++;
+			if (*s == 'i' || *s == 'I') {
+				s++;
+				if (*s != 'b' && *s != 'B')
+					return -EINVAL;
+			}
+		}
+		if (*s == 'b' || *s == 'B')
+			s++;
+		if (*s)
+			return -EINVAL;
+	}
+	/* Bytes are whole: a fraction needs a unit to scale it. */
+	if (n_frac > 0 && mult == 1)
+		return -EINVAL;
+	if (overflow || __builtin_mul_overflow(v, mult, &r) ||
+	    __builtin_add_overflow(r, scale_fraction(frac, n_frac, mult), &r))
+		return -ERANGE;
+
+	*ret = r;
+	return 0;
+}
+
+int conf_parse_duration(const char *s, uint32_t *ret_ms)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t ms;
+	} units[] = {
+		{ "ms", 1 },  { "s", 1000 },	 { "sec", 1000 },
+		{ "m", 60000 }, { "min", 60000 }, { "h", 3600000 },
+	};
+	uint64_t v, frac, mult = 0, r;
+	unsigned n_frac;
+	bool overflow;
+
+	if (!s || parse_decimal(&s, 9, &v, &overflow, &frac, &n_frac) < 0)
+		return -EINVAL;
+	s = skip_blanks(s);
+	if (!s)
+		return -EINVAL;
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+		if (streq(s, units[i].suffix))
+			mult = units[i].ms;
+	if (mult == 0)
+		return -EINVAL;
+	if (overflow || __builtin_mul_overflow(v, mult, &r) ||
+	    __builtin_add_overflow(r, scale_fraction(frac, n_frac, mult), &r) || r > UINT32_MAX)
+		return -ERANGE;
+
+	*ret_ms = (uint32_t)r;
+	return 0;
+}
+
+int conf_parse_percent(const char *s, uint32_t *ret_bp)
+{
+	uint64_t v, frac, bp;
+	unsigned n_frac;
+	bool overflow;
+
+	if (!s || parse_decimal(&s, 2, &v, &overflow, &frac, &n_frac) < 0)
+		return -EINVAL;
+	s = skip_blanks(s);
+	if (!s)
+		return -EINVAL;
+	if (*s == '%')
+		s++;
+	if (*s)
+		return -EINVAL;
+	if (overflow || v > 100)
+		return -ERANGE;
+	bp = v * 100 + frac * pow10_u64(2 - n_frac);
+	if (bp > 10000)
+		return -ERANGE;
+
+	*ret_bp = (uint32_t)bp;
+	return 0;
+}
+
+/* An integer with an optional sign, nothing else.  -ERANGE on overflow. */
+static int parse_int64(const char *s, int64_t *ret)
+{
+	bool neg = false, overflow;
+	uint64_t v, frac;
+	unsigned n_frac;
+
+	if (*s == '+' || *s == '-')
+		neg = *s++ == '-';
+	if (parse_decimal(&s, 0, &v, &overflow, &frac, &n_frac) < 0 || *s)
+		return -EINVAL;
+	if (overflow || v > (uint64_t)INT64_MAX)
+		return -ERANGE;
+
+	*ret = neg ? -(int64_t)v : (int64_t)v;
+	return 0;
+}
+
+/* "80%", "12.5%", "0.01%": bp as a person writes it. */
+static const char *format_bp(char *buf, size_t size, uint32_t bp)
+{
+	if (bp % 100 == 0)
+		snprintf(buf, size, "%u%%", bp / 100);
+	else if (bp % 10 == 0)
+		snprintf(buf, size, "%u.%u%%", bp / 100, bp % 100 / 10);
+	else
+		snprintf(buf, size, "%u.%02u%%", bp / 100, bp % 100);
+	return buf;
+}
+
+/* "10ms", "60s", "10m". */
+static const char *format_ms(char *buf, size_t size, uint32_t ms)
+{
+	if (ms % 60000 == 0 && ms > 60000)
+		snprintf(buf, size, "%um", ms / 60000);
+	else if (ms % 1000 == 0)
+		snprintf(buf, size, "%us", ms / 1000);
+	else
+		snprintf(buf, size, "%ums", ms);
+	return buf;
+}
+
+/* ---- the keys ----------------------------------------------------------- */
+
+enum value_type {
+	VALUE_SOCKET,           /* char *, absolute, fits sun_path */
+	VALUE_GROUP,            /* char *, a group name */
+	VALUE_CGROUP_ROOT,      /* char *, absolute path or "auto" (NULL) */
+	VALUE_DURATION,         /* uint32_t ms in min..max */
+	VALUE_LOG_LEVEL,        /* int, a syslog priority */
+	VALUE_PERCENT,          /* uint32_t bp in min..max */
+	VALUE_THROTTLE,         /* uint32_t permille, given in percent, min..max bp */
+	VALUE_UINT,             /* uint32_t in min..max */
+	VALUE_INT,              /* int32_t in min..max */
+	VALUE_CGROUP,           /* char *, relative cgroup path */
+	VALUE_BUDGET,           /* struct conf_size: size, percent or max */
+	VALUE_GUARANTEE,        /* struct conf_size: size or percent */
+	VALUE_ENFORCE,          /* enum mg_enforce */
+};
+
+struct key {
+	const char *name;
+	enum value_type type;
+	size_t offset;          /* in struct conf_daemon or struct conf_service */
+	int64_t min, max;       /* in the unit of the field (ms, bp, integer) */
+};
+
+enum {
+	DKEY_SOCKET,
+	DKEY_SOCKET_GROUP,
+	DKEY_ADMIN_GROUP,
+	DKEY_CGROUP_ROOT,
+	DKEY_TICK,
+	DKEY_LOG_LEVEL,
+	DKEY_HOST_PRESSURE,
+	_DKEY_MAX,
+};
+
+enum {
+	SKEY_CGROUP,
+	SKEY_BUDGET,
+	SKEY_GUARANTEE,
+	SKEY_WARN,
+	SKEY_CRITICAL,
+	SKEY_PRESSURE_SOME,
+	SKEY_PRESSURE_FULL,
+	SKEY_MIN_GC_PERCENT,
+	SKEY_MAX_THROTTLE,
+	SKEY_RELEASE_DEADLINE,
+	SKEY_ENFORCE,
+	SKEY_PRIORITY,
+	_SKEY_MAX,
+};
+
+#define KEYS_MAX ((int)_DKEY_MAX > (int)_SKEY_MAX ? (int)_DKEY_MAX : (int)_SKEY_MAX)
+
+#define D(f) offsetof(struct conf_daemon, f)
+#define S(f) offsetof(struct conf_service, f)
+static const struct key daemon_keys[_DKEY_MAX] = {
+	[DKEY_SOCKET] = { "socket", VALUE_SOCKET, D(socket), 0, 0 },
+	[DKEY_SOCKET_GROUP] = { "socket_group", VALUE_GROUP, D(socket_group), 0, 0 },
+	[DKEY_ADMIN_GROUP] = { "admin_group", VALUE_GROUP, D(admin_group), 0, 0 },
+	[DKEY_CGROUP_ROOT] = { "cgroup_root", VALUE_CGROUP_ROOT, D(cgroup_root), 0, 0 },
+	[DKEY_TICK] = { "tick", VALUE_DURATION, D(tick_ms), 10, 60 * 1000 },
+	[DKEY_LOG_LEVEL] = { "log_level", VALUE_LOG_LEVEL, D(log_level), 0, 7 },
+	[DKEY_HOST_PRESSURE] = { "host_pressure", VALUE_PERCENT, D(host_pressure), 0, 10000 },
+};
+
+static const struct key service_keys[_SKEY_MAX] = {
+	[SKEY_CGROUP] = { "cgroup", VALUE_CGROUP, S(cgroup), 0, 0 },
+	[SKEY_BUDGET] = { "budget", VALUE_BUDGET, S(budget), 0, 0 },
+	[SKEY_GUARANTEE] = { "guarantee", VALUE_GUARANTEE, S(guarantee), 0, 0 },
+	[SKEY_WARN] = { "warn", VALUE_PERCENT, S(warn), 100, 9900 },
+	[SKEY_CRITICAL] = { "critical", VALUE_PERCENT, S(critical), 100, 10000 },
+	[SKEY_PRESSURE_SOME] = { "pressure_some", VALUE_PERCENT, S(pressure_some), 0, 10000 },
+	[SKEY_PRESSURE_FULL] = { "pressure_full", VALUE_PERCENT, S(pressure_full), 0, 10000 },
+	[SKEY_MIN_GC_PERCENT] = { "min_gc_percent", VALUE_UINT, S(min_gc_percent), 1, 1000 },
+	[SKEY_MAX_THROTTLE] = { "max_throttle", VALUE_THROTTLE, S(max_throttle), 0, 9900 },
+	[SKEY_RELEASE_DEADLINE] = { "release_deadline", VALUE_DURATION, S(release_deadline_ms),
+				    10, 10 * 60 * 1000 },
+	[SKEY_ENFORCE] = { "enforce", VALUE_ENFORCE, S(enforce), 0, 0 },
+	[SKEY_PRIORITY] = { "priority", VALUE_INT, S(priority), -1000, 1000 },
+};
+#undef D
+#undef S
+
+static const char *const log_levels[] = {
+	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+};
+
+static const char *const enforce_names[] = {
+	[MG_ENFORCE_NOTIFY] = "notify",
+	[MG_ENFORCE_HIGH] = "high",
+	[MG_ENFORCE_KILL] = "kill",
+};
+
+/* ---- parser state ------------------------------------------------------- */
+
+enum section_kind {
+	SECTION_NONE,           /* before the first section header */
+	SECTION_DAEMON,
+	SECTION_SERVICE,
+	SECTION_SKIP,           /* a broken header was reported: ignore its keys */
+};
+
+/*
+ * The section being read.  A service is built here and moved into the
+ * configuration when the next section starts (or at the end of the file),
+ * after the checks that need all of its keys.
+ */
+struct section {
+	enum section_kind kind;
+	unsigned line;
+	char name[INI_MAX_LINE];
+	bool keep;                              /* SERVICE: commit it at its end */
+	struct conf_daemon *daemon;             /* DAEMON: where its keys go */
+	struct conf_daemon scratch_daemon;      /* a duplicate [daemon], discarded */
+	struct conf_service service;
+	unsigned key_line[KEYS_MAX];            /* line each key was set on, 0 = unset */
+	bool key_bad[KEYS_MAX];                 /* its value was rejected */
+	char text[KEYS_MAX][INI_MAX_LINE];      /* each value as written */
+};
+
+struct parser {
+	FILE *f;
+	const char *filename;
+	conf_report_fn report;
+	void *userdata;
+
+	unsigned line;                          /* line being read, 1-based */
+	unsigned n_problems;
+	int error;                              /* -errno that stops the parse */
+	bool too_many_reported;
+	unsigned daemon_line;                   /* line of the first [daemon] */
+
+	struct mg_conf *conf;                   /* being built */
+	size_t n_allocated;                     /* of conf->services */
+	struct section sec;
+
+	char raw[3 + INI_MAX_LINE];             /* start of the line being read, BOM included */
+};
+
+_printf_(3, 0) static void vproblem(struct parser *p, unsigned line, const char *fmt, va_list ap)
+{
+	char msg[REPORT_MAX];
+
+	p->n_problems++;
+	if (!p->report)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	p->report(p->userdata, p->filename, line, msg);
+}
+
+/* Report a problem on line `line`. */
+_printf_(3, 4) static void problem_at(struct parser *p, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vproblem(p, line, fmt, ap);
+	va_end(ap);
+}
+
+/* Report a problem on the line being read. */
+_printf_(2, 3) static void problem(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vproblem(p, p->line, fmt, ap);
+	va_end(ap);
+}
+
+static void oom(struct parser *p)
+{
+	if (p->error == 0)
+		p->error = -ENOMEM;
+}
+
+static void daemon_clear(struct conf_daemon *d)
+{
+	free(d->socket);
+	free(d->socket_group);
+	free(d->admin_group);
+	free(d->cgroup_root);
+	*d = (struct conf_daemon){};
+}
+
+static int daemon_init(struct conf_daemon *d)
+{
+	*d = (struct conf_daemon){
+		.socket = strdup(CONF_DEFAULT_SOCKET),
+		.socket_group = strdup(CONF_DEFAULT_SOCKET_GROUP),
+		.admin_group = strdup(CONF_DEFAULT_ADMIN_GROUP),
+		.cgroup_root = NULL,
+		.tick_ms = CONF_DEFAULT_TICK_MS,
+		.log_level = CONF_DEFAULT_LOG_LEVEL,
+		.host_pressure = CONF_DEFAULT_HOST_PRESSURE,
+	};
+	if (!d->socket || !d->socket_group || !d->admin_group) {
+		daemon_clear(d);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void service_clear(struct conf_service *s)
+{
+	free(s->name);
+	free(s->cgroup);
+	*s = (struct conf_service){};
+}
+
+static void service_init(struct conf_service *s, unsigned line)
+{
+	*s = (struct conf_service){
+		.line = line,
+		.budget = { .kind = CONF_SIZE_MAX },
+		.guarantee = { .kind = CONF_SIZE_BYTES, .bytes = 0 },
+		.warn = CONF_DEFAULT_WARN,
+		.critical = CONF_DEFAULT_CRITICAL,
+		.pressure_some = CONF_DEFAULT_PRESSURE_SOME,
+		.pressure_full = CONF_DEFAULT_PRESSURE_FULL,
+		.min_gc_percent = CONF_DEFAULT_MIN_GC_PERCENT,
+		.max_throttle = CONF_DEFAULT_MAX_THROTTLE,
+		.release_deadline_ms = CONF_DEFAULT_RELEASE_DEADLINE_MS,
+		.enforce = CONF_DEFAULT_ENFORCE,
+		.priority = CONF_DEFAULT_PRIORITY,
+	};
+}
+
+struct mg_conf *conf_free(struct mg_conf *c)
+{
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < c->n_services; i++)
+		service_clear(&c->services[i]);
+	free(c->services);
+	daemon_clear(&c->daemon);
+	free(c->path);
+	free(c);
+	return NULL;
+}
+
+int conf_new_default(struct mg_conf **ret)
+{
+	_cleanup_(conf_freep) struct mg_conf *c = NULL;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	if (daemon_init(&c->daemon) < 0)
+		return -ENOMEM;
+
+	*ret = TAKE_PTR(c);
+	return 0;
+}
+
+const struct conf_service *conf_find_service(const struct mg_conf *c, const char *name)
+{
+	if (!c || !name)
+		return NULL;
+	for (size_t i = 0; i < c->n_services; i++)
+		if (streq(c->services[i].name, name))
+			return &c->services[i];
+	return NULL;
+}
+
+/* ---- names and paths ---------------------------------------------------- */
+
+static bool service_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > MG_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (const char *c = name; *c; c++)
+		if (!isascii((unsigned char)*c) ||
+		    (!isalnum((unsigned char)*c) && !strchr("_.@:-", *c)))
+			return false;
+	return true;
+}
+
+/* What groupadd(8) accepts, plus the trailing '$' of machine accounts. */
+static bool group_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > MG_NAME_MAX || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c == '$' && i == n - 1 && i > 0)
+			continue;
+		if (!isascii(c) || (!isalnum(c) && !strchr("_.-", c)))
+			return false;
+	}
+	return true;
+}
+
+/* "/a/b//" → "/a/b"; "/" stays. */
+static void strip_trailing_slashes(char *s)
+{
+	size_t n = strlen(s);
+
+	while (n > 1 && s[n - 1] == '/')
+		s[--n] = '\0';
+}
+
+static bool has_control_char(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/*
+ * A cgroup path relative to the cgroup root: one leading and one trailing
+ * '/' are dropped ("/system.slice/a.service/" is what people paste); what
+ * remains must be non-empty and made of real components.  Returns 1 with
+ * *ret set, 0 after reporting, or -ENOMEM.
+ */
+static int cgroup_path(struct parser *p, const char *value, char **ret)
+{
+	const char *s = value, *c, *slash;
+	size_t len;
+
+	if (*s == '/')
+		s++;
+	len = strlen(s);
+	if (len > 0 && s[len - 1] == '/')
+		len--;
+
+	if (len == 0) {
+		problem(p, "cgroup '%s' is the root cgroup; name a cgroup below it", value);
+		return 0;
+	}
+	if (len > MG_PATH_MAX) {
+		problem(p, "cgroup '%s' is too long (at most %d bytes)", value, MG_PATH_MAX);
+		return 0;
+	}
+	if (has_control_char(value)) {
+		problem(p, "cgroup '%s' contains a control character", value);
+		return 0;
+	}
+	for (c = s; c <= s + len; c = slash + 1) {
+		size_t n;
+
+		slash = memchr(c, '/', (size_t)(s + len - c));
+		if (!slash)
+			slash = s + len;
+		n = (size_t)(slash - c);
+		if (n == 0) {
+			problem(p, "cgroup '%s' has an empty component ('//')", value);
+			return 0;
+		}
+		if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
+			problem(p, "cgroup '%s' has a '%.*s' component", value, (int)n, c);
+			return 0;
+		}
+	}
+
+	*ret = strndup(s, len);
+	if (!*ret)
+		return -ENOMEM;
+	return 1;
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+/*
+ * Report when an earlier service has the cgroup `path`.  Explicit cgroups
+ * are checked as they are read, default ones when their section ends.
+ */
+static void cgroup_check_unique(struct parser *p, const char *path, unsigned line)
+{
+	const struct mg_conf *c = p->conf;
+
+	for (size_t i = 0; i < c->n_services; i++)
+		if (streq(c->services[i].cgroup, path)) {
+			problem_at(p, line, "cgroup '%s' is already used by [%s] on line %u", path,
+				   c->services[i].name, c->services[i].line);
+			return;
+		}
+}
+
+static void set_string(struct parser *p, char **field, const char *value)
+{
+	char *copy = NULL;
+
+	if (value) {
+		copy = strdup(value);
+		if (!copy) {
+			oom(p);
+			return;
+		}
+	}
+	free(*field);
+	*field = copy;
+}
+
+static void out_of_range(struct parser *p, const struct key *k, const char *value,
+			 const char *min, const char *max, const char *hint)
+{
+	problem(p, "%s '%s' out of range (%s..%s)%s", k->name, value, min, max, hint);
+}
+
+/* True when `value` is a bare number, as in a duration that lacks its unit. */
+static bool is_number(const char *value)
+{
+	uint64_t v, frac;
+	unsigned n;
+	bool overflow;
+
+	return parse_decimal(&value, 9, &v, &overflow, &frac, &n) == 0 && *value == '\0';
+}
+
+/* A budget or a guarantee: "2G", "25%", or (budget only) "max". */
+static bool parse_conf_size(struct parser *p, const struct key *k, const char *value,
+			    struct conf_size *ret)
+{
+	bool budget = k->type == VALUE_BUDGET;
+	size_t len = strlen(value);
+	struct conf_size size = {};
+	char lo[16];
+	int r;
+
+	if (budget && strcasecmp(value, "max") == 0) {
+		*ret = (struct conf_size){ .kind = CONF_SIZE_MAX };
+		return true;
+	}
+
+	if (len > 0 && value[len - 1] == '%') {
+		r = conf_parse_percent(value, &size.percent);
+		size.kind = CONF_SIZE_PERCENT;
+		if (r == -ERANGE) {
+			out_of_range(p, k, value, format_bp(lo, sizeof(lo), budget ? 1 : 0),
+				     "100%", "");
+			return false;
+		}
+	} else {
+		r = conf_parse_size(value, &size.bytes);
+		size.kind = CONF_SIZE_BYTES;
+		if (r == -ERANGE) {
+			problem(p, "%s '%s' is too large", k->name, value);
+			return false;
+		}
+	}
+	if (r < 0) {
+		problem(p, "invalid %s '%s': expected a size (512M, 2G)%s", k->name, value,
+			budget ? ", a percentage (25%) or 'max'" : " or a percentage (25%)");
+		return false;
+	}
+
+	if (size.bytes == 0 && size.percent == 0) {
+		if (budget) {
+			problem(p, "budget '%s' must be greater than 0", value);
+			return false;
+		}
+		/* A guarantee of 0 % is no guarantee: the same as 0 bytes. */
+		size.kind = CONF_SIZE_BYTES;
+	}
+	*ret = size;
+	return true;
+}
+
+int conf_parse_log_level(const char *s, int *ret)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} aliases[] = { { "error", 3 }, { "warn", 4 } };
+	int64_t v;
+
+	if (!s)
+		return -EINVAL;
+	if (parse_int64(s, &v) == 0) {
+		if (v < 0 || v >= (int64_t)ARRAY_SIZE(log_levels) || s[0] == '+' || s[0] == '-')
+			return -EINVAL;
+		*ret = (int)v;
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(log_levels); i++)
+		if (strcasecmp(s, log_levels[i]) == 0) {
+			*ret = (int)i;
+			return 0;
+		}
+	for (size_t i = 0; i < ARRAY_SIZE(aliases); i++)
+		if (strcasecmp(s, aliases[i].name) == 0) {
+			*ret = aliases[i].level;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/*
+ * Parse `value` for key `k` into the struct at `base`.  Returns true when
+ * the value was stored, false after reporting why not.
+ */
+static bool parse_value(struct parser *p, const struct key *k, void *base, const char *value)
+{
+	void *field = (char *)base + k->offset;
+	char lo[16], hi[16], hint[32] = "";
+	uint32_t u32;
+	int64_t i64;
+	int r;
+
+	switch (k->type) {
+	case VALUE_SOCKET:
+		if (value[0] != '/') {
+			problem(p, "socket '%s' is not an absolute path", value);
+			return false;
+		}
+		if (strlen(value) > SOCKET_PATH_MAX) {
+			problem(p, "socket '%s' is too long (at most %zu bytes)", value,
+				SOCKET_PATH_MAX);
+			return false;
+		}
+		set_string(p, field, value);
+		return true;
+
+	case VALUE_GROUP:
+		if (!group_name_valid(value)) {
+			problem(p, "invalid %s '%s': expected a group name", k->name, value);
+			return false;
+		}
+		set_string(p, field, value);
+		return true;
+
+	case VALUE_CGROUP_ROOT:
+		if (streq(value, "auto")) {
+			set_string(p, field, NULL);
+			return true;
+		}
+		if (value[0] != '/') {
+			problem(p, "cgroup_root '%s' is neither an absolute path nor 'auto'",
+				value);
+			return false;
+		}
+		set_string(p, field, value);
+		/* "/sys/fs/cgroup/" is "/sys/fs/cgroup": paths are joined to it with '/'. */
+		if (*(char **)field)
+			strip_trailing_slashes(*(char **)field);
+		return true;
+
+	case VALUE_DURATION:
+		r = conf_parse_duration(value, &u32);
+		if (r == -EINVAL && is_number(value)) {
+			problem(p, "%s '%s' needs a unit (ms, s or m)", k->name, value);
+			return false;
+		}
+		if (r == -EINVAL) {
+			problem(p, "invalid %s '%s': expected a duration (250ms, 5s, 2m)",
+				k->name, value);
+			return false;
+		}
+		if (r < 0 || u32 < k->min || u32 > k->max) {
+			out_of_range(p, k, value, format_ms(lo, sizeof(lo), (uint32_t)k->min),
+				     format_ms(hi, sizeof(hi), (uint32_t)k->max), "");
+			return false;
+		}
+		*(uint32_t *)field = u32;
+		return true;
+
+	case VALUE_PERCENT:
+	case VALUE_THROTTLE:
+		r = conf_parse_percent(value, &u32);
+		if (r == -EINVAL) {
+			problem(p, "invalid %s '%s': expected a percentage (80%%, 12.5%%)",
+				k->name, value);
+			return false;
+		}
+		if (r < 0 || u32 < k->min || u32 > k->max) {
+			/* 0.8 meant as a ratio: 0.8 % is below every such minimum. */
+			if (r == 0 && k->min >= 100 && u32 > 0 && u32 < 100 &&
+			    !strchr(value, '%') && (int64_t)u32 * 100 <= k->max)
+				snprintf(hint, sizeof(hint), " (did you mean %u%%?)", u32);
+			out_of_range(p, k, value, format_bp(lo, sizeof(lo), (uint32_t)k->min),
+				     format_bp(hi, sizeof(hi), (uint32_t)k->max), hint);
+			return false;
+		}
+		if (k->type == VALUE_THROTTLE)
+			u32 = (u32 + 5) / 10;   /* bp → permille, to the nearest */
+		*(uint32_t *)field = u32;
+		return true;
+
+	case VALUE_UINT:
+	case VALUE_INT:
+		r = parse_int64(value, &i64);
+		if (r == -EINVAL) {
+			problem(p, "invalid %s '%s': expected an integer", k->name, value);
+			return false;
+		}
+		if (r < 0 || i64 < k->min || i64 > k->max) {
+			snprintf(lo, sizeof(lo), "%" PRId64, k->min);
+			snprintf(hi, sizeof(hi), "%" PRId64, k->max);
+			out_of_range(p, k, value, lo, hi, "");
+			return false;
+		}
+		if (k->type == VALUE_UINT)
+			*(uint32_t *)field = (uint32_t)i64;
+		else
+			*(int32_t *)field = (int32_t)i64;
+		return true;
+
+	case VALUE_LOG_LEVEL:
+		if (conf_parse_log_level(value, field) < 0) {
+			problem(p, "invalid log_level '%s': expected emerg, alert, crit, err, "
+				"warning, notice, info, debug or 0..7", value);
+			return false;
+		}
+		return true;
+
+	case VALUE_ENFORCE:
+		for (size_t i = 0; i < ARRAY_SIZE(enforce_names); i++)
+			if (strcasecmp(value, enforce_names[i]) == 0) {
+				*(enum mg_enforce *)field = (enum mg_enforce)i;
+				return true;
+			}
+		problem(p, "invalid enforce '%s': expected notify, high or kill", value);
+		return false;
+
+	case VALUE_CGROUP: {
+		char *path = NULL;
+
+		r = cgroup_path(p, value, &path);
+		if (r < 0)
+			oom(p);
+		if (r <= 0)
+			return false;
+		free(*(char **)field);
+		*(char **)field = path;
+		if (p->sec.keep)        /* a dropped section was reported already */
+			cgroup_check_unique(p, path, p->line);
+		return true;
+	}
+
+	case VALUE_BUDGET:
+	case VALUE_GUARANTEE:
+		return parse_conf_size(p, k, value, field);
+	}
+	return false;
+}
+
+/* ---- unknown keys ------------------------------------------------------- */
+
+/* Levenshtein distance, case-insensitive; both strings short. */
+static size_t distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[SUGGEST_KEY_MAX + 1];
+
+	if (la > SUGGEST_KEY_MAX || lb > SUGGEST_KEY_MAX)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t cost = tolower((unsigned char)a[i - 1]) !=
+				      tolower((unsigned char)b[j - 1]);
+			size_t best = diag + cost;
+
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The key of `keys` that `name` is a likely typo of, or NULL. */
+static const char *suggest(const struct key *keys, size_t n_keys, const char *name)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX;
+
+	for (size_t i = 0; i < n_keys; i++) {
+		size_t d = distance(name, keys[i].name);
+		/* One edit per three letters: "budgt", "critcal", "loglevel"; not "warning". */
+		size_t limit = strlen(keys[i].name) / 3;
+
+		if (limit < 1)
+			limit = 1;
+		if (d <= limit && d < strlen(name) && d < best_d) {
+			best = keys[i].name;
+			best_d = d;
+		}
+	}
+	return best;
+}
+
+static const struct key *find_key(const struct key *keys, size_t n_keys, const char *name)
+{
+	for (size_t i = 0; i < n_keys; i++)
+		if (streq(keys[i].name, name))
+			return &keys[i];
+	return NULL;
+}
+
+static void unknown_key(struct parser *p, const char *name)
+{
+	bool daemon = p->sec.kind == SECTION_DAEMON;
+	const struct key *keys = daemon ? daemon_keys : service_keys;
+	size_t n_keys = daemon ? ARRAY_SIZE(daemon_keys) : ARRAY_SIZE(service_keys);
+	const char *s;
+
+	if (daemon && find_key(service_keys, ARRAY_SIZE(service_keys), name)) {
+		problem(p, "unknown key '%s' in [daemon]; '%s' belongs in a service section",
+			name, name);
+		return;
+	}
+	if (!daemon && find_key(daemon_keys, ARRAY_SIZE(daemon_keys), name)) {
+		problem(p, "unknown key '%s' in [%s]; '%s' belongs in [daemon]", name,
+			p->sec.name, name);
+		return;
+	}
+	s = suggest(keys, n_keys, name);
+	if (s)
+		problem(p, "unknown key '%s' in [%s]; did you mean '%s'?", name, p->sec.name,
+			s);
+	else
+		problem(p, "unknown key '%s' in [%s]", name, p->sec.name);
+}
+
+/* ---- inih's handler ----------------------------------------------------- */
+
+/* True when `s` has a '#' after whitespace: a comment inih keeps in the value. */
+static bool has_hash_comment(const char *s)
+{
+	for (const char *c = strchr(s, '#'); c; c = strchr(c + 1, '#'))
+		if (c > s && isspace((unsigned char)c[-1]))
+			return true;
+	return false;
+}
+
+/*
+ * Called by inih for every "key = value" line the reader let through.
+ * `section` is inih's (truncated, and never set, since the reader keeps
+ * section lines to itself): p->sec is the truth.  Always returns 1, as
+ * every problem is reported here, so inih's own error line can only be one
+ * the reader did not foresee.
+ */
+static int conf_handler(void *userdata, const char *section, const char *name, const char *value)
+{
+	struct parser *p = userdata;
+	struct section *sec = &p->sec;
+	const struct key *k;
+	size_t idx;
+	void *base;
+
+	if (p->error)
+		return 1;
+
+	switch (sec->kind) {
+	case SECTION_NONE:
+		problem(p, "key '%s' outside any section", name);
+		return 1;
+	case SECTION_SKIP:
+		return 1;
+	case SECTION_DAEMON:
+		k = find_key(daemon_keys, ARRAY_SIZE(daemon_keys), name);
+		idx = k ? (size_t)(k - daemon_keys) : 0;
+		base = sec->daemon;
+		break;
+	case SECTION_SERVICE:
+		k = find_key(service_keys, ARRAY_SIZE(service_keys), name);
+		idx = k ? (size_t)(k - service_keys) : 0;
+		base = &sec->service;
+		break;
+	default:
+		return 1;
+	}
+
+	if (!k) {
+		unknown_key(p, name);
+		return 1;
+	}
+	if (sec->key_line[idx]) {
+		problem(p, "'%s' already set on line %u", name, sec->key_line[idx]);
+		return 1;
+	}
+	sec->key_line[idx] = p->line;
+	snprintf(sec->text[idx], sizeof(sec->text[idx]), "%s", value);
+
+	if (!*value) {
+		problem(p, "empty value for '%s'", name);
+		sec->key_bad[idx] = true;
+		return 1;
+	}
+	if (has_hash_comment(value)) {
+		problem(p, "%s '%s' contains a '#' comment; comments after a value start with ';'",
+			name, value);
+		sec->key_bad[idx] = true;
+		return 1;
+	}
+	if (!parse_value(p, k, base, value))
+		sec->key_bad[idx] = true;
+	return 1;
+}
+
+/* ---- sections ----------------------------------------------------------- */
+
+/* The line a check about `a` and `b` belongs to: the later one that was set. */
+static unsigned later_line(const struct section *sec, size_t a, size_t b)
+{
+	unsigned line = sec->line;
+
+	if (sec->key_line[a] > line)
+		line = sec->key_line[a];
+	if (sec->key_line[b] > line)
+		line = sec->key_line[b];
+	return line;
+}
+
+/* "'80%' (line 4)" or "80% (default)": the other side of a comparison. */
+static const char *describe(const struct section *sec, size_t idx, char *buf, size_t size)
+{
+	char v[16];
+
+	if (sec->key_line[idx])
+		snprintf(buf, size, "'%s' (line %u)", sec->text[idx], sec->key_line[idx]);
+	else if (idx == SKEY_WARN || idx == SKEY_CRITICAL)
+		snprintf(buf, size, "%s (default)",
+			 format_bp(v, sizeof(v),
+				   idx == SKEY_WARN ? CONF_DEFAULT_WARN : CONF_DEFAULT_CRITICAL));
+	else
+		snprintf(buf, size, "(default)");
+	return buf;
+}
+
+/* Checks that need more than one key of a service. */
+static void service_check(struct parser *p)
+{
+	struct section *sec = &p->sec;
+	struct conf_service *s = &sec->service;
+	char other[INI_MAX_LINE + 32];
+
+	if (!sec->key_bad[SKEY_WARN] && !sec->key_bad[SKEY_CRITICAL] && s->warn >= s->critical) {
+		unsigned line = later_line(sec, SKEY_WARN, SKEY_CRITICAL);
+
+		if (line == sec->key_line[SKEY_CRITICAL])
+			problem_at(p, line, "critical '%s' must be above warn %s",
+				   sec->text[SKEY_CRITICAL],
+				   describe(sec, SKEY_WARN, other, sizeof(other)));
+		else
+			problem_at(p, line, "warn '%s' must be below critical %s",
+				   sec->text[SKEY_WARN],
+				   describe(sec, SKEY_CRITICAL, other, sizeof(other)));
+	}
+
+	if (!sec->key_bad[SKEY_BUDGET] && !sec->key_bad[SKEY_GUARANTEE] &&
+	    s->budget.kind == s->guarantee.kind &&
+	    ((s->budget.kind == CONF_SIZE_BYTES && s->guarantee.bytes > s->budget.bytes) ||
+	     (s->budget.kind == CONF_SIZE_PERCENT && s->guarantee.percent > s->budget.percent))) {
+		unsigned line = later_line(sec, SKEY_BUDGET, SKEY_GUARANTEE);
+
+		if (line == sec->key_line[SKEY_GUARANTEE])
+			problem_at(p, line, "guarantee '%s' is above budget %s",
+				   sec->text[SKEY_GUARANTEE],
+				   describe(sec, SKEY_BUDGET, other, sizeof(other)));
+		else
+			problem_at(p, line, "budget '%s' is below guarantee %s",
+				   sec->text[SKEY_BUDGET],
+				   describe(sec, SKEY_GUARANTEE, other, sizeof(other)));
+	}
+}
+
+/* Move the service being read into the configuration.  Returns -ENOMEM or 0. */
+static int service_commit(struct parser *p)
+{
+	struct section *sec = &p->sec;
+	struct conf_service *s = &sec->service;
+	struct mg_conf *c = p->conf;
+
+	s->name = strdup(sec->name);
+	if (!s->name)
+		return -ENOMEM;
+	if (!s->cgroup) {
+		if (sec->key_bad[SKEY_CGROUP])
+			return 0;       /* reported; no default to guess */
+		if (asprintf(&s->cgroup, "system.slice/%s.service", s->name) < 0) {
+			s->cgroup = NULL;
+			return -ENOMEM;
+		}
+		cgroup_check_unique(p, s->cgroup, sec->line);
+	}
+
+	if (c->n_services == p->n_allocated) {
+		size_t n = p->n_allocated ? p->n_allocated * 2 : 8;
+		struct conf_service *a;
+
+		if (n > CONF_MAX_SERVICES)
+			n = CONF_MAX_SERVICES;
+		a = reallocarray(c->services, n, sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		c->services = a;
+		p->n_allocated = n;
+	}
+	c->services[c->n_services++] = *s;
+	*s = (struct conf_service){};
+	return 0;
+}
+
+/* Finish the section being read: cross-checks, then keep or drop it. */
+static void section_end(struct parser *p)
+{
+	struct section *sec = &p->sec;
+
+	if (sec->kind == SECTION_SERVICE) {
+		service_check(p);
+		if (sec->keep && service_commit(p) < 0)
+			oom(p);
+		service_clear(&sec->service);
+	}
+	daemon_clear(&sec->scratch_daemon);
+	sec->kind = SECTION_NONE;
+}
+
+/* Start ignoring keys, after a section header that was reported broken. */
+static void section_skip(struct parser *p)
+{
+	section_end(p);
+	p->sec.kind = SECTION_SKIP;
+	p->sec.line = p->line;
+}
+
+/* Start the section "[name]" (name not NUL-terminated, `len` bytes). */
+static void section_begin(struct parser *p, const char *name, size_t len)
+{
+	struct section *sec = &p->sec;
+	struct mg_conf *c = p->conf;
+
+	section_end(p);
+	memset(sec->key_line, 0, sizeof(sec->key_line));
+	memset(sec->key_bad, 0, sizeof(sec->key_bad));
+	sec->line = p->line;
+	snprintf(sec->name, sizeof(sec->name), "%.*s", (int)len, name);
+
+	if (streq(sec->name, "daemon")) {
+		sec->kind = SECTION_DAEMON;
+		if (p->daemon_line) {
+			problem(p, "duplicate section [daemon], first on line %u",
+				p->daemon_line);
+			sec->daemon = &sec->scratch_daemon;
+		} else {
+			p->daemon_line = p->line;
+			sec->daemon = &c->daemon;
+		}
+		return;
+	}
+	if (strcasecmp(sec->name, "daemon") == 0) {
+		problem(p, "unknown section [%s]; did you mean [daemon]?", sec->name);
+		sec->kind = SECTION_SKIP;
+		return;
+	}
+
+	/* A service.  Its keys are checked even when it is dropped. */
+	sec->kind = SECTION_SERVICE;
+	service_init(&sec->service, p->line);
+	sec->keep = false;
+	if (!service_name_valid(sec->name)) {
+		problem(p, "invalid service name '%s': use 1 to %d of A-Z a-z 0-9 _ . @ : -, "
+			"not starting with '.' or '-'", sec->name, MG_NAME_MAX);
+		return;
+	}
+	for (size_t i = 0; i < c->n_services; i++)
+		if (streq(c->services[i].name, sec->name)) {
+			problem(p, "duplicate section [%s], first on line %u", sec->name,
+				c->services[i].line);
+			return;
+		}
+	if (c->n_services >= CONF_MAX_SERVICES) {
+		if (!p->too_many_reported)
+			problem(p, "too many services (at most %d)", CONF_MAX_SERVICES);
+		p->too_many_reported = true;
+		return;
+	}
+	sec->keep = true;
+}
+
+/* ---- the line reader ---------------------------------------------------- */
+
+/*
+ * inih's scan for a key's '=' or ':': the first of `chars`, or an inline
+ * ';' comment after whitespace, or the end.  Kept identical to inih so the
+ * reader rejects exactly the lines inih would.
+ */
+static const char *find_chars_or_comment(const char *s, const char *chars)
+{
+	bool was_space = false;
+
+	while (*s && !strchr(chars, *s) && !(was_space && *s == ';')) {
+		was_space = isspace((unsigned char)*s);
+		s++;
+	}
+	return s;
+}
+
+/* A "[name]" line: start a section, or report why not. */
+static void read_section_header(struct parser *p, const char *start, size_t len)
+{
+	const char *close = memchr(start, ']', len);
+	const char *rest;
+
+	if (!close) {
+		problem(p, "expected ']' at the end of the section header");
+		section_skip(p);
+		return;
+	}
+	for (rest = close + 1; rest < start + len && isspace((unsigned char)*rest); rest++)
+		;
+	if (rest < start + len && *rest != '#' && *rest != ';') {
+		problem(p, "unexpected text after '%.*s'", (int)(close + 1 - start), start);
+		section_skip(p);
+		return;
+	}
+	section_begin(p, start + 1, (size_t)(close - start - 1));
+}
+
+/*
+ * inih's reader, fgets()-like: stores one line in `buf` (`size` bytes)
+ * and returns it, or NULL at the end.  See the top of the file for what it
+ * does on the way; every line it reports on reaches inih as an empty line.
+ */
+static char *conf_reader(char *buf, int size, void *stream)
+{
+	static const char bom[] = "\xef\xbb\xbf";
+	struct parser *p = stream;
+	size_t max, n = 0, skip = 0;
+	int c, first = 0, first_after_bom = 0, last = 0;
+	bool nul = false;
+	const char *start, *end, *eq;
+
+	if (p->error || size < 3)
+		return NULL;
+	/*
+	 * Room for the line, its '\n' and the NUL.  A line that fills the
+	 * buffer without its '\n' would make newer inih versions discard the
+	 * next line as the "rest" of this one.
+	 */
+	max = (size_t)size - 2;
+	if (max > INI_MAX_LINE - 2)
+		max = INI_MAX_LINE - 2;
+
+	c = getc(p->f);
+	if (c == EOF)
+		goto eof;
+	if (p->line == INT_MAX) {       /* inih counts lines in an int */
+		problem(p, "too many lines");
+		return NULL;
+	}
+	p->line++;
+
+	/*
+	 * Read the whole line and keep its start.  Remember its first
+	 * non-blank character, so comments and blank lines of any length are
+	 * recognized, and the same after a possible byte order mark.
+	 */
+	for (; c != EOF && c != '\n'; c = getc(p->f)) {
+		if (c == '\0')
+			nul = true;
+		if (n < sizeof(p->raw))
+			p->raw[n] = (char)c;
+		if (!first && !isspace(c))
+			first = c;
+		if (!first_after_bom && n >= 3 && !isspace(c))
+			first_after_bom = c;
+		last = c;
+		if (n < SIZE_MAX)
+			n++;
+	}
+	if (c == EOF && ferror(p->f))
+		goto eof;
+	if (last == '\r')
+		n--;    /* CRLF: the '\r' belongs to the line's end */
+	if (p->line == 1 && n >= 3 && memcmp(p->raw, bom, 3) == 0) {
+		skip = 3;
+		n -= 3;
+		first = first_after_bom;
+	}
+
+	if (nul) {
+		problem(p, "NUL byte in line");
+		goto blank;
+	}
+	/* Comments and blank lines never reach inih, so they may be of any length. */
+	if (first == 0 || first == '#' || first == ';')
+		goto blank;
+	if (n > max) {
+		problem(p, "line too long (at most %zu characters)", max);
+		if (first == '[')
+			section_skip(p);
+		goto blank;
+	}
+
+	start = p->raw + skip;
+	end = start + n;
+	while (start < end && isspace((unsigned char)*start))
+		start++;
+	while (end > start && isspace((unsigned char)end[-1]))
+		end--;
+
+	if (*start == '[') {
+		read_section_header(p, start, (size_t)(end - start));
+		goto blank;
+	}
+
+	memcpy(buf, start, (size_t)(end - start));
+	buf[end - start] = '\0';
+	eq = find_chars_or_comment(buf, "=:");
+	if ((*eq != '=' && *eq != ':') || eq == buf) {
+		problem(p, "expected 'key = value' or '[section]'");
+		goto blank;
+	}
+	buf[end - start] = '\n';
+	buf[end - start + 1] = '\0';
+	return buf;
+
+blank:
+	strcpy(buf, "\n");
+	return buf;
+
+eof:
+	if (ferror(p->f) && p->error == 0)
+		p->error = errno > 0 ? -errno : -EIO;
+	return NULL;
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+int conf_parse(FILE *f, const char *filename, conf_report_fn report, void *userdata,
+	       struct mg_conf **ret)
+{
+	_cleanup_free_ struct parser *p = NULL;
+	_cleanup_(conf_freep) struct mg_conf *c = NULL;
+	int r;
+
+	if (!f || !ret)
+		return -EINVAL;
+
+	/* The parser holds a few KiB of line buffers: keep them off the stack. */
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = conf_new_default(&c);
+	if (r < 0)
+		return r;
+	if (filename) {
+		c->path = strdup(filename);
+		if (!c->path)
+			return -ENOMEM;
+	}
+	p->f = f;
+	p->filename = filename ?: "-";
+	p->report = report;
+	p->userdata = userdata;
+	p->conf = c;
+
+	r = ini_parse_stream(conf_reader, p, conf_handler, p);
+	section_end(p);
+	if (p->error)
+		return p->error;
+	if (r > 0)
+		/* The reader let through a line inih could not split: say so. */
+		problem_at(p, (unsigned)r, "expected 'key = value' or '[section]'");
+	else if (r < 0)
+		return r == -2 ? -ENOMEM : -EIO;        /* inih's malloc or open failed */
+	if (p->n_problems > 0)
+		return -EINVAL;
+
+	*ret = TAKE_PTR(c);
+	return 0;
+}
+
+int conf_load(const char *path, conf_report_fn report, void *userdata, struct mg_conf **ret)
+{
+	_cleanup_fclose_ FILE *f = NULL;
+
+	if (!path || !ret)
+		return -EINVAL;
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	return conf_parse(f, path, report, userdata, ret);
+}
