@@ -61,6 +61,7 @@ struct service {
 	bool saved_high_valid;
 	uint64_t saved_high;             /* memory.high before the daemon wrote it */
 	bool high_unavailable_said;
+	bool high_noop;                  /* HIGH recorded on v1 without a write */
 	bool escalate_failed_said;
 	bool open_failed_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
@@ -435,13 +436,25 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 	switch (a) {
 	case POLICY_ACTION_HIGH:
 		if (!s->sample.high_known) {
+			/* cgroup v1 has no memory.high.  For enforce=kill the
+			 * step is passed over (recorded, nothing written) so the
+			 * kill, which v1 can do, stays possible after a further
+			 * deadline; enforce=high can only notify. */
 			if (!s->high_unavailable_said)
 				log_service(LOG_WARNING, s->conf.name, lvl, u, "escalate",
-					    "enforce=high needs memory.high, which cgroup v1 lacks; "
-					    "only notifying");
+					    "memory.high is unavailable on cgroup v1; %s",
+					    s->conf.enforce == MG_ENFORCE_KILL
+						    ? "the kill step follows if usage stays above "
+						      "the budget"
+						    : "only notifying");
 			s->high_unavailable_said = true;
-			return 0;
+			if (s->conf.enforce != MG_ENFORCE_KILL)
+				return 0;
+			s->saved_high_valid = false;
+			s->high_noop = true;
+			break;
 		}
+		s->high_noop = false;
 		s->saved_high = s->sample.high;
 		s->saved_high_valid = true;
 		r = cgrp_write_high(s->v2_dir, s->budget);
@@ -459,9 +472,11 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 			if (r < 0)
 				return escalate_failed(s, r, "restore memory.high");
 		}
-		log_service(LOG_NOTICE, s->conf.name, lvl, u, "restore",
-			    "memory.high restored: level back to %s", lvl);
+		if (!s->high_noop)
+			log_service(LOG_NOTICE, s->conf.name, lvl, u, "restore",
+				    "memory.high restored: level back to %s", lvl);
 		s->saved_high_valid = false;
+		s->high_noop = false;
 		break;
 	case POLICY_ACTION_KILL:
 		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
@@ -890,7 +905,9 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 
 		o->level = (uint8_t)s->ps.level;
 		o->enforce = (uint8_t)s->conf.enforce;
-		o->escalation = (uint8_t)s->ps.escalation;
+		o->escalation = (uint8_t)(s->high_noop && s->ps.escalation == MG_ESCALATION_HIGH
+						  ? MG_ESCALATION_NONE
+						  : s->ps.escalation);
 		o->psi_mode = (uint8_t)(s->cg ? s->psi_mode : MG_PSI_ABSENT);
 		o->gc_percent = s->last.directive.gc_percent;
 		o->throttle = s->last.directive.throttle;

@@ -106,6 +106,7 @@ static void cgroup_files(const char *cg, uint64_t current)
 	F("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
 	F("memory.max", "max\n");
 	F("memory.high", "max\n");
+	F("cgroup.kill", "0\n");
 	F("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
 			     "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
 #undef F
@@ -132,7 +133,9 @@ static const char *config_good =
 	"enforce = high\n"
 	"[batch]\n"
 	"cgroup = batch\n"
-	"budget = 100M\n";
+	"budget = 100M\n"
+	"release_deadline = 200ms\n"
+	"enforce = kill\n";
 
 static int setup(void **state)
 {
@@ -376,6 +379,73 @@ static void test_enforce_high_writes_and_restores(void **state)
 	close(fd);
 }
 
+/* Wait until the fixture file `rel` no longer holds `was`. */
+static char *await_change(const char *rel, const char *was, char *buf, size_t size)
+{
+	for (int i = 0; i < 150 && !strcmp(get(rel, buf, size), was); i++)
+		usleep(20000);
+	return buf;
+}
+
+/* enforce=kill: memory.high first; the kill only when usage stays above
+ * the budget a further deadline while memory.events max grows. */
+static void test_enforce_kill_needs_growth(void **state)
+{
+	char buf[64];
+
+	set_usage("batch", BUDGET * 110 / 100);
+	assert_int_equal(strtoull(await_change("cg/batch/memory.high", "max\n", buf,
+						 sizeof(buf)), NULL, 10), BUDGET);
+	/* No max/oom growth: no kill, however long. */
+	usleep(600000);
+	assert_string_equal(get("cg/batch/cgroup.kill", buf, sizeof(buf)), "0\n");
+
+	put("cg/batch/memory.events", "low 0\nhigh 3\nmax 7\noom 0\noom_kill 0\n");
+	assert_string_equal(await_change("cg/batch/cgroup.kill", "0\n", buf, sizeof(buf)), "1\n");
+}
+
+/* Admin requests over the real socket from a peer that is not root. */
+static void test_non_admin_refused(void **state)
+{
+	char sock[128];
+	int status;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(chmod(sock, 0666), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		static const uint16_t types[] = { MG_MSG_STATUS, MG_MSG_CLIENTS, MG_MSG_RELEASE,
+						  MG_MSG_RELOAD, MG_MSG_SET_BUDGET };
+
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+			struct mg_msg m = { .hdr = { .type = types[i], .seq = 5 } };
+			int fd = connect_daemon();
+
+			strcpy(m.release.service, "web");
+			if (types[i] == MG_MSG_SET_BUDGET) {
+				strcpy(m.set_budget.service, "web");
+				m.set_budget.budget = 1;
+			}
+			send_msg(fd, &m);
+			if (recv_msg(fd, &m, 3000) < 0 || m.hdr.type != MG_MSG_RESULT ||
+			    m.result.code != MG_ERR_PERMISSION)
+				_exit(11 + (int)i);
+			if (recv_msg(fd, &m, 3000) != -ECONNRESET)
+				_exit(20 + (int)i);
+			close(fd);
+		}
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_wrong_service_refused(void **state)
 {
 	struct mg_msg m;
@@ -476,6 +546,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_released_is_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_high_writes_and_restores, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_enforce_kill_needs_growth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_non_admin_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_service_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_client_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_good_and_broken, setup, teardown),
