@@ -36,7 +36,8 @@
 static struct {
 	char v2_root[512];               /* the cgroup2 dir this test runs in */
 	char v1_root[512];               /* its v1 memory dir; "" on pure v2 */
-	char name[64];                   /* the nested cgroup's name */
+	char name[64];                   /* the nested cgroup for the growth test */
+	char stall[64];                  /* the nested cgroup for the stall test */
 	char tmp[64];
 	pid_t daemon;
 } t;
@@ -56,17 +57,58 @@ static int write_str(const char *dir, const char *file, const char *value)
 	return r;
 }
 
-static void cg_dir(char *buf, size_t size, const char *root)
+static void cg_dir_of(char *buf, size_t size, const char *root, const char *name)
 {
-	snprintf(buf, size, "%s/%s", root, t.name);
+	snprintf(buf, size, "%s/%s", root, name);
+}
+
+static const char *make_cgroup(const char *name)
+{
+	static char reason[1024];
+	char dir[700];
+
+	cg_dir_of(dir, sizeof(dir), t.v2_root, name);
+	if (mkdir(dir, 0755) < 0) {
+		snprintf(reason, sizeof(reason), "cannot create %s: %s", dir, strerror(errno));
+		return reason;
+	}
+	if (t.v1_root[0]) {
+		cg_dir_of(dir, sizeof(dir), t.v1_root, name);
+		if (mkdir(dir, 0755) < 0) {
+			snprintf(reason, sizeof(reason), "cannot create %s: %s", dir,
+				 strerror(errno));
+			cg_dir_of(dir, sizeof(dir), t.v2_root, name);
+			rmdir(dir);
+			return reason;
+		}
+	}
+	return NULL;
+}
+
+static void remove_cgroup(const char *name)
+{
+	const char *roots[] = { t.v2_root, t.v1_root };
+	char dir[700];
+
+	for (size_t r = 0; r < 2; r++) {
+		if (!roots[r][0])
+			continue;
+		cg_dir_of(dir, sizeof(dir), roots[r], name);
+		/* rmdir can race the exit of the last member; retry a little. */
+		for (int i = 0; i < 50; i++) {
+			if (rmdir(dir) == 0 || errno == ENOENT)
+				break;
+			usleep(20000);
+		}
+	}
 }
 
 /* Find our own cgroups and make the nested ones; a reason when we can't. */
 static const char *prepare(void)
 {
-	static char reason[1024];
 	struct monitor_roots roots = { 0 };
-	char *v2 = NULL, *v1 = NULL, dir[700];
+	char *v2 = NULL, *v1 = NULL;
+	const char *why;
 	int r;
 
 	if (geteuid() != 0)
@@ -87,52 +129,27 @@ static const char *prepare(void)
 	free(v1);
 	monitor_roots_done(&roots);
 
+	/* Pure v2: the memory controller must reach the nested cgroups. */
+	if (!t.v1_root[0] && write_str(t.v2_root, "cgroup.subtree_control", "+memory") < 0)
+		return "cannot enable the memory controller below our cgroup";
+
 	snprintf(t.name, sizeof(t.name), "memguard-it-%d", (int)getpid());
-	cg_dir(dir, sizeof(dir), t.v2_root);
-	if (mkdir(dir, 0755) < 0) {
-		snprintf(reason, sizeof(reason), "cannot create %s: %s", dir, strerror(errno));
-		return reason;
-	}
-	if (t.v1_root[0]) {
-		cg_dir(dir, sizeof(dir), t.v1_root);
-		if (mkdir(dir, 0755) < 0) {
-			snprintf(reason, sizeof(reason), "cannot create %s: %s", dir,
-				 strerror(errno));
-			cg_dir(dir, sizeof(dir), t.v2_root);
-			rmdir(dir);
-			return reason;
-		}
-	} else {
-		/* Pure v2: the memory controller must reach the nested cgroup. */
-		if (write_str(t.v2_root, "cgroup.subtree_control", "+memory") < 0) {
-			cg_dir(dir, sizeof(dir), t.v2_root);
-			rmdir(dir);
-			return "cannot enable the memory controller below our cgroup";
-		}
+	snprintf(t.stall, sizeof(t.stall), "memguard-it-%d-stall", (int)getpid());
+	why = make_cgroup(t.name);
+	if (why)
+		return why;
+	why = make_cgroup(t.stall);
+	if (why) {
+		remove_cgroup(t.name);
+		return why;
 	}
 	return NULL;
 }
 
 static void cleanup_cgroups(void)
 {
-	char dir[700];
-
-	if (!t.name[0])
-		return;
-	/* rmdir can race the exit of the last member; retry a little. */
-	for (int i = 0; i < 50; i++) {
-		cg_dir(dir, sizeof(dir), t.v2_root);
-		if (rmdir(dir) == 0 || errno == ENOENT)
-			break;
-		usleep(20000);
-	}
-	if (t.v1_root[0])
-		for (int i = 0; i < 50; i++) {
-			cg_dir(dir, sizeof(dir), t.v1_root);
-			if (rmdir(dir) == 0 || errno == ENOENT)
-				break;
-			usleep(20000);
-		}
+	remove_cgroup(t.name);
+	remove_cgroup(t.stall);
 }
 
 static int setup(void **state)
@@ -147,8 +164,10 @@ static int setup(void **state)
 	snprintf(sock, sizeof(sock), "%s/memguardd.sock", t.tmp);
 	f = fopen(conf, "we");
 	assert_non_null(f);
-	fprintf(f, "[daemon]\ntick = 100ms\nlog_level = debug\n[it]\ncgroup = %s\nbudget = 64M\n",
-		t.name);
+	fprintf(f, "[daemon]\ntick = 100ms\nlog_level = debug\n"
+		"[it]\ncgroup = %s\nbudget = 64M\n"
+		"[stall]\ncgroup = %s\nbudget = 1G\npressure_some = 0.5%%\n",
+		t.name, t.stall);
 	fclose(f);
 
 	t.daemon = fork();
@@ -199,36 +218,47 @@ static int recv_msg(int fd, struct mg_msg *m, int ms)
  * The client, in a child process inside the nested cgroup.  Exit codes say
  * which step failed.
  */
-static int client(void)
+/* Join cgroup `name` (both hierarchies), register; the socket or -code. */
+static int join_and_register(const char *name, const char *service, uint64_t budget)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
 	uint8_t buf[MG_MSG_MAX];
 	char dir[700], pid[32];
-	uint8_t *mem;
 	int fd, n;
 
 	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	cg_dir(dir, sizeof(dir), t.v2_root);
+	cg_dir_of(dir, sizeof(dir), t.v2_root, name);
 	if (write_str(dir, "cgroup.procs", pid) < 0)
-		return 10;
+		return -10;
 	if (t.v1_root[0]) {
-		cg_dir(dir, sizeof(dir), t.v1_root);
+		cg_dir_of(dir, sizeof(dir), t.v1_root, name);
 		if (write_str(dir, "cgroup.procs", pid) < 0)
-			return 11;
+			return -11;
 	}
 
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", t.tmp);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return 12;
+		return -12;
 	strcpy(m.hello.process, "test-cgroup");
 	n = proto_msg_encode(&m, buf, sizeof(buf));
 	if (send(fd, buf, (size_t)n, 0) != n)
-		return 13;
+		return -13;
 	if (recv_msg(fd, &m, 5000) < 0 || m.hdr.type != MG_MSG_WELCOME ||
-	    strcmp(m.welcome.service, "it") || m.welcome.budget != 64 * MiB)
-		return 14;
+	    strcmp(m.welcome.service, service) || m.welcome.budget != budget)
+		return -14;
+	return fd;
+}
+
+static int client(void)
+{
+	struct mg_msg m;
+	uint8_t *mem;
+	int fd = join_and_register(t.name, "it", 64 * MiB);
+
+	if (fd < 0)
+		return -fd;
 
 	/* Grow to ~94 % of the budget: CRITICAL must follow. */
 	mem = mmap(NULL, 60 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -256,6 +286,104 @@ static int client(void)
 	return 19;
 }
 
+#define STALL_FILE_MB 128
+
+/* The daemon's view of a service's PSI some avg10 (bp), from STATUS. */
+static int service_some_avg10(const char *service)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 2 } };
+	uint8_t buf[MG_MSG_MAX];
+	int fd, n, some = -1;
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", t.tmp);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -1;
+	n = proto_msg_encode(&m, buf, sizeof(buf));
+	if (send(fd, buf, (size_t)n, 0) == n)
+		while (recv_msg(fd, &m, 3000) == 0 && m.hdr.type != MG_MSG_RESULT)
+			if (m.hdr.type == MG_MSG_STATUS_SERVICE &&
+			    !strcmp(m.status_service.name, service))
+				some = (int)m.status_service.some_avg10;
+	close(fd);
+	return some;
+}
+
+/*
+ * A real memory stall: the page cache of a file twice the cgroup's limit,
+ * read over and over, makes every read reclaim (the kernel counts that
+ * as memory stall in the cgroup's memory.pressure).  The service's
+ * pressure_some threshold must turn that into WARN.
+ */
+static int stall_client(const char *file)
+{
+	char dir[700], limit[32], buf[1 << 16];
+	bool warned = false, psi_seen = false;
+	struct mg_msg m;
+	int fd;
+
+	snprintf(limit, sizeof(limit), "%lu\n", 32 * MiB);
+	if (t.v1_root[0]) {
+		cg_dir_of(dir, sizeof(dir), t.v1_root, t.stall);
+		if (write_str(dir, "memory.limit_in_bytes", limit) < 0)
+			return 30;
+	} else {
+		cg_dir_of(dir, sizeof(dir), t.v2_root, t.stall);
+		if (write_str(dir, "memory.max", limit) < 0)
+			return 30;
+	}
+	fd = join_and_register(t.stall, "stall", 1024 * MiB);
+	if (fd < 0)
+		return -fd;
+	/* Read until the daemon has both seen the stall in PSI and raised
+	 * the level (which memory.events growth may do first). */
+	for (int round = 0; round < 200 && !(warned && psi_seen); round++) {
+		int f = open(file, O_RDONLY | O_CLOEXEC);
+
+		if (f < 0)
+			return 31;
+		while (read(f, buf, sizeof(buf)) > 0)
+			while (recv_msg(fd, &m, 0) == 0)
+				if (m.hdr.type == MG_MSG_DIRECTIVE &&
+				    m.directive.level >= MG_LEVEL_WARN)
+					warned = true;
+		close(f);
+		psi_seen = psi_seen || service_some_avg10("stall") >= 50;
+	}
+	return warned && psi_seen ? 0 : warned ? 32 : 33;
+}
+
+static void test_real_stall_raises_level(void **state)
+{
+	char file[128], block[1 << 16];
+	int status, fd;
+	pid_t pid;
+
+	/* On disk, not tmpfs: page cache the kernel can reclaim. */
+	snprintf(file, sizeof(file), "/var/tmp/memguard-it-%d.data", (int)getpid());
+	fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < sizeof(block); i++)
+		block[i] = (char)(i * 7);
+	for (int i = 0; i < STALL_FILE_MB * 16; i++)
+		assert_int_equal(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+	/* Written here, its pages count against this cgroup: drop them so
+	 * the reads charge the nested one. */
+	assert_int_equal(fdatasync(fd), 0);
+	assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	close(fd);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(stall_client(file));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	unlink(file);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_real_cgroup_client(void **state)
 {
 	int status;
@@ -273,6 +401,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_real_cgroup_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_real_stall_raises_level, setup, teardown),
 	};
 	const char *why = prepare();
 	int r;
