@@ -118,7 +118,7 @@ static void queue_clear(struct client *c)
 {
 	while (c->q_len > 0) {
 		free(c->queue[c->q_head]);
-		c->q_head = (c->q_head + 1) % c->q_max;
+		c->q_head = (c->q_head + 1) % c->q_cap;
 		c->q_len--;
 	}
 }
@@ -178,6 +178,27 @@ void server_drop(struct client *c, int level, const char *reason)
 	sd_event_source_set_enabled(s->reaper, SD_EVENT_ONESHOT);
 }
 
+/* Most sends go straight to the socket, so the ring is allocated only when
+ * a client falls behind, and grows by doubling up to its bound. */
+static int queue_grow(struct client *c)
+{
+	size_t cap = c->q_cap ? c->q_cap * 2 : 8;
+	uint8_t **q;
+
+	if (cap > c->q_max)
+		cap = c->q_max;
+	q = malloc(cap * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->q_len; i++)
+		q[i] = c->queue[(c->q_head + i) % c->q_cap];
+	free(c->queue);
+	c->queue = q;
+	c->q_cap = cap;
+	c->q_head = 0;
+	return 0;
+}
+
 /* Read unless closing; write while something is queued. */
 static int update_events(struct client *c)
 {
@@ -198,7 +219,7 @@ static int flush(struct client *c)
 			return -errno;
 		}
 		free(d);
-		c->q_head = (c->q_head + 1) % c->q_max;
+		c->q_head = (c->q_head + 1) % c->q_cap;
 		c->q_len--;
 	}
 	if (c->q_len == 0 && c->closing)
@@ -235,6 +256,10 @@ int server_send(struct client *c, struct mg_msg *m)
 		server_drop(c, LOG_WARNING, "send queue full (the client does not read)");
 		return -EPIPE;
 	}
+	if (c->q_len == c->q_cap && queue_grow(c) < 0) {
+		server_drop(c, LOG_ERR, "out of memory for its send queue");
+		return -EPIPE;
+	}
 	d = malloc((size_t)n + 2);
 	if (!d) {
 		server_drop(c, LOG_ERR, "out of memory for its send queue");
@@ -243,7 +268,7 @@ int server_send(struct client *c, struct mg_msg *m)
 	d[0] = (uint8_t)n;
 	d[1] = (uint8_t)(n >> 8);
 	memcpy(d + 2, buf, (size_t)n);
-	c->queue[(c->q_head + c->q_len) % c->q_max] = d;
+	c->queue[(c->q_head + c->q_len) % c->q_cap] = d;
 	c->q_len++;
 	return update_events(c);
 }
@@ -467,13 +492,7 @@ static void accept_one(struct server *s, int fd)
 	}
 	c->admin = peer_is_admin(s, fd, &c->cred);
 	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
-	c->queue = calloc(c->q_max, sizeof(*c->queue));
 	c->last_rx_usec = now_usec();
-	if (!c->queue) {
-		close(fd);
-		free(c);
-		return;
-	}
 
 	c->next = s->clients;
 	if (s->clients)

@@ -43,7 +43,8 @@ struct client {
 	uint64_t ping_cookie;            /* outstanding PING, 0 = none */
 	uint64_t ping_usec;              /* when it was sent */
 	uint8_t **queue;                 /* ring of encoded datagrams: u16 length + bytes */
-	size_t q_head, q_len, q_max;
+	size_t q_head, q_len, q_cap;     /* q_cap: slots allocated, grown on demand */
+	size_t q_max;                    /* bound; the client is dropped beyond it */
 	void *data;                      /* the manager's per-client state */
 };
 
