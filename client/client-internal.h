@@ -65,7 +65,6 @@ struct mg_client {
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char service[MG_NAME_MAX + 1];   /* "" = the daemon maps our cgroup */
 	char process[MG_NAME_MAX + 1];
-	bool automatic;                  /* started by the preload library */
 
 	/* File descriptors.  epfd, timerfd and evfd keep their numbers for the
 	 * client's life, across fork() too (conn_fds_renew()). */

@@ -28,9 +28,11 @@ static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mg_client *registry;
 static struct mg_client *automatic;      /* the preload library's, under registry_lock */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_result;                /* of pthread_atfork(), as -errno */
 static atomic_bool resume_pending;       /* fork() child: threads to restart */
 
 static int client_start_thread(struct mg_client *c);
+static void orphan(struct mg_client *c, uint64_t now);
 
 static uint64_t add_sat(uint64_t a, uint64_t b)
 {
@@ -240,6 +242,7 @@ static void atfork_child(void)
 		c->failures = 0;
 		c->backoff_ms = CONN_BACKOFF_MIN_MS;
 		c->rng ^= (uint64_t)getpid() << 17;
+		orphan(c, now);
 		if (conn_fds_renew(c) < 0) {
 			c->thread_running = false;
 			continue;
@@ -257,10 +260,9 @@ static void atfork_child(void)
 
 static void atfork_register(void)
 {
-	/* Only fails with ENOMEM; the clients then work, but a child would
-	 * share its parent's connection: better to know at mg_client_new(). */
-	if (pthread_atfork(atfork_prepare, atfork_parent, atfork_child) != 0)
-		atomic_store(&resume_pending, false);
+	/* Only fails with ENOMEM.  Clients would work, but a child would use
+	 * its parent's connection: mg_client_new() fails instead. */
+	atfork_result = -pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 void client_resume_after_fork(void)
@@ -395,15 +397,21 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 		(void)send_report(c);
 }
 
-void client_disconnected(struct mg_client *c)
+/* Without a daemon, the directive in force holds for a grace period (a
+ * daemon restart takes about a second), then lapses to the defaults. */
+static void orphan(struct mg_client *c, uint64_t now)
 {
-	/* Nobody is left to lift a throttle: admission opens now.  The rest of
-	 * the directive holds for a grace period, for a daemon restart. */
-	atomic_store(&c->throttle, 0);
-	client_gate_update();
 	if (!c->orphan_us && (c->applied.level != MG_LEVEL_NORMAL ||
 			      c->applied.gc_percent != MG_GC_DEFAULT || c->applied.soft_limit))
-		c->orphan_us = conn_now_us() + 1000ULL * CLIENT_ORPHAN_GRACE_MS;
+		c->orphan_us = now + 1000ULL * CLIENT_ORPHAN_GRACE_MS;
+}
+
+void client_disconnected(struct mg_client *c)
+{
+	/* Nobody is left to lift a throttle: admission opens now. */
+	atomic_store(&c->throttle, 0);
+	client_gate_update();
+	orphan(c, conn_now_us());
 }
 
 static void lapse(struct mg_client *c)
@@ -648,14 +656,18 @@ static int client_start_thread(struct mg_client *c)
 	return r;
 }
 
-static int client_create(int fd, const struct mg_client_opts *opts, bool automatic_client,
-			 struct mg_client **ret)
+static int client_create(int fd, const struct mg_client_opts *opts, struct mg_client **ret)
 {
 	struct mg_client *c;
 	struct timespec ts;
 	int r;
 
 	pthread_once(&atfork_once, atfork_register);
+	if (atfork_result < 0) {
+		if (fd >= 0)
+			close(fd);
+		return atfork_result;
+	}
 	client_resume_after_fork();
 
 	c = calloc(1, sizeof(*c));
@@ -669,7 +681,6 @@ static int client_create(int fd, const struct mg_client_opts *opts, bool automat
 	c->state = CONN_IDLE;
 	c->report_ms = CONN_REPORT_DEFAULT_MS;
 	c->backoff_ms = CONN_BACKOFF_MIN_MS;
-	c->automatic = automatic_client;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	c->rng = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
 	c->rng |= 1;
@@ -713,7 +724,7 @@ int client_new_fd(int fd, const struct mg_client_opts *opts, struct mg_client **
 			close(fd);
 		return -EINVAL;
 	}
-	return client_create(fd, opts, false, ret);
+	return client_create(fd, opts, ret);
 }
 
 _public_ int mg_client_new(struct mg_client **ret, const struct mg_client_opts *opts)
@@ -723,7 +734,7 @@ _public_ int mg_client_new(struct mg_client **ret, const struct mg_client_opts *
 
 	if (!ret)
 		return -EINVAL;
-	r = client_create(-1, opts, false, &c);
+	r = client_create(-1, opts, &c);
 	if (r < 0)
 		return r;
 
@@ -743,7 +754,7 @@ int client_auto_start(void)
 	struct mg_client *c;
 	int r;
 
-	r = client_create(-1, NULL, true, &c);
+	r = client_create(-1, NULL, &c);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&registry_lock);

@@ -873,8 +873,18 @@ static void test_free_from_hook(void **state)
 	}
 	assert_int_equal(mg_client_dispatch(d.c), 0);
 	d.c = NULL;
-	/* No further hooks, no RELEASED from a freed client: just BYE. */
+	/* No hook after the free (the application may be tearing down what
+	 * they use); the heap still answers the demand, then BYE. */
+	await_msg(NULL, d.fd, MG_MSG_RELEASED, &m);
 	await_msg(NULL, d.fd, MG_MSG_BYE, &m);
+	{
+		char t[sizeof(trace)];
+
+		trace_take(t, sizeof(t));
+		assert_non_null(strstr(t, "level=WARN"));
+		assert_null(strstr(t, "gc="));
+		assert_null(strstr(t, " release="));     /* heap_release= is expected */
+	}
 }
 
 static void test_options(void **state)
