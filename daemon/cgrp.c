@@ -4,9 +4,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libcgroup.h>
 #include <linux/magic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -74,4 +77,59 @@ int cgrp_kill(const char *dir)
 		if (pid > 0 && kill(pid, SIGKILL) == 0)
 			n++;
 	return n;
+}
+
+/* libcgroup's codes as errno values. */
+static int ecg_to_errno(int ecg)
+{
+	switch (ecg) {
+	case 0:
+		return 0;
+	case ECGROUPNOTMOUNTED:
+	case ECGROUPSUBSYSNOTMOUNTED:
+	case ECGROUPNOTEXIST:
+		return -ENOENT;
+	case ECGROUPNOTALLOWED:
+	case ECGROUPNOTOWNER:
+		return -EPERM;
+	case ECGINVAL:
+		return -EINVAL;
+	case ECGROUPUNSUPP:
+		return -EOPNOTSUPP;
+	case ECGOTHER: {
+		int e = cgroup_get_last_errno();
+
+		return e > 0 ? -e : -EIO;
+	}
+	default:
+		return -EIO;
+	}
+}
+
+int cgrp_pid_v1_memory(pid_t pid, char **ret)
+{
+	static int init_result = 1;      /* 1: not tried yet */
+	char *path = NULL;
+	int r;
+
+	/* cgroup_init() reads the mount table once; the daemon is single
+	 * threaded, so no lock. */
+	if (init_result == 1)
+		init_result = ecg_to_errno(cgroup_init());
+	if (init_result < 0)
+		return init_result;
+
+	r = cgroup_get_current_controller_path(pid, "memory", &path);
+	if (r != 0) {
+		r = ecg_to_errno(r);
+		/* A vanished /proc/PID/cgroup comes back as ECGOTHER/ENOENT. */
+		if (r == -ENOENT && kill(pid, 0) < 0 && errno == ESRCH)
+			r = -ESRCH;
+		free(path);
+		return r;
+	}
+	if (!path)
+		return -ENOENT;
+	*ret = path;
+	return 0;
 }

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The daemon's writes to cgroups: memory.high and killing a cgroup.  Every
- * path is a directory given by the caller, so tests use fixture trees.
+ * The daemon's hands on cgroups: writing memory.high, killing a cgroup,
+ * and asking libcgroup where a process is.  This is the only file that
+ * includes <libcgroup.h>; its ECG* codes become -errno here.  Writes take
+ * a directory from the caller, so tests use fixture trees.
  */
 #pragma once
 
 #include <stdint.h>
+#include <sys/types.h>
 
 /*
  * Write `bytes` to <dir>/memory.high ("max" for UINT64_MAX).  Returns 0 or
@@ -20,3 +23,13 @@ int cgrp_write_high(const char *dir, uint64_t bytes);
  * -errno.
  */
 int cgrp_kill(const char *dir);
+
+/*
+ * The cgroup v1 memory controller path of `pid` ("/system.slice/x.service",
+ * relative to the controller's mount), from libcgroup, which knows the
+ * controller mounts of hybrid hosts.  The caller frees it.  Returns 0,
+ * -ENOENT when the memory controller is not mounted on v1 (pure cgroup2:
+ * libcgroup 2.0 cannot map a pid to a unified path, so the caller reads
+ * /proc/PID/cgroup), -ESRCH when the process is gone, or another -errno.
+ */
+int cgrp_pid_v1_memory(pid_t pid, char **ret);

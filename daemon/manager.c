@@ -761,6 +761,17 @@ static int peer_dirs(struct manager *m, pid_t pid, struct mclient *mc)
 	r = monitor_pid_cgroup(m->paths.proc, pid, &v2, &v1);
 	if (r < 0)
 		return r;
+	/* On the real /proc of a hybrid host, libcgroup names the v1 memory
+	 * cgroup from the controller mounts it knows; /proc's line is the
+	 * fallback (and what fixture trees use). */
+	if (m->v1_mount && strcmp(m->paths.proc, "/proc") == 0) {
+		char *lv1 = NULL;
+
+		if (cgrp_pid_v1_memory(pid, &lv1) == 0) {
+			free(v1);
+			v1 = lv1;
+		}
+	}
 	if (v2 && m->v2_mount)
 		snprintf(mc->v2, sizeof(mc->v2), "%s%s", m->v2_mount, strcmp(v2, "/") ? v2 : "");
 	if (v1 && m->v1_mount)
