@@ -281,7 +281,8 @@ void client_resume_after_fork(void)
 		r = client_start_thread(c);
 		if (r < 0) {
 			pthread_mutex_lock(&c->lock);
-			client_log(c, LOG_ERR, "Failed to restart the client thread after fork(): %s",
+			client_log(c, LOG_ERR,
+				   "Failed to restart the client thread after fork(): %s",
 				   strerror(-r));
 			pthread_mutex_unlock(&c->lock);
 		}
@@ -385,7 +386,8 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 		m.released.bytes = release(c, d->release);
 		us = conn_now_us() - t0;
 		if (d->deadline_ms && us > 1000ULL * d->deadline_ms)
-			client_log(c, LOG_NOTICE, "Release took %llu ms, over the deadline of %u ms",
+			client_log(c, LOG_NOTICE,
+				   "Release took %llu ms, over the deadline of %u ms",
 				   (unsigned long long)us / 1000, d->deadline_ms);
 		c->released_total = add_sat(c->released_total, m.released.bytes);
 		m.released.directive_seq = seq;
@@ -636,7 +638,16 @@ static void *client_thread(void *p)
 		}
 		if (atomic_load(&c->stop))
 			break;
-		(void)poll(&pfd, 1, ms < 0 ? 1000 : ms);
+		if (poll(&pfd, 1, ms < 0 ? 1000 : ms) > 0 && (pfd.revents & POLLNVAL)) {
+			/* Someone closed our descriptor (a "close every fd"
+			 * loop): stop rather than spin, or touch what reuses
+			 * the number. */
+			pthread_mutex_lock(&c->lock);
+			client_log(c, LOG_ERR, "The client's descriptor %d was closed under it; "
+				   "the client stops", c->epfd);
+			pthread_mutex_unlock(&c->lock);
+			break;
+		}
 	}
 	return NULL;
 }

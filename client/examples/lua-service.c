@@ -352,7 +352,8 @@ int main(int argc, char **argv)
 			mg_heap_stats(&hs);
 			if (!arg.quiet)
 				printf("t=%.0fs level=%d pause=%u lua=%zuKiB admitted=%" PRIu64
-				       " rejected=%" PRIu64 " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
+				       " rejected=%" PRIu64
+				       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
 				       now - start, (int)mg_client_level(client), pause_now,
 				       lua_bytes() / 1024, admitted, rejected, hs.inuse / 1048576.0,
 				       hs.released / 1048576.0);

@@ -614,8 +614,8 @@ static void test_preload_registers(void **state)
 			      "into /bin/sleep\n");
 		skip();
 	}
-	snprintf(env_preload, sizeof(env_preload), "LD_PRELOAD=%s/client/.libs/libmemguard-malloc.so",
-		 MG_TOP_BUILDDIR);
+	snprintf(env_preload, sizeof(env_preload),
+		 "LD_PRELOAD=%s/client/.libs/libmemguard-malloc.so", MG_TOP_BUILDDIR);
 	snprintf(env_socket, sizeof(env_socket), "MEMGUARD_SOCKET=%s", sock);
 	pid = spawn(argv, env, &fd);
 	assert_true(await_clients(1, 3000) >= 0);
