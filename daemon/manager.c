@@ -618,6 +618,16 @@ static void manager_squeeze(struct manager *m)
 	}
 }
 
+/* Registered clients (admin connections are not clients). */
+static size_t manager_n_clients(struct manager *m)
+{
+	size_t n = 0;
+
+	server_for_each(c, m->server)
+		n += c->data != NULL;
+	return n;
+}
+
 static void manager_notify_status(struct manager *m)
 {
 	const struct service *worst = NULL;
@@ -635,11 +645,11 @@ static void manager_notify_status(struct manager *m)
 	}
 	if (worst)
 		snprintf(status, sizeof(status), "%zu services, %zu clients; worst: %s %s",
-			 m->n_services, server_n_clients(m->server), worst->conf.name,
+			 m->n_services, manager_n_clients(m), worst->conf.name,
 			 proto_level_name(worst->ps.level));
 	else
 		snprintf(status, sizeof(status), "no services, %zu clients",
-			 server_n_clients(m->server));
+			 manager_n_clients(m));
 	if (strcmp(status, m->status) != 0) {
 		snprintf(m->status, sizeof(m->status), "%s", status);
 		sd_notifyf(false, "STATUS=%s", status);
@@ -745,10 +755,11 @@ static int implicit_service(struct manager *m, const struct mclient *mc, struct 
 		service_free(s);
 		return r;
 	}
-	log_info("%s: implicit service for a client's cgroup (no configuration file)",
-		 s->conf.name);
 	service_sample(s);
 	service_resolve_budget(s);
+	log_info("%s: implicit service for a client's cgroup (no service configured), "
+		 "budget %" PRIu64 " from its memory.high or memory.max, notify only",
+		 s->conf.name, s->budget);
 	*ret = s;
 	return 0;
 }
@@ -815,7 +826,9 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 			return MG_ERR_SERVICE;
 		}
 	}
-	if (!s && !m->conf->path) {
+	/* No service configured (no file, or an empty one): the embedded
+	 * default makes each client's own cgroup a service. */
+	if (!s && m->conf->n_services == 0) {
 		r = implicit_service(m, mc, &s);
 		if (r < 0)
 			s = NULL;
@@ -897,7 +910,7 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 	struct mg_msg d = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = seq } };
 
 	d.status_daemon.services = (uint32_t)m->n_services;
-	d.status_daemon.clients = (uint32_t)server_n_clients(m->server);
+	d.status_daemon.clients = (uint32_t)manager_n_clients(m);
 	if (m->have_host) {
 		d.status_daemon.mem_total = m->host.mem.total;
 		d.status_daemon.mem_available = m->host.mem.available;
@@ -1312,8 +1325,8 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 
 		if (!o)
 			continue;
-		/* Implicit services live on only while there is no file. */
-		if (o->implicit && !conf->path) {
+		/* Implicit services live on only while no service is configured. */
+		if (o->implicit && conf->n_services == 0) {
 			list[n++] = o;
 			continue;
 		}
@@ -1334,11 +1347,13 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 		if (!mc)
 			continue;
 		s = service_for(m, mc);
-		if (s == mc->svc)
+		if (s && s == mc->svc)
 			continue;
 		service_detach(mc);
 		if (s && service_attach(s, mc) == 0)
 			continue;
+		/* Its service is gone: nothing asks it to hold back now.
+		 * (Sent only when its directive differs from NORMAL.) */
 		mclient_send_normal(mc);
 	}
 	manager_tick_now(m);

@@ -514,6 +514,63 @@ static void test_reload_good_and_broken(void **state)
 	close(fd);
 }
 
+/* An empty file means the embedded default: the client's own cgroup is
+ * a service, its budget the cgroup's memory.high. */
+static void test_empty_config_is_the_default(void **state)
+{
+	struct mg_msg m;
+	int fd;
+
+	put("memguard.conf", "# nothing configured\n");
+	put("cg/web/memory.high", "%llu\n", 50 * MiB);
+	kill(daemon_pid, SIGHUP);
+	usleep(300000);
+	fd = hello("", &m);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	assert_string_equal(m.welcome.service, "web");
+	assert_int_equal(m.welcome.budget, 50 * MiB);
+	close(fd);
+}
+
+/* A service removed by a reload: its client stays connected, told NORMAL. */
+static void test_reload_removes_service(void **state)
+{
+	struct mg_status_daemon d = { 0 };
+	struct mg_status_service web = { 0 };
+	struct mg_directive d_;
+	struct mg_msg m;
+	int fd = hello("web", &m);
+
+	set_usage("web", BUDGET * 85 / 100);
+	await_level(fd, MG_LEVEL_WARN, &d_);
+	put("memguard.conf", "[daemon]\ntick = 50ms\n[batch]\ncgroup = batch\nbudget = 100M\n");
+	kill(daemon_pid, SIGHUP);
+	await_level(fd, MG_LEVEL_NORMAL, &d_);
+	status(&web, &d);
+	assert_int_equal(d.services, 1);
+	assert_int_equal(d.clients, 1);
+	close(fd);
+}
+
+/* SIGTERM puts back the memory.high the daemon changed. */
+static void test_sigterm_restores_memory_high(void **state)
+{
+	char buf[64];
+	struct mg_directive d;
+	struct mg_msg m;
+	int status_code, fd = hello("web", &m);
+
+	set_usage("web", BUDGET * 105 / 100);
+	await_level(fd, MG_LEVEL_EMERGENCY, &d);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
+				  NULL, 10), BUDGET);
+	kill(daemon_pid, SIGTERM);
+	assert_int_equal(waitpid(daemon_pid, &status_code, 0), daemon_pid);
+	daemon_pid = 0;
+	assert_string_equal(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	close(fd);
+}
+
 static void test_sigterm_says_bye_and_cleans_up(void **state)
 {
 	char sock[128];
@@ -551,6 +608,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wrong_service_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_client_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_good_and_broken, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_config_is_the_default, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_removes_service, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigterm_restores_memory_high, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_says_bye_and_cleans_up, setup,
 						teardown),
 	};
