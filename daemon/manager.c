@@ -1040,7 +1040,7 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 		return;
 	}
 	s->budget_override = req->budget;
-	service_resolve_budget(s);
+	manager_tick_now(m);
 	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "set-budget",
 		    "budget set to %" PRIu64 " bytes at runtime (not persisted)", req->budget);
@@ -1048,7 +1048,6 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 			   "budget of %s set to %" PRIu64
 			   " bytes until the next reload or restart (not saved to the config file)",
 			   s->conf.name, req->budget);
-	manager_tick_now(m);
 }
 
 struct reload_errors {

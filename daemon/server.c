@@ -323,6 +323,9 @@ static void handle_hello(struct client *c, const struct mg_msg *m)
 		return;
 	}
 	c->hello = true;
+	/* A registered client gets the client bound even when its peer may
+	 * also send admin requests (a service running as root). */
+	c->q_max = SERVER_QUEUE_MAX;
 	w.welcome.client_id = c->id;
 	server_send(c, &w);
 }
@@ -491,6 +494,8 @@ static void accept_one(struct server *s, int fd)
 		return;
 	}
 	c->admin = peer_is_admin(s, fd, &c->cred);
+	/* Admin answers (STATUS, CLIENTS) come in bursts of one message per
+	 * service or client; registered clients get the small bound. */
 	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
 	c->last_rx_usec = now_usec();
 

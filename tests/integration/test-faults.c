@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memguardd under faults and hostile peers, on a fixture cgroup tree:
+ * connection churn without leaks, a client that never reads, every fuzz
+ * seed and its truncations over a real socket, a storm of SIGHUPs with
+ * broken configs, a socket it cannot create, the socket's mode and group,
+ * names that try to leave the cgroup root.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto/proto.h"
+
+#define MiB (1024ULL * 1024)
+
+static char dir[64];
+static pid_t daemon_pid;
+
+static void put(const char *rel, const char *fmt, ...)
+{
+	char path[512];
+	va_list ap;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	f = fopen(path, "we");
+	assert_non_null(f);
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void mkdirs(const char *rel)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	assert_int_equal(mkdir(path, 0755), 0);
+}
+
+static const char *config =
+	"[daemon]\ntick = 50ms\nsocket_group = %s\n[web]\ncgroup = web\nbudget = 100M\n";
+
+/* The group the socket is given: one that exists on any Debian system. */
+static const char *test_group(void)
+{
+	return getgrnam("nogroup") ? "nogroup" : "root";
+}
+
+static pid_t start_daemon(const char *socket, const char *errfile)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		const char *exe = getenv("MEMGUARDD");
+		char conf[128], root[128], proc[128];
+
+		if (errfile) {
+			int fd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+			dup2(fd, STDERR_FILENO);
+		}
+		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
+		snprintf(root, sizeof(root), "%s/cg", dir);
+		snprintf(proc, sizeof(proc), "%s/proc", dir);
+		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
+		      socket, "--cgroup-root", root, "--proc-root", proc, "--log-level", "notice",
+		      NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void sock_path(char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/run/memguardd.sock", dir);
+}
+
+static int setup(void **state)
+{
+	char self[64], sock[128];
+
+	strcpy(dir, "/tmp/mg-test-faults-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	mkdirs("cg");
+	mkdirs("cg/web");
+	mkdirs("proc");
+	mkdirs("proc/self");
+	mkdirs("proc/pressure");
+	snprintf(self, sizeof(self), "proc/%d", (int)getpid());
+	mkdirs(self);
+	put("proc/self/mountinfo", "41 31 0:38 / %s/cg rw,relatime - cgroup2 cgroup2 rw\n", dir);
+	put("proc/meminfo", "MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n");
+	put("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+				    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+	snprintf(self, sizeof(self), "proc/%d/cgroup", (int)getpid());
+	put(self, "0::/web\n");
+	put("cg/web/memory.current", "%llu\n", 85 * MiB);
+	put("cg/web/memory.stat", "anon %llu\nfile 0\ninactive_file 0\n", 85 * MiB);
+	put("cg/web/memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+	put("cg/web/memory.max", "max\n");
+	put("cg/web/memory.high", "max\n");
+	put("cg/web/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+				      "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+	put("memguard.conf", config, test_group());
+
+	sock_path(sock, sizeof(sock));
+	daemon_pid = start_daemon(sock, NULL);
+	for (int i = 0; i < 300 && access(sock, F_OK) < 0; i++)
+		usleep(10000);
+	assert_int_equal(access(sock, F_OK), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+	int status;
+
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		assert_int_equal(waitpid(daemon_pid, &status, 0), daemon_pid);
+		/* Whatever the test did, the daemon stopped cleanly. */
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+		daemon_pid = 0;
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static int connect_daemon(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	sock_path(sa.sun_path, sizeof(sa.sun_path));
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void send_msg(int fd, struct mg_msg *m)
+{
+	uint8_t buf[MG_MSG_MAX];
+	int n = proto_msg_encode(m, buf, sizeof(buf));
+
+	assert_true(n > 0);
+	assert_int_equal(send(fd, buf, (size_t)n, MSG_NOSIGNAL), n);
+}
+
+static int recv_msg(int fd, struct mg_msg *m, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t buf[MG_MSG_MAX];
+	ssize_t n;
+
+	if (poll(&p, 1, ms) <= 0)
+		return -ETIMEDOUT;
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n <= 0)
+		return -ECONNRESET;
+	return proto_msg_decode(buf, (size_t)n, m);
+}
+
+static int hello(const char *service)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	int fd = connect_daemon();
+
+	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
+	strcpy(m.hello.process, "test-faults");
+	send_msg(fd, &m);
+	assert_int_equal(recv_msg(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	return fd;
+}
+
+/* The daemon answers STATUS: it is alive and serving. */
+static void assert_serving(void)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 4 } };
+	int fd = connect_daemon();
+
+	send_msg(fd, &m);
+	do
+		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+	while (m.hdr.type != MG_MSG_RESULT);
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(fd);
+}
+
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static long rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		sscanf(line, "VmRSS: %ld", &kb);
+	fclose(f);
+	return kb;
+}
+
+/* 10 000 register/disconnect cycles leave no fd and no memory behind. */
+static void test_churn_leaks_nothing(void **state)
+{
+	int fds0, fds1;
+	long rss0, rss1;
+
+	/* Warm up allocator caches before the baseline. */
+	for (int i = 0; i < 200; i++)
+		close(hello("web"));
+	assert_serving();
+	usleep(200000);                  /* the daemon sees the last close */
+	fds0 = count_fds(daemon_pid);
+	rss0 = rss_kb(daemon_pid);
+	for (int i = 0; i < 10000; i++) {
+		int fd = hello(i % 2 ? "web" : "");
+
+		close(fd);
+	}
+	assert_serving();
+	usleep(200000);
+	fds1 = count_fds(daemon_pid);
+	rss1 = rss_kb(daemon_pid);
+	print_message("fds %d -> %d, RSS %ld -> %ld KiB\n", fds0, fds1, rss0, rss1);
+	assert_int_equal(fds1, fds0);
+	assert_true(rss1 - rss0 <= 1024);
+}
+
+/* A client that never reads is dropped at its queue bound; another client
+ * goes on receiving directives meanwhile. */
+static void test_non_reader_dropped(void **state)
+{
+	struct mg_msg m;
+	int slow = hello("web"), good = hello("web"), admin = connect_daemon();
+	bool dropped = false;
+
+	for (int i = 0; i < 3000 && !dropped; i++) {
+		struct pollfd p = { .fd = slow, .events = 0 };
+
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET } };
+		strcpy(m.set_budget.service, "web");
+		/* 90..104 MiB for 85 MiB in use: WARN or CRITICAL, and a new
+		 * soft limit, hence a new directive, every time. */
+		m.set_budget.budget = (90 + (uint64_t)(i % 15)) * MiB;
+		send_msg(admin, &m);
+		assert_int_equal(recv_msg(admin, &m, 3000), 0);
+		assert_int_equal(m.result.code, MG_ERR_OK);
+		/* Drain the good one as a live client would. */
+		while (recv_msg(good, &m, 0) == 0)
+			;
+		dropped = poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+	}
+	assert_true(dropped);
+	/* The good client is still registered and served. */
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET } };
+	strcpy(m.set_budget.service, "web");
+	m.set_budget.budget = 90 * MiB;
+	send_msg(admin, &m);
+	for (;;) {
+		assert_int_equal(recv_msg(good, &m, 3000), 0);
+		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level >= MG_LEVEL_WARN)
+			break;
+	}
+	close(slow);
+	close(good);
+	close(admin);
+}
+
+/* Every fuzz seed, each truncation of it and each with one byte flipped,
+ * over a real socket: a bad one closes only its connection. */
+static void test_corpus_over_socket(void **state)
+{
+	const char *data = getenv("MG_TEST_DATA");
+	char corpus[512];
+	struct dirent *e;
+	int good = hello("web"), sent = 0;
+	DIR *d;
+
+	assert_non_null(data);
+	snprintf(corpus, sizeof(corpus), "%s/../fuzz/corpus/proto", data);
+	d = opendir(corpus);
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		uint8_t buf[MG_MSG_MAX];
+		char path[800];
+		ssize_t n;
+		int f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", corpus, e->d_name);
+		f = open(path, O_RDONLY | O_CLOEXEC);
+		assert_true(f >= 0);
+		n = read(f, buf, sizeof(buf));
+		close(f);
+		assert_true(n > 0);
+		for (ssize_t len = 1; len <= n; len++)
+			for (ssize_t flip = -1; flip < len; flip += len > 24 ? 7 : 1) {
+				uint8_t msg[MG_MSG_MAX];
+				struct mg_msg m;
+				int fd = connect_daemon();
+
+				memcpy(msg, buf, (size_t)len);
+				if (flip >= 0)
+					msg[flip] ^= 0xa5;
+				if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0)
+					fail_msg("send: %s", strerror(errno));
+				/* An answer or a close; never silence forever. */
+				(void)recv_msg(fd, &m, 50);
+				close(fd);
+				sent++;
+			}
+	}
+	closedir(d);
+	print_message("%d hostile datagrams sent\n", sent);
+	assert_true(sent > 1000);
+	assert_serving();
+	{
+		struct mg_msg m = { .hdr = { .type = MG_MSG_REPORT } };
+
+		send_msg(good, &m);
+	}
+	assert_serving();
+	close(good);
+}
+
+/* 100 SIGHUPs within a second, every other one to a broken file: the
+ * daemon lives, and the last good configuration is in force. */
+static void test_sighup_storm(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 3 } };
+	int fd, services = -1;
+
+	for (int i = 0; i < 100; i++) {
+		if (i % 2)
+			put("memguard.conf", "[web]\nbudget = %dQ\n", i);
+		else
+			put("memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\n"
+					     "budget = %dM\n[svc%d]\ncgroup = other\n",
+			    100 + i, i);
+		assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+		usleep(10000);
+	}
+	put("memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 77M\n");
+	kill(daemon_pid, SIGHUP);
+	usleep(300000);
+
+	fd = connect_daemon();
+	send_msg(fd, &m);
+	for (;;) {
+		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		if (m.hdr.type == MG_MSG_STATUS_DAEMON)
+			services = (int)m.status_daemon.services;
+		if (m.hdr.type == MG_MSG_STATUS_SERVICE)
+			assert_int_equal(m.status_service.budget, 77 * MiB);
+		if (m.hdr.type == MG_MSG_RESULT)
+			break;
+	}
+	assert_int_equal(services, 1);
+	close(fd);
+}
+
+/* A socket that cannot be created: a clear error naming it, exit 1. */
+static void test_unusable_socket_dir(void **state)
+{
+	static const char *bad[] = {
+		"/proc/memguard-test/memguardd.sock",   /* cannot make the directory */
+		"/proc/self/memguardd.sock",            /* cannot bind there */
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char err[128], text[2048] = "";
+		int status, fd;
+		ssize_t n;
+		pid_t pid;
+
+		snprintf(err, sizeof(err), "%s/stderr", dir);
+		pid = start_daemon(bad[i], err);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 1);
+		fd = open(err, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		n = read(fd, text, sizeof(text) - 1);
+		close(fd);
+		assert_true(n > 0);
+		print_message("%s", text);
+		assert_non_null(strstr(text, bad[i]));
+	}
+}
+
+static void test_socket_mode_and_group(void **state)
+{
+	char sock[128];
+	struct stat st;
+
+	sock_path(sock, sizeof(sock));
+	assert_int_equal(stat(sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0660);
+	assert_int_equal(st.st_gid, getgrnam(test_group())->gr_gid);
+}
+
+/* Names that try to climb out of the cgroup root find nothing. */
+static void test_traversal_names_refused(void **state)
+{
+	static const char *names[] = { "..", "../web", "web/../../etc", "/etc", "web/.." };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+		int fd = connect_daemon();
+
+		strcpy(m.hello.service, names[i]);
+		send_msg(fd, &m);
+		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+		assert_int_equal(m.error.code, MG_ERR_NO_SERVICE);
+		close(fd);
+
+		fd = connect_daemon();
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 2 } };
+		strcpy(m.set_budget.service, names[i]);
+		m.set_budget.budget = MiB;
+		send_msg(fd, &m);
+		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_RESULT);
+		assert_int_equal(m.result.code, MG_ERR_NO_SERVICE);
+		close(fd);
+	}
+	/* And a configuration cannot name one either. */
+	put("memguard.conf", "[evil]\ncgroup = ../../etc\nbudget = 1M\n");
+	kill(daemon_pid, SIGHUP);
+	usleep(200000);
+	assert_serving();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_churn_leaks_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_non_reader_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corpus_over_socket, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sighup_storm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unusable_socket_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_socket_mode_and_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_traversal_names_refused, setup, teardown),
+	};
+
+	if (geteuid() != 0) {
+		printf("SKIP: needs root (admin requests and socket groups)\n");
+		return 77;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
