@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The memguard allocator's insides.  The public face is the allocator half
+ * of memguard/client.h (malloc.c, scavenge.c, stats.c); everything here is
+ * hidden and shared by the allocator's files and its tests.
+ *
+ * Layers, from the kernel up:
+ *
+ *	arena.c      mmap (through a hook tests can fail), 64 MiB arenas and the
+ *	             address → arena map, metadata memory, huge blocks
+ *	span.c       the page heap: runs of 8 KiB pages ("spans"), free lists
+ *	             that prefer resident pages, coalescing, the released-page
+ *	             bitmap and the release step (madvise in runs ≥ 64 KiB)
+ *	sizeclass.c  96 size classes, 16 B .. 256 KiB, ≤ 12.5 % waste
+ *	central.c    per-class lists of partly used spans and a transfer cache
+ *	             of whole batches, each under its own class lock
+ *	tcache.c     per-thread caches: the lock-free fast path
+ *	malloc.c     mg_malloc() and friends, init, fork, the debug heap
+ *	scavenge.c   the background thread and mg_heap_release()
+ *	stats.c      mg_heap_stats()
+ *
+ * Lock order (fork takes them all in it): init_lock → registry lock →
+ * central[0..N) → page heap → huge → metadata.  Nothing is called with a
+ * lock held that could re-enter the allocator.
+ *
+ * Arenas are reserved with MAP_NORESERVE read-write rather than PROT_NONE
+ * and mprotect()ed as they fill: a growing heap then costs no syscall and
+ * no VMA split, and untouched pages cost nothing but address space (the
+ * kernel backs a page at first touch).  Pages never touched are counted as
+ * released, exactly like pages given back with MADV_DONTNEED: both read as
+ * zeros and cost no RSS.  The price is a 64 MiB commit charge per arena
+ * under vm.overcommit_memory = 2, where MAP_NORESERVE is ignored.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "client/memguard/client.h"
+
+#define _hidden_ __attribute__((visibility("hidden")))
+#define _public_ __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Relaxed atomics for counters that one thread writes and stats read. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ADD(x, v) __atomic_fetch_add(&(x), (v), __ATOMIC_RELAXED)
+#define SUB(x, v) __atomic_fetch_sub(&(x), (v), __ATOMIC_RELAXED)
+
+#define MG_MIN_ALIGN 16                  /* bytes: alignof(max_align_t) */
+#define MG_OS_PAGE 4096                  /* bytes: the kernel's page */
+
+#define MG_PAGE_SHIFT 13
+#define MG_PAGE_SIZE (UINT64_C(1) << MG_PAGE_SHIFT)      /* 8 KiB: the heap's page */
+#define ARENA_SHIFT 26
+#define ARENA_SIZE (UINT64_C(1) << ARENA_SHIFT)          /* 64 MiB per reservation */
+#define ARENA_PAGES (ARENA_SIZE >> MG_PAGE_SHIFT)        /* 8192 */
+#define ARENA_ADDR_BITS 47                               /* user address space */
+#define ARENA_MAP_LEN (UINT64_C(1) << (ARENA_ADDR_BITS - ARENA_SHIFT))
+
+#define SMALL_MAX (256u << 10)           /* bytes: largest size class */
+#define HUGE_MIN (4u << 20)              /* bytes: own mapping from this size on */
+#define RELEASE_MIN_PAGES 8              /* pages: 64 KiB, the smallest madvise run */
+
+/* ---- arena.c ----------------------------------------------------------- */
+
+/* Which use of memory a page has; one byte per page, beside the span map. */
+struct arena {
+	uintptr_t base;                  /* ARENA_SIZE-aligned */
+	struct arena *next;              /* all arenas, newest first */
+	uint8_t classes[ARENA_PAGES];    /* size class + 1 of small spans, else 0 */
+	struct span *spans[ARENA_PAGES]; /* in-use spans: every page; free: ends */
+	uint64_t released[ARENA_PAGES / 64]; /* bit set = page given back */
+};
+
+typedef void *(*alloc_mmap_fn)(void *addr, size_t len, int prot, int flags, int fd,
+			       off_t off);
+
+_hidden_ extern struct arena *arena_map[ARENA_MAP_LEN];
+
+/*
+ * Route the allocator's mmap() calls through `fn` (NULL: mmap(2) again).
+ * For tests that inject failures: a hook returning MAP_FAILED with errno
+ * ENOMEM must make allocations fail cleanly with ENOMEM.
+ */
+_hidden_ void alloc_set_mmap_hook(alloc_mmap_fn fn);
+
+/* mmap() through the hook; MAP_FAILED and errno on failure. */
+_hidden_ void *arena_mmap(void *addr, size_t len, int prot, int flags);
+
+/* The arena holding `p`, or NULL (huge block, foreign pointer, NULL). */
+static inline struct arena *arena_of(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+
+	if (unlikely(a >> ARENA_ADDR_BITS))
+		return NULL;
+	return __atomic_load_n(&arena_map[a >> ARENA_SHIFT], __ATOMIC_ACQUIRE);
+}
+
+static inline size_t arena_page(const struct arena *ar, const void *p)
+{
+	return ((uintptr_t)p - ar->base) >> MG_PAGE_SHIFT;
+}
+
+/*
+ * Reserve a new ARENA_SIZE-aligned arena and publish it in arena_map.
+ * Caller holds the page heap lock.  NULL (errno ENOMEM) when the kernel or
+ * the hook refuses.
+ */
+_hidden_ struct arena *arena_new(void);
+
+/* Bytes reserved in arenas. */
+_hidden_ uint64_t arena_sys_bytes(void);
+
+/*
+ * Metadata memory: zeroed, 16-byte aligned, never returned (recycled by
+ * its users through their own free lists).  NULL when mmap fails.
+ */
+_hidden_ void *meta_alloc(size_t size);
+
+/* Bytes mapped for metadata. */
+_hidden_ uint64_t meta_bytes(void);
+
+/*
+ * A huge block: its own mapping of at least `size` bytes, aligned to
+ * `align` (a power of two; ≤ MG_OS_PAGE means page-aligned), registered so
+ * mg_free() can find it by the pointer the user gets, mapping + `off` (the
+ * debug heap's header; 0 otherwise).  `req` is what the user asked for.
+ * Returns the mapping, or NULL with errno ENOMEM.
+ */
+_hidden_ void *huge_alloc(size_t size, size_t align, size_t req, size_t off);
+
+/* Whether `p` is the user pointer of a live huge block; if so fill the
+ * outputs (each may be NULL): usable bytes from p, the requested size and
+ * the mapping's start. */
+_hidden_ bool huge_lookup(const void *p, size_t *ret_usable, size_t *ret_req, void **ret_base);
+
+/* Unmap the huge block whose user pointer is `p`; false if none is. */
+_hidden_ bool huge_free(void *p);
+
+/*
+ * Resize the huge block at `p` to `size` bytes with mremap(MREMAP_MAYMOVE).
+ * Returns the (possibly moved) block or NULL (errno set, `p` untouched).
+ */
+_hidden_ void *huge_realloc(void *p, size_t size, size_t req);
+
+/* Bytes in huge mappings. */
+_hidden_ uint64_t huge_bytes(void);
+
+_hidden_ void arena_lock_all(void);   /* fork: huge and metadata locks */
+_hidden_ void arena_unlock_all(void);
+_hidden_ void arena_reinit_locks(void);
+
+/* ---- span.c ------------------------------------------------------------ */
+
+enum span_state {
+	SPAN_FREE = 0,                   /* in the page heap's free lists */
+	SPAN_SMALL,                      /* carved into objects of one size class */
+	SPAN_LARGE,                      /* one large block */
+	SPAN_BUSY,                       /* free, out of the lists while being released */
+};
+
+struct span {
+	uintptr_t start;                 /* page-aligned address */
+	uint32_t npages;
+	uint8_t state;                   /* enum span_state */
+	uint8_t list;                    /* free: which list category it is on */
+	uint8_t sizeclass;               /* SPAN_SMALL */
+	uint8_t in_partial;              /* SPAN_SMALL: on its class's partial list */
+	struct span *next, *prev;        /* free lists, or the class's partial list */
+	struct arena *arena;
+	uint32_t nreleased;              /* free: pages given back */
+	uint32_t nreleasable;            /* free: what it adds to releasable_pages */
+	uint32_t nfree;                  /* small: free objects (list + never used) */
+	uint32_t nobjs;                  /* small: objects in the span */
+	void *freelist;                  /* small: freed objects, linked by word 0 */
+	uintptr_t bump;                  /* small: first never-used object */
+	uintptr_t end;                   /* small: end of the last whole object */
+};
+
+/* Page heap counters, in pages; a consistent snapshot. */
+struct pageheap_stats {
+	uint64_t arena_pages;            /* reserved in arenas */
+	uint64_t free_pages;             /* free, released or not (busy included) */
+	uint64_t released_pages;         /* free and given back (or never touched) */
+	uint64_t small_pages;            /* in small spans */
+	uint64_t large_pages;            /* in large blocks */
+	uint64_t releasable_pages;       /* free, resident, in runs ≥ 64 KiB */
+	uint64_t alloc_count;            /* spans handed out, ever */
+};
+
+/* Free resident pages in runs ≥ 64 KiB, read without the lock. */
+_hidden_ uint64_t pageheap_releasable(void);
+
+/* The span holding page-aligned or not address `p` in arena `ar`. */
+static inline struct span *span_of(struct arena *ar, const void *p)
+{
+	return __atomic_load_n(&ar->spans[arena_page(ar, p)], __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Allocate `npages` pages aligned to `align_pages` (a power of two, 1 for
+ * none) as a span in state `state` (SPAN_SMALL or SPAN_LARGE; for small,
+ * `sizeclass` is recorded in the page map).  Prefers resident free pages,
+ * then partly released ones, then released ones, then a new arena.
+ * `*ret_zeroed` (may be NULL) tells whether every page was released or
+ * never touched, so reads as zero.  NULL with errno ENOMEM.
+ */
+_hidden_ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
+				     unsigned sizeclass, bool *ret_zeroed);
+
+/* Give a small or large span back; it coalesces with free neighbours. */
+_hidden_ void pageheap_free(struct span *s);
+
+/*
+ * Shrink the large span `s` to `npages` (< s->npages), freeing the tail.
+ */
+_hidden_ void pageheap_shrink(struct span *s, size_t npages);
+
+/*
+ * Grow the large span `s` in place to `npages` by taking free pages right
+ * after it.  Returns true on success; `*ret_zeroed` as pageheap_alloc().
+ */
+_hidden_ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed);
+
+/*
+ * One release step: pick the largest free run of ≥ RELEASE_MIN_PAGES
+ * resident pages, up to `max_pages` of it, and madvise(MADV_DONTNEED) it
+ * with no lock held.  Returns the pages released (0: nothing releasable
+ * is left) or -errno when madvise fails.
+ */
+_hidden_ long pageheap_release_step(size_t max_pages);
+
+_hidden_ void pageheap_get_stats(struct pageheap_stats *ret);
+
+_hidden_ void pageheap_lock(void);
+_hidden_ void pageheap_unlock(void);
+_hidden_ void pageheap_reinit_lock(void);
+
+/* ---- sizeclass.c ------------------------------------------------------- */
+
+/*
+ * Classes: 16 to 128 B in steps of 16, then eight per power of two
+ * (2^k + j·2^(k−3), j = 1..8) up to SMALL_MAX.  A request of s > 128 B
+ * lands in a class c with c − s < 2^(k−3) ≤ s / 8: under 12.5 % waste.
+ */
+#define NCLASSES 96
+
+struct sizeclass {
+	uint32_t size;                   /* bytes per object */
+	uint32_t pages;                  /* pages per span */
+	uint32_t objs;                   /* objects per span */
+	uint32_t batch;                  /* objects moved between a thread and central */
+	uint32_t tcache_max;             /* objects a thread keeps; 0 = not cached */
+};
+
+_hidden_ extern struct sizeclass sizeclasses[NCLASSES];
+
+/* Fill the table (idempotent). */
+_hidden_ void sizeclass_init(void);
+
+/* The class of a request of `size` ≤ SMALL_MAX bytes (0 counts as 1). */
+static inline unsigned sizeclass_of(size_t size)
+{
+	unsigned k;
+
+	if (size <= 128)
+		return size ? (unsigned)(size - 1) >> 4 : 0;
+	k = 63 - (unsigned)__builtin_clzl(size - 1);
+	return 8 + (k - 7) * 8 + (unsigned)((size - 1 - (UINT64_C(1) << k)) >> (k - 3));
+}
+
+/* The smallest class ≥ `size` whose objects are all `align`-aligned
+ * (align a power of two ≤ MG_PAGE_SIZE), or -1 if none is small. */
+_hidden_ int sizeclass_aligned(size_t size, size_t align);
+
+/* ---- central.c --------------------------------------------------------- */
+
+/*
+ * Take up to `n` objects of class `cls` as a list linked through word 0;
+ * returns how many (0 with errno ENOMEM when the page heap is out).
+ */
+_hidden_ unsigned central_get(unsigned cls, unsigned n, void **ret_head);
+
+/* Give back `n` objects of class `cls` linked through word 0 from `head`. */
+_hidden_ void central_put(unsigned cls, void *head, unsigned n);
+
+/* Return the transfer caches' objects to their spans, so that whole free
+ * spans go back to the page heap. */
+_hidden_ void central_drain(void);
+
+/* Bytes of objects sitting in transfer caches. */
+_hidden_ uint64_t central_cached_bytes(void);
+
+_hidden_ void central_lock_all(void);
+_hidden_ void central_unlock_all(void);
+_hidden_ void central_reinit_locks(void);
+
+/* ---- tcache.c ---------------------------------------------------------- */
+
+struct tbin {
+	void *head;                      /* free objects linked through word 0 */
+	uint32_t count;
+	uint32_t max;
+};
+
+struct tcache {
+	struct tbin bins[NCLASSES];
+	int64_t small_bytes;             /* class bytes this thread handed out − took back */
+	uint32_t flush_req;              /* set by mg_heap_release(): flush when seen */
+	struct tcache *next, *prev;      /* registry */
+};
+
+enum tcache_state {
+	TCACHE_NONE = 0,                 /* not created yet */
+	TCACHE_INIT,                     /* being created: allocate directly */
+	TCACHE_LIVE,
+	TCACHE_DEAD,                     /* thread exiting: allocate directly */
+};
+
+_hidden_ extern __thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec")));
+_hidden_ extern __thread uint8_t tls_tcache_state __attribute__((tls_model("initial-exec")));
+
+/* Create the key whose destructor flushes a thread's cache.  0 or -errno. */
+_hidden_ int tcache_global_init(void);
+
+/* The calling thread's cache, created on first use; NULL while that is
+ * not possible (creating, exiting, out of memory). */
+_hidden_ struct tcache *tcache_get(void);
+
+/* Slow paths of the fast inline ones in malloc.c. */
+_hidden_ void *tcache_refill(struct tcache *tc, unsigned cls);
+_hidden_ void tcache_overflow(struct tcache *tc, unsigned cls);
+
+/* Give every cached object of `tc` back to central. */
+_hidden_ void tcache_flush(struct tcache *tc);
+
+/* Ask every thread to flush at its next slow path; flush the caller's now. */
+_hidden_ void tcache_flush_all(void);
+
+/* Small bytes in use: all threads' counters, plus direct allocations. */
+_hidden_ int64_t tcache_small_inuse(void);
+
+/* Bytes of objects sitting in thread caches. */
+_hidden_ uint64_t tcache_cached_bytes(void);
+
+/* Direct (cache-less) small allocations' byte counter. */
+_hidden_ extern int64_t direct_small_bytes;
+
+_hidden_ void tcache_lock_all(void);
+_hidden_ void tcache_unlock_all(void);
+/* In the child after fork(): flush the caches of threads that are gone. */
+_hidden_ void tcache_after_fork_child(void);
+
+/* ---- malloc.c ---------------------------------------------------------- */
+
+/* Make the allocator usable (idempotent, cheap once done).  0 or -errno. */
+_hidden_ int alloc_init(void);
+
+/* Large (page heap) bytes in use, huge excluded. */
+_hidden_ uint64_t alloc_large_inuse(void);
+
+/* ---- scavenge.c -------------------------------------------------------- */
+
+#define SCAV_TICK_MS 100                 /* ms between looks at the heap while busy */
+#define SCAV_IDLE_TICK_MS 500            /* ms between looks when nothing changed */
+#define SCAV_DUTY_CHURN_PPM 10000        /* ppm of a core while the heap churns (1 %) */
+#define SCAV_DUTY_IDLE_PPM 100000        /* ppm of a core once the heap went quiet */
+#define SCAV_CHUNK_PAGES 128             /* pages per madvise step: 1 MiB */
+#define SCAV_START_PAGES 128             /* releasable pages that start the thread */
+#define SCAV_RETAIN_PERMILLE 1100        /* default goal: live × 1.10 */
+
+/* What the scavenger did, for tests and the benchmark. */
+struct scav_stats {
+	bool running;
+	uint64_t cpu_ns;                 /* the thread's CPU time, user + system */
+	uint64_t released_bytes;         /* by the thread */
+	uint64_t wakeups;
+};
+
+/*
+ * Start the scavenger thread if it is not running and there is work for it.
+ * Call with no allocator lock held: pthread_create() allocates.
+ */
+_hidden_ void scavenger_kick(void);
+
+/* The goal in bytes of resident heap (sys − released) right now. */
+_hidden_ uint64_t scavenger_goal(void);
+
+_hidden_ void scavenger_get_stats(struct scav_stats *ret);
+
+/* Stop the thread and wait for it (tests).  It restarts on the next kick. */
+_hidden_ void scavenger_stop(void);
+
+/* Keep the thread from starting (tests that need a quiet heap). */
+_hidden_ void scavenger_disable(bool disable);
+
+/* In the child after fork(): the thread is gone. */
+_hidden_ void scavenger_after_fork_child(void);
+
+/* ---- stats.c ----------------------------------------------------------- */
+
+/*
+ * Everything mg_heap_stats() reports, plus the parts it is made of, for
+ * tests: sys = inuse + idle + released holds by construction of the parts,
+ * not by subtraction.
+ */
+struct alloc_stats {
+	struct mg_heap_stats heap;
+	uint64_t small_inuse;
+	uint64_t large_inuse;
+	uint64_t huge;
+	uint64_t small_span_bytes;       /* pages in small spans */
+	uint64_t free_resident;          /* page heap: free, not released */
+};
+
+_hidden_ void alloc_get_stats(struct alloc_stats *ret);
+
+/* ---- debug heap (malloc.c, MG_DEBUG_HEAP) ------------------------------ */
+
+#define DEBUG_HDR 16                     /* bytes before the user pointer, at least */
+#define DEBUG_MAGIC_LIVE 0x6d67a11cu     /* header word of a live block */
+#define DEBUG_MAGIC_FREE 0x6d67f4eeu     /* header word of a freed block */
+#define DEBUG_GUARD 0xab                 /* byte after the requested size */

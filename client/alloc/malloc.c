@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mg_malloc() and friends: the fast paths inline over the thread cache,
+ * everything else in *_slow() functions; initialisation, fork safety, and
+ * the debug heap (MG_DEBUG_HEAP), which wraps each block in a header and
+ * guard bytes and checks them on free.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/alloc/alloc.h"
+
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_state;                   /* 0: not yet, 1: usable */
+
+static void fork_prepare(void)
+{
+	/* scavenger.c's lock is not among these: the thread never holds it
+	 * while it calls into the heap, and the child resets it anyway. */
+	tcache_lock_all();
+	central_lock_all();
+	pageheap_lock();
+	arena_lock_all();
+}
+
+static void fork_parent(void)
+{
+	arena_unlock_all();
+	pageheap_unlock();
+	central_unlock_all();
+	tcache_unlock_all();
+}
+
+static void fork_child(void)
+{
+	arena_reinit_locks();
+	pageheap_reinit_lock();
+	central_reinit_locks();
+	tcache_after_fork_child();
+	scavenger_after_fork_child();
+}
+
+int alloc_init(void)
+{
+	int r;
+
+	if (likely(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE)))
+		return 0;
+	pthread_mutex_lock(&init_lock);
+	if (init_state) {
+		pthread_mutex_unlock(&init_lock);
+		return 0;
+	}
+	sizeclass_init();
+	r = tcache_global_init();
+	if (r < 0) {
+		pthread_mutex_unlock(&init_lock);
+		return r;
+	}
+	__atomic_store_n(&init_state, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&init_lock);
+	/* Last, and with no lock held: glibc may allocate to record the
+	 * handlers, and that allocation must find the heap ready. */
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	return 0;
+}
+
+/* ---- the core, below the debug heap ------------------------------------ */
+
+static void *small_alloc(unsigned cls)
+{
+	struct tcache *tc = tcache_get();
+	uint32_t size;
+	void *p;
+
+	if (!tc && alloc_init() < 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size = sizeclasses[cls].size;
+	if (tc && tc->bins[cls].max) {
+		struct tbin *b = &tc->bins[cls];
+
+		p = b->head;
+		if (p) {
+			b->head = *(void **)p;
+			b->count--;
+			STORE(tc->small_bytes, tc->small_bytes + size);
+			return p;
+		}
+		return tcache_refill(tc, cls);
+	}
+	if (!central_get(cls, 1, &p))
+		return NULL;
+	if (tc)
+		STORE(tc->small_bytes, tc->small_bytes + size);
+	else
+		ADD(direct_small_bytes, size);
+	return p;
+}
+
+static void small_free(void *p, unsigned cls)
+{
+	struct tcache *tc = tcache_get();
+	uint32_t size = sizeclasses[cls].size;
+
+	if (tc && tc->bins[cls].max) {
+		struct tbin *b = &tc->bins[cls];
+
+		if (b->count >= b->max)
+			tcache_overflow(tc, cls);
+		*(void **)p = b->head;
+		b->head = p;
+		b->count++;
+		STORE(tc->small_bytes, tc->small_bytes - size);
+		/* A flushed batch may have emptied spans. */
+		scavenger_kick();
+		return;
+	}
+	*(void **)p = NULL;
+	central_put(cls, p, 1);
+	if (tc)
+		STORE(tc->small_bytes, tc->small_bytes - size);
+	else
+		SUB(direct_small_bytes, size);
+	scavenger_kick();
+}
+
+/*
+ * A block of at least `size` bytes aligned to `align`.  `*ret_bsize` gets
+ * the block's real size.  Huge blocks register `req` and `off` (debug
+ * heap).  NULL with errno ENOMEM.
+ */
+static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize, size_t req,
+			size_t off)
+{
+	size_t bsize;
+	void *p;
+
+	if (unlikely(alloc_init() < 0)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (size <= SMALL_MAX && align <= MG_PAGE_SIZE) {
+		int cls = align <= MG_MIN_ALIGN ? (int)sizeclass_of(size) : sizeclass_aligned(size, align);
+
+		if (cls >= 0) {
+			p = small_alloc((unsigned)cls);
+			bsize = sizeclasses[cls].size;
+			if (p && zero)
+				memset(p, 0, bsize);
+			goto out;
+		}
+	}
+	if (size < HUGE_MIN && align < HUGE_MIN / 2) {
+		size_t npages = (size + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
+		size_t align_pages = align > MG_PAGE_SIZE ? align >> MG_PAGE_SHIFT : 1;
+		struct span *s;
+		bool zeroed;
+
+		s = pageheap_alloc(npages, align_pages, SPAN_LARGE, 0, &zeroed);
+		if (!s)
+			return NULL;
+		p = (void *)s->start;
+		bsize = npages << MG_PAGE_SHIFT;
+		/* Pages that were released or never touched read as zeros. */
+		if (zero && !zeroed)
+			memset(p, 0, bsize);
+		goto out;
+	}
+	p = huge_alloc(size, align, req, off);
+	if (!p)
+		return NULL;
+	huge_lookup((uint8_t *)p + off, &bsize, NULL, NULL);
+	bsize += off;
+out:
+	if (p && ret_bsize)
+		*ret_bsize = bsize;
+	return p;
+}
+
+/* Free a block that is known to be ours: `s` is its span, NULL for huge
+ * (then `p` is the user pointer the table knows it by). */
+static void core_free(void *p, struct span *s)
+{
+	if (!s) {
+		huge_free(p);
+		return;
+	}
+	if (s->state == SPAN_SMALL) {
+		small_free(p, s->sizeclass);
+		return;
+	}
+	pageheap_free(s);
+	scavenger_kick();
+}
+
+/* The span of a small or large block that `p` points into, or NULL. */
+static struct span *live_span(struct arena *ar, const void *p)
+{
+	struct span *s = span_of(ar, p);
+	uintptr_t a = (uintptr_t)p;
+
+	if (!s || (s->state != SPAN_SMALL && s->state != SPAN_LARGE))
+		return NULL;
+	if (a < s->start || a >= s->start + s->npages * MG_PAGE_SIZE)
+		return NULL;
+	return s;
+}
+
+static size_t block_size(const struct span *s)
+{
+	return s->state == SPAN_SMALL ? sizeclasses[s->sizeclass].size
+				      : (size_t)s->npages << MG_PAGE_SHIFT;
+}
+
+#ifndef MG_DEBUG_HEAP
+
+/* ---- the fast paths ------------------------------------------------------ */
+
+static void *malloc_slow(size_t size)
+{
+	return core_alloc(size, MG_MIN_ALIGN, false, NULL, size, 0);
+}
+
+_public_ void *mg_malloc(size_t size)
+{
+	struct tcache *tc = tls_tcache;
+
+	if (likely(tc && size <= SMALL_MAX)) {
+		unsigned cls = sizeclass_of(size);
+		struct tbin *b = &tc->bins[cls];
+		void *p = b->head;
+
+		if (likely(p)) {
+			b->head = *(void **)p;
+			b->count--;
+			STORE(tc->small_bytes, tc->small_bytes + sizeclasses[cls].size);
+			return p;
+		}
+	}
+	return malloc_slow(size);
+}
+
+static void free_slow(void *p)
+{
+	struct arena *ar;
+	struct span *s;
+
+	if (!p)
+		return;
+	ar = arena_of(p);
+	if (!ar) {
+		/* A huge block, or not ours: nothing can be done safely with
+		 * a foreign pointer, so it is left alone (the debug heap
+		 * aborts on it). */
+		huge_free(p);
+		return;
+	}
+	s = live_span(ar, p);
+	if (s)
+		core_free(p, s);
+}
+
+_public_ void mg_free(void *p)
+{
+	struct arena *ar = arena_of(p);
+	struct tcache *tc = tls_tcache;
+
+	if (likely(ar && tc)) {
+		unsigned c1 = ar->classes[arena_page(ar, p)];
+
+		if (likely(c1)) {
+			struct tbin *b = &tc->bins[c1 - 1];
+
+			if (likely(b->count < b->max)) {
+				*(void **)p = b->head;
+				b->head = p;
+				b->count++;
+				STORE(tc->small_bytes,
+				      tc->small_bytes - sizeclasses[c1 - 1].size);
+				return;
+			}
+		}
+	}
+	free_slow(p);
+}
+
+_public_ void *mg_calloc(size_t n, size_t size)
+{
+	size_t total;
+	void *p;
+
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (total <= SMALL_MAX) {
+		p = mg_malloc(total);
+		if (p)
+			memset(p, 0, total);
+		return p;
+	}
+	return core_alloc(total, MG_MIN_ALIGN, true, NULL, total, 0);
+}
+
+_public_ size_t mg_usable_size(const void *p)
+{
+	struct arena *ar;
+	struct span *s;
+	size_t usable;
+
+	if (!p)
+		return 0;
+	ar = arena_of(p);
+	if (!ar)
+		return huge_lookup(p, &usable, NULL, NULL) ? usable : 0;
+	s = live_span(ar, p);
+	return s ? block_size(s) : 0;
+}
+
+_public_ void *mg_realloc(void *p, size_t size)
+{
+	struct arena *ar;
+	size_t old;
+	void *q;
+
+	if (!p)
+		return mg_malloc(size);
+	if (!size) {
+		/* glibc's behaviour, which programs depend on. */
+		mg_free(p);
+		return NULL;
+	}
+	ar = arena_of(p);
+	if (ar) {
+		struct span *s = live_span(ar, p);
+
+		if (!s) {
+			errno = EINVAL;
+			return NULL;
+		}
+		old = block_size(s);
+		if (s->state == SPAN_SMALL) {
+			/* Stay when it fits and not more than half is wasted. */
+			if (size <= old && (size > old / 2 || old <= MG_MIN_ALIGN))
+				return p;
+		} else if (size > SMALL_MAX && size < HUGE_MIN) {
+			size_t npages = (size + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
+
+			if (npages == s->npages)
+				return p;
+			if (npages < s->npages) {
+				pageheap_shrink(s, npages);
+				return p;
+			}
+			if (pageheap_grow(s, npages, NULL))
+				return p;
+		}
+	} else if (huge_lookup(p, &old, NULL, NULL)) {
+		if (size >= HUGE_MIN) {
+			q = huge_realloc(p, size, size);
+			if (q || errno == ENOMEM)
+				return q;
+		}
+	} else {
+		errno = EINVAL;
+		return NULL;
+	}
+	q = mg_malloc(size);
+	if (!q)
+		return NULL;
+	memcpy(q, p, old < size ? old : size);
+	mg_free(p);
+	return q;
+}
+
+_public_ void *mg_aligned_alloc(size_t alignment, size_t size)
+{
+	if (!alignment || (alignment & (alignment - 1))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (alignment <= MG_MIN_ALIGN)
+		return mg_malloc(size);
+	return core_alloc(size, alignment, false, NULL, size, 0);
+}
+
+#else /* MG_DEBUG_HEAP */
+
+/*
+ * Debug heap.  A block is laid out as
+ *
+ *	block: [link|off][magic|req] ... user data (req bytes) ... guard bytes
+ *	                              ^ block + off, off = max(16, alignment)
+ *
+ * Word 0 holds `off` while the block is live (the free lists use it once
+ * the block is free); word 1 holds the magic and the requested size.
+ * Every byte from the end of the user data to the end of the block is a
+ * guard byte, at least one.  Freed small blocks are filled with 0xdd.
+ */
+
+struct dbg_hdr {
+	uint64_t off;
+	uint32_t magic;
+	uint32_t req;
+};
+
+/* Write "memguard: <what> <p>" and abort: the heap is corrupt, so this
+ * formats by hand instead of calling anything that might allocate. */
+static _Noreturn void debug_die(const char *what, const void *p)
+{
+	char buf[160], *o = buf;
+	static const char hex[] = "0123456789abcdef";
+	const char *pre = "memguard: debug heap: ";
+	uintptr_t a = (uintptr_t)p;
+	int shift;
+
+	while (*pre)
+		*o++ = *pre++;
+	while (*what && o < buf + 120)
+		*o++ = *what++;
+	*o++ = ' ';
+	*o++ = '0';
+	*o++ = 'x';
+	for (shift = 60; shift >= 0; shift -= 4)
+		*o++ = hex[(a >> shift) & 0xf];
+	*o++ = '\n';
+	if (write(STDERR_FILENO, buf, (size_t)(o - buf)) < 0) {
+		/* Nothing left to tell it to. */
+	}
+	abort();
+}
+
+static void *debug_alloc(size_t size, size_t align, bool zero)
+{
+	size_t off = align > DEBUG_HDR ? align : DEBUG_HDR, bsize, total;
+	struct dbg_hdr *h;
+	uint8_t *block;
+
+	if (size > UINT32_MAX || size > SIZE_MAX - off - 1) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	total = off + size + 1;
+	block = core_alloc(total, align, zero, &bsize, size, off);
+	if (!block)
+		return NULL;
+	h = (struct dbg_hdr *)block;
+	h->off = off;
+	h->magic = DEBUG_MAGIC_LIVE;
+	h->req = (uint32_t)size;
+	memset(block + off + size, DEBUG_GUARD, bsize - off - size);
+	return block + off;
+}
+
+/* Check everything about a pointer being freed or resized; return its
+ * block, span (NULL for huge) and sizes. */
+static uint8_t *debug_check(void *p, struct span **ret_span, size_t *ret_bsize,
+			    size_t *ret_req)
+{
+	struct arena *ar = arena_of(p);
+	struct dbg_hdr *h;
+	struct span *s = NULL;
+	uint8_t *block;
+	size_t bsize, off, i;
+
+	if (ar) {
+		struct span *any = span_of(ar, p);
+
+		s = live_span(ar, p);
+		if (!s) {
+			if (any && (any->state == SPAN_FREE || any->state == SPAN_BUSY))
+				debug_die("double free (block already back in the page heap) of", p);
+			debug_die("free of a pointer this heap never handed out:", p);
+		}
+		bsize = block_size(s);
+		block = (uint8_t *)s->start;
+		if (s->state == SPAN_SMALL)
+			block += ((uintptr_t)p - s->start) / bsize * bsize;
+	} else {
+		void *base;
+		size_t usable;
+
+		if (!huge_lookup(p, &usable, NULL, &base))
+			debug_die("free of a pointer this heap never handed out (or a huge "
+				  "block freed twice):", p);
+		block = base;
+		bsize = usable + (size_t)((uint8_t *)p - block);
+	}
+	off = (size_t)((uint8_t *)p - block);
+	h = (struct dbg_hdr *)block;
+	if (off < DEBUG_HDR)
+		debug_die("free of a pointer into the middle of a block:", p);
+	if (h->magic == DEBUG_MAGIC_FREE)
+		debug_die("double free of", p);
+	if (h->magic != DEBUG_MAGIC_LIVE || h->off != off)
+		debug_die("free of a pointer into the middle of a block, or a corrupt header:", p);
+	for (i = off + h->req; i < bsize; i++)
+		if (block[i] != DEBUG_GUARD)
+			debug_die("write past the end of the block (guard byte overwritten) at", p);
+	*ret_span = s;
+	*ret_bsize = bsize;
+	*ret_req = h->req;
+	return block;
+}
+
+static void debug_free(void *p)
+{
+	struct span *s;
+	size_t bsize, req;
+	uint8_t *block;
+
+	if (!p)
+		return;
+	block = debug_check(p, &s, &bsize, &req);
+	((struct dbg_hdr *)block)->magic = DEBUG_MAGIC_FREE;
+	if (s && s->state == SPAN_SMALL) {
+		memset(block + DEBUG_HDR, 0xdd, bsize - DEBUG_HDR);
+		core_free(block, s);
+	} else if (s) {
+		core_free(block, s);
+	} else {
+		core_free(p, NULL);
+	}
+}
+
+_public_ void *mg_malloc(size_t size)
+{
+	return debug_alloc(size, MG_MIN_ALIGN, false);
+}
+
+_public_ void mg_free(void *p)
+{
+	debug_free(p);
+}
+
+_public_ void *mg_calloc(size_t n, size_t size)
+{
+	size_t total;
+
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return debug_alloc(total, MG_MIN_ALIGN, true);
+}
+
+_public_ size_t mg_usable_size(const void *p)
+{
+	struct span *s;
+	size_t bsize, req;
+
+	if (!p)
+		return 0;
+	/* Only the requested bytes are usable: the rest are guards. */
+	debug_check((void *)p, &s, &bsize, &req);
+	return req;
+}
+
+_public_ void *mg_realloc(void *p, size_t size)
+{
+	struct span *s;
+	size_t bsize, req;
+	void *q;
+
+	if (!p)
+		return mg_malloc(size);
+	if (!size) {
+		mg_free(p);
+		return NULL;
+	}
+	/* Always move: a stale pointer to the old block is then caught. */
+	debug_check(p, &s, &bsize, &req);
+	q = debug_alloc(size, MG_MIN_ALIGN, false);
+	if (!q)
+		return NULL;
+	memcpy(q, p, req < size ? req : size);
+	debug_free(p);
+	return q;
+}
+
+_public_ void *mg_aligned_alloc(size_t alignment, size_t size)
+{
+	if (!alignment || (alignment & (alignment - 1))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return debug_alloc(size, alignment < MG_MIN_ALIGN ? MG_MIN_ALIGN : alignment, false);
+}
+
+#endif /* MG_DEBUG_HEAP */
+
+_public_ int mg_posix_memalign(void **ret, size_t alignment, size_t size)
+{
+	void *p;
+
+	if (alignment < sizeof(void *) || (alignment & (alignment - 1)))
+		return EINVAL;
+	p = mg_aligned_alloc(alignment, size);
+	if (!p)
+		return ENOMEM;
+	*ret = p;
+	return 0;
+}

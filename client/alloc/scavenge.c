@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The scavenger: a thread that gives free pages back to the kernel until
+ * the heap's resident bytes (sys − released) are down to a goal, at a
+ * bounded CPU cost, and mg_heap_release(), the same work done now.
+ *
+ * Pacing: each tick the thread may spend a share of the tick's length in
+ * CPU time (its own CLOCK_THREAD_CPUTIME_ID, so the madvise work in the
+ * kernel counts): 1 % while the heap is churning (spans were allocated
+ * since the last tick: pages released now may be faulted back in soon),
+ * 10 % once it has gone quiet (a burst ended; what is free now stays free,
+ * and returning it quickly is the point).  1 GiB takes ~150 ms of madvise
+ * on current hardware, so a quiet heap is back at its floor in about 2 s.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "client/alloc/alloc.h"
+
+#define SCAV_STACK (256u << 10)          /* bytes of stack for the thread */
+#define SCAV_MAX_FAILURES 3              /* pthread_create failures before giving up */
+
+enum {
+	SCAV_NONE,
+	SCAV_STARTING,
+	SCAV_RUNNING,
+	SCAV_STOPPING,
+	SCAV_FAILED,
+};
+
+static pthread_mutex_t scav_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t scav_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t scav_thread;
+static int scav_state;
+static bool scav_disabled;
+static unsigned scav_failures;
+static uint64_t user_goal;
+static struct scav_stats sstats;
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t scavenger_goal(void)
+{
+	uint64_t goal = LOAD(user_goal);
+	struct alloc_stats a;
+
+	if (goal)
+		return goal;
+	alloc_get_stats(&a);
+	return a.heap.inuse * SCAV_RETAIN_PERMILLE / 1000;
+}
+
+/* Sleep `ms` unless told to stop; false when told. */
+static bool scav_sleep(unsigned ms)
+{
+	struct timespec ts;
+	bool go_on;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&scav_lock);
+	while (scav_state == SCAV_RUNNING || scav_state == SCAV_STARTING)
+		if (pthread_cond_clockwait(&scav_cond, &scav_lock, CLOCK_MONOTONIC, &ts) ==
+		    ETIMEDOUT)
+			break;
+	go_on = scav_state != SCAV_STOPPING;
+	pthread_mutex_unlock(&scav_lock);
+	return go_on;
+}
+
+static void *scav_main(void *arg)
+{
+	uint64_t last_allocs = 0;
+	bool busy = true;
+
+	prctl(PR_SET_NAME, "mg-scavenger");
+	while (scav_sleep(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS)) {
+		struct pageheap_stats ph;
+		struct alloc_stats a;
+		uint64_t resident, goal, budget, t0, excess;
+		bool churn;
+
+		ADD(sstats.wakeups, 1);
+		t0 = thread_cpu_ns();
+		pageheap_get_stats(&ph);
+		churn = ph.alloc_count != last_allocs;
+		last_allocs = ph.alloc_count;
+		alloc_get_stats(&a);
+		resident = a.heap.sys - a.heap.released;
+		goal = LOAD(user_goal);
+		if (!goal)
+			goal = a.heap.inuse * SCAV_RETAIN_PERMILLE / 1000;
+		if (resident <= goal || !pageheap_releasable()) {
+			busy = churn;
+			STORE(sstats.cpu_ns, thread_cpu_ns());
+			continue;
+		}
+		excess = resident - goal;
+		budget = (uint64_t)(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS) * 1000000u *
+			 (churn ? SCAV_DUTY_CHURN_PPM : SCAV_DUTY_IDLE_PPM) / 1000000u;
+		while (excess) {
+			size_t max = excess / MG_PAGE_SIZE;
+			long n;
+
+			if (max > SCAV_CHUNK_PAGES)
+				max = SCAV_CHUNK_PAGES;
+			n = pageheap_release_step(max);
+			if (n <= 0)
+				break;
+			ADD(sstats.released_bytes, (uint64_t)n * MG_PAGE_SIZE);
+			excess = (uint64_t)n * MG_PAGE_SIZE >= excess ? 0
+								      : excess - (uint64_t)n * MG_PAGE_SIZE;
+			if (thread_cpu_ns() - t0 >= budget)
+				break;
+		}
+		busy = true;
+		STORE(sstats.cpu_ns, thread_cpu_ns());
+	}
+	return arg;
+}
+
+void scavenger_kick(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int r;
+
+	if (likely(LOAD(scav_state) != SCAV_NONE) || LOAD(scav_disabled))
+		return;
+	if (pageheap_releasable() < SCAV_START_PAGES)
+		return;
+	pthread_mutex_lock(&scav_lock);
+	if (scav_state != SCAV_NONE) {
+		pthread_mutex_unlock(&scav_lock);
+		return;
+	}
+	scav_state = SCAV_STARTING;
+	pthread_mutex_unlock(&scav_lock);
+
+	/* The thread takes none of the application's signals.  Creating it
+	 * allocates (its TLS), which comes back here, finds the state
+	 * STARTING and returns. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, SCAV_STACK);
+	r = pthread_create(&scav_thread, &attr, scav_main, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	pthread_mutex_lock(&scav_lock);
+	if (r) {
+		scav_state = ++scav_failures >= SCAV_MAX_FAILURES ? SCAV_FAILED : SCAV_NONE;
+	} else if (scav_state == SCAV_STARTING) {
+		scav_state = SCAV_RUNNING;
+		STORE(sstats.running, true);
+	}
+	pthread_mutex_unlock(&scav_lock);
+}
+
+void scavenger_stop(void)
+{
+	pthread_mutex_lock(&scav_lock);
+	if (scav_state != SCAV_RUNNING) {
+		pthread_mutex_unlock(&scav_lock);
+		return;
+	}
+	scav_state = SCAV_STOPPING;
+	pthread_cond_broadcast(&scav_cond);
+	pthread_mutex_unlock(&scav_lock);
+	pthread_join(scav_thread, NULL);
+	pthread_mutex_lock(&scav_lock);
+	scav_state = SCAV_NONE;
+	STORE(sstats.running, false);
+	pthread_mutex_unlock(&scav_lock);
+}
+
+void scavenger_disable(bool disable)
+{
+	STORE(scav_disabled, disable);
+	if (disable)
+		scavenger_stop();
+}
+
+void scavenger_get_stats(struct scav_stats *ret)
+{
+	ret->running = LOAD(sstats.running);
+	ret->cpu_ns = LOAD(sstats.cpu_ns);
+	ret->released_bytes = LOAD(sstats.released_bytes);
+	ret->wakeups = LOAD(sstats.wakeups);
+}
+
+void scavenger_after_fork_child(void)
+{
+	pthread_mutex_init(&scav_lock, NULL);
+	pthread_cond_init(&scav_cond, NULL);
+	scav_state = SCAV_NONE;
+	scav_failures = 0;
+	memset(&sstats, 0, sizeof(sstats));
+}
+
+_public_ size_t mg_heap_release(size_t bytes)
+{
+	bool flushed = false;
+	size_t done = 0;
+
+	if (alloc_init() < 0)
+		return 0;
+	if (!bytes) {
+		/* Everything: first empty the caches, so that spans held only
+		 * by cached objects become free. */
+		tcache_flush_all();
+		central_drain();
+		flushed = true;
+	}
+	for (;;) {
+		size_t want = bytes ? bytes - done : SIZE_MAX;
+		size_t max = want / MG_PAGE_SIZE + (want % MG_PAGE_SIZE != 0);
+		long n;
+
+		n = pageheap_release_step(max < ARENA_PAGES ? max : ARENA_PAGES);
+		if (n > 0) {
+			done += (size_t)n * MG_PAGE_SIZE;
+			if (bytes && done >= bytes)
+				break;
+			continue;
+		}
+		if (n < 0 || flushed)
+			break;
+		/* Not enough free yet: empty the caches and go on. */
+		tcache_flush_all();
+		central_drain();
+		flushed = true;
+	}
+	return done;
+}
+
+_public_ void mg_heap_set_goal(size_t bytes)
+{
+	STORE(user_goal, bytes);
+	scavenger_kick();
+}

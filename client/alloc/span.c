@@ -1,0 +1,614 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The page heap.  Every page of every arena belongs to exactly one span:
+ * free, busy (free but being released), small or large.  Free spans sit on
+ * lists by size (1..127 pages exactly, one list for ≥ 128) and by how much
+ * of them is released, so allocation can take resident pages first:
+ *
+ *	CLEAN      no page released
+ *	MIXED_REL  some released, and a resident run ≥ 64 KiB left to release
+ *	MIXED      some released, resident runs all shorter than 64 KiB
+ *	RELEASED   every page released (new arenas start so)
+ *
+ * Which pages are released is one bit per page in the arena; a span's
+ * count of them follows it through splits and merges.  Released pages need
+ * nothing done when they are reused: the kernel faults in zero pages.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "client/alloc/alloc.h"
+
+#define NBUCKETS 129                     /* 1..127 pages exactly, 128: ≥ 128 pages */
+#define SPAN_SLAB 64                     /* span structs allocated at a time */
+
+enum {
+	L_CLEAN,
+	L_MIXED_REL,
+	L_MIXED,
+	L_RELEASED,
+	NLISTS,
+};
+
+#define SPAN_POOLED 0xff                 /* state of a span struct in the pool */
+
+static pthread_mutex_t ph_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct span *lists[NLISTS][NBUCKETS];
+static uint64_t nonempty[NLISTS][(NBUCKETS + 63) / 64];
+static struct span *span_pool;
+static struct pageheap_stats st;
+
+/* ---- the released-page bitmap ------------------------------------------ */
+
+static unsigned bits_count(const struct arena *ar, size_t first, size_t n)
+{
+	unsigned c = 0;
+
+	while (n) {
+		size_t w = first / 64, b = first % 64, take = 64 - b;
+		uint64_t word = ar->released[w] >> b;
+
+		if (take > n)
+			take = n;
+		if (take < 64)
+			word &= (UINT64_C(1) << take) - 1;
+		c += (unsigned)__builtin_popcountll(word);
+		first += take;
+		n -= take;
+	}
+	return c;
+}
+
+static void bits_assign(struct arena *ar, size_t first, size_t n, bool set)
+{
+	while (n) {
+		size_t w = first / 64, b = first % 64, take = 64 - b;
+		uint64_t mask;
+
+		if (take > n)
+			take = n;
+		mask = (take == 64 ? ~UINT64_C(0) : (UINT64_C(1) << take) - 1) << b;
+		if (set)
+			ar->released[w] |= mask;
+		else
+			ar->released[w] &= ~mask;
+		first += take;
+		n -= take;
+	}
+}
+
+/* The first page in [pos, end) whose bit equals `set`, or `end`. */
+static size_t bits_next(const struct arena *ar, size_t pos, size_t end, bool set)
+{
+	while (pos < end) {
+		uint64_t word = ar->released[pos / 64];
+
+		if (!set)
+			word = ~word;
+		word >>= pos % 64;
+		if (word) {
+			pos += (size_t)__builtin_ctzll(word);
+			return pos < end ? pos : end;
+		}
+		pos = (pos / 64 + 1) * 64;
+	}
+	return end;
+}
+
+/* The first run of ≥ `min` resident pages in the span; false if none. */
+static bool find_resident_run(const struct span *s, size_t min, size_t *ret_first,
+			      size_t *ret_n)
+{
+	size_t first = arena_page(s->arena, (void *)s->start), end = first + s->npages;
+	size_t pos = first;
+
+	while (pos < end) {
+		size_t a = bits_next(s->arena, pos, end, false), b;
+
+		if (a == end)
+			break;
+		b = bits_next(s->arena, a, end, true);
+		if (b - a >= min) {
+			*ret_first = a;
+			*ret_n = b - a;
+			return true;
+		}
+		pos = b;
+	}
+	return false;
+}
+
+/* ---- span structs and the page map ------------------------------------- */
+
+static struct span *span_new(void)
+{
+	struct span *s;
+
+	if (!span_pool) {
+		struct span *slab = meta_alloc(SPAN_SLAB * sizeof(*slab));
+		unsigned i;
+
+		if (!slab)
+			return NULL;
+		for (i = 0; i < SPAN_SLAB; i++) {
+			slab[i].state = SPAN_POOLED;
+			slab[i].next = span_pool;
+			span_pool = &slab[i];
+		}
+	}
+	s = span_pool;
+	span_pool = s->next;
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+static void span_put(struct span *s)
+{
+	s->state = SPAN_POOLED;
+	s->next = span_pool;
+	span_pool = s;
+}
+
+static size_t span_first(const struct span *s)
+{
+	return arena_page(s->arena, (void *)s->start);
+}
+
+static void map_ends(struct span *s)
+{
+	size_t first = span_first(s);
+
+	__atomic_store_n(&s->arena->spans[first], s, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->arena->spans[first + s->npages - 1], s, __ATOMIC_RELEASE);
+}
+
+static void map_all(struct span *s, uint8_t cls1)
+{
+	size_t first = span_first(s), i;
+
+	for (i = first; i < first + s->npages; i++) {
+		__atomic_store_n(&s->arena->spans[i], s, __ATOMIC_RELEASE);
+		s->arena->classes[i] = cls1;
+	}
+}
+
+/* ---- free lists ---------------------------------------------------------- */
+
+static unsigned bucket_of(size_t npages)
+{
+	return npages < NBUCKETS - 1 ? (unsigned)npages : NBUCKETS - 1;
+}
+
+static void free_insert(struct span *s)
+{
+	unsigned cat, b = bucket_of(s->npages);
+	size_t f, n;
+
+	if (s->nreleased == 0)
+		cat = L_CLEAN;
+	else if (s->nreleased == s->npages)
+		cat = L_RELEASED;
+	else if (find_resident_run(s, RELEASE_MIN_PAGES, &f, &n))
+		cat = L_MIXED_REL;
+	else
+		cat = L_MIXED;
+	if (cat == L_CLEAN)
+		s->nreleasable = s->npages >= RELEASE_MIN_PAGES ? s->npages : 0;
+	else if (cat == L_MIXED_REL)
+		s->nreleasable = s->npages - s->nreleased;
+	else
+		s->nreleasable = 0;
+	s->state = SPAN_FREE;
+	s->list = (uint8_t)cat;
+	s->prev = NULL;
+	s->next = lists[cat][b];
+	if (s->next)
+		s->next->prev = s;
+	lists[cat][b] = s;
+	nonempty[cat][b / 64] |= UINT64_C(1) << (b % 64);
+	__atomic_store_n(&st.releasable_pages, st.releasable_pages + s->nreleasable,
+			 __ATOMIC_RELAXED);
+}
+
+static void free_remove(struct span *s)
+{
+	unsigned b = bucket_of(s->npages);
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		lists[s->list][b] = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	if (!lists[s->list][b])
+		nonempty[s->list][b / 64] &= ~(UINT64_C(1) << (b % 64));
+	__atomic_store_n(&st.releasable_pages, st.releasable_pages - s->nreleasable,
+			 __ATOMIC_RELAXED);
+	s->nreleasable = 0;
+	s->next = s->prev = NULL;
+}
+
+/* The first non-empty bucket ≥ b of list `cat`, or NBUCKETS. */
+static unsigned bucket_next(unsigned cat, unsigned b)
+{
+	while (b < NBUCKETS) {
+		uint64_t w = nonempty[cat][b / 64] >> (b % 64);
+
+		if (w)
+			return b + (unsigned)__builtin_ctzll(w);
+		b = (b / 64 + 1) * 64;
+	}
+	return NBUCKETS;
+}
+
+/* Best fit for `npages` in list `cat`. */
+static struct span *find_in(unsigned cat, size_t npages)
+{
+	unsigned b = bucket_next(cat, bucket_of(npages));
+	struct span *s, *best = NULL;
+
+	if (b == NBUCKETS)
+		return NULL;
+	if (b < NBUCKETS - 1)
+		return lists[cat][b];
+	for (s = lists[cat][b]; s; s = s->next)
+		if (s->npages >= npages && (!best || s->npages < best->npages))
+			best = s;
+	return best;
+}
+
+/* Merge the free span `s` (off the lists) with free neighbours, then list
+ * it.  Neighbours are found through the map entries of the pages just
+ * outside it, which are always the ends of the adjoining spans. */
+static void coalesce_insert(struct span *s)
+{
+	struct arena *ar = s->arena;
+	size_t first = span_first(s), last = first + s->npages - 1;
+
+	if (first > 0) {
+		struct span *l = ar->spans[first - 1];
+
+		if (l && l->state == SPAN_FREE && l->start + l->npages * MG_PAGE_SIZE == s->start) {
+			free_remove(l);
+			s->start = l->start;
+			s->npages += l->npages;
+			s->nreleased += l->nreleased;
+			span_put(l);
+		}
+	}
+	if (last + 1 < ARENA_PAGES) {
+		struct span *r = ar->spans[last + 1];
+
+		if (r && r->state == SPAN_FREE && r->start == s->start + s->npages * MG_PAGE_SIZE) {
+			free_remove(r);
+			s->npages += r->npages;
+			s->nreleased += r->nreleased;
+			span_put(r);
+		}
+	}
+	map_ends(s);
+	free_insert(s);
+}
+
+/* A free span for the pages [first, first + n) of `ar`, listed. */
+static void insert_piece(struct span *piece, struct arena *ar, size_t first, size_t n)
+{
+	piece->arena = ar;
+	piece->start = ar->base + first * MG_PAGE_SIZE;
+	piece->npages = (uint32_t)n;
+	piece->nreleased = bits_count(ar, first, n);
+	map_ends(piece);
+	free_insert(piece);
+}
+
+/* Grow by one arena; it joins the lists as a released span.  Caller holds
+ * the lock. */
+static int grow(void)
+{
+	struct span *s = span_new();
+	struct arena *ar;
+
+	if (!s)
+		return -ENOMEM;
+	ar = arena_new();
+	if (!ar) {
+		span_put(s);
+		return -ENOMEM;
+	}
+	s->arena = ar;
+	s->start = ar->base;
+	s->npages = ARENA_PAGES;
+	s->nreleased = ARENA_PAGES;
+	st.arena_pages += ARENA_PAGES;
+	st.free_pages += ARENA_PAGES;
+	st.released_pages += ARENA_PAGES;
+	map_ends(s);
+	free_insert(s);
+	return 0;
+}
+
+struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
+			    unsigned sizeclass, bool *ret_zeroed)
+{
+	size_t want = npages + align_pages - 1, first, off, rel;
+	struct span *s = NULL, *head = NULL, *tail = NULL;
+	struct arena *ar;
+	unsigned cat;
+
+	if (want > ARENA_PAGES) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&ph_lock);
+	/* Spare structs for the pieces cut off either side, taken first so
+	 * that nothing can fail once the span is off its list. */
+	head = span_new();
+	tail = span_new();
+	if (!head || !tail)
+		goto out_enomem;
+	for (;;) {
+		for (cat = 0; cat < NLISTS && !s; cat++)
+			s = find_in(cat, want);
+		if (s)
+			break;
+		if (grow() < 0)
+			goto out_enomem;
+	}
+	free_remove(s);
+	ar = s->arena;
+	first = span_first(s);
+	if (align_pages > 1) {
+		uintptr_t page = s->start >> MG_PAGE_SHIFT;
+
+		off = (size_t)(((page + align_pages - 1) & ~(uintptr_t)(align_pages - 1)) - page);
+	} else if (s->list == L_MIXED_REL || s->list == L_MIXED) {
+		/* Cut from the end with fewer released pages: fewer faults. */
+		unsigned front = bits_count(ar, first, npages);
+		unsigned back = bits_count(ar, first + s->npages - npages, npages);
+
+		off = back < front ? s->npages - npages : 0;
+	} else {
+		off = 0;
+	}
+	if (off) {
+		insert_piece(head, ar, first, off);
+		head = NULL;
+	}
+	if (off + npages < s->npages) {
+		insert_piece(tail, ar, first + off + npages, s->npages - off - npages);
+		tail = NULL;
+	}
+	first += off;
+	rel = bits_count(ar, first, npages);
+	bits_assign(ar, first, npages, false);
+	s->start = ar->base + first * MG_PAGE_SIZE;
+	s->npages = (uint32_t)npages;
+	s->nreleased = 0;
+	s->state = (uint8_t)state;
+	s->sizeclass = (uint8_t)sizeclass;
+	s->in_partial = 0;
+	map_all(s, state == SPAN_SMALL ? (uint8_t)(sizeclass + 1) : 0);
+	st.released_pages -= rel;
+	st.free_pages -= npages;
+	if (state == SPAN_SMALL)
+		st.small_pages += npages;
+	else
+		st.large_pages += npages;
+	st.alloc_count++;
+	if (head)
+		span_put(head);
+	if (tail)
+		span_put(tail);
+	pthread_mutex_unlock(&ph_lock);
+	if (ret_zeroed)
+		*ret_zeroed = rel == npages;
+	return s;
+
+out_enomem:
+	if (head)
+		span_put(head);
+	if (tail)
+		span_put(tail);
+	pthread_mutex_unlock(&ph_lock);
+	errno = ENOMEM;
+	return NULL;
+}
+
+void pageheap_free(struct span *s)
+{
+	pthread_mutex_lock(&ph_lock);
+	if (s->state == SPAN_SMALL) {
+		st.small_pages -= s->npages;
+		/* The free fast path trusts the class bytes: clear them. */
+		map_all(s, 0);
+	} else {
+		st.large_pages -= s->npages;
+	}
+	st.free_pages += s->npages;
+	s->nreleased = 0;
+	s->state = SPAN_FREE;
+	coalesce_insert(s);
+	pthread_mutex_unlock(&ph_lock);
+}
+
+void pageheap_shrink(struct span *s, size_t npages)
+{
+	struct span *t;
+	size_t cut = s->npages - npages;
+
+	pthread_mutex_lock(&ph_lock);
+	t = span_new();
+	if (!t) {
+		/* Keep the block whole: shrinking is only an optimisation. */
+		pthread_mutex_unlock(&ph_lock);
+		return;
+	}
+	t->arena = s->arena;
+	t->start = s->start + npages * MG_PAGE_SIZE;
+	t->npages = (uint32_t)cut;
+	t->nreleased = 0;
+	s->npages = (uint32_t)npages;
+	map_ends(s);
+	st.large_pages -= cut;
+	st.free_pages += cut;
+	coalesce_insert(t);
+	pthread_mutex_unlock(&ph_lock);
+}
+
+bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
+{
+	struct arena *ar = s->arena;
+	size_t end = span_first(s) + s->npages, extra = npages - s->npages, rel;
+	struct span *r;
+
+	if (end + extra > ARENA_PAGES)
+		return false;
+	pthread_mutex_lock(&ph_lock);
+	r = ar->spans[end];
+	if (!r || r->state != SPAN_FREE || r->start != s->start + s->npages * MG_PAGE_SIZE ||
+	    r->npages < extra) {
+		pthread_mutex_unlock(&ph_lock);
+		return false;
+	}
+	free_remove(r);
+	rel = bits_count(ar, end, extra);
+	bits_assign(ar, end, extra, false);
+	if (r->npages > extra) {
+		r->start += extra * MG_PAGE_SIZE;
+		r->npages -= (uint32_t)extra;
+		r->nreleased -= (uint32_t)rel;
+		map_ends(r);
+		free_insert(r);
+	} else {
+		span_put(r);
+	}
+	s->npages = (uint32_t)npages;
+	map_all(s, 0);
+	st.released_pages -= rel;
+	st.free_pages -= extra;
+	st.large_pages += extra;
+	st.alloc_count++;
+	pthread_mutex_unlock(&ph_lock);
+	if (ret_zeroed)
+		*ret_zeroed = rel == extra;
+	return true;
+}
+
+/* The largest span with a resident run to release: big runs first, so one
+ * madvise does the most. */
+static struct span *release_candidate(void)
+{
+	int b;
+
+	for (b = NBUCKETS - 1; b >= RELEASE_MIN_PAGES; b--) {
+		if (lists[L_CLEAN][b])
+			return lists[L_CLEAN][b];
+		if (lists[L_MIXED_REL][b])
+			return lists[L_MIXED_REL][b];
+	}
+	return NULL;
+}
+
+long pageheap_release_step(size_t max_pages)
+{
+	struct span *s, *head, *tail;
+	struct arena *ar;
+	size_t first, run, n;
+	int r;
+
+	if (max_pages < RELEASE_MIN_PAGES)
+		max_pages = RELEASE_MIN_PAGES;
+	pthread_mutex_lock(&ph_lock);
+	s = release_candidate();
+	if (!s) {
+		pthread_mutex_unlock(&ph_lock);
+		return 0;
+	}
+	head = span_new();
+	tail = span_new();
+	if (!head || !tail) {
+		if (head)
+			span_put(head);
+		pthread_mutex_unlock(&ph_lock);
+		return -ENOMEM;
+	}
+	free_remove(s);
+	ar = s->arena;
+	first = span_first(s);
+	if (!find_resident_run(s, RELEASE_MIN_PAGES, &run, &n)) {
+		/* Cannot happen: the lists say it has one.  Re-list it. */
+		free_insert(s);
+		span_put(head);
+		span_put(tail);
+		pthread_mutex_unlock(&ph_lock);
+		return 0;
+	}
+	if (n > max_pages)
+		n = max_pages;
+	/* Cut [run, run + n) out as a busy span, listing what is left either
+	 * side; the busy span keeps its neighbours from merging over it. */
+	if (run > first) {
+		insert_piece(head, ar, first, run - first);
+		head = NULL;
+	}
+	if (run + n < first + s->npages) {
+		insert_piece(tail, ar, run + n, first + s->npages - run - n);
+		tail = NULL;
+	}
+	if (head)
+		span_put(head);
+	if (tail)
+		span_put(tail);
+	s->start = ar->base + run * MG_PAGE_SIZE;
+	s->npages = (uint32_t)n;
+	s->nreleased = 0;
+	s->state = SPAN_BUSY;
+	map_ends(s);
+	pthread_mutex_unlock(&ph_lock);
+
+	/* The syscall runs unlocked: allocation goes on around it. */
+	r = madvise((void *)s->start, n * MG_PAGE_SIZE, MADV_DONTNEED);
+	if (r < 0)
+		r = -errno;
+
+	pthread_mutex_lock(&ph_lock);
+	if (r == 0) {
+		bits_assign(ar, run, n, true);
+		s->nreleased = (uint32_t)n;
+		st.released_pages += n;
+	}
+	coalesce_insert(s);
+	pthread_mutex_unlock(&ph_lock);
+	return r < 0 ? r : (long)n;
+}
+
+uint64_t pageheap_releasable(void)
+{
+	return __atomic_load_n(&st.releasable_pages, __ATOMIC_RELAXED);
+}
+
+void pageheap_get_stats(struct pageheap_stats *ret)
+{
+	pthread_mutex_lock(&ph_lock);
+	*ret = st;
+	pthread_mutex_unlock(&ph_lock);
+}
+
+void pageheap_lock(void)
+{
+	pthread_mutex_lock(&ph_lock);
+}
+
+void pageheap_unlock(void)
+{
+	pthread_mutex_unlock(&ph_lock);
+}
+
+void pageheap_reinit_lock(void)
+{
+	pthread_mutex_init(&ph_lock, NULL);
+}

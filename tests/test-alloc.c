@@ -1,0 +1,728 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * client/alloc: size classes, the C allocation contract, threads and
+ * cross-thread frees with every block pattern-checked, statistics that add
+ * up, release and the scavenger (pages come back zero-filled), mmap
+ * failure injection and fork.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/alloc/alloc.h"
+#include "proto/macro.h"
+
+#define MIB (UINT64_C(1) << 20)
+
+static uint64_t rng_next(uint64_t *s)
+{
+	/* xorshift64*: deterministic, so a failure replays. */
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * UINT64_C(2685821657736338717);
+}
+
+static uint8_t pattern(const void *p, size_t i)
+{
+	return (uint8_t)(((uintptr_t)p >> 4) * 31 + i * 7 + 1);
+}
+
+static void fill(void *p, size_t n)
+{
+	uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = pattern(p, i);
+}
+
+/* Whether the first n bytes of q hold p's pattern. */
+static bool check(const void *q, const void *p, size_t n)
+{
+	const uint8_t *b = q;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (b[i] != pattern(p, i))
+			return false;
+	return true;
+}
+
+static uint64_t rss_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- size classes -------------------------------------------------------- */
+
+static void test_sizeclass_table(void **state)
+{
+	unsigned cls;
+	size_t s;
+
+	sizeclass_init();
+	for (cls = 0; cls < NCLASSES; cls++) {
+		const struct sizeclass *c = &sizeclasses[cls];
+		uint64_t bytes = (uint64_t)c->pages * MG_PAGE_SIZE;
+
+		assert_int_equal(c->size % MG_MIN_ALIGN, 0);
+		if (cls)
+			assert_true(c->size > sizeclasses[cls - 1].size);
+		assert_true(c->objs >= 1);
+		assert_int_equal(c->objs, bytes / c->size);
+		/* The span's tail is at most an eighth of it. */
+		assert_true((bytes - (uint64_t)c->objs * c->size) * 8 <= bytes);
+		assert_true(c->batch >= 1);
+		assert_true(c->tcache_max == 0 || c->batch * 2 <= c->tcache_max);
+	}
+	assert_int_equal(sizeclasses[NCLASSES - 1].size, SMALL_MAX);
+	/* Every size lands in the smallest class that holds it, and above
+	 * 128 B wastes less than 12.5 % of the request. */
+	for (s = 0; s <= SMALL_MAX; s++) {
+		unsigned c = sizeclass_of(s);
+		uint32_t size = sizeclasses[c].size;
+
+		assert_true(c < NCLASSES);
+		assert_true(size >= s);
+		if (c)
+			assert_true(sizeclasses[c - 1].size < (s ? s : 1));
+		if (s > 128)
+			assert_true((size - s) * 8 < s);
+	}
+	for (s = 1; s <= 8192; s *= 2) {
+		int c = sizeclass_aligned(100, s);
+
+		assert_true(c >= 0);
+		assert_int_equal(sizeclasses[c].size % s, 0);
+		assert_true(sizeclasses[c].size >= 100);
+	}
+	assert_int_equal(sizeclass_aligned(100, 16384), -1);
+}
+
+/* ---- the C contract ------------------------------------------------------ */
+
+static void test_malloc_contract(void **state)
+{
+	void *a, *b, *p;
+	uint8_t *z;
+	size_t i;
+
+	a = mg_malloc(0);
+	b = mg_malloc(0);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_ptr_not_equal(a, b);
+	mg_free(a);
+	mg_free(b);
+	mg_free(NULL);
+	assert_int_equal(mg_usable_size(NULL), 0);
+
+	errno = 0;
+	assert_null(mg_calloc(SIZE_MAX / 2, 3));
+	assert_int_equal(errno, ENOMEM);
+	errno = 0;
+	assert_null(mg_malloc(SIZE_MAX - 100));
+	assert_int_equal(errno, ENOMEM);
+
+	/* calloc zeroes recycled memory too. */
+	p = mg_malloc(1000);
+	memset(p, 0xee, 1000);
+	mg_free(p);
+	z = mg_calloc(10, 100);
+	for (i = 0; i < 1000; i++)
+		assert_int_equal(z[i], 0);
+	mg_free(z);
+	z = mg_calloc(1, 3 * MIB);
+	for (i = 0; i < 3 * MIB; i += 4096)
+		assert_int_equal(z[i], 0);
+	mg_free(z);
+
+	/* realloc: NULL is malloc, 0 frees (glibc), data survives moves. */
+	p = mg_realloc(NULL, 10);
+	assert_non_null(p);
+	fill(p, 10);
+	assert_ptr_equal(mg_realloc(p, 12), p);        /* same class */
+	a = mg_realloc(p, 5000);
+	assert_true(check(a, p, 10));
+	p = a;
+	fill(p, 5000);
+	a = mg_realloc(p, 700 * 1024);                 /* small → large */
+	assert_true(check(a, p, 5000));
+	p = a;
+	fill(p, 700 * 1024);
+	assert_ptr_equal(mg_realloc(p, 600 * 1024), p); /* large shrinks in place */
+	assert_true(check(p, p, 600 * 1024));
+	a = mg_realloc(p, 3 * MIB);                    /* grows, in place or not */
+	assert_true(check(a, p, 600 * 1024));
+	p = a;
+	fill(p, 3 * MIB);
+	a = mg_realloc(p, 9 * MIB);                    /* large → huge */
+	assert_true(check(a, p, 3 * MIB));
+	p = a;
+	fill(p, 9 * MIB);
+	a = mg_realloc(p, 40 * MIB);                   /* huge: mremap */
+	assert_true(check(a, p, 9 * MIB));
+	assert_true(mg_usable_size(a) >= 40 * MIB);
+	p = a;
+	fill(p, 100);
+	a = mg_realloc(p, 100);                        /* huge → small */
+	assert_true(check(a, p, 100));
+	assert_null(mg_realloc(a, 0));
+}
+
+static void test_alignment(void **state)
+{
+	static const size_t sizes[] = { 0, 1, 8, 16, 17, 100, 128, 129, 1000, 4096, 4097,
+					32768, 65536, 200000, 262144, 262145, 1000000,
+					4 * MIB - 1, 4 * MIB, 5 * MIB + 3 };
+	size_t i, a;
+
+	for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+		void *p = mg_malloc(sizes[i]);
+
+		assert_non_null(p);
+		assert_int_equal((uintptr_t)p % MG_MIN_ALIGN, 0);
+		assert_true(mg_usable_size(p) >= sizes[i]);
+		memset(p, 0x11, sizes[i]);
+		mg_free(p);
+		for (a = 1; a <= 4 * MIB; a *= 2) {
+			void *q = mg_aligned_alloc(a, sizes[i]);
+			int r;
+
+			assert_non_null(q);
+			assert_int_equal((uintptr_t)q % a, 0);
+			assert_int_equal((uintptr_t)q % MG_MIN_ALIGN, 0);
+			assert_true(mg_usable_size(q) >= sizes[i]);
+			memset(q, 0x22, sizes[i]);
+			mg_free(q);
+			if (a < sizeof(void *))
+				continue;
+			r = mg_posix_memalign(&q, a, sizes[i]);
+			assert_int_equal(r, 0);
+			assert_int_equal((uintptr_t)q % a, 0);
+			mg_free(q);
+		}
+	}
+	errno = 0;
+	assert_null(mg_aligned_alloc(24, 100));
+	assert_int_equal(errno, EINVAL);
+	{
+		void *q = (void *)1;
+
+		assert_int_equal(mg_posix_memalign(&q, 4, 100), EINVAL);
+		assert_int_equal(mg_posix_memalign(&q, 48, 100), EINVAL);
+		assert_ptr_equal(q, (void *)1);
+	}
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+#define STRESS_THREADS 4
+#define STRESS_SLOTS 512
+#define STRESS_OPS 60000
+
+struct slot {
+	void *p;
+	void *tag;                       /* the pointer the pattern was made for */
+	size_t n;
+};
+
+static size_t stress_size(uint64_t *rng)
+{
+	uint64_t r = rng_next(rng);
+
+	switch (r % 16) {
+	case 0:
+		return (size_t)(r >> 8) % (2 * MIB);   /* large, sometimes huge-ish */
+	case 1:
+	case 2:
+		return (size_t)(r >> 8) % 40000;
+	default:
+		return (size_t)(r >> 8) % 600;
+	}
+}
+
+static void *stress_thread(void *arg)
+{
+	uint64_t rng = (uintptr_t)arg * 0x9e3779b97f4a7c15u + 1;
+	struct slot *slots = calloc(STRESS_SLOTS, sizeof(*slots));
+	long bad = 0;
+	unsigned i;
+
+	for (i = 0; i < STRESS_OPS; i++) {
+		struct slot *s = &slots[rng_next(&rng) % STRESS_SLOTS];
+		unsigned op = (unsigned)(rng_next(&rng) % 3);
+
+		if (s->p && !check(s->p, s->tag, s->n))
+			bad++;
+		if (s->p && op == 0) {
+			size_t n = stress_size(&rng);
+			void *q = mg_realloc(s->p, n ? n : 1);
+
+			if (!q) {
+				bad++;
+				continue;
+			}
+			if (!n)
+				n = 1;
+			if (!check(q, s->tag, n < s->n ? n : s->n))
+				bad++;
+			s->p = q;
+			s->n = n;
+		} else if (s->p) {
+			mg_free(s->p);
+			s->p = NULL;
+			continue;
+		} else {
+			s->n = stress_size(&rng);
+			s->p = op == 1 ? mg_malloc(s->n) : mg_calloc(1, s->n);
+			if (!s->p || (uintptr_t)s->p % MG_MIN_ALIGN) {
+				bad++;
+				continue;
+			}
+		}
+		s->tag = s->p;
+		fill(s->p, s->n);
+	}
+	for (i = 0; i < STRESS_SLOTS; i++) {
+		if (slots[i].p && !check(slots[i].p, slots[i].tag, slots[i].n))
+			bad++;
+		mg_free(slots[i].p);
+	}
+	free(slots);
+	return (void *)bad;
+}
+
+static void test_thread_stress(void **state)
+{
+	pthread_t t[STRESS_THREADS];
+	uintptr_t i;
+
+	for (i = 0; i < STRESS_THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, stress_thread, (void *)(i + 1)), 0);
+	for (i = 0; i < STRESS_THREADS; i++) {
+		void *bad;
+
+		pthread_join(t[i], &bad);
+		assert_int_equal((long)bad, 0);
+	}
+}
+
+/* A producer allocates and fills, a consumer checks and frees. */
+#define RING 1024
+#define XFER_OBJS 400000
+
+struct ring {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct slot items[RING];
+	unsigned head, tail;             /* tail − head = items queued */
+	long bad;
+};
+
+static void *producer(void *arg)
+{
+	struct ring *r = arg;
+	uint64_t rng = 77;
+	unsigned i;
+
+	for (i = 0; i < XFER_OBJS; i++) {
+		size_t n = 16 + rng_next(&rng) % (i % 64 ? 1000 : 100000);
+		void *p = mg_malloc(n);
+
+		if (!p) {
+			/* Still queue it, so the consumer does not wait forever. */
+			r->bad++;
+			n = 0;
+		}
+		fill(p, n);
+		pthread_mutex_lock(&r->lock);
+		while (r->tail - r->head == RING)
+			pthread_cond_wait(&r->cond, &r->lock);
+		r->items[r->tail++ % RING] = (struct slot){ .p = p, .tag = p, .n = n };
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	return NULL;
+}
+
+static void *consumer(void *arg)
+{
+	struct ring *r = arg;
+	unsigned i;
+
+	for (i = 0; i < XFER_OBJS; i++) {
+		struct slot s;
+
+		pthread_mutex_lock(&r->lock);
+		while (r->tail == r->head)
+			pthread_cond_wait(&r->cond, &r->lock);
+		s = r->items[r->head++ % RING];
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+		if (!check(s.p, s.tag, s.n))
+			r->bad++;
+		mg_free(s.p);
+	}
+	return NULL;
+}
+
+static void test_cross_thread_free(void **state)
+{
+	struct ring *r = calloc(1, sizeof(*r));
+	struct alloc_stats before, after;
+	pthread_t a, b;
+
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	alloc_get_stats(&before);
+	assert_int_equal(pthread_create(&a, NULL, producer, r), 0);
+	assert_int_equal(pthread_create(&b, NULL, consumer, r), 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	assert_int_equal(r->bad, 0);
+	/* Everything one thread allocated and the other freed is accounted
+	 * for once both are gone. */
+	alloc_get_stats(&after);
+	assert_int_equal(after.heap.inuse, before.heap.inuse);
+	free(r);
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+static void assert_adds_up(const struct alloc_stats *a)
+{
+	assert_int_equal(a->heap.sys, a->heap.inuse + a->heap.idle + a->heap.released);
+	assert_int_equal(a->heap.inuse, a->small_inuse + a->large_inuse + a->huge);
+	if (a->heap.inuse) {
+		double f = (double)(a->heap.sys - a->heap.released) / (double)a->heap.inuse;
+
+		assert_true(a->heap.fragmentation > f - 1e-9 && a->heap.fragmentation < f + 1e-9);
+	}
+	assert_true(a->heap.metadata > 0);
+}
+
+static void test_stats_add_up(void **state)
+{
+	static const size_t sizes[] = { 1, 24, 100, 128, 129, 3000, 40000, 262144, 300000,
+					1000000, 4 * MIB, 7 * MIB };
+	void *p[ARRAY_SIZE(sizes) * 10];
+	struct alloc_stats base, a;
+	struct mg_heap_stats pub;
+	uint64_t sum = 0;
+	size_t i;
+
+	alloc_get_stats(&base);
+	assert_adds_up(&base);
+	for (i = 0; i < ARRAY_SIZE(p); i++) {
+		p[i] = mg_malloc(sizes[i % ARRAY_SIZE(sizes)]);
+		sum += mg_usable_size(p[i]);
+	}
+	alloc_get_stats(&a);
+	assert_adds_up(&a);
+	assert_int_equal(a.heap.inuse - base.heap.inuse, sum);
+	mg_heap_stats(&pub);
+	assert_int_equal(pub.inuse, a.heap.inuse);
+	assert_int_equal(pub.sys, a.heap.sys);
+	for (i = 0; i < ARRAY_SIZE(p); i++)
+		mg_free(p[i]);
+	alloc_get_stats(&a);
+	assert_adds_up(&a);
+	assert_int_equal(a.heap.inuse, base.heap.inuse);
+}
+
+/* ---- release, scavenger ---------------------------------------------------- */
+
+static bool released_bit(const void *p)
+{
+	struct arena *ar = arena_of(p);
+	size_t page = arena_page(ar, p);
+
+	return ar->released[page / 64] >> (page % 64) & 1;
+}
+
+static void test_release_zero_fill(void **state)
+{
+	const size_t n = 2 * MIB;
+	struct alloc_stats a, b;
+	volatile uint8_t *v;
+	uint8_t *p, *q;
+	uint64_t rss0, rss1;
+	size_t i, got;
+
+	scavenger_disable(true);
+	p = mg_malloc(n);
+	assert_non_null(p);
+	memset(p, 0x5a, n);
+	rss0 = rss_bytes();
+	mg_free(p);
+	alloc_get_stats(&a);
+	got = mg_heap_release(0);
+	assert_true(got >= n);
+	alloc_get_stats(&b);
+	assert_adds_up(&b);
+	assert_int_equal(b.heap.released - a.heap.released, got);
+	rss1 = rss_bytes();
+	assert_true(rss0 - rss1 >= n - 64 * 1024);
+	/* The arena stays mapped; its released pages read as zeros. */
+	v = p;
+	for (i = 0; i < n; i += 512) {
+		assert_true(released_bit(p + i));
+		assert_int_equal(v[i], 0);
+	}
+	/* And are usable again. */
+	q = mg_malloc(n);
+	fill(q, n);
+	assert_true(check(q, q, n));
+	mg_free(q);
+	q = mg_calloc(1, n);
+	for (i = 0; i < n; i++)
+		assert_int_equal(q[i], 0);
+	mg_free(q);
+	/* Nothing resident is left to release in runs ≥ 64 KiB. */
+	mg_heap_release(0);
+	assert_int_equal(mg_heap_release(0), 0);
+	assert_int_equal(pageheap_releasable(), 0);
+	scavenger_disable(false);
+}
+
+static void test_release_partial(void **state)
+{
+	void *p = mg_malloc(3 * MIB);
+	size_t got;
+
+	scavenger_disable(true);
+	memset(p, 1, 3 * MIB);
+	mg_free(p);
+	got = mg_heap_release(MIB);
+	assert_true(got >= MIB);
+	assert_true(got < 3 * MIB);
+	mg_heap_release(0);
+	scavenger_disable(false);
+}
+
+static void test_scavenger(void **state)
+{
+	enum { N = 4096 };
+	void **p = calloc(N, sizeof(*p));
+	struct scav_stats ss;
+	struct alloc_stats a;
+	uint64_t rss_full, rss_after = 0, resident = 0;
+	int i, waited;
+
+	mg_heap_set_goal(0);
+	for (i = 0; i < N; i++) {
+		p[i] = mg_malloc(16384 + (size_t)i % 7 * 16);
+		memset(p[i], 0x33, 16384);
+	}
+	rss_full = rss_bytes();
+	for (i = 0; i < N; i++)
+		mg_free(p[i]);
+	/* No call: the thread alone must bring RSS down within 2 s. */
+	for (waited = 0; waited < 3000; waited += 100) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		alloc_get_stats(&a);
+		resident = a.heap.sys - a.heap.released;
+		if (resident <= scavenger_goal() + 8 * MIB)
+			break;
+	}
+	rss_after = rss_bytes();
+	scavenger_get_stats(&ss);
+	print_message("scavenger: %d ms, resident %" PRIu64 " KiB, goal %" PRIu64
+		      " KiB, RSS %" PRIu64 " -> %" PRIu64 " KiB, cpu %" PRIu64 " us\n",
+		      waited, resident >> 10, scavenger_goal() >> 10, rss_full >> 10,
+		      rss_after >> 10, ss.cpu_ns / 1000);
+	assert_true(ss.running);
+	assert_true(ss.released_bytes > 0);
+	assert_true(waited < 2500);
+	assert_true(rss_full - rss_after >= 48 * MIB);
+	free(p);
+}
+
+static void test_set_goal(void **state)
+{
+	void *p = mg_malloc(3 * MIB);
+	struct alloc_stats a;
+	int waited;
+
+	memset(p, 1, 3 * MIB);
+	mg_free(p);
+	/* A goal under the heap's resident size: released in the background. */
+	mg_heap_set_goal(1);
+	for (waited = 0; waited < 3000; waited += 50) {
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		if (!pageheap_releasable())
+			break;
+	}
+	assert_int_equal(pageheap_releasable(), 0);
+	alloc_get_stats(&a);
+	assert_adds_up(&a);
+	mg_heap_set_goal(0);
+}
+
+/* ---- mmap failure -------------------------------------------------------- */
+
+static int mmap_calls_left;
+
+static void *failing_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	if (__atomic_fetch_sub(&mmap_calls_left, 1, __ATOMIC_RELAXED) <= 0) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	return mmap(addr, len, prot, flags, fd, off);
+}
+
+static void test_mmap_failure(void **state)
+{
+	struct alloc_stats before, a;
+	void *blocks[256];
+	unsigned n = 0, i, k;
+	void *p;
+
+	scavenger_disable(true);
+	alloc_get_stats(&before);
+	for (k = 0; k < 4; k++) {
+		/* k = 0: every mapping fails; then the k-th one does. */
+		mmap_calls_left = (int)k;
+		alloc_set_mmap_hook(failing_mmap);
+		errno = 0;
+		p = mg_malloc(16 * MIB);
+		if (k == 0) {
+			assert_null(p);
+			assert_int_equal(errno, ENOMEM);
+		}
+		mg_free(p);
+		/* Fill the arenas with large blocks until one more is needed. */
+		n = 0;
+		while (n < ARRAY_SIZE(blocks)) {
+			errno = 0;
+			p = mg_malloc(4 * MIB - 8192);
+			if (!p) {
+				assert_int_equal(errno, ENOMEM);
+				break;
+			}
+			memset(p, 0x44, 4096);
+			blocks[n++] = p;
+		}
+		print_message("mmap failure after %u calls: %u large blocks\n", k, n);
+		assert_true(n < ARRAY_SIZE(blocks));
+		alloc_set_mmap_hook(NULL);
+		/* Nothing broke: the heap still works and adds up. */
+		p = mg_malloc(4 * MIB - 8192);
+		assert_non_null(p);
+		mg_free(p);
+		for (i = 0; i < n; i++)
+			mg_free(blocks[i]);
+		alloc_get_stats(&a);
+		assert_adds_up(&a);
+		assert_int_equal(a.heap.inuse, before.heap.inuse);
+	}
+	mg_heap_release(0);
+	scavenger_disable(false);
+}
+
+/* ---- fork ---------------------------------------------------------------- */
+
+static volatile int churn_stop;
+
+static void *churn(void *arg)
+{
+	uint64_t rng = 5;
+
+	while (!churn_stop) {
+		void *p = mg_malloc(16 + rng_next(&rng) % 70000);
+
+		mg_free(p);
+	}
+	return arg;
+}
+
+static void test_fork(void **state)
+{
+	pthread_t t;
+	int i;
+
+	churn_stop = 0;
+	assert_int_equal(pthread_create(&t, NULL, churn, NULL), 0);
+	for (i = 0; i < 20; i++) {
+		pid_t pid = fork();
+		int status;
+
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			void *p[100];
+			int j;
+
+			/* The child must find every lock free and the heap sane. */
+			for (j = 0; j < 100; j++) {
+				p[j] = mg_malloc((size_t)j * 1000);
+				if (!p[j])
+					_exit(1);
+				fill(p[j], (size_t)j * 1000);
+			}
+			for (j = 0; j < 100; j++) {
+				if (!check(p[j], p[j], (size_t)j * 1000))
+					_exit(2);
+				mg_free(p[j]);
+			}
+			_exit(mg_heap_release(0) == (size_t)-1);
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	churn_stop = 1;
+	pthread_join(t, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sizeclass_table),
+		cmocka_unit_test(test_malloc_contract),
+		cmocka_unit_test(test_alignment),
+		cmocka_unit_test(test_stats_add_up),
+		cmocka_unit_test(test_release_zero_fill),
+		cmocka_unit_test(test_release_partial),
+		cmocka_unit_test(test_mmap_failure),
+		cmocka_unit_test(test_thread_stress),
+		cmocka_unit_test(test_cross_thread_free),
+		cmocka_unit_test(test_scavenger),
+		cmocka_unit_test(test_set_goal),
+		cmocka_unit_test(test_fork),
+	};
+
+	/* One test by name (a glob), for debugging: test-alloc 'test_fork'. */
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
