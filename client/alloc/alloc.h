@@ -65,7 +65,9 @@
 
 #define SMALL_MAX (256u << 10)           /* bytes: largest size class */
 #define HUGE_MIN (4u << 20)              /* bytes: own mapping from this size on */
+#ifndef RELEASE_MIN_PAGES
 #define RELEASE_MIN_PAGES 8              /* pages: 64 KiB, the smallest madvise run */
+#endif
 
 /* ---- arena.c ----------------------------------------------------------- */
 
@@ -103,9 +105,10 @@ static inline struct arena *arena_of(const void *p)
 	return __atomic_load_n(&arena_map[a >> ARENA_SHIFT], __ATOMIC_ACQUIRE);
 }
 
+/* Arenas are aligned to their size: no need to load the base. */
 static inline size_t arena_page(const struct arena *ar, const void *p)
 {
-	return ((uintptr_t)p - ar->base) >> MG_PAGE_SHIFT;
+	return ((uintptr_t)p >> MG_PAGE_SHIFT) & (ARENA_PAGES - 1);
 }
 
 /*
@@ -261,12 +264,14 @@ struct sizeclass {
 };
 
 _hidden_ extern struct sizeclass sizeclasses[NCLASSES];
+_hidden_ extern uint8_t sizeclass_lut[1024 / 16 + 1];   /* by (size + 15) / 16 */
 
 /* Fill the table (idempotent). */
 _hidden_ void sizeclass_init(void);
 
-/* The class of a request of `size` ≤ SMALL_MAX bytes (0 counts as 1). */
-static inline unsigned sizeclass_of(size_t size)
+/* The class of a request of `size` ≤ SMALL_MAX bytes (0 counts as 1), by
+ * arithmetic: usable before sizeclass_init(). */
+static inline unsigned sizeclass_compute(size_t size)
 {
 	unsigned k;
 
@@ -274,6 +279,14 @@ static inline unsigned sizeclass_of(size_t size)
 		return size ? (unsigned)(size - 1) >> 4 : 0;
 	k = 63 - (unsigned)__builtin_clzl(size - 1);
 	return 8 + (k - 7) * 8 + (unsigned)((size - 1 - (UINT64_C(1) << k)) >> (k - 3));
+}
+
+/* The same, by table for the common sizes; after sizeclass_init(). */
+static inline unsigned sizeclass_of(size_t size)
+{
+	if (likely(size <= 1024))
+		return sizeclass_lut[(size + 15) >> 4];
+	return sizeclass_compute(size);
 }
 
 /* The smallest class ≥ `size` whose objects are all `align`-aligned
@@ -295,8 +308,12 @@ _hidden_ void central_put(unsigned cls, void *head, unsigned n);
  * spans go back to the page heap. */
 _hidden_ void central_drain(void);
 
-/* Bytes of objects sitting in transfer caches. */
-_hidden_ uint64_t central_cached_bytes(void);
+/*
+ * Bytes of small objects out of the central lists: in use by the program
+ * or sitting in a thread cache.  Counted per batch under the class locks,
+ * so the fast paths count nothing.
+ */
+_hidden_ uint64_t central_out_bytes(void);
 
 _hidden_ void central_lock_all(void);
 _hidden_ void central_unlock_all(void);
@@ -312,7 +329,6 @@ struct tbin {
 
 struct tcache {
 	struct tbin bins[NCLASSES];
-	int64_t small_bytes;             /* class bytes this thread handed out − took back */
 	uint32_t flush_req;              /* set by mg_heap_release(): flush when seen */
 	struct tcache *next, *prev;      /* registry */
 };
@@ -344,14 +360,9 @@ _hidden_ void tcache_flush(struct tcache *tc);
 /* Ask every thread to flush at its next slow path; flush the caller's now. */
 _hidden_ void tcache_flush_all(void);
 
-/* Small bytes in use: all threads' counters, plus direct allocations. */
-_hidden_ int64_t tcache_small_inuse(void);
-
-/* Bytes of objects sitting in thread caches. */
+/* Bytes of objects sitting in thread caches (a racy sum while threads
+ * run, exact when they are quiet). */
 _hidden_ uint64_t tcache_cached_bytes(void);
-
-/* Direct (cache-less) small allocations' byte counter. */
-_hidden_ extern int64_t direct_small_bytes;
 
 _hidden_ void tcache_lock_all(void);
 _hidden_ void tcache_unlock_all(void);
@@ -363,8 +374,54 @@ _hidden_ void tcache_after_fork_child(void);
 /* Make the allocator usable (idempotent, cheap once done).  0 or -errno. */
 _hidden_ int alloc_init(void);
 
-/* Large (page heap) bytes in use, huge excluded. */
-_hidden_ uint64_t alloc_large_inuse(void);
+/* The slow paths behind alloc_malloc_fast() and alloc_free_fast(). */
+_hidden_ void *alloc_malloc_slow(size_t size);
+_hidden_ void alloc_free_slow(void *p);
+
+/*
+ * malloc() and free() as they run almost always: one object from or to the
+ * calling thread's cache, no lock, no atomic read-modify-write.  Inline so
+ * that mg_malloc() and the preload library's malloc() are each one call.
+ */
+static inline void *alloc_malloc_fast(size_t size)
+{
+	struct tcache *tc = tls_tcache;
+
+	if (likely(tc && size <= SMALL_MAX)) {
+		unsigned cls = sizeclass_of(size);
+		struct tbin *b = &tc->bins[cls];
+		void *p = b->head;
+
+		if (likely(p)) {
+			b->head = *(void **)p;
+			b->count--;
+			return p;
+		}
+	}
+	return alloc_malloc_slow(size);
+}
+
+static inline void alloc_free_fast(void *p)
+{
+	struct arena *ar = arena_of(p);
+	struct tcache *tc = tls_tcache;
+
+	if (likely(ar && tc)) {
+		unsigned c1 = ar->classes[arena_page(ar, p)];
+
+		if (likely(c1)) {
+			struct tbin *b = &tc->bins[c1 - 1];
+
+			if (likely(b->count < b->max)) {
+				*(void **)p = b->head;
+				b->head = p;
+				b->count++;
+				return;
+			}
+		}
+	}
+	alloc_free_slow(p);
+}
 
 /* ---- scavenge.c -------------------------------------------------------- */
 

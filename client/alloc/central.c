@@ -22,6 +22,7 @@ struct batch {
 
 struct central {
 	pthread_mutex_t lock;
+	uint64_t out;                    /* objects handed out and not back */
 	struct span *partial;            /* spans with free objects */
 	unsigned ntransfer;
 	struct batch transfer[TRANSFER_SLOTS];
@@ -84,6 +85,7 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 
 		*ret_head = b->head;
 		got = b->n;
+		STORE(c->out, c->out + got);
 		pthread_mutex_unlock(&c->lock);
 		return got;
 	}
@@ -117,6 +119,7 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 		if (!s->nfree)
 			partial_remove(c, s);
 	}
+	STORE(c->out, c->out + got);
 	pthread_mutex_unlock(&c->lock);
 	if (tail)
 		*(void **)tail = NULL;
@@ -150,6 +153,7 @@ void central_put(unsigned cls, void *head, unsigned n)
 	struct central *c = &centrals[cls];
 
 	pthread_mutex_lock(&c->lock);
+	STORE(c->out, c->out - n);
 	if (n == sizeclasses[cls].batch && n > 1 && c->ntransfer < TRANSFER_SLOTS) {
 		c->transfer[c->ntransfer++] = (struct batch){ .head = head, .n = n };
 		pthread_mutex_unlock(&c->lock);
@@ -186,19 +190,13 @@ void central_drain(void)
 	}
 }
 
-uint64_t central_cached_bytes(void)
+uint64_t central_out_bytes(void)
 {
 	uint64_t n = 0;
-	unsigned cls, i;
+	unsigned cls;
 
-	for (cls = 0; cls < NCLASSES; cls++) {
-		struct central *c = &centrals[cls];
-
-		pthread_mutex_lock(&c->lock);
-		for (i = 0; i < c->ntransfer; i++)
-			n += (uint64_t)c->transfer[i].n * sizeclasses[cls].size;
-		pthread_mutex_unlock(&c->lock);
-	}
+	for (cls = 0; cls < NCLASSES; cls++)
+		n += LOAD(centrals[cls].out) * sizeclasses[cls].size;
 	return n;
 }
 

@@ -75,14 +75,8 @@ int alloc_init(void)
 static void *small_alloc(unsigned cls)
 {
 	struct tcache *tc = tcache_get();
-	uint32_t size;
 	void *p;
 
-	if (!tc && alloc_init() < 0) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	size = sizeclasses[cls].size;
 	if (tc && tc->bins[cls].max) {
 		struct tbin *b = &tc->bins[cls];
 
@@ -90,24 +84,18 @@ static void *small_alloc(unsigned cls)
 		if (p) {
 			b->head = *(void **)p;
 			b->count--;
-			STORE(tc->small_bytes, tc->small_bytes + size);
 			return p;
 		}
 		return tcache_refill(tc, cls);
 	}
 	if (!central_get(cls, 1, &p))
 		return NULL;
-	if (tc)
-		STORE(tc->small_bytes, tc->small_bytes + size);
-	else
-		ADD(direct_small_bytes, size);
 	return p;
 }
 
 static void small_free(void *p, unsigned cls)
 {
 	struct tcache *tc = tcache_get();
-	uint32_t size = sizeclasses[cls].size;
 
 	if (tc && tc->bins[cls].max) {
 		struct tbin *b = &tc->bins[cls];
@@ -117,17 +105,12 @@ static void small_free(void *p, unsigned cls)
 		*(void **)p = b->head;
 		b->head = p;
 		b->count++;
-		STORE(tc->small_bytes, tc->small_bytes - size);
 		/* A flushed batch may have emptied spans. */
 		scavenger_kick();
 		return;
 	}
 	*(void **)p = NULL;
 	central_put(cls, p, 1);
-	if (tc)
-		STORE(tc->small_bytes, tc->small_bytes - size);
-	else
-		SUB(direct_small_bytes, size);
 	scavenger_kick();
 }
 
@@ -221,33 +204,19 @@ static size_t block_size(const struct span *s)
 
 #ifndef MG_DEBUG_HEAP
 
-/* ---- the fast paths ------------------------------------------------------ */
+/* ---- the fast paths (inline in alloc.h) ---------------------------------- */
 
-static void *malloc_slow(size_t size)
+void *alloc_malloc_slow(size_t size)
 {
 	return core_alloc(size, MG_MIN_ALIGN, false, NULL, size, 0);
 }
 
 _public_ void *mg_malloc(size_t size)
 {
-	struct tcache *tc = tls_tcache;
-
-	if (likely(tc && size <= SMALL_MAX)) {
-		unsigned cls = sizeclass_of(size);
-		struct tbin *b = &tc->bins[cls];
-		void *p = b->head;
-
-		if (likely(p)) {
-			b->head = *(void **)p;
-			b->count--;
-			STORE(tc->small_bytes, tc->small_bytes + sizeclasses[cls].size);
-			return p;
-		}
-	}
-	return malloc_slow(size);
+	return alloc_malloc_fast(size);
 }
 
-static void free_slow(void *p)
+void alloc_free_slow(void *p)
 {
 	struct arena *ar;
 	struct span *s;
@@ -269,26 +238,7 @@ static void free_slow(void *p)
 
 _public_ void mg_free(void *p)
 {
-	struct arena *ar = arena_of(p);
-	struct tcache *tc = tls_tcache;
-
-	if (likely(ar && tc)) {
-		unsigned c1 = ar->classes[arena_page(ar, p)];
-
-		if (likely(c1)) {
-			struct tbin *b = &tc->bins[c1 - 1];
-
-			if (likely(b->count < b->max)) {
-				*(void **)p = b->head;
-				b->head = p;
-				b->count++;
-				STORE(tc->small_bytes,
-				      tc->small_bytes - sizeclasses[c1 - 1].size);
-				return;
-			}
-		}
-	}
-	free_slow(p);
+	alloc_free_fast(p);
 }
 
 _public_ void *mg_calloc(size_t n, size_t size)

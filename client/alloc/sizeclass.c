@@ -15,6 +15,7 @@
 #define TCACHE_CLASS_MAX (32u << 10)     /* bytes: larger classes bypass thread caches */
 
 struct sizeclass sizeclasses[NCLASSES];
+uint8_t sizeclass_lut[1024 / 16 + 1];
 
 static uint32_t class_size(unsigned cls)
 {
@@ -30,9 +31,12 @@ static uint32_t class_size(unsigned cls)
 void sizeclass_init(void)
 {
 	unsigned cls;
+	size_t i;
 
 	if (sizeclasses[0].size)
 		return;
+	for (i = 0; i <= 1024 / 16; i++)
+		sizeclass_lut[i] = (uint8_t)sizeclass_compute(i * 16);
 	for (cls = 0; cls < NCLASSES; cls++) {
 		struct sizeclass *c = &sizeclasses[cls];
 		uint32_t size = class_size(cls);
@@ -84,7 +88,7 @@ int sizeclass_aligned(size_t size, size_t align)
 	/* Spans start on a page, so objects of a size that is a multiple of
 	 * `align` are all aligned; the powers of two are classes, so one of
 	 * the next eight classes qualifies. */
-	for (cls = sizeclass_of(size); cls < NCLASSES; cls++)
+	for (cls = sizeclass_compute(size); cls < NCLASSES; cls++)
 		if (sizeclasses[cls].size % align == 0)
 			return (int)cls;
 	return -1;

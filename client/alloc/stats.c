@@ -14,7 +14,7 @@ void alloc_get_stats(struct alloc_stats *ret)
 {
 	struct pageheap_stats ph;
 	struct alloc_stats a;
-	int64_t small;
+	uint64_t out, cached;
 
 	memset(&a, 0, sizeof(a));
 	if (alloc_init() < 0) {
@@ -22,8 +22,10 @@ void alloc_get_stats(struct alloc_stats *ret)
 		return;
 	}
 	pageheap_get_stats(&ph);
-	small = tcache_small_inuse();
-	a.small_inuse = small > 0 ? (uint64_t)small : 0;
+	/* Out of central minus what threads hold in their caches. */
+	cached = tcache_cached_bytes();
+	out = central_out_bytes();
+	a.small_inuse = out > cached ? out - cached : 0;
 	a.large_inuse = ph.large_pages * MG_PAGE_SIZE;
 	a.huge = huge_bytes();
 	a.small_span_bytes = ph.small_pages * MG_PAGE_SIZE;

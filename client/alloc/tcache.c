@@ -17,13 +17,10 @@
 __thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec")));
 __thread uint8_t tls_tcache_state __attribute__((tls_model("initial-exec")));
 
-int64_t direct_small_bytes;
-
 static pthread_key_t tcache_key;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tcache *registry;          /* live caches */
 static struct tcache *pool;              /* caches of exited threads, for reuse */
-static int64_t retired_small_bytes;      /* the counters of exited threads */
 
 static void tcache_destroy(void *arg)
 {
@@ -34,7 +31,6 @@ static void tcache_destroy(void *arg)
 	tls_tcache_state = TCACHE_DEAD;
 	tcache_flush(tc);
 	pthread_mutex_lock(&registry_lock);
-	retired_small_bytes += LOAD(tc->small_bytes);
 	if (tc->prev)
 		tc->prev->next = tc->next;
 	else
@@ -108,7 +104,6 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 	o = head;
 	b->head = *(void **)o;
 	b->count = n - 1;
-	STORE(tc->small_bytes, tc->small_bytes + sizeclasses[cls].size);
 	return o;
 }
 
@@ -158,19 +153,6 @@ void tcache_flush_all(void)
 	pthread_mutex_unlock(&registry_lock);
 	if (tls_tcache)
 		tcache_flush(tls_tcache);
-}
-
-int64_t tcache_small_inuse(void)
-{
-	struct tcache *tc;
-	int64_t n;
-
-	pthread_mutex_lock(&registry_lock);
-	n = retired_small_bytes;
-	for (tc = registry; tc; tc = tc->next)
-		n += LOAD(tc->small_bytes);
-	pthread_mutex_unlock(&registry_lock);
-	return n + LOAD(direct_small_bytes);
 }
 
 uint64_t tcache_cached_bytes(void)

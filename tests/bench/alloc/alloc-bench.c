@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One allocator benchmark scenario per run, on whatever malloc the process
+ * has (the driver, tests/bench/alloc/run, puts each allocator in with
+ * LD_PRELOAD, so every allocator runs this same binary):
+ *
+ *	alloc-bench ALLOC a      malloc+free pairs, 16..256 B
+ *	alloc-bench ALLOC b      replace in a 1000-object window, 16..1024 B
+ *	alloc-bench ALLOC c      two threads, one allocates, the other frees
+ *	alloc-bench ALLOC d CSV  1 GiB burst of 16..4096 B, 90 % freed at
+ *	                         random: RSS while idle, forced release, free
+ *	                         all; RSS over time written to CSV
+ *	alloc-bench ALLOC e      steady churn over a 256 MiB heap: the
+ *	                         scavenger thread's CPU share (memguard only)
+ *
+ * ALLOC names the allocator (glibc, jemalloc, tcmalloc, mimalloc, memguard)
+ * so that the forced release calls its own function, found with dlsym().
+ * Output: "key value" lines.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+#define PAIRS_OPS 50000000               /* (a) malloc+free pairs */
+#define WINDOW_OPS 30000000              /* (b) replacements */
+#define WINDOW 1000                      /* (b) live objects */
+#define XFER_OBJS 20000000               /* (c) objects passed between threads */
+#define RING 4096                        /* (c) ring slots, a power of two */
+#define BURST_BYTES GIB                  /* (d) allocated in the burst */
+#define CHURN_BYTES (256 * MIB)          /* (e) live heap */
+#define CHURN_SECONDS 5                  /* (e) duration */
+
+static const char *alloc_name;
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * UINT64_C(2685821657736338717);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t rss(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void sleep_until(double t)
+{
+	double d = t - now();
+
+	if (d > 0) {
+		struct timespec ts = { (time_t)d, (long)((d - (double)(time_t)d) * 1e9) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* The allocator's own "give memory back now". */
+static void force_release(void)
+{
+	if (!strcmp(alloc_name, "glibc")) {
+		int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
+
+		if (trim)
+			trim(0);
+	} else if (!strcmp(alloc_name, "jemalloc")) {
+		int (*ctl)(const char *, void *, size_t *, void *, size_t) =
+			(int (*)(const char *, void *, size_t *, void *, size_t))dlsym(
+				RTLD_DEFAULT, "mallctl");
+
+		if (ctl)
+			ctl("arena.4096.purge", NULL, NULL, NULL, 0);   /* MALLCTL_ARENAS_ALL */
+	} else if (!strcmp(alloc_name, "tcmalloc")) {
+		void (*rel)(void) = (void (*)(void))dlsym(RTLD_DEFAULT,
+							  "MallocExtension_ReleaseFreeMemory");
+
+		if (rel)
+			rel();
+	} else if (!strcmp(alloc_name, "mimalloc")) {
+		void (*collect)(bool) = (void (*)(bool))dlsym(RTLD_DEFAULT, "mi_collect");
+
+		if (collect)
+			collect(true);
+	} else if (!strcmp(alloc_name, "memguard")) {
+		size_t (*rel)(size_t) = (size_t(*)(size_t))dlsym(RTLD_DEFAULT, "mg_heap_release");
+
+		if (rel)
+			rel(0);
+	}
+}
+
+/* The memguard scavenger thread's CPU time in seconds, found by name. */
+static double scavenger_cpu(void)
+{
+	double total = 0;
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/task");
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		char path[300], comm[64] = "", buf[1024];
+		unsigned long ut = 0, st = 0;
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+		if (strncmp(comm, "mg-scavenger", 12))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(buf, sizeof(buf), f)) {
+			/* Fields 14 and 15, after the parenthesised name. */
+			char *p = strrchr(buf, ')');
+
+			if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+					&ut, &st) == 2)
+				total += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return total;
+}
+
+static void bench_pairs(void)
+{
+	uint64_t rng = 1, sum = 0;
+	uint16_t sizes[4096];
+	double t0, t;
+	unsigned i;
+
+	for (i = 0; i < 4096; i++)
+		sizes[i] = (uint16_t)(16 + rng_next(&rng) % 241);
+	t0 = now();
+	for (i = 0; i < PAIRS_OPS; i++) {
+		char *p = malloc(sizes[i & 4095]);
+
+		/* Touch it, so the pair is not optimised away. */
+		p[0] = (char)i;
+		sum += (uintptr_t)p & 0xff;
+		free(p);
+	}
+	t = now() - t0;
+	printf("ns_per_pair %.2f\n", t * 1e9 / PAIRS_OPS);
+	printf("checksum %" PRIu64 "\n", sum);
+}
+
+static void bench_window(void)
+{
+	uint64_t rng = 2;
+	void *slots[WINDOW];
+	double t0, t;
+	unsigned i;
+
+	for (i = 0; i < WINDOW; i++)
+		slots[i] = malloc(16 + rng_next(&rng) % 1009);
+	t0 = now();
+	for (i = 0; i < WINDOW_OPS; i++) {
+		uint64_t r = rng_next(&rng);
+		unsigned k = (unsigned)(r % WINDOW);
+		char *p;
+
+		free(slots[k]);
+		p = malloc(16 + (r >> 32) % 1009);
+		p[0] = (char)i;
+		slots[k] = p;
+	}
+	t = now() - t0;
+	for (i = 0; i < WINDOW; i++)
+		free(slots[i]);
+	printf("ns_per_replace %.2f\n", t * 1e9 / WINDOW_OPS);
+}
+
+static void *_Atomic ring[RING];
+static atomic_uint ring_head, ring_tail;    /* consumer's, producer's */
+
+static void *xfer_producer(void *arg)
+{
+	uint64_t rng = 3;
+	unsigned i;
+
+	for (i = 0; i < XFER_OBJS; i++) {
+		char *p = malloc(16 + rng_next(&rng) % 241);
+		unsigned t = atomic_load_explicit(&ring_tail, memory_order_relaxed);
+
+		p[0] = 1;
+		while (t - atomic_load_explicit(&ring_head, memory_order_acquire) == RING)
+			;
+		atomic_store_explicit(&ring[t & (RING - 1)], p, memory_order_relaxed);
+		atomic_store_explicit(&ring_tail, t + 1, memory_order_release);
+	}
+	return arg;
+}
+
+static void *xfer_consumer(void *arg)
+{
+	unsigned i;
+
+	for (i = 0; i < XFER_OBJS; i++) {
+		unsigned h = atomic_load_explicit(&ring_head, memory_order_relaxed);
+		char *p;
+
+		while (atomic_load_explicit(&ring_tail, memory_order_acquire) == h)
+			;
+		p = atomic_load_explicit(&ring[h & (RING - 1)], memory_order_relaxed);
+		atomic_store_explicit(&ring_head, h + 1, memory_order_release);
+		if (p[0] != 1)
+			abort();
+		free(p);
+	}
+	return arg;
+}
+
+static void bench_xfer(void)
+{
+	pthread_t a, b;
+	double t0, t;
+
+	t0 = now();
+	pthread_create(&a, NULL, xfer_producer, NULL);
+	pthread_create(&b, NULL, xfer_consumer, NULL);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	t = now() - t0;
+	printf("ns_per_xfer %.2f\n", t * 1e9 / XFER_OBJS);
+}
+
+static void bench_burst(const char *csv)
+{
+	uint64_t rng = 4, total = 0, start, r0, r1, r2, r5, rel_rss, final, live = 0;
+	size_t n = 0, cap, i, nfree;
+	uint32_t *sizes;
+	void **objs;
+	double t0, tr, trel, tf;
+	FILE *out = fopen(csv, "we");
+	int step;
+
+	start = rss();
+	objs = malloc(BURST_BYTES / 2048 * 2 * sizeof(*objs));
+	sizes = malloc(BURST_BYTES / 2048 * 2 * sizeof(*sizes));
+	cap = BURST_BYTES / 2048 * 2;
+	while (total < BURST_BYTES && n < cap) {
+		uint32_t s = (uint32_t)(16 + rng_next(&rng) % 4081);
+
+		objs[n] = malloc(s);
+		memset(objs[n], 0x5a, s);
+		sizes[n] = s;
+		total += s;
+		n++;
+	}
+	/* Free 90 % at random: shuffle, free the first 90 %. */
+	for (i = n - 1; i > 0; i--) {
+		size_t j = (size_t)(rng_next(&rng) % (i + 1));
+		void *tp = objs[i];
+		uint32_t ts = sizes[i];
+
+		objs[i] = objs[j];
+		objs[j] = tp;
+		sizes[i] = sizes[j];
+		sizes[j] = ts;
+	}
+	nfree = n * 9 / 10;
+	for (i = 0; i < nfree; i++)
+		free(objs[i]);
+	for (i = nfree; i < n; i++)
+		live += sizes[i];
+	t0 = now();
+	r0 = rss();
+	r1 = r2 = r5 = r0;
+	if (out)
+		fprintf(out, "# %s: seconds since the burst ended, RSS MiB\n", alloc_name);
+	for (step = 0; step <= 50; step++) {
+		uint64_t r;
+
+		sleep_until(t0 + step * 0.1);
+		r = rss();
+		if (out)
+			fprintf(out, "%.1f %.2f\n", step * 0.1, (double)r / (double)MIB);
+		if (step == 10)
+			r1 = r;
+		if (step == 20)
+			r2 = r;
+		if (step == 50)
+			r5 = r;
+	}
+	tr = now();
+	force_release();
+	trel = now() - tr;
+	rel_rss = rss();
+	if (out)
+		fprintf(out, "%.1f %.2f\n", now() - t0, (double)rel_rss / (double)MIB);
+	for (i = nfree; i < n; i++)
+		free(objs[i]);
+	free(objs);
+	free(sizes);
+	tf = now();
+	force_release();
+	tf = now() - tf;
+	final = rss();
+	if (out) {
+		fprintf(out, "%.1f %.2f\n", now() - t0, (double)final / (double)MIB);
+		fclose(out);
+	}
+	printf("burst_objects %zu\n", n);
+	printf("live_mib %.1f\n", (double)live / (double)MIB);
+	printf("start_mib %.1f\n", (double)start / (double)MIB);
+	printf("rss0_mib %.1f\n", (double)r0 / (double)MIB);
+	printf("rss1_mib %.1f\n", (double)r1 / (double)MIB);
+	printf("rss2_mib %.1f\n", (double)r2 / (double)MIB);
+	printf("rss5_mib %.1f\n", (double)r5 / (double)MIB);
+	printf("release_ms %.1f\n", trel * 1e3);
+	printf("floor_mib %.1f\n", (double)rel_rss / (double)MIB);
+	printf("final_release_ms %.1f\n", tf * 1e3);
+	printf("final_mib %.1f\n", (double)final / (double)MIB);
+	printf("final_over_start_mib %.1f\n", ((double)final - (double)start) / (double)MIB);
+}
+
+static void bench_churn(void)
+{
+	uint64_t rng = 6, total = 0;
+	size_t n = 0, cap = CHURN_BYTES / 2048 * 2, ops = 0;
+	void **objs = malloc(cap * sizeof(*objs));
+	double t0, c0, wall, cpu;
+
+	while (total < CHURN_BYTES && n < cap) {
+		uint32_t s = (uint32_t)(16 + rng_next(&rng) % 4081);
+
+		objs[n] = malloc(s);
+		memset(objs[n], 1, s);
+		total += s;
+		n++;
+	}
+	/* Let the scavenger settle after the build-up, then measure. */
+	sleep(3);
+	c0 = scavenger_cpu();
+	t0 = now();
+	while (now() - t0 < CHURN_SECONDS) {
+		unsigned k;
+
+		for (k = 0; k < 1000; k++) {
+			uint64_t r = rng_next(&rng);
+			size_t j = (size_t)(r % n);
+			uint32_t s = (uint32_t)(16 + (r >> 40) % 4081);
+
+			free(objs[j]);
+			objs[j] = malloc(s);
+			memset(objs[j], 2, s < 64 ? s : 64);
+		}
+		ops += 1000;
+		/* About 20 M replacements a second would hide the scavenger
+		 * in noise; a service churns far slower.  Pace to 2 M/s. */
+		sleep_until(t0 + (double)ops / 2e6);
+	}
+	wall = now() - t0;
+	cpu = scavenger_cpu() - c0;
+	printf("churn_ops %zu\n", ops);
+	printf("scavenger_cpu_pct %.3f\n", cpu / wall * 100);
+	printf("churn_rss_mib %.1f\n", (double)rss() / (double)MIB);
+	while (n)
+		free(objs[--n]);
+	free(objs);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s ALLOC a|b|c|d CSV|e\n", argv[0]);
+		return 2;
+	}
+	alloc_name = argv[1];
+	switch (argv[2][0]) {
+	case 'a':
+		bench_pairs();
+		break;
+	case 'b':
+		bench_window();
+		break;
+	case 'c':
+		bench_xfer();
+		break;
+	case 'd':
+		bench_burst(argc > 3 ? argv[3] : "/dev/null");
+		break;
+	case 'e':
+		bench_churn();
+		break;
+	default:
+		return 2;
+	}
+	return 0;
+}
