@@ -194,11 +194,12 @@ struct pageheap_stats {
 	uint64_t released_pages;         /* free and given back (or never touched) */
 	uint64_t small_pages;            /* in small spans */
 	uint64_t large_pages;            /* in large blocks */
-	uint64_t releasable_pages;       /* free, resident, in runs ≥ 64 KiB */
+	uint64_t releasable_pages;       /* free, resident, in free spans ≥ 64 KiB */
 	uint64_t alloc_count;            /* spans handed out, ever */
+	uint64_t meta_bytes;             /* resident span structs (bytes, not pages) */
 };
 
-/* Free resident pages in runs ≥ 64 KiB, read without the lock. */
+/* Free resident pages in free spans ≥ 64 KiB, read without the lock. */
 _hidden_ uint64_t pageheap_releasable(void);
 
 /* The span holding page-aligned or not address `p` in arena `ar`. */
@@ -233,14 +234,19 @@ _hidden_ void pageheap_shrink(struct span *s, size_t npages);
 _hidden_ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed);
 
 /*
- * One release step: pick the largest free run of ≥ RELEASE_MIN_PAGES
- * resident pages, up to `max_pages` of it, and madvise(MADV_DONTNEED) it
- * with no lock held.  Returns the pages released (0: nothing releasable
- * is left) or -errno when madvise fails.
+ * One release step: in the largest free span of ≥ RELEASE_MIN_PAGES pages
+ * that has resident pages, madvise(MADV_DONTNEED) its first resident run
+ * (widened to RELEASE_MIN_PAGES over released pages if shorter; at most
+ * `max_pages`) with no lock held.  Returns the pages newly released (0:
+ * nothing releasable is left) or -errno when madvise fails.
  */
 _hidden_ long pageheap_release_step(size_t max_pages);
 
 _hidden_ void pageheap_get_stats(struct pageheap_stats *ret);
+
+/* Give back the pages of span structs that are all free (keeping one
+ * slab's worth), after a large heap has emptied. */
+_hidden_ void pageheap_trim_meta(void);
 
 _hidden_ void pageheap_lock(void);
 _hidden_ void pageheap_unlock(void);
@@ -427,7 +433,7 @@ static inline void alloc_free_fast(void *p)
 
 #define SCAV_TICK_MS 100                 /* ms between looks at the heap while busy */
 #define SCAV_IDLE_TICK_MS 500            /* ms between looks when nothing changed */
-#define SCAV_DUTY_CHURN_PPM 10000        /* ppm of a core while the heap churns (1 %) */
+#define SCAV_DUTY_CHURN_PPM 9000         /* ppm of a core while churning: 1 % less a margin */
 #define SCAV_DUTY_IDLE_PPM 100000        /* ppm of a core once the heap went quiet */
 #define SCAV_CHUNK_PAGES 128             /* pages per madvise step: 1 MiB */
 #define SCAV_START_PAGES 128             /* releasable pages that start the thread */

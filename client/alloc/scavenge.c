@@ -4,13 +4,13 @@
  * the heap's resident bytes (sys − released) are down to a goal, at a
  * bounded CPU cost, and mg_heap_release(), the same work done now.
  *
- * Pacing: each tick the thread may spend a share of the tick's length in
- * CPU time (its own CLOCK_THREAD_CPUTIME_ID, so the madvise work in the
- * kernel counts): 1 % while the heap is churning (spans were allocated
- * since the last tick: pages released now may be faulted back in soon),
- * 10 % once it has gone quiet (a burst ended; what is free now stays free,
- * and returning it quickly is the point).  1 GiB takes ~150 ms of madvise
- * on current hardware, so a quiet heap is back at its floor in about 2 s.
+ * Pacing: the thread may spend a share of wall time in CPU time (its own
+ * CLOCK_THREAD_CPUTIME_ID, so the madvise work in the kernel counts): 1 %
+ * while the heap is churning (spans were allocated since the last tick:
+ * pages released now may be faulted back in soon), 10 % once it has gone
+ * quiet (a burst ended; what is free now stays free, and returning it
+ * quickly is the point).  1 GiB takes ~150 ms of madvise on current
+ * hardware, so a quiet heap is back at its floor in about 2 s.
  */
 #include "config.h"
 
@@ -85,53 +85,76 @@ static bool scav_sleep(unsigned ms)
 	return go_on;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The pacing is a CPU allowance that grows with wall time at the duty
+ * cycle and is spent by everything the thread does, the look at the heap
+ * included; an overshoot (one madvise step too many) is paid back on the
+ * next ticks, so the long-run share stays at the duty cycle.
+ */
 static void *scav_main(void *arg)
 {
-	uint64_t last_allocs = 0;
+	uint64_t last_allocs = 0, last_wall = mono_ns();
+	int64_t allowance = 0;
 	bool busy = true;
 
 	prctl(PR_SET_NAME, "mg-scavenger");
 	while (scav_sleep(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS)) {
+		uint64_t resident, goal, excess, c0 = thread_cpu_ns(), wall = mono_ns();
 		struct pageheap_stats ph;
 		struct alloc_stats a;
-		uint64_t resident, goal, budget, t0, excess;
+		uint64_t duty, cap;
 		bool churn;
 
 		ADD(sstats.wakeups, 1);
-		t0 = thread_cpu_ns();
 		pageheap_get_stats(&ph);
 		churn = ph.alloc_count != last_allocs;
 		last_allocs = ph.alloc_count;
+		duty = churn ? SCAV_DUTY_CHURN_PPM : SCAV_DUTY_IDLE_PPM;
+		allowance += (int64_t)((wall - last_wall) * duty / 1000000u);
+		/* Credit saved while quiet is not spent once churning starts. */
+		cap = (uint64_t)(churn ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS) * 1000000u * duty / 1000000u;
+		if (allowance > (int64_t)cap)
+			allowance = (int64_t)cap;
+		last_wall = wall;
 		alloc_get_stats(&a);
 		resident = a.heap.sys - a.heap.released;
 		goal = LOAD(user_goal);
 		if (!goal)
 			goal = a.heap.inuse * SCAV_RETAIN_PERMILLE / 1000;
-		if (resident <= goal || !pageheap_releasable()) {
+		excess = resident > goal ? resident - goal : 0;
+		if (!excess || !pageheap_releasable()) {
+			if (!churn && busy)
+				pageheap_trim_meta();
 			busy = churn;
-			STORE(sstats.cpu_ns, thread_cpu_ns());
-			continue;
+		} else {
+			busy = true;
 		}
-		excess = resident - goal;
-		budget = (uint64_t)(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS) * 1000000u *
-			 (churn ? SCAV_DUTY_CHURN_PPM : SCAV_DUTY_IDLE_PPM) / 1000000u;
-		while (excess) {
+		while (excess && allowance - (int64_t)(thread_cpu_ns() - c0) > 0) {
 			size_t max = excess / MG_PAGE_SIZE;
 			long n;
 
 			if (max > SCAV_CHUNK_PAGES)
 				max = SCAV_CHUNK_PAGES;
+			if (max < RELEASE_MIN_PAGES)
+				max = RELEASE_MIN_PAGES;
 			n = pageheap_release_step(max);
 			if (n <= 0)
 				break;
 			ADD(sstats.released_bytes, (uint64_t)n * MG_PAGE_SIZE);
 			excess = (uint64_t)n * MG_PAGE_SIZE >= excess ? 0
 								      : excess - (uint64_t)n * MG_PAGE_SIZE;
-			if (thread_cpu_ns() - t0 >= budget)
-				break;
 		}
-		busy = true;
-		STORE(sstats.cpu_ns, thread_cpu_ns());
+		c0 = thread_cpu_ns() - c0;
+		allowance -= (int64_t)c0;
+		STORE(sstats.cpu_ns, sstats.cpu_ns + c0);
 	}
 	return arg;
 }
@@ -249,6 +272,8 @@ _public_ size_t mg_heap_release(size_t bytes)
 		central_drain();
 		flushed = true;
 	}
+	if (!bytes)
+		pageheap_trim_meta();
 	return done;
 }
 

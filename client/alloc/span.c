@@ -6,8 +6,8 @@
  * of them is released, so allocation can take resident pages first:
  *
  *	CLEAN      no page released
- *	MIXED_REL  some released, and a resident run ≥ 64 KiB left to release
- *	MIXED      some released, resident runs all shorter than 64 KiB
+ *	MIXED_REL  some released, ≥ 64 KiB long: its resident pages can go
+ *	MIXED      some released, shorter than 64 KiB: must stay as it is
  *	RELEASED   every page released (new arenas start so)
  *
  * Which pages are released is one bit per page in the arena; a span's
@@ -24,7 +24,8 @@
 #include "client/alloc/alloc.h"
 
 #define NBUCKETS 129                     /* 1..127 pages exactly, 128: ≥ 128 pages */
-#define SPAN_SLAB 64                     /* span structs allocated at a time */
+#define SLAB_BYTES (64u << 10)           /* span structs are mapped this much at a time */
+#define SLAB_HDR MG_OS_PAGE              /* bytes: the slab header's page, kept */
 
 enum {
 	L_CLEAN,
@@ -39,8 +40,22 @@ enum {
 static pthread_mutex_t ph_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct span *lists[NLISTS][NBUCKETS];
 static uint64_t nonempty[NLISTS][(NBUCKETS + 63) / 64];
-static struct span *span_pool;
 static struct pageheap_stats st;
+
+/*
+ * Span structs live in slabs of their own, aligned to their size, so that
+ * a slab whose structs are all free can give its pages back: a burst of
+ * small objects needs ~90 bytes per 8 KiB span, megabytes that would
+ * otherwise stay after the heap is empty.
+ */
+struct span_slab {
+	struct span_slab *next, *prev;   /* on slabs_free, or on slabs_released */
+	struct span *free;               /* free structs, linked by next */
+	uint32_t nfree, total;
+};
+
+static struct span_slab *slabs_free;     /* slabs with a free struct */
+static struct span_slab *slabs_released; /* slabs whose struct pages went back */
 
 /* ---- the released-page bitmap ------------------------------------------ */
 
@@ -99,58 +114,152 @@ static size_t bits_next(const struct arena *ar, size_t pos, size_t end, bool set
 	return end;
 }
 
-/* The first run of ≥ `min` resident pages in the span; false if none. */
-static bool find_resident_run(const struct span *s, size_t min, size_t *ret_first,
-			      size_t *ret_n)
+/*
+ * The first window of the free span to release: its first run of resident
+ * pages, widened over released neighbours inside the span to `min` pages
+ * if shorter.  madvise() on a page already released costs a little time
+ * and nothing else, and the widening is what lets the resident scraps
+ * left between released runs go back too.  False if the span is shorter
+ * than `min` or has no resident page.
+ */
+static bool find_release_window(const struct span *s, size_t min, size_t *ret_first,
+				size_t *ret_n)
 {
-	size_t first = arena_page(s->arena, (void *)s->start), end = first + s->npages;
-	size_t pos = first;
+	size_t first = arena_page(s->arena, (void *)s->start), end = first + s->npages, a, b;
 
-	while (pos < end) {
-		size_t a = bits_next(s->arena, pos, end, false), b;
-
-		if (a == end)
-			break;
-		b = bits_next(s->arena, a, end, true);
-		if (b - a >= min) {
-			*ret_first = a;
-			*ret_n = b - a;
-			return true;
+	if (s->npages < min)
+		return false;
+	a = bits_next(s->arena, first, end, false);
+	if (a == end)
+		return false;
+	b = bits_next(s->arena, a, end, true);
+	if (b - a < min) {
+		b = a + min;
+		if (b > end) {
+			b = end;
+			a = end - min;
 		}
-		pos = b;
 	}
-	return false;
+	*ret_first = a;
+	*ret_n = b - a;
+	return true;
 }
 
 /* ---- span structs and the page map ------------------------------------- */
 
+static struct span_slab *slab_of(const struct span *s)
+{
+	return (struct span_slab *)((uintptr_t)s & ~(uintptr_t)(SLAB_BYTES - 1));
+}
+
+static void slab_link(struct span_slab **list, struct span_slab *slab)
+{
+	slab->prev = NULL;
+	slab->next = *list;
+	if (slab->next)
+		slab->next->prev = slab;
+	*list = slab;
+}
+
+static void slab_unlink(struct span_slab **list, struct span_slab *slab)
+{
+	if (slab->prev)
+		slab->prev->next = slab->next;
+	else
+		*list = slab->next;
+	if (slab->next)
+		slab->next->prev = slab->prev;
+	slab->next = slab->prev = NULL;
+}
+
+/* A slab with every struct free: a released one again, or a new mapping. */
+static struct span_slab *slab_new(void)
+{
+	struct span_slab *slab = slabs_released;
+	struct span *first;
+	uint32_t i;
+
+	if (slab) {
+		slab_unlink(&slabs_released, slab);
+	} else {
+		uint8_t *p = arena_mmap(NULL, 2 * SLAB_BYTES, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS);
+		uintptr_t a, aligned;
+
+		if (p == MAP_FAILED)
+			return NULL;
+		a = (uintptr_t)p;
+		aligned = (a + SLAB_BYTES - 1) & ~(uintptr_t)(SLAB_BYTES - 1);
+		if (aligned > a)
+			munmap(p, aligned - a);
+		munmap((void *)(aligned + SLAB_BYTES), a + SLAB_BYTES - aligned);
+		slab = (struct span_slab *)aligned;
+		st.meta_bytes += SLAB_HDR;
+	}
+	first = (struct span *)((uint8_t *)slab + SLAB_HDR);
+	slab->total = (SLAB_BYTES - SLAB_HDR) / sizeof(struct span);
+	slab->nfree = slab->total;
+	slab->free = NULL;
+	for (i = slab->total; i--;) {
+		first[i].state = SPAN_POOLED;
+		first[i].next = slab->free;
+		slab->free = &first[i];
+	}
+	st.meta_bytes += SLAB_BYTES - SLAB_HDR;
+	return slab;
+}
+
 static struct span *span_new(void)
 {
+	struct span_slab *slab = slabs_free;
 	struct span *s;
 
-	if (!span_pool) {
-		struct span *slab = meta_alloc(SPAN_SLAB * sizeof(*slab));
-		unsigned i;
-
+	if (!slab) {
+		slab = slab_new();
 		if (!slab)
 			return NULL;
-		for (i = 0; i < SPAN_SLAB; i++) {
-			slab[i].state = SPAN_POOLED;
-			slab[i].next = span_pool;
-			span_pool = &slab[i];
-		}
+		slab_link(&slabs_free, slab);
 	}
-	s = span_pool;
-	span_pool = s->next;
+	s = slab->free;
+	slab->free = s->next;
+	if (!--slab->nfree)
+		slab_unlink(&slabs_free, slab);
 	memset(s, 0, sizeof(*s));
 	return s;
 }
 
 static void span_put(struct span *s)
 {
+	struct span_slab *slab = slab_of(s);
+
 	s->state = SPAN_POOLED;
-	s->next = span_pool;
-	span_pool = s;
+	s->next = slab->free;
+	slab->free = s;
+	if (!slab->nfree++)
+		slab_link(&slabs_free, slab);
+}
+
+void pageheap_trim_meta(void)
+{
+	struct span_slab *slab, *next;
+	bool kept_one = false;
+
+	pthread_mutex_lock(&ph_lock);
+	for (slab = slabs_free; slab; slab = next) {
+		next = slab->next;
+		if (slab->nfree != slab->total)
+			continue;
+		/* One whole free slab stays, so the next span costs no fault. */
+		if (!kept_one) {
+			kept_one = true;
+			continue;
+		}
+		slab_unlink(&slabs_free, slab);
+		madvise((uint8_t *)slab + SLAB_HDR, SLAB_BYTES - SLAB_HDR, MADV_DONTNEED);
+		st.meta_bytes -= SLAB_BYTES - SLAB_HDR;
+		slab_link(&slabs_released, slab);
+	}
+	pthread_mutex_unlock(&ph_lock);
 }
 
 static size_t span_first(const struct span *s)
@@ -186,13 +295,12 @@ static unsigned bucket_of(size_t npages)
 static void free_insert(struct span *s)
 {
 	unsigned cat, b = bucket_of(s->npages);
-	size_t f, n;
 
 	if (s->nreleased == 0)
 		cat = L_CLEAN;
 	else if (s->nreleased == s->npages)
 		cat = L_RELEASED;
-	else if (find_resident_run(s, RELEASE_MIN_PAGES, &f, &n))
+	else if (s->npages >= RELEASE_MIN_PAGES)
 		cat = L_MIXED_REL;
 	else
 		cat = L_MIXED;
@@ -517,7 +625,7 @@ long pageheap_release_step(size_t max_pages)
 {
 	struct span *s, *head, *tail;
 	struct arena *ar;
-	size_t first, run, n;
+	size_t first, run, n, was;
 	int r;
 
 	if (max_pages < RELEASE_MIN_PAGES)
@@ -539,7 +647,7 @@ long pageheap_release_step(size_t max_pages)
 	free_remove(s);
 	ar = s->arena;
 	first = span_first(s);
-	if (!find_resident_run(s, RELEASE_MIN_PAGES, &run, &n)) {
+	if (!find_release_window(s, RELEASE_MIN_PAGES, &run, &n)) {
 		/* Cannot happen: the lists say it has one.  Re-list it. */
 		free_insert(s);
 		span_put(head);
@@ -563,9 +671,10 @@ long pageheap_release_step(size_t max_pages)
 		span_put(head);
 	if (tail)
 		span_put(tail);
+	was = bits_count(ar, run, n);
 	s->start = ar->base + run * MG_PAGE_SIZE;
 	s->npages = (uint32_t)n;
-	s->nreleased = 0;
+	s->nreleased = (uint32_t)was;
 	s->state = SPAN_BUSY;
 	map_ends(s);
 	pthread_mutex_unlock(&ph_lock);
@@ -579,11 +688,11 @@ long pageheap_release_step(size_t max_pages)
 	if (r == 0) {
 		bits_assign(ar, run, n, true);
 		s->nreleased = (uint32_t)n;
-		st.released_pages += n;
+		st.released_pages += n - was;
 	}
 	coalesce_insert(s);
 	pthread_mutex_unlock(&ph_lock);
-	return r < 0 ? r : (long)n;
+	return r < 0 ? r : (long)(n - was);
 }
 
 uint64_t pageheap_releasable(void)

@@ -38,7 +38,7 @@ void alloc_get_stats(struct alloc_stats *ret)
 	a.heap.released = ph.released_pages * MG_PAGE_SIZE;
 	a.heap.inuse = a.small_inuse + a.large_inuse + a.huge;
 	a.heap.idle = a.free_resident + (a.small_span_bytes - a.small_inuse);
-	a.heap.metadata = meta_bytes();
+	a.heap.metadata = meta_bytes() + ph.meta_bytes;
 	a.heap.fragmentation = a.heap.inuse ? (double)(a.heap.sys - a.heap.released) /
 						      (double)a.heap.inuse
 					    : 0.0;

@@ -10,8 +10,9 @@
  *	alloc-bench ALLOC d CSV  1 GiB burst of 16..4096 B, 90 % freed at
  *	                         random: RSS while idle, forced release, free
  *	                         all; RSS over time written to CSV
- *	alloc-bench ALLOC e      steady churn over a 256 MiB heap: the
- *	                         scavenger thread's CPU share (memguard only)
+ *	alloc-bench ALLOC e      steady churn over a 256 MiB heap of small
+ *	                         objects and 64 large blocks: the scavenger
+ *	                         thread's CPU share (memguard only)
  *
  * ALLOC names the allocator (glibc, jemalloc, tcmalloc, mimalloc, memguard)
  * so that the forced release calls its own function, found with dlsym().
@@ -120,7 +121,8 @@ static void force_release(void)
 	}
 }
 
-/* The memguard scavenger thread's CPU time in seconds, found by name. */
+/* The memguard scavenger thread's CPU time in seconds, found by name;
+ * schedstat counts nanoseconds (stat's ticks are too coarse for 1 %). */
 static double scavenger_cpu(void)
 {
 	double total = 0;
@@ -130,8 +132,8 @@ static double scavenger_cpu(void)
 	if (!d)
 		return 0;
 	while ((de = readdir(d))) {
-		char path[300], comm[64] = "", buf[1024];
-		unsigned long ut = 0, st = 0;
+		char path[300], comm[64] = "";
+		unsigned long long ns = 0;
 		FILE *f;
 
 		if (de->d_name[0] == '.')
@@ -145,22 +147,35 @@ static double scavenger_cpu(void)
 		fclose(f);
 		if (strncmp(comm, "mg-scavenger", 12))
 			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/schedstat", de->d_name);
 		f = fopen(path, "re");
 		if (!f)
 			continue;
-		if (fgets(buf, sizeof(buf), f)) {
-			/* Fields 14 and 15, after the parenthesised name. */
-			char *p = strrchr(buf, ')');
-
-			if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-					&ut, &st) == 2)
-				total += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-		}
+		if (fscanf(f, "%llu", &ns) == 1)
+			total += (double)ns / 1e9;
 		fclose(f);
 	}
 	closedir(d);
 	return total;
+}
+
+/* memguard's own view of its heap, when it is the allocator. */
+static void print_mg_stats(const char *prefix)
+{
+	struct {
+		uint64_t sys, inuse, idle, released, metadata;
+		double fragmentation;
+	} st;
+	void (*stats)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "mg_heap_stats");
+
+	if (!stats || strcmp(alloc_name, "memguard"))
+		return;
+	stats(&st);
+	printf("%smg_sys_mib %.1f\n", prefix, (double)st.sys / (double)MIB);
+	printf("%smg_inuse_mib %.1f\n", prefix, (double)st.inuse / (double)MIB);
+	printf("%smg_idle_mib %.1f\n", prefix, (double)st.idle / (double)MIB);
+	printf("%smg_released_mib %.1f\n", prefix, (double)st.released / (double)MIB);
+	printf("%smg_metadata_mib %.1f\n", prefix, (double)st.metadata / (double)MIB);
 }
 
 static void bench_pairs(void)
@@ -324,6 +339,7 @@ static void bench_burst(const char *csv)
 		if (step == 50)
 			r5 = r;
 	}
+	print_mg_stats("burst_");
 	tr = now();
 	force_release();
 	trel = now() - tr;
@@ -354,13 +370,15 @@ static void bench_burst(const char *csv)
 	printf("final_release_ms %.1f\n", tf * 1e3);
 	printf("final_mib %.1f\n", (double)final / (double)MIB);
 	printf("final_over_start_mib %.1f\n", ((double)final - (double)start) / (double)MIB);
+	print_mg_stats("final_");
 }
 
 static void bench_churn(void)
 {
 	uint64_t rng = 6, total = 0;
-	size_t n = 0, cap = CHURN_BYTES / 2048 * 2, ops = 0;
+	size_t n = 0, cap = CHURN_BYTES / 2048 * 2, ops = 0, i;
 	void **objs = malloc(cap * sizeof(*objs));
+	void *large[64] = { NULL };
 	double t0, c0, wall, cpu;
 
 	while (total < CHURN_BYTES && n < cap) {
@@ -386,6 +404,18 @@ static void bench_churn(void)
 			free(objs[j]);
 			objs[j] = malloc(s);
 			memset(objs[j], 2, s < 64 ? s : 64);
+			/* And the page heap churns too: large blocks come and
+			 * go, so there are free pages for the scavenger. */
+			if (k % 100 == 0) {
+				size_t ls = 65536 + (size_t)(r >> 20) % (2 * MIB);
+				char *lp;
+
+				free(large[r % 64]);
+				lp = malloc(ls);
+				for (i = 0; i < ls; i += 4096)
+					lp[i] = 1;
+				large[r % 64] = lp;
+			}
 		}
 		ops += 1000;
 		/* About 20 M replacements a second would hide the scavenger
@@ -400,6 +430,8 @@ static void bench_churn(void)
 	while (n)
 		free(objs[--n]);
 	free(objs);
+	for (i = 0; i < 64; i++)
+		free(large[i]);
 }
 
 int main(int argc, char **argv)
