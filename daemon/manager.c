@@ -33,6 +33,7 @@ struct mclient {
 	struct mg_report report;
 	bool have_directive;
 	struct mg_directive directive;   /* last sent */
+	uint32_t last_seq;               /* seq of the last DIRECTIVE sent */
 	uint32_t pending_seq;            /* DIRECTIVE awaiting RELEASED, 0 = none */
 	uint64_t pending_usec;
 	uint32_t asked, answered;
@@ -362,6 +363,7 @@ static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 		return r;
 	mc->directive = *d;
 	mc->have_directive = true;
+	mc->last_seq = msg.hdr.seq;
 	if (d->release > 0) {
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
@@ -967,7 +969,7 @@ static void admin_clients(struct manager *m, struct client *c, uint32_t seq, con
 		ci->heap_sys = mc->report.heap_sys;
 		ci->heap_inuse = mc->report.heap_inuse;
 		ci->heap_released = mc->report.heap_released;
-		ci->last_directive_seq = mc->pending_seq;
+		ci->last_directive_seq = mc->last_seq;
 		ci->last_level = mc->directive.level;
 		ci->asked = mc->asked;
 		ci->answered = mc->answered;
@@ -1314,6 +1316,9 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 			s->conf = conf->services[i];
 			s->conf.name = name;
 			s->conf.cgroup = cgroup;
+			/* A runtime budget lasts until the next reload, as
+			 * SET_BUDGET's answer says. */
+			s->budget_override = 0;
 			list[i] = s;
 			m->services[keep[i]] = NULL;
 		}

@@ -493,6 +493,21 @@ static void test_reload_good_and_broken(void **state)
 	status(&web, &d);
 	assert_int_equal(d.services, 2);
 
+	/* A runtime budget lasts until the next reload. */
+	{
+		int a = connect_daemon();
+
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 4 } };
+		strcpy(m.set_budget.service, "web");
+		m.set_budget.budget = 42 * MiB;
+		send_msg(a, &m);
+		assert_int_equal(recv_msg(a, &m, 3000), 0);
+		assert_int_equal(m.result.code, MG_ERR_OK);
+		close(a);
+		status(&web, NULL);
+		assert_int_equal(web.budget, 42 * MiB);
+	}
+
 	/* Good: a service added, web's budget changed, the client kept. */
 	cgroup_files("extra", MiB);
 	put("memguard.conf", "%s[extra]\ncgroup = extra\nbudget = 10M\n",
