@@ -388,14 +388,15 @@ _hidden_ void alloc_free_slow(void *p);
  * malloc() and free() as they run almost always: one object from or to the
  * calling thread's cache, no lock, no atomic read-modify-write.  Inline so
  * that mg_malloc() and the preload library's malloc() are each one call.
+ * malloc's inline part takes sizes up to 1 KiB (one table load for the
+ * class); larger cached sizes take one more call.
  */
 static inline void *alloc_malloc_fast(size_t size)
 {
 	struct tcache *tc = tls_tcache;
 
-	if (likely(tc && size <= SMALL_MAX)) {
-		unsigned cls = sizeclass_of(size);
-		struct tbin *b = &tc->bins[cls];
+	if (likely(tc && size <= 1024)) {
+		struct tbin *b = &tc->bins[sizeclass_lut[(size + 15) >> 4]];
 		void *p = b->head;
 
 		if (likely(p)) {

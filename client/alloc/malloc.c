@@ -208,6 +208,23 @@ static size_t block_size(const struct span *s)
 
 void *alloc_malloc_slow(size_t size)
 {
+	struct tcache *tc = tls_tcache;
+
+	/* The inline path covers sizes to 1 KiB; the cached classes above
+	 * still come from the thread cache here. */
+	if (likely(tc && size <= SMALL_MAX)) {
+		unsigned cls = sizeclass_of(size);
+		struct tbin *b = &tc->bins[cls];
+		void *p = b->head;
+
+		if (p) {
+			b->head = *(void **)p;
+			b->count--;
+			return p;
+		}
+		if (b->max)
+			return tcache_refill(tc, cls);
+	}
 	return core_alloc(size, MG_MIN_ALIGN, false, NULL, size, 0);
 }
 
