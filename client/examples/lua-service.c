@@ -143,14 +143,15 @@ static void on_level(void *data, enum mg_level level)
 
 static size_t on_release(void *data, size_t bytes)
 {
-	size_t before = lua_bytes(), after;
+	size_t before = lua_bytes(), after, freed;
 
 	call("drop_cache", 0, false);
 	lua_gc(L, LUA_GCCOLLECT);
 	full_collections++;
 	after = lua_bytes();
-	printf("event: release asked=%zu freed=%zu\n", bytes, before - after);
-	return before > after ? before - after : 0;
+	freed = before > after ? before - after : 0;
+	printf("event: release asked=%zu freed=%zu\n", bytes, freed);
+	return freed;
 }
 
 static void on_log(void *data, int priority, const char *msg)

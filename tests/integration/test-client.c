@@ -377,7 +377,9 @@ static void test_directives_end_to_end(void **state)
 	assert_true(rec.n_gcs > 0);
 	gc = rec.gcs[rec.n_gcs - 1];
 	assert_true(gc > 0 && gc < 100);
-	assert_int_equal(rec.releases, 1);
+	/* The daemon may ask again while usage stays up: at least once, and
+	 * for working set − warn × budget. */
+	assert_true(rec.releases >= 1);
 	assert_int_equal(rec.release_asked, BUDGET * 85 / 100 - BUDGET * 80 / 100);
 	pthread_mutex_unlock(&rec.lock);
 	/* RELEASED reached the daemon: at least what the hook freed. */
