@@ -22,6 +22,7 @@
 #include "server.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/memguard.conf"
+#define EXIT_CONFIG 78                  /* EX_CONFIG: the unit does not restart on it */
 
 static void help(void)
 {
@@ -30,7 +31,8 @@ static void help(void)
 	       "to give memory back before the kernel throttles or OOM-kills them.\n"
 	       "\n"
 	       "  -c, --config FILE       configuration file (default " DEFAULT_CONFIG ");\n"
-	       "                          without one, each client's own cgroup is a service\n"
+	       "                          without one (or without services in it), each\n"
+	       "                          client's own cgroup is a service\n"
 	       "      --check-config      check the configuration, print FILE:LINE: message\n"
 	       "                          for each problem, exit 0 when it is valid, 1 if not\n"
 	       "  -s, --socket PATH       listen on PATH instead of the configured socket\n"
@@ -220,9 +222,9 @@ int main(int argc, char **argv)
 				return 1;
 			printf("%s: valid, %zu service%s\n", conf->path ? conf->path : a.config,
 			       conf->n_services, conf->n_services == 1 ? "" : "s");
-			if (!conf->path)
-				printf("(no file: the embedded default; each client's own cgroup is "
-				       "a service)\n");
+			if (conf->n_services == 0)
+				printf("(no service configured: each client's own cgroup is a "
+				       "service of its own)\n");
 			conf_free(conf);
 			return 0;
 		}
@@ -234,7 +236,7 @@ int main(int argc, char **argv)
 		if (r < 0) {
 			if (r == -EINVAL)
 				log_error("%s is broken; not starting", a.config);
-			return 1;
+			return EXIT_CONFIG;
 		}
 		log_set_max_level(a.log_level >= 0 ? a.log_level : conf->daemon.log_level);
 		if (a.socket) {
@@ -260,6 +262,7 @@ int main(int argc, char **argv)
 			.mountinfo = mountinfo,
 			.host_pressure = pressure,
 			.meminfo = meminfo,
+			.log_level = a.log_level,
 		};
 	}
 

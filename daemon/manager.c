@@ -64,7 +64,8 @@ struct service {
 	bool high_unavailable_said;
 	bool high_noop;                  /* HIGH recorded on v1 without a write */
 	bool escalate_failed_said;
-	bool open_failed_said;       /* a failed step is logged once, not every tick */
+	bool open_failed_said;
+	bool absent_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
 	enum mg_level squeeze_floor;
 	struct mclient **clients;
@@ -507,13 +508,20 @@ static void service_sample(struct service *s)
 		r = service_watch(s);
 		if (r < 0) {
 			service_unwatch(s);
-			if (r != -ENODEV && !s->open_failed_said)
+			/* Said once per streak: retried on every tick. */
+			if (r == -ENODEV && !s->absent_said)
+				log_notice("%s: cgroup %s is absent (%s%s%s); watching for it",
+					   s->conf.name, s->conf.cgroup, s->v2_dir,
+					   s->v1_dir ? ", " : "", s->v1_dir ? s->v1_dir : "");
+			else if (r != -ENODEV && !s->open_failed_said)
 				log_warning_errno(r, "%s: cannot watch cgroup %s, retrying on each "
 						  "tick: %m", s->conf.name, s->conf.cgroup);
+			s->absent_said = r == -ENODEV;
 			s->open_failed_said = r != -ENODEV;
 			return;
 		}
 		s->open_failed_said = false;
+		s->absent_said = false;
 	}
 	r = monitor_cgroup_read(s->cg, &s->sample);
 	if (r == -ENODEV) {
@@ -1212,22 +1220,28 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
 	return sd_event_exit(sd_event_source_get_event(src), 0);
 }
 
+/* The gid of admin_group, or (gid_t)-1 (root only). */
+static gid_t admin_gid(const struct mg_conf *conf)
+{
+	struct group *g;
+
+	if (!conf->daemon.admin_group[0])
+		return (gid_t)-1;
+	g = getgrnam(conf->daemon.admin_group);
+	if (!g) {
+		log_warning("admin_group '%s' does not exist; admin requests are for root only",
+			    conf->daemon.admin_group);
+		return (gid_t)-1;
+	}
+	return g->gr_gid;
+}
+
 int manager_start(struct manager *m, int listen_fd)
 {
-	gid_t admin_gid = (gid_t)-1;
 	sigset_t ss;
 	int r;
 
-	if (m->conf->daemon.admin_group[0]) {
-		struct group *g = getgrnam(m->conf->daemon.admin_group);
-
-		if (g)
-			admin_gid = g->gr_gid;
-		else
-			log_warning("admin_group '%s' does not exist; admin requests are for root only",
-				    m->conf->daemon.admin_group);
-	}
-	r = server_new(m->event, listen_fd, admin_gid, &ops, m, &m->server);
+	r = server_new(m->event, listen_fd, admin_gid(m->conf), &ops, m, &m->server);
 	if (r < 0)
 		return log_errno(r, "Failed to serve the socket: %m");
 
@@ -1381,8 +1395,10 @@ int manager_reload(struct manager *m)
 	if (r < 0)
 		return log_errno(r, "Failed to read %s, keeping the running configuration: %m",
 				 m->paths.config);
-	/* The daemon section's socket and roots apply at the next start. */
-	log_set_max_level(conf->daemon.log_level);
+	/* The daemon section's socket and roots apply at the next start;
+	 * its log level and admin group at once (--log-level wins). */
+	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : conf->daemon.log_level);
+	server_set_admin_gid(m->server, admin_gid(conf));
 	r = manager_apply(m, conf);
 	if (r < 0)
 		return r;

@@ -26,6 +26,7 @@ struct manager_paths {
 	const char *mountinfo;           /* "/proc/self/mountinfo" */
 	const char *host_pressure;       /* "/proc/pressure/memory" */
 	const char *meminfo;             /* "/proc/meminfo" */
+	int log_level;                   /* from the command line; -1 = the file's */
 };
 
 /*

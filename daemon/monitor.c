@@ -1072,9 +1072,13 @@ int monitor_psi_trigger_open_with(const struct monitor_psi_ops *ops,
 		rounded = ((uint64_t)window_us + MONITOR_PSI_WINDOW_STEP - 1) /
 			  MONITOR_PSI_WINDOW_STEP * MONITOR_PSI_WINDOW_STEP;
 		if (rounded != window_us && rounded <= UINT32_MAX) {
+			/* The threshold is stall time per window: scale it
+			 * with the window so the trigger still means the same
+			 * share of time stalled. */
+			uint64_t scaled = (uint64_t)threshold_us * rounded / window_us;
+
 			mode = MG_PSI_TRIGGER_ROUNDED;
-			fd = psi_arm(ops, path, threshold_us,
-				     (uint32_t)rounded);
+			fd = psi_arm(ops, path, (uint32_t)scaled, (uint32_t)rounded);
 		}
 	}
 	if (fd < 0) {

@@ -271,6 +271,7 @@ struct monitor_psi_ops {
  * ladder: the configured window (mode MG_PSI_TRIGGER); when the kernel
  * answers EINVAL, which it does without CAP_SYS_RESOURCE for windows not a
  * multiple of 2 s, the window rounded up to the next multiple of 2 s
+ * and the threshold scaled with it (the same share of time stalled)
  * (MG_PSI_TRIGGER_ROUNDED; skipped when the window already is one); when
  * that fails too, or the file is not writable (EACCES, EPERM, EROFS) or
  * not the kernel's (not on cgroup2 or proc, e.g. a fixture tree), no

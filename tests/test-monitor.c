@@ -913,12 +913,13 @@ static void test_psi_ladder(_unused_ void **state)
 		{ 150000, 1000000, { 0 }, 0, MG_PSI_TRIGGER, 1, "some 150000 1000000" },
 		/* EINVAL, then the rounded window is taken */
 		{ 150000, 1000000, { -EINVAL, 0 }, 0, MG_PSI_TRIGGER_ROUNDED, 2,
-		  "some 150000 2000000" },
+		  "some 300000 2000000" },
+		/* the threshold scales with the window, rounded down */
 		{ 100000, 3000001, { -EINVAL, 0 }, 0, MG_PSI_TRIGGER_ROUNDED, 2,
-		  "some 100000 4000000" },
+		  "some 133333 4000000" },
 		/* EINVAL twice: polling */
 		{ 150000, 1000000, { -EINVAL, -EINVAL }, 0, MG_PSI_POLLING, 2,
-		  "some 150000 2000000" },
+		  "some 300000 2000000" },
 		/* already a multiple of 2 s: nothing to retry */
 		{ 150000, 2000000, { -EINVAL }, 0, MG_PSI_POLLING, 1, "some 150000 2000000" },
 		/* rounding would overflow the kernel's u32 */

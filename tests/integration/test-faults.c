@@ -434,6 +434,32 @@ static void test_unusable_socket_dir(void **state)
 	}
 }
 
+/* A broken configuration at start: each problem as FILE:LINE, exit 78
+ * (EX_CONFIG, which the unit does not restart on). */
+static void test_broken_config_exit_status(void **state)
+{
+	char err[128], sock[128], text[2048] = "";
+	int status, fd;
+	ssize_t n;
+	pid_t pid;
+
+	put("memguard.conf", "[web]\nbudget = 12X\nwarm = 50%%\n");
+	snprintf(err, sizeof(err), "%s/stderr", dir);
+	snprintf(sock, sizeof(sock), "%s/other.sock", dir);
+	pid = start_daemon(sock, err);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 78);
+	fd = open(err, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	assert_true(n > 0);
+	assert_non_null(strstr(text, "memguard.conf:2: invalid budget '12X'"));
+	assert_non_null(strstr(text, "memguard.conf:3: unknown key 'warm'"));
+	assert_int_equal(access(sock, F_OK), -1);
+}
+
 static void test_socket_mode_and_group(void **state)
 {
 	char sock[128];
@@ -487,6 +513,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corpus_over_socket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sighup_storm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable_socket_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_broken_config_exit_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_traversal_names_refused, setup, teardown),
 	};
