@@ -86,6 +86,7 @@ struct manager {
 	struct policy_params params;
 	struct monitor_host host;
 	bool have_host;
+	char *state_path;                /* memory.high values to put back after a crash */
 	sd_event_source *tick;
 	sd_event_source *sig_term, *sig_int, *sig_hup;
 	char status[256];
@@ -139,6 +140,87 @@ static void service_unwatch(struct service *s)
 	s->have_sample = false;
 }
 
+/*
+ * The memory.high values the daemon replaced, in a file beside the socket,
+ * so a daemon that was killed (crash, watchdog, SIGKILL) can put them back
+ * when it starts again.  Rewritten whole on every change, by rename.
+ */
+static void manager_save_escalations(struct manager *m)
+{
+	_cleanup_free_ char *tmp = NULL;
+	FILE *f;
+	size_t n = 0;
+
+	if (!m->state_path || asprintf(&tmp, "%s.new", m->state_path) < 0)
+		return;
+	f = fopen(tmp, "we");
+	if (!f) {
+		log_warning_errno(errno, "Failed to write %s, ignoring: %m", tmp);
+		return;
+	}
+	for (size_t i = 0; i < m->n_services; i++) {
+		const struct service *s = m->services[i];
+
+		if (!s->saved_high_valid)
+			continue;
+		if (s->saved_high == MONITOR_UNLIMITED)
+			fprintf(f, "max %s\n", s->v2_dir);
+		else
+			fprintf(f, "%" PRIu64 " %s\n", s->saved_high, s->v2_dir);
+		n++;
+	}
+	if (fclose(f) != 0 || (n > 0 && rename(tmp, m->state_path) < 0)) {
+		log_warning_errno(errno, "Failed to write %s, ignoring: %m", m->state_path);
+		unlink(tmp);
+		return;
+	}
+	if (n == 0) {
+		unlink(tmp);
+		unlink(m->state_path);
+	}
+}
+
+/* Put back what a killed predecessor left in memory.high. */
+static void manager_restore_leftovers(struct manager *m)
+{
+	_cleanup_fclose_ FILE *f = NULL;
+	char line[MG_PATH_MAX + 4096];
+
+	f = fopen(m->state_path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *dir = strchr(line, ' '), *end;
+		uint64_t v = UINT64_MAX;
+		int r;
+
+		if (!dir)
+			continue;
+		*dir++ = 0;
+		end = strchr(dir, '\n');
+		if (end)
+			*end = 0;
+		/* Only below our cgroup root, and never upwards. */
+		if (!path_within(dir, m->v2_root) || strstr(dir, "/.."))
+			continue;
+		if (strcmp(line, "max") != 0) {
+			char *e;
+
+			errno = 0;
+			v = strtoull(line, &e, 10);
+			if (errno || *e)
+				continue;
+		}
+		r = cgrp_write_high(dir, v);
+		if (r < 0)
+			log_warning_errno(r, "Failed to put back memory.high of %s, ignoring: %m", dir);
+		else
+			log_notice("memory.high of %s put back to %s, as a previous memguardd left it",
+				   dir, line);
+	}
+	unlink(m->state_path);
+}
+
 static void service_restore(struct service *s)
 {
 	int r;
@@ -155,6 +237,8 @@ static void service_restore(struct service *s)
 			    "memory.high restored to %" PRIu64 " (daemon stopping or service removed)",
 			    s->saved_high);
 	s->ps.escalation = MG_ESCALATION_NONE;
+	if (r >= 0)
+		s->saved_high_valid = false;
 }
 
 static void mclient_send_normal(struct mclient *mc);
@@ -460,9 +544,15 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 		s->high_noop = false;
 		s->saved_high = s->sample.high;
 		s->saved_high_valid = true;
+		/* Recorded before the write: a crash right after it still
+		 * leaves the old value to put back. */
+		manager_save_escalations(s->m);
 		r = cgrp_write_high(s->v2_dir, s->budget);
-		if (r < 0)
+		if (r < 0) {
+			s->saved_high_valid = false;
+			manager_save_escalations(s->m);
 			return escalate_failed(s, r, "write memory.high");
+		}
 		log_service(LOG_WARNING, s->conf.name, lvl, u, "escalate",
 			    "memory.high set to the budget %" PRIu64 " (was %s): working set %" PRIu64
 			    " still at %s past the release deadline",
@@ -480,6 +570,7 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 				    "memory.high restored: level back to %s", lvl);
 		s->saved_high_valid = false;
 		s->high_noop = false;
+		manager_save_escalations(s->m);
 		break;
 	case POLICY_ACTION_KILL:
 		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
@@ -1198,6 +1289,18 @@ int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct 
 	r = manager_set_roots(m);
 	if (r < 0)
 		return r;
+	{
+		_cleanup_free_ char *dir = strdup(conf->daemon.socket);
+		char *slash = dir ? strrchr(dir, '/') : NULL;
+
+		if (slash) {
+			*slash = 0;
+			if (asprintf(&m->state_path, "%s/escalations", *dir ? dir : "") < 0)
+				m->state_path = NULL;
+		}
+		if (m->state_path)
+			manager_restore_leftovers(m);
+	}
 	r = services_from_conf(m);
 	if (r < 0)
 		return log_errno(r, "Failed to set up services: %m");
@@ -1354,6 +1457,7 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	free(m->services);
 	m->services = TAKE_PTR(list);
 	m->n_services = n;
+	manager_save_escalations(m);
 	conf_free(m->conf);
 	m->conf = conf;
 
@@ -1412,8 +1516,12 @@ struct manager *manager_free(struct manager *m)
 		return NULL;
 	m->server = server_free(m->server);
 	for (size_t i = 0; i < m->n_services; i++)
+		service_restore(m->services[i]);
+	manager_save_escalations(m);
+	for (size_t i = 0; i < m->n_services; i++)
 		service_free(m->services[i]);
 	free(m->services);
+	free(m->state_path);
 	sd_event_source_disable_unref(m->tick);
 	sd_event_source_disable_unref(m->sig_term);
 	sd_event_source_disable_unref(m->sig_int);

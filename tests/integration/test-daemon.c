@@ -137,10 +137,43 @@ static const char *config_good =
 	"release_deadline = 200ms\n"
 	"enforce = kill\n";
 
+/* Start memguardd on the fixture tree and wait for its socket. */
+static void start_daemon(void)
+{
+	const char *exe = getenv("MEMGUARDD");
+	char sock[128];
+
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
+	daemon_pid = fork();
+	assert_true(daemon_pid >= 0);
+	if (daemon_pid == 0) {
+		char conf[128], root[128], proc[128];
+
+		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
+		snprintf(root, sizeof(root), "%s/cg", dir);
+		snprintf(proc, sizeof(proc), "%s/proc", dir);
+		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
+		      sock, "--cgroup-root", root, "--proc-root", proc, NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200; i++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		int ok;
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
+		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return;
+		usleep(10000);
+	}
+	fail_msg("memguardd did not start");
+}
+
 static int setup(void **state)
 {
-	char self[64], sock[128];
-	const char *exe = getenv("MEMGUARDD");
+	char self[64];
 
 	strcpy(dir, "/tmp/mg-test-daemon-XXXXXX");
 	assert_non_null(mkdtemp(dir));
@@ -161,22 +194,7 @@ static int setup(void **state)
 	cgroup_files("batch", 10 * MiB);
 	put("memguard.conf", "%s", config_good);
 
-	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-	daemon_pid = fork();
-	assert_true(daemon_pid >= 0);
-	if (daemon_pid == 0) {
-		char conf[128], root[128], proc[128];
-
-		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
-		snprintf(root, sizeof(root), "%s/cg", dir);
-		snprintf(proc, sizeof(proc), "%s/proc", dir);
-		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
-		      sock, "--cgroup-root", root, "--proc-root", proc, NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200 && access(sock, F_OK) < 0; i++)
-		usleep(10000);
-	assert_int_equal(access(sock, F_OK), 0);
+	start_daemon();
 	*state = NULL;
 	return 0;
 }
@@ -586,6 +604,33 @@ static void test_sigterm_restores_memory_high(void **state)
 	close(fd);
 }
 
+/* A daemon killed while memory.high is escalated: the next one puts the
+ * old value back. */
+static void test_sigkill_then_restart_puts_memory_high_back(void **state)
+{
+	char buf[64], state_file[128];
+	struct mg_directive d;
+	struct mg_msg m;
+	int status_code, fd = hello("web", &m);
+
+	set_usage("web", BUDGET * 105 / 100);
+	await_level(fd, MG_LEVEL_EMERGENCY, &d);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
+				  NULL, 10), BUDGET);
+	snprintf(state_file, sizeof(state_file), "%s/escalations", dir);
+	assert_int_equal(access(state_file, F_OK), 0);
+	close(fd);
+
+	kill(daemon_pid, SIGKILL);
+	assert_int_equal(waitpid(daemon_pid, &status_code, 0), daemon_pid);
+	assert_int_equal(strtoull(get("cg/web/memory.high", buf, sizeof(buf)), NULL, 10), BUDGET);
+
+	set_usage("web", BUDGET * 30 / 100);
+	start_daemon();
+	assert_string_equal(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	assert_int_equal(access(state_file, F_OK), -1);
+}
+
 static void test_sigterm_says_bye_and_cleans_up(void **state)
 {
 	char sock[128];
@@ -626,6 +671,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_empty_config_is_the_default, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_removes_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_restores_memory_high, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigkill_then_restart_puts_memory_high_back, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_says_bye_and_cleans_up, setup,
 						teardown),
 	};
