@@ -79,8 +79,7 @@ struct mg_client {
 	uint32_t seq;                    /* last header seq used; never 0 on the wire */
 	uint32_t hello_seq;
 	uint64_t client_id;              /* from WELCOME */
-	uint64_t budget;                 /* from WELCOME, bytes */
-	char matched[MG_NAME_MAX + 1];   /* service named in WELCOME */
+	unsigned refusals;               /* ERRORs since the last WELCOME */
 	uint32_t report_ms;
 	uint32_t backoff_ms;             /* nominal delay of the next reconnect */
 	unsigned failures;               /* connect attempts failed in a row */

@@ -439,11 +439,10 @@ static int on_welcome(struct mg_client *c, const struct mg_msg *m)
 	}
 	c->state = CONN_READY;
 	c->client_id = w->client_id;
-	c->budget = w->budget;
-	memcpy(c->matched, w->service, sizeof(c->matched));
 	c->report_ms = w->report_interval_ms ? w->report_interval_ms : CONN_REPORT_DEFAULT_MS;
 	c->report_ms = MIN(MAX(c->report_ms, CONN_REPORT_MIN_MS), CONN_REPORT_MAX_MS);
 	c->orphan_us = 0;
+	c->refusals = 0;
 	conn_backoff_reset(c);
 	client_log(c, LOG_INFO,
 		   "Registered with memguardd as client %llu of service '%s' (budget %llu bytes)",
@@ -467,7 +466,8 @@ static int on_error(struct mg_client *c, const struct mg_error *e)
 	printable(text, sizeof(text), e->text);
 	snprintf(why, sizeof(why), "memguardd refused this client (%s%s%s)",
 		 name ? name : "unknown error", text[0] ? ": " : "", text);
-	conn_drop(c, LOG_WARNING, 0, give_up, why);
+	/* Loud once; a refusal repeated every few seconds is no news. */
+	conn_drop(c, c->refusals++ ? LOG_DEBUG : LOG_WARNING, 0, give_up, why);
 	return -ECONNREFUSED;
 }
 

@@ -641,10 +641,19 @@ static void test_error_and_bye(void **state)
 	wait = d.c->next_connect_us - conn_now_us();
 	assert_true(wait >= 1000ULL * CONN_BACKOFF_MAX_MS / 2 - 100000);
 	assert_true(wait <= 1000ULL * CONN_BACKOFF_MAX_MS);
-	assert_non_null(strstr(hooks.log, "refused this client (service does not match the "
-					  "peer's cgroup: pid 1 is not in cgroup x?)"));
+	assert_non_null(strstr(hooks.log, "<4>memguardd refused this client (service does not "
+					  "match the peer's cgroup: pid 1 is not in cgroup x?)"));
 
-	/* Come back sooner for this test, then BYE SHUTDOWN: quickly again. */
+	/* Refused again (sooner, for this test): said once is enough. */
+	d.c->next_connect_us = conn_now_us();
+	d.fd = accept_hello(d.c, &hello);
+	m.hdr.seq = 0;
+	send_msg(d.fd, &m);
+	await_close(d.c, d.fd);
+	close(d.fd);
+	assert_non_null(strstr(hooks.log, "<7>memguardd refused this client"));
+
+	/* Accepted, then BYE SHUTDOWN: back quickly. */
 	d.c->next_connect_us = conn_now_us();
 	d.fd = accept_hello(d.c, &hello);
 	welcome(d.fd, hello.hdr.seq, NULL);
