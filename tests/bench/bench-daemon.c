@@ -34,22 +34,14 @@
 #include <unistd.h>
 
 #include "proto/proto.h"
+#include "tests/integration/fixture.h"
 
-#define MiB (1024ULL * 1024)
+#define MiB FIXTURE_MiB
 #define ROUNDS_PER_SWEEP 12
 #define SWEEPS 5
 #define IDLE_SECONDS 8                 /* < the daemon's 10 s PING interval */
 
-static char dir[64];
-static pid_t daemon_pid;
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+static struct fixture fx;
 
 static void die(const char *fmt, ...)
 {
@@ -60,64 +52,16 @@ static void die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fprintf(stderr, "\n");
 	va_end(ap);
-	if (daemon_pid > 0)
-		kill(daemon_pid, SIGTERM);
+	fixture_done(&fx);
 	exit(1);
 }
 
-static void put(const char *rel, const char *fmt, ...)
+static double now_ms(void)
 {
-	char path[512];
-	va_list ap;
-	FILE *f;
+	struct timespec ts;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	f = fopen(path, "we");
-	if (!f)
-		die("cannot write %s: %m", path);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	fclose(f);
-}
-
-static void mkdirs(const char *rel)
-{
-	char path[512];
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	if (mkdir(path, 0755) < 0)
-		die("cannot create %s: %m", path);
-}
-
-static int connect_daemon(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", dir);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		die("cannot connect: %m");
-	return fd;
-}
-
-static void send_msg(int fd, struct mg_msg *m)
-{
-	uint8_t buf[MG_MSG_MAX];
-	int n = proto_msg_encode(m, buf, sizeof(buf));
-
-	if (n < 0 || send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
-		die("send failed: %m");
-}
-
-static int recv_msg(int fd, struct mg_msg *m)
-{
-	uint8_t buf[MG_MSG_MAX];
-	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-
-	if (n <= 0)
-		return n == 0 ? -ECONNRESET : -errno;
-	return proto_msg_decode(buf, (size_t)n, m);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Clients answer the daemon's keepalive, or it drops them. */
@@ -128,23 +72,17 @@ static bool pong(int fd, const struct mg_msg *m)
 	if (m->hdr.type != MG_MSG_PING)
 		return false;
 	p.ping.cookie = m->ping.cookie;
-	send_msg(fd, &p);
+	fixture_send(fd, &p);
 	return true;
 }
 
-/* Block until a message arrives on `fd`. */
+/* Wait for a message on `fd`. */
 static void recv_wait(int fd, struct mg_msg *m)
 {
-	for (int i = 0; i < 5000; i++) {
-		int r = recv_msg(fd, m);
+	int r = fixture_recv(fd, m, 5000);
 
-		if (r == 0)
-			return;
-		if (r != -EAGAIN)
-			die("receive failed: %s", strerror(-r));
-		usleep(1000);
-	}
-	die("no answer from the daemon");
+	if (r < 0)
+		die("no answer from the daemon: %s", strerror(-r));
 }
 
 static void set_budget(int admin, uint64_t budget)
@@ -153,7 +91,7 @@ static void set_budget(int admin, uint64_t budget)
 
 	m.set_budget.budget = budget;
 	strcpy(m.set_budget.service, "web");
-	send_msg(admin, &m);
+	fixture_send(admin, &m);
 }
 
 struct proc_sample {
@@ -217,7 +155,6 @@ int main(int argc, char **argv)
 	double *lat, *last, t0, storm_ms;
 	size_t n_lat = 0, n_last = 0;
 	int *fds, admin, ep;
-	char self[64];
 	bool ok;
 
 	if (n_clients < 1 || n_clients > 4000)
@@ -227,54 +164,12 @@ int main(int argc, char **argv)
 	setrlimit(RLIMIT_NOFILE, &rl);
 	signal(SIGPIPE, SIG_IGN);
 
-	strcpy(dir, "/tmp/mg-bench-daemon-XXXXXX");
-	if (!mkdtemp(dir))
-		die("mkdtemp: %m");
-	mkdirs("cg");
-	mkdirs("cg/web");
-	mkdirs("proc");
-	mkdirs("proc/self");
-	mkdirs("proc/pressure");
-	snprintf(self, sizeof(self), "proc/%d", (int)getpid());
-	mkdirs(self);
-	put("proc/self/mountinfo", "41 31 0:38 / %s/cg rw,relatime - cgroup2 cgroup2 rw\n", dir);
-	put("proc/meminfo", "MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n");
-	put("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	snprintf(self, sizeof(self), "proc/%d/cgroup", (int)getpid());
-	put(self, "0::/web\n");
-	put("cg/web/memory.current", "%llu\n", 85 * MiB);
-	put("cg/web/memory.stat", "anon %llu\nfile 0\ninactive_file 0\n", 85 * MiB);
-	put("cg/web/memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
-	put("cg/web/memory.max", "max\n");
-	put("cg/web/memory.high", "max\n");
-	put("cg/web/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				      "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	put("memguard.conf", "[daemon]\ntick = 1s\nlog_level = warning\n"
-			     "[web]\ncgroup = web\nbudget = 1G\n");
-
-	daemon_pid = fork();
-	if (daemon_pid < 0)
-		die("fork: %m");
-	if (daemon_pid == 0) {
-		char conf[128], sock[128], root[128], proc[128];
-
-		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
-		snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-		snprintf(root, sizeof(root), "%s/cg", dir);
-		snprintf(proc, sizeof(proc), "%s/proc", dir);
-		execl(exe, "memguardd", "--config", conf, "--socket", sock, "--cgroup-root", root,
-		      "--proc-root", proc, NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		char sock[128];
-
-		snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-		if (access(sock, F_OK) == 0)
-			break;
-		usleep(10000);
-	}
+	fixture_init(&fx, "bench-daemon", "web");
+	fixture_cgroup(&fx, "web", 85 * MiB);
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 1s\nlog_level = warning\n"
+					  "[web]\ncgroup = web\nbudget = 1G\n");
+	setenv("MEMGUARDD", exe, 1);
+	fixture_start(&fx, NULL, NULL, NULL);
 
 	fds = calloc((size_t)n_clients, sizeof(*fds));
 	lat = calloc((size_t)n_clients * ROUNDS_PER_SWEEP * SWEEPS, sizeof(*lat));
@@ -286,21 +181,21 @@ int main(int argc, char **argv)
 		struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 
-		fds[i] = connect_daemon();
+		fds[i] = fixture_connect(&fx, NULL);
 		strcpy(m.hello.process, "bench");
-		send_msg(fds[i], &m);
+		fixture_send(fds[i], &m);
 		recv_wait(fds[i], &m);
 		if (m.hdr.type != MG_MSG_WELCOME)
 			die("client %d not welcomed: %s", i, m.error.text);
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 	}
-	admin = connect_daemon();
+	admin = fixture_connect(&fx, NULL);
 
 	/* Idle: no client traffic, only the daemon's own tick. */
 	usleep(500000);
-	a = sample(daemon_pid);
+	a = sample(fx.daemon);
 	sleep(IDLE_SECONDS);
-	b = sample(daemon_pid);
+	b = sample(fx.daemon);
 
 	/* Storm: each round lowers the budget a little, which changes the
 	 * GC percent, so every client gets a new directive. */
@@ -327,7 +222,7 @@ int main(int argc, char **argv)
 				for (int k = 0; k < n; k++) {
 					int i = (int)evs[k].data.u32, rr;
 
-					while ((rr = recv_msg(fds[i], &m)) == 0) {
+					while ((rr = fixture_recv(fds[i], &m, 0)) == 0) {
 						if (pong(fds[i], &m) ||
 						    m.hdr.type != MG_MSG_DIRECTIVE || seen[i])
 							continue;
@@ -335,7 +230,7 @@ int main(int argc, char **argv)
 						lat[n_lat++] = now_ms() - start;
 						got++;
 					}
-					if (rr != -EAGAIN)
+					if (rr != -ETIMEDOUT)
 						die("client %d: %s", i, strerror(-rr));
 				}
 			}
@@ -354,17 +249,17 @@ int main(int argc, char **argv)
 			for (int k = 0; k < n; k++) {
 				int fd = fds[evs[k].data.u32], r;
 
-				while ((r = recv_msg(fd, &m)) == 0)
+				while ((r = fixture_recv(fd, &m, 0)) == 0)
 					pong(fd, &m);
-				if (r != -EAGAIN)
+				if (r != -ETIMEDOUT)
 					die("a client: %s", strerror(-r));
 			}
-			while (recv_msg(admin, &m) == 0)
+			while (fixture_recv(admin, &m, 0) == 0)
 				;
 		}
 	}
 	storm_ms = now_ms() - t0;
-	c = sample(daemon_pid);
+	c = sample(fx.daemon);
 
 	printf("memguardd with %d clients (%d directive rounds)\n", n_clients,
 	       ROUNDS_PER_SWEEP * SWEEPS);
@@ -386,14 +281,6 @@ int main(int argc, char **argv)
 	ok = b.rss_kb <= 8 * 1024;
 	printf("  RSS <= 8 MiB:                      %s\n", ok ? "met" : "MISSED");
 
-	kill(daemon_pid, SIGTERM);
-	waitpid(daemon_pid, NULL, 0);
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "bench-daemon: could not remove %s\n", dir);
-	}
+	fixture_done(&fx);
 	return 0;
 }

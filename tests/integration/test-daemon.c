@@ -30,97 +30,12 @@
 
 #include "daemon/policy.h"
 #include "proto/proto.h"
+#include "tests/integration/fixture.h"
 
-#define MiB (1024ULL * 1024)
+#define MiB FIXTURE_MiB
 #define BUDGET (100 * MiB)
 
-static char dir[64];
-static pid_t daemon_pid;
-
-static void put(const char *rel, const char *fmt, ...)
-{
-	char path[512], tmp[520];
-	va_list ap;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "we");
-	assert_non_null(f);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	assert_int_equal(fclose(f), 0);
-	/* rename: the daemon holds the old file open and preads it, so write
-	 * in place instead when the file exists. */
-	if (access(path, F_OK) == 0) {
-		char buf[4096];
-		size_t n;
-		int fd;
-
-		f = fopen(tmp, "re");
-		n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		unlink(tmp);
-		fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-		assert_true(fd >= 0);
-		assert_int_equal(write(fd, buf, n), (ssize_t)n);
-		close(fd);
-	} else
-		assert_int_equal(rename(tmp, path), 0);
-}
-
-static char *get(const char *rel, char *buf, size_t size)
-{
-	char path[512];
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	f = fopen(path, "re");
-	assert_non_null(f);
-	n = fread(buf, 1, size - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
-static void mkdirs(const char *rel)
-{
-	char path[512];
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	assert_int_equal(mkdir(path, 0755), 0);
-}
-
-/* A v2 cgroup of fixture files with `current` bytes in use. */
-static void cgroup_files(const char *cg, uint64_t current)
-{
-	char p[256];
-
-	snprintf(p, sizeof(p), "cg/%s", cg);
-	mkdirs(p);
-#define F(name, ...) do { snprintf(p, sizeof(p), "cg/%s/" name, cg); put(p, __VA_ARGS__); } while (0)
-	F("memory.current", "%llu\n", (unsigned long long)current);
-	F("memory.stat", "anon %llu\nfile 0\ninactive_file 0\n", (unsigned long long)current);
-	F("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
-	F("memory.max", "max\n");
-	F("memory.high", "max\n");
-	F("cgroup.kill", "0\n");
-	F("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-			     "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-#undef F
-}
-
-static void set_usage(const char *cg, uint64_t current)
-{
-	char p[256];
-
-	snprintf(p, sizeof(p), "cg/%s/memory.current", cg);
-	put(p, "%llu\n", (unsigned long long)current);
-	snprintf(p, sizeof(p), "cg/%s/memory.stat", cg);
-	put(p, "anon %llu\nfile 0\ninactive_file 0\n", (unsigned long long)current);
-}
+static struct fixture fx;
 
 static const char *config_good =
 	"[daemon]\n"
@@ -137,116 +52,21 @@ static const char *config_good =
 	"release_deadline = 200ms\n"
 	"enforce = kill\n";
 
-/* Start memguardd on the fixture tree and wait for its socket. */
-static void start_daemon(void)
-{
-	const char *exe = getenv("MEMGUARDD");
-	char sock[128];
-
-	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-	daemon_pid = fork();
-	assert_true(daemon_pid >= 0);
-	if (daemon_pid == 0) {
-		char conf[128], root[128], proc[128];
-
-		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
-		snprintf(root, sizeof(root), "%s/cg", dir);
-		snprintf(proc, sizeof(proc), "%s/proc", dir);
-		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
-		      sock, "--cgroup-root", root, "--proc-root", proc, NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		int ok;
-
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
-		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return;
-		usleep(10000);
-	}
-	fail_msg("memguardd did not start");
-}
-
 static int setup(void **state)
 {
-	char self[64];
-
-	strcpy(dir, "/tmp/mg-test-daemon-XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	mkdirs("cg");
-	mkdirs("proc");
-	mkdirs("proc/self");
-	mkdirs("proc/pressure");
-	snprintf(self, sizeof(self), "proc/%d", (int)getpid());
-	mkdirs(self);
-	put("proc/self/mountinfo", "41 31 0:38 / %s/cg rw,relatime - cgroup2 cgroup2 rw\n", dir);
-	put("proc/meminfo", "MemTotal:       16000000 kB\nMemAvailable:   8000000 kB\n");
-	put("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
 	/* This test process plays every client: it sits in cgroup "web". */
-	snprintf(self, sizeof(self), "proc/%d/cgroup", (int)getpid());
-	put(self, "0::/web\n");
-	cgroup_files("web", 10 * MiB);
-	cgroup_files("batch", 10 * MiB);
-	put("memguard.conf", "%s", config_good);
-
-	start_daemon();
-	*state = NULL;
+	fixture_init(&fx, "test-daemon", "web");
+	fixture_cgroup(&fx, "web", 10 * MiB);
+	fixture_cgroup(&fx, "batch", 10 * MiB);
+	fixture_put(&fx, "memguard.conf", "%s", config_good);
+	fixture_start(&fx, NULL, NULL, NULL);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-	int status;
-
-	if (daemon_pid > 0) {
-		kill(daemon_pid, SIGTERM);
-		assert_int_equal(waitpid(daemon_pid, &status, 0), daemon_pid);
-		daemon_pid = 0;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	fixture_done(&fx);
 	return 0;
-}
-
-static int connect_daemon(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", dir);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-static void send_msg(int fd, struct mg_msg *m)
-{
-	uint8_t buf[MG_MSG_MAX];
-	int n = proto_msg_encode(m, buf, sizeof(buf));
-
-	assert_true(n > 0);
-	assert_int_equal(send(fd, buf, (size_t)n, MSG_NOSIGNAL), n);
-}
-
-/* Wait up to `ms` for a message; 0, -ETIMEDOUT, or -ECONNRESET on EOF. */
-static int recv_msg(int fd, struct mg_msg *m, int ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	uint8_t buf[MG_MSG_MAX];
-	ssize_t n;
-
-	if (poll(&p, 1, ms) == 0)
-		return -ETIMEDOUT;
-	n = recv(fd, buf, sizeof(buf), 0);
-	if (n <= 0)
-		return -ECONNRESET;
-	return proto_msg_decode(buf, (size_t)n, m);
 }
 
 /* Wait for a DIRECTIVE at `level`, skipping others and PINGs. */
@@ -255,7 +75,7 @@ static void await_level(int fd, enum mg_level level, struct mg_directive *ret)
 	struct mg_msg m;
 
 	for (int i = 0; i < 100; i++) {
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level == level) {
 			*ret = m.directive;
 			return;
@@ -267,24 +87,24 @@ static void await_level(int fd, enum mg_level level, struct mg_directive *ret)
 static int hello(const char *service, struct mg_msg *ret)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-	int fd = connect_daemon();
+	int fd = fixture_connect(&fx, NULL);
 
 	m.hello.capabilities = MG_CAP_ALL;
 	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
 	strcpy(m.hello.process, "test-daemon");
-	send_msg(fd, &m);
-	assert_int_equal(recv_msg(fd, ret, 3000), 0);
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, ret, 3000), 0);
 	return fd;
 }
 
 static void status(struct mg_status_service *web, struct mg_status_daemon *d)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 9 } };
-	int fd = connect_daemon();
+	int fd = fixture_connect(&fx, NULL);
 
-	send_msg(fd, &m);
+	fixture_send(fd, &m);
 	for (;;) {
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		assert_int_equal(m.hdr.seq, 9);
 		if (m.hdr.type == MG_MSG_STATUS_DAEMON && d)
 			*d = m.status_daemon;
@@ -314,7 +134,7 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(m.welcome.directive.level, MG_LEVEL_NORMAL);
 
 	/* 85 % of the budget: WARN with the law's gc percent. */
-	set_usage("web", BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	await_level(fd, MG_LEVEL_WARN, &d);
 	out = policy_output(POLICY_DEFAULT_CP, svc.warn, BUDGET * 85 / 100, BUDGET);
 	assert_int_equal(d.gc_percent, policy_gc_percent(MG_LEVEL_WARN, out, svc.min_gc_percent));
@@ -323,7 +143,7 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(d.release, BUDGET * 85 / 100 - BUDGET * 80 / 100);
 
 	/* 93 %: CRITICAL, throttling, with a deadline. */
-	set_usage("web", BUDGET * 93 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 93 / 100);
 	await_level(fd, MG_LEVEL_CRITICAL, &d);
 	out = policy_output(POLICY_DEFAULT_CP, svc.warn, BUDGET * 93 / 100, BUDGET);
 	assert_int_equal(d.gc_percent,
@@ -339,7 +159,7 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(web.utilization, 9300);
 
 	/* Back down: the NORMAL ("cleared") directive restores defaults. */
-	set_usage("web", BUDGET * 40 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
 	await_level(fd, MG_LEVEL_NORMAL, &d);
 	assert_int_equal(d.gc_percent, MG_GC_DEFAULT);
 	assert_int_equal(d.throttle, 0);
@@ -354,9 +174,9 @@ static void test_released_is_recorded(void **state)
 	int fd = hello("web", &m);
 	uint32_t seq = 0;
 
-	set_usage("web", BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	for (int i = 0; i < 100 && !seq; i++) {
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.release > 0)
 			seq = m.hdr.seq;
 	}
@@ -365,7 +185,7 @@ static void test_released_is_recorded(void **state)
 	m.released.directive_seq = seq;
 	m.released.bytes = 4 * MiB;
 	m.released.usec = 1500;
-	send_msg(fd, &m);
+	fixture_send(fd, &m);
 	usleep(200000);
 	status(&web, NULL);
 	assert_int_equal(web.released_total, 4 * MiB);
@@ -381,16 +201,16 @@ static void test_enforce_high_writes_and_restores(void **state)
 	struct mg_directive d;
 	int fd = hello("web", &m);
 
-	set_usage("web", BUDGET * 105 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
-	for (int i = 0; i < 100 && !strcmp(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	for (int i = 0; i < 100 && !strcmp(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
 	     i++)
 		usleep(20000);
 	assert_int_equal(strtoull(buf, NULL, 10), BUDGET);
 
-	set_usage("web", BUDGET * 30 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 30 / 100);
 	await_level(fd, MG_LEVEL_NORMAL, &d);
-	for (int i = 0; i < 100 && strcmp(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	for (int i = 0; i < 100 && strcmp(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
 	     i++)
 		usleep(20000);
 	assert_string_equal(buf, "max\n");
@@ -400,7 +220,7 @@ static void test_enforce_high_writes_and_restores(void **state)
 /* Wait until the fixture file `rel` no longer holds `was`. */
 static char *await_change(const char *rel, const char *was, char *buf, size_t size)
 {
-	for (int i = 0; i < 150 && !strcmp(get(rel, buf, size), was); i++)
+	for (int i = 0; i < 150 && !strcmp(fixture_get(&fx, rel, buf, size), was); i++)
 		usleep(20000);
 	return buf;
 }
@@ -411,14 +231,14 @@ static void test_enforce_kill_needs_growth(void **state)
 {
 	char buf[64];
 
-	set_usage("batch", BUDGET * 110 / 100);
+	fixture_set_usage(&fx, "batch", BUDGET * 110 / 100);
 	assert_int_equal(strtoull(await_change("cg/batch/memory.high", "max\n", buf,
 						 sizeof(buf)), NULL, 10), BUDGET);
 	/* No max/oom growth: no kill, however long. */
 	usleep(600000);
-	assert_string_equal(get("cg/batch/cgroup.kill", buf, sizeof(buf)), "0\n");
+	assert_string_equal(fixture_get(&fx, "cg/batch/cgroup.kill", buf, sizeof(buf)), "0\n");
 
-	put("cg/batch/memory.events", "low 0\nhigh 3\nmax 7\noom 0\noom_kill 0\n");
+	fixture_put(&fx, "cg/batch/memory.events", "low 0\nhigh 3\nmax 7\noom 0\noom_kill 0\n");
 	assert_string_equal(await_change("cg/batch/cgroup.kill", "0\n", buf, sizeof(buf)), "1\n");
 }
 
@@ -429,8 +249,8 @@ static void test_non_admin_refused(void **state)
 	int status;
 	pid_t pid;
 
-	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-	assert_int_equal(chmod(dir, 0755), 0);
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", fx.dir);
+	assert_int_equal(chmod(fx.dir, 0755), 0);
 	assert_int_equal(chmod(sock, 0666), 0);
 	pid = fork();
 	assert_true(pid >= 0);
@@ -442,18 +262,18 @@ static void test_non_admin_refused(void **state)
 			_exit(10);
 		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 			struct mg_msg m = { .hdr = { .type = types[i], .seq = 5 } };
-			int fd = connect_daemon();
+			int fd = fixture_connect(&fx, NULL);
 
 			strcpy(m.release.service, "web");
 			if (types[i] == MG_MSG_SET_BUDGET) {
 				strcpy(m.set_budget.service, "web");
 				m.set_budget.budget = 1;
 			}
-			send_msg(fd, &m);
-			if (recv_msg(fd, &m, 3000) < 0 || m.hdr.type != MG_MSG_RESULT ||
+			fixture_send(fd, &m);
+			if (fixture_recv(fd, &m, 3000) < 0 || m.hdr.type != MG_MSG_RESULT ||
 			    m.result.code != MG_ERR_PERMISSION)
 				_exit(11 + (int)i);
-			if (recv_msg(fd, &m, 3000) != -ECONNRESET)
+			if (fixture_recv(fd, &m, 3000) != -ECONNRESET)
 				_exit(20 + (int)i);
 			close(fd);
 		}
@@ -472,7 +292,7 @@ static void test_wrong_service_refused(void **state)
 	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
 	assert_int_equal(m.error.code, MG_ERR_SERVICE);
 	assert_non_null(strstr(m.error.text, "batch"));
-	assert_int_equal(recv_msg(fd, &m, 3000), -ECONNRESET);
+	assert_int_equal(fixture_recv(fd, &m, 3000), -ECONNRESET);
 	close(fd);
 
 	fd = hello("nosuch", &m);
@@ -505,21 +325,21 @@ static void test_reload_good_and_broken(void **state)
 	int fd = hello("web", &m);
 
 	/* Broken: reported, and the running config stays. */
-	put("memguard.conf", "%s[web2]\nbudget = 12X\n", config_good);
-	kill(daemon_pid, SIGHUP);
+	fixture_put(&fx, "memguard.conf", "%s[web2]\nbudget = 12X\n", config_good);
+	kill(fx.daemon, SIGHUP);
 	usleep(300000);
 	status(&web, &d);
 	assert_int_equal(d.services, 2);
 
 	/* A runtime budget lasts until the next reload. */
 	{
-		int a = connect_daemon();
+		int a = fixture_connect(&fx, NULL);
 
 		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 4 } };
 		strcpy(m.set_budget.service, "web");
 		m.set_budget.budget = 42 * MiB;
-		send_msg(a, &m);
-		assert_int_equal(recv_msg(a, &m, 3000), 0);
+		fixture_send(a, &m);
+		assert_int_equal(fixture_recv(a, &m, 3000), 0);
 		assert_int_equal(m.result.code, MG_ERR_OK);
 		close(a);
 		status(&web, NULL);
@@ -527,11 +347,11 @@ static void test_reload_good_and_broken(void **state)
 	}
 
 	/* Good: a service added, web's budget changed, the client kept. */
-	cgroup_files("extra", MiB);
-	put("memguard.conf", "%s[extra]\ncgroup = extra\nbudget = 10M\n",
+	fixture_cgroup(&fx, "extra", MiB);
+	fixture_put(&fx, "memguard.conf", "%s[extra]\ncgroup = extra\nbudget = 10M\n",
 	    "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 200M\n"
 	    "[batch]\ncgroup = batch\nbudget = 100M\n");
-	kill(daemon_pid, SIGHUP);
+	kill(fx.daemon, SIGHUP);
 	usleep(300000);
 	status(&web, &d);
 	assert_int_equal(d.services, 3);
@@ -540,7 +360,7 @@ static void test_reload_good_and_broken(void **state)
 
 	/* The connection survived. */
 	m = (struct mg_msg){ .hdr = { .type = MG_MSG_REPORT } };
-	send_msg(fd, &m);
+	fixture_send(fd, &m);
 	usleep(100000);
 	status(&web, NULL);
 	assert_int_equal(web.clients, 1);
@@ -554,9 +374,9 @@ static void test_empty_config_is_the_default(void **state)
 	struct mg_msg m;
 	int fd;
 
-	put("memguard.conf", "# nothing configured\n");
-	put("cg/web/memory.high", "%llu\n", 50 * MiB);
-	kill(daemon_pid, SIGHUP);
+	fixture_put(&fx, "memguard.conf", "# nothing configured\n");
+	fixture_put(&fx, "cg/web/memory.high", "%llu\n", 50 * MiB);
+	kill(fx.daemon, SIGHUP);
 	usleep(300000);
 	fd = hello("", &m);
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
@@ -574,10 +394,10 @@ static void test_reload_removes_service(void **state)
 	struct mg_msg m;
 	int fd = hello("web", &m);
 
-	set_usage("web", BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	await_level(fd, MG_LEVEL_WARN, &d_);
-	put("memguard.conf", "[daemon]\ntick = 50ms\n[batch]\ncgroup = batch\nbudget = 100M\n");
-	kill(daemon_pid, SIGHUP);
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n[batch]\ncgroup = batch\nbudget = 100M\n");
+	kill(fx.daemon, SIGHUP);
 	await_level(fd, MG_LEVEL_NORMAL, &d_);
 	status(&web, &d);
 	assert_int_equal(d.services, 1);
@@ -593,14 +413,14 @@ static void test_sigterm_restores_memory_high(void **state)
 	struct mg_msg m;
 	int status_code, fd = hello("web", &m);
 
-	set_usage("web", BUDGET * 105 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
 				  NULL, 10), BUDGET);
-	kill(daemon_pid, SIGTERM);
-	assert_int_equal(waitpid(daemon_pid, &status_code, 0), daemon_pid);
-	daemon_pid = 0;
-	assert_string_equal(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	kill(fx.daemon, SIGTERM);
+	assert_int_equal(waitpid(fx.daemon, &status_code, 0), fx.daemon);
+	fx.daemon = 0;
+	assert_string_equal(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
 	close(fd);
 }
 
@@ -613,21 +433,21 @@ static void test_sigkill_then_restart_puts_memory_high_back(void **state)
 	struct mg_msg m;
 	int status_code, fd = hello("web", &m);
 
-	set_usage("web", BUDGET * 105 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
 				  NULL, 10), BUDGET);
-	snprintf(state_file, sizeof(state_file), "%s/escalations", dir);
+	snprintf(state_file, sizeof(state_file), "%s/escalations", fx.dir);
 	assert_int_equal(access(state_file, F_OK), 0);
 	close(fd);
 
-	kill(daemon_pid, SIGKILL);
-	assert_int_equal(waitpid(daemon_pid, &status_code, 0), daemon_pid);
-	assert_int_equal(strtoull(get("cg/web/memory.high", buf, sizeof(buf)), NULL, 10), BUDGET);
+	kill(fx.daemon, SIGKILL);
+	assert_int_equal(waitpid(fx.daemon, &status_code, 0), fx.daemon);
+	assert_int_equal(strtoull(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), NULL, 10), BUDGET);
 
-	set_usage("web", BUDGET * 30 / 100);
-	start_daemon();
-	assert_string_equal(get("cg/web/memory.high", buf, sizeof(buf)), "max\n");
+	fixture_set_usage(&fx, "web", BUDGET * 30 / 100);
+	fixture_start(&fx, NULL, NULL, NULL);
+	assert_string_equal(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
 	assert_int_equal(access(state_file, F_OK), -1);
 }
 
@@ -638,20 +458,20 @@ static void test_sigterm_says_bye_and_cleans_up(void **state)
 	int status_code;
 	int fd = hello("web", &m);
 
-	kill(daemon_pid, SIGTERM);
+	kill(fx.daemon, SIGTERM);
 	for (;;) {
-		int r = recv_msg(fd, &m, 3000);
+		int r = fixture_recv(fd, &m, 3000);
 
 		assert_int_equal(r, 0);
 		if (m.hdr.type == MG_MSG_BYE)
 			break;
 	}
 	assert_int_equal(m.bye.reason, MG_BYE_SHUTDOWN);
-	assert_int_equal(waitpid(daemon_pid, &status_code, 0), daemon_pid);
-	daemon_pid = 0;
+	assert_int_equal(waitpid(fx.daemon, &status_code, 0), fx.daemon);
+	fx.daemon = 0;
 	assert_true(WIFEXITED(status_code));
 	assert_int_equal(WEXITSTATUS(status_code), 0);
-	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", fx.dir);
 	assert_int_equal(access(sock, F_OK), -1);
 	close(fd);
 }

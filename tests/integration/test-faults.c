@@ -30,37 +30,13 @@
 #include <unistd.h>
 
 #include "proto/proto.h"
+#include "tests/integration/fixture.h"
 
-#define MiB (1024ULL * 1024)
+#define MiB FIXTURE_MiB
 
-static char dir[64];
-static pid_t daemon_pid;
+static struct fixture fx;
 
-static void put(const char *rel, const char *fmt, ...)
-{
-	char path[512];
-	va_list ap;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	f = fopen(path, "we");
-	assert_non_null(f);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	assert_int_equal(fclose(f), 0);
-}
-
-static void mkdirs(const char *rel)
-{
-	char path[512];
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	assert_int_equal(mkdir(path, 0755), 0);
-}
-
-static const char *config =
-	"[daemon]\ntick = 50ms\nsocket_group = %s\n[web]\ncgroup = web\nbudget = 100M\n";
+#define CONFIG "[daemon]\ntick = 50ms\nsocket_group = %s\n[web]\ncgroup = web\nbudget = 100M\n"
 
 /* The group the socket is given: one that exists on any Debian system. */
 static const char *test_group(void)
@@ -68,133 +44,37 @@ static const char *test_group(void)
 	return getgrnam("nogroup") ? "nogroup" : "root";
 }
 
-static pid_t start_daemon(const char *socket, const char *errfile)
-{
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		const char *exe = getenv("MEMGUARDD");
-		char conf[128], root[128], proc[128];
-
-		if (errfile) {
-			int fd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-			dup2(fd, STDERR_FILENO);
-		}
-		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
-		snprintf(root, sizeof(root), "%s/cg", dir);
-		snprintf(proc, sizeof(proc), "%s/proc", dir);
-		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
-		      socket, "--cgroup-root", root, "--proc-root", proc, "--log-level", "notice",
-		      NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
-static void sock_path(char *buf, size_t size)
-{
-	snprintf(buf, size, "%s/run/memguardd.sock", dir);
-}
-
 static int setup(void **state)
 {
-	char self[64], sock[128];
-
-	strcpy(dir, "/tmp/mg-test-faults-XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	mkdirs("cg");
-	mkdirs("cg/web");
-	mkdirs("proc");
-	mkdirs("proc/self");
-	mkdirs("proc/pressure");
-	snprintf(self, sizeof(self), "proc/%d", (int)getpid());
-	mkdirs(self);
-	put("proc/self/mountinfo", "41 31 0:38 / %s/cg rw,relatime - cgroup2 cgroup2 rw\n", dir);
-	put("proc/meminfo", "MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n");
-	put("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	snprintf(self, sizeof(self), "proc/%d/cgroup", (int)getpid());
-	put(self, "0::/web\n");
-	put("cg/web/memory.current", "%llu\n", 85 * MiB);
-	put("cg/web/memory.stat", "anon %llu\nfile 0\ninactive_file 0\n", 85 * MiB);
-	put("cg/web/memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
-	put("cg/web/memory.max", "max\n");
-	put("cg/web/memory.high", "max\n");
-	put("cg/web/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				      "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	put("memguard.conf", config, test_group());
-
-	sock_path(sock, sizeof(sock));
-	daemon_pid = start_daemon(sock, NULL);
-	for (int i = 0; i < 300 && access(sock, F_OK) < 0; i++)
-		usleep(10000);
-	assert_int_equal(access(sock, F_OK), 0);
+	fixture_init(&fx, "test-faults", "web");
+	/* In a directory the daemon must make. */
+	snprintf(fx.sock, sizeof(fx.sock), "%s/run/memguardd.sock", fx.dir);
+	fixture_cgroup(&fx, "web", 85 * MiB);
+	fixture_put(&fx, "memguard.conf", CONFIG, test_group());
+	fixture_start(&fx, NULL, NULL, "notice");
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-	int status;
+	int status = fixture_stop(&fx);
 
-	if (daemon_pid > 0) {
-		kill(daemon_pid, SIGTERM);
-		assert_int_equal(waitpid(daemon_pid, &status, 0), daemon_pid);
-		/* Whatever the test did, the daemon stopped cleanly. */
-		assert_true(WIFEXITED(status));
-		assert_int_equal(WEXITSTATUS(status), 0);
-		daemon_pid = 0;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	/* Whatever the test did, the daemon stopped cleanly. */
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	fixture_done(&fx);
 	return 0;
-}
-
-static int connect_daemon(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	sock_path(sa.sun_path, sizeof(sa.sun_path));
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-static void send_msg(int fd, struct mg_msg *m)
-{
-	uint8_t buf[MG_MSG_MAX];
-	int n = proto_msg_encode(m, buf, sizeof(buf));
-
-	assert_true(n > 0);
-	assert_int_equal(send(fd, buf, (size_t)n, MSG_NOSIGNAL), n);
-}
-
-static int recv_msg(int fd, struct mg_msg *m, int ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	uint8_t buf[MG_MSG_MAX];
-	ssize_t n;
-
-	if (poll(&p, 1, ms) <= 0)
-		return -ETIMEDOUT;
-	n = recv(fd, buf, sizeof(buf), 0);
-	if (n <= 0)
-		return -ECONNRESET;
-	return proto_msg_decode(buf, (size_t)n, m);
 }
 
 static int hello(const char *service)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-	int fd = connect_daemon();
+	int fd = fixture_connect(&fx, NULL);
 
 	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
 	strcpy(m.hello.process, "test-faults");
-	send_msg(fd, &m);
-	assert_int_equal(recv_msg(fd, &m, 3000), 0);
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
 	return fd;
 }
@@ -203,11 +83,11 @@ static int hello(const char *service)
 static void assert_serving(void)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 4 } };
-	int fd = connect_daemon();
+	int fd = fixture_connect(&fx, NULL);
 
-	send_msg(fd, &m);
+	fixture_send(fd, &m);
 	do
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 	while (m.hdr.type != MG_MSG_RESULT);
 	assert_int_equal(m.result.code, MG_ERR_OK);
 	close(fd);
@@ -255,8 +135,8 @@ static void test_churn_leaks_nothing(void **state)
 		close(hello("web"));
 	assert_serving();
 	usleep(200000);                  /* the daemon sees the last close */
-	fds0 = count_fds(daemon_pid);
-	rss0 = rss_kb(daemon_pid);
+	fds0 = count_fds(fx.daemon);
+	rss0 = rss_kb(fx.daemon);
 	for (int i = 0; i < 10000; i++) {
 		int fd = hello(i % 2 ? "web" : "");
 
@@ -264,8 +144,8 @@ static void test_churn_leaks_nothing(void **state)
 	}
 	assert_serving();
 	usleep(200000);
-	fds1 = count_fds(daemon_pid);
-	rss1 = rss_kb(daemon_pid);
+	fds1 = count_fds(fx.daemon);
+	rss1 = rss_kb(fx.daemon);
 	print_message("fds %d -> %d, RSS %ld -> %ld KiB\n", fds0, fds1, rss0, rss1);
 	assert_int_equal(fds1, fds0);
 	assert_true(rss1 - rss0 <= 1024);
@@ -276,7 +156,7 @@ static void test_churn_leaks_nothing(void **state)
 static void test_non_reader_dropped(void **state)
 {
 	struct mg_msg m;
-	int slow = hello("web"), good = hello("web"), admin = connect_daemon();
+	int slow = hello("web"), good = hello("web"), admin = fixture_connect(&fx, NULL);
 	bool dropped = false;
 
 	for (int i = 0; i < 3000 && !dropped; i++) {
@@ -287,11 +167,11 @@ static void test_non_reader_dropped(void **state)
 		/* 90..104 MiB for 85 MiB in use: WARN or CRITICAL, and a new
 		 * soft limit, hence a new directive, every time. */
 		m.set_budget.budget = (90 + (uint64_t)(i % 15)) * MiB;
-		send_msg(admin, &m);
-		assert_int_equal(recv_msg(admin, &m, 3000), 0);
+		fixture_send(admin, &m);
+		assert_int_equal(fixture_recv(admin, &m, 3000), 0);
 		assert_int_equal(m.result.code, MG_ERR_OK);
 		/* Drain the good one as a live client would. */
-		while (recv_msg(good, &m, 0) == 0)
+		while (fixture_recv(good, &m, 0) == 0)
 			;
 		dropped = poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
 	}
@@ -300,9 +180,9 @@ static void test_non_reader_dropped(void **state)
 	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET } };
 	strcpy(m.set_budget.service, "web");
 	m.set_budget.budget = 90 * MiB;
-	send_msg(admin, &m);
+	fixture_send(admin, &m);
 	for (;;) {
-		assert_int_equal(recv_msg(good, &m, 3000), 0);
+		assert_int_equal(fixture_recv(good, &m, 3000), 0);
 		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level >= MG_LEVEL_WARN)
 			break;
 	}
@@ -343,7 +223,7 @@ static void test_corpus_over_socket(void **state)
 			for (ssize_t flip = -1; flip < len; flip += len > 24 ? 7 : 1) {
 				uint8_t msg[MG_MSG_MAX];
 				struct mg_msg m;
-				int fd = connect_daemon();
+				int fd = fixture_connect(&fx, NULL);
 
 				memcpy(msg, buf, (size_t)len);
 				if (flip >= 0)
@@ -351,7 +231,7 @@ static void test_corpus_over_socket(void **state)
 				if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0)
 					fail_msg("send: %s", strerror(errno));
 				/* An answer or a close; never silence forever. */
-				(void)recv_msg(fd, &m, 50);
+				(void)fixture_recv(fd, &m, 50);
 				close(fd);
 				sent++;
 			}
@@ -363,7 +243,7 @@ static void test_corpus_over_socket(void **state)
 	{
 		struct mg_msg m = { .hdr = { .type = MG_MSG_REPORT } };
 
-		send_msg(good, &m);
+		fixture_send(good, &m);
 	}
 	assert_serving();
 	close(good);
@@ -378,22 +258,22 @@ static void test_sighup_storm(void **state)
 
 	for (int i = 0; i < 100; i++) {
 		if (i % 2)
-			put("memguard.conf", "[web]\nbudget = %dQ\n", i);
+			fixture_put(&fx, "memguard.conf", "[web]\nbudget = %dQ\n", i);
 		else
-			put("memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\n"
+			fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\n"
 					     "budget = %dM\n[svc%d]\ncgroup = other\n",
 			    100 + i, i);
-		assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+		assert_int_equal(kill(fx.daemon, SIGHUP), 0);
 		usleep(10000);
 	}
-	put("memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 77M\n");
-	kill(daemon_pid, SIGHUP);
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 77M\n");
+	kill(fx.daemon, SIGHUP);
 	usleep(300000);
 
-	fd = connect_daemon();
-	send_msg(fd, &m);
+	fd = fixture_connect(&fx, NULL);
+	fixture_send(fd, &m);
 	for (;;) {
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		if (m.hdr.type == MG_MSG_STATUS_DAEMON)
 			services = (int)m.status_daemon.services;
 		if (m.hdr.type == MG_MSG_STATUS_SERVICE)
@@ -419,8 +299,8 @@ static void test_unusable_socket_dir(void **state)
 		ssize_t n;
 		pid_t pid;
 
-		snprintf(err, sizeof(err), "%s/stderr", dir);
-		pid = start_daemon(bad[i], err);
+		snprintf(err, sizeof(err), "%s/stderr", fx.dir);
+		pid = fixture_start(&fx, bad[i], err, "notice");
 		assert_int_equal(waitpid(pid, &status, 0), pid);
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 1);
@@ -443,10 +323,10 @@ static void test_broken_config_exit_status(void **state)
 	ssize_t n;
 	pid_t pid;
 
-	put("memguard.conf", "[web]\nbudget = 12X\nwarm = 50%%\n");
-	snprintf(err, sizeof(err), "%s/stderr", dir);
-	snprintf(sock, sizeof(sock), "%s/other.sock", dir);
-	pid = start_daemon(sock, err);
+	fixture_put(&fx, "memguard.conf", "[web]\nbudget = 12X\nwarm = 50%%\n");
+	snprintf(err, sizeof(err), "%s/stderr", fx.dir);
+	snprintf(sock, sizeof(sock), "%s/other.sock", fx.dir);
+	pid = fixture_start(&fx, sock, err, "notice");
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 78);
@@ -462,11 +342,9 @@ static void test_broken_config_exit_status(void **state)
 
 static void test_socket_mode_and_group(void **state)
 {
-	char sock[128];
 	struct stat st;
 
-	sock_path(sock, sizeof(sock));
-	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(stat(fx.sock, &st), 0);
 	assert_true(S_ISSOCK(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0660);
 	assert_int_equal(st.st_gid, getgrnam(test_group())->gr_gid);
@@ -479,28 +357,28 @@ static void test_traversal_names_refused(void **state)
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-		int fd = connect_daemon();
+		int fd = fixture_connect(&fx, NULL);
 
 		strcpy(m.hello.service, names[i]);
-		send_msg(fd, &m);
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		fixture_send(fd, &m);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		assert_int_equal(m.hdr.type, MG_MSG_ERROR);
 		assert_int_equal(m.error.code, MG_ERR_NO_SERVICE);
 		close(fd);
 
-		fd = connect_daemon();
+		fd = fixture_connect(&fx, NULL);
 		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 2 } };
 		strcpy(m.set_budget.service, names[i]);
 		m.set_budget.budget = MiB;
-		send_msg(fd, &m);
-		assert_int_equal(recv_msg(fd, &m, 3000), 0);
+		fixture_send(fd, &m);
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		assert_int_equal(m.hdr.type, MG_MSG_RESULT);
 		assert_int_equal(m.result.code, MG_ERR_NO_SERVICE);
 		close(fd);
 	}
 	/* And a configuration cannot name one either. */
-	put("memguard.conf", "[evil]\ncgroup = ../../etc\nbudget = 1M\n");
-	kill(daemon_pid, SIGHUP);
+	fixture_put(&fx, "memguard.conf", "[evil]\ncgroup = ../../etc\nbudget = 1M\n");
+	kill(fx.daemon, SIGHUP);
 	usleep(200000);
 	assert_serving();
 }

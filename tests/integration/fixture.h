@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the integration tests and the daemon benchmark share: a fixture
+ * cgroup tree of regular files that plays the kernel, the real memguardd
+ * started on it, and a peer's side of the socket.  The helpers abort the
+ * program with a message when the machine fails them (they are not what a
+ * test checks); they use no test framework, so the benchmark links them.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/proto.h"
+
+#define FIXTURE_MiB (1024ULL * 1024)
+
+struct fixture {
+	char dir[64];                    /* the tree: cg/, proc/, memguard.conf */
+	char sock[128];                  /* dir/memguardd.sock */
+	pid_t daemon;                    /* 0 when not running */
+};
+
+/*
+ * Make the tree under /tmp/mg-NAME-XXXXXX: cg/ (the cgroup2 root, in
+ * proc/self/mountinfo), proc/meminfo, proc/pressure/memory, and this
+ * process's proc/PID/cgroup saying it is in cgroup `my_cgroup`.
+ */
+void fixture_init(struct fixture *f, const char *name, const char *my_cgroup);
+
+/* Remove the tree (stopping the daemon first if it runs). */
+void fixture_done(struct fixture *f);
+
+/* Write the file `rel` of the tree; an existing file is rewritten in place,
+ * since the daemon holds it open. */
+void fixture_put(const struct fixture *f, const char *rel, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Read the file `rel` into `buf` (NUL-terminated); returns buf. */
+char *fixture_get(const struct fixture *f, const char *rel, char *buf, size_t size);
+
+void fixture_mkdir(const struct fixture *f, const char *rel);
+
+/* A cgroup of the tree with `current` bytes in use (all anon), no limits,
+ * no pressure, no events. */
+void fixture_cgroup(const struct fixture *f, const char *cg, uint64_t current);
+
+/* Change its memory.current and memory.stat. */
+void fixture_set_usage(const struct fixture *f, const char *cg, uint64_t current);
+
+/*
+ * Start $MEMGUARDD (else daemon/memguardd) on the tree with its
+ * memguard.conf, listening on `sock` (NULL: f->sock), stderr to `errfile`
+ * (NULL: inherited), with `--log-level level` when not NULL.  When `sock`
+ * is NULL it waits until the daemon accepts connections.  Returns the pid.
+ */
+pid_t fixture_start(struct fixture *f, const char *sock, const char *errfile, const char *level);
+
+/* SIGTERM the daemon and wait; returns its wait status. */
+int fixture_stop(struct fixture *f);
+
+/* A connection to `sock` (NULL: f->sock). */
+int fixture_connect(const struct fixture *f, const char *sock);
+
+/* Send one message. */
+void fixture_send(int fd, struct mg_msg *m);
+
+/* Wait up to `ms` for one message: 0, -ETIMEDOUT, -ECONNRESET (closed),
+ * or the decoder's error. */
+int fixture_recv(int fd, struct mg_msg *m, int ms);
