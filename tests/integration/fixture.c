@@ -111,7 +111,7 @@ void fixture_done(struct fixture *f)
 	char cmd[128];
 
 	if (f->daemon > 0)
-		fixture_stop(f);
+		fixture_stop(f, SIGTERM);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 	if (system(cmd) != 0)
 		die("cannot remove %s", f->dir);
@@ -194,13 +194,13 @@ pid_t fixture_start(struct fixture *f, const char *sock, const char *errfile, co
 	die("memguardd did not start listening on %s", f->sock);
 }
 
-int fixture_stop(struct fixture *f)
+int fixture_stop(struct fixture *f, int sig)
 {
 	int status = 0;
 
 	if (f->daemon <= 0)
 		return 0;
-	kill(f->daemon, SIGTERM);
+	kill(f->daemon, sig);
 	if (waitpid(f->daemon, &status, 0) != f->daemon)
 		die("waitpid: %s", strerror(errno));
 	f->daemon = 0;

@@ -56,8 +56,9 @@ void fixture_set_usage(const struct fixture *f, const char *cg, uint64_t current
  */
 pid_t fixture_start(struct fixture *f, const char *sock, const char *errfile, const char *level);
 
-/* SIGTERM the daemon and wait; returns its wait status. */
-int fixture_stop(struct fixture *f);
+/* Send `sig` to the daemon and wait; returns its wait status (0 when it
+ * was not running). */
+int fixture_stop(struct fixture *f, int sig);
 
 /* A connection to `sock` (NULL: f->sock). */
 int fixture_connect(const struct fixture *f, const char *sock);

@@ -38,47 +38,12 @@
 #include <memguard/client.h>
 
 #include "proto/proto.h"
+#include "tests/integration/fixture.h"
 
-#define MiB (1024ULL * 1024)
+#define MiB FIXTURE_MiB
 #define BUDGET (100 * MiB)
 
-static char dir[64];
-static char sock[128];
-static pid_t daemon_pid;
-
-/* ---- the fixture (as in test-daemon.c) ---------------------------------- */
-
-static void put(const char *rel, const char *fmt, ...)
-{
-	char path[512], buf[4096];
-	va_list ap;
-	int fd, n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	/* In place: the daemon holds the files open and preads them. */
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, buf, (size_t)n), n);
-	close(fd);
-}
-
-static void mkdirs(const char *rel)
-{
-	char path[512];
-
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
-	assert_int_equal(mkdir(path, 0755), 0);
-}
-
-static void set_usage(uint64_t current)
-{
-	put("cg/web/memory.current", "%llu\n", (unsigned long long)current);
-	put("cg/web/memory.stat", "anon %llu\nfile 0\ninactive_file 0\n",
-	    (unsigned long long)current);
-}
+static struct fixture fx;
 
 /* The fixture's /proc maps `pid` to the cgroup of service "web". */
 static void in_web(pid_t pid)
@@ -86,38 +51,10 @@ static void in_web(pid_t pid)
 	char rel[64], path[600];
 
 	snprintf(rel, sizeof(rel), "proc/%d", (int)pid);
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	snprintf(path, sizeof(path), "%s/%s", fx.dir, rel);
 	(void)mkdir(path, 0755);             /* there already if the pid came round */
 	snprintf(rel, sizeof(rel), "proc/%d/cgroup", (int)pid);
-	put(rel, "0::/web\n");
-}
-
-static void start_daemon(void)
-{
-	const char *exe = getenv("MEMGUARDD");
-	char conf[128], root[128], proc[128];
-
-	daemon_pid = fork();
-	assert_true(daemon_pid >= 0);
-	if (daemon_pid == 0) {
-		snprintf(conf, sizeof(conf), "%s/memguard.conf", dir);
-		snprintf(root, sizeof(root), "%s/cg", dir);
-		snprintf(proc, sizeof(proc), "%s/proc", dir);
-		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
-		      sock, "--cgroup-root", root, "--proc-root", proc, NULL);
-		_exit(127);
-	}
-}
-
-static void stop_daemon(int sig)
-{
-	int status;
-
-	if (daemon_pid <= 0)
-		return;
-	kill(daemon_pid, sig);
-	assert_int_equal(waitpid(daemon_pid, &status, 0), daemon_pid);
-	daemon_pid = 0;
+	fixture_put(&fx, rel, "0::/web\n");
 }
 
 static uint64_t now_ms(void)
@@ -136,7 +73,7 @@ static int admin_connect(void)
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
 	assert_true(fd >= 0);
-	strcpy(sa.sun_path, sock);
+	strcpy(sa.sun_path, fx.sock);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(fd);
 		return -1;
@@ -279,7 +216,7 @@ static bool await_level(enum mg_level level)
 
 static struct mg_client *new_client(enum mg_threading t)
 {
-	struct mg_client_opts o = { .size = sizeof(o), .socket_path = sock,
+	struct mg_client_opts o = { .size = sizeof(o), .socket_path = fx.sock,
 				    .process = "itest", .threading = t };
 	struct mg_client *c;
 
@@ -294,48 +231,24 @@ static struct mg_client *new_client(enum mg_threading t)
 
 static int setup(void **state)
 {
-	strcpy(dir, "/tmp/mg-test-client-XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
-	mkdirs("cg");
-	mkdirs("cg/web");
-	mkdirs("proc");
-	mkdirs("proc/self");
-	mkdirs("proc/pressure");
-	put("proc/self/mountinfo", "41 31 0:38 / %s/cg rw,relatime - cgroup2 cgroup2 rw\n", dir);
-	put("proc/meminfo", "MemTotal:       16000000 kB\nMemAvailable:   8000000 kB\n");
-	put("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	set_usage(10 * MiB);
-	put("cg/web/memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
-	put("cg/web/memory.max", "max\n");
-	put("cg/web/memory.high", "max\n");
-	put("cg/web/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-				      "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-	put("memguard.conf", "[daemon]\ntick = 50ms\n"
-			     "[web]\ncgroup = web\nbudget = 100M\nrelease_deadline = 500ms\n");
 	/* This test process is a client of "web". */
-	in_web(getpid());
+	fixture_init(&fx, "test-client", "web");
+	fixture_cgroup(&fx, "web", 10 * MiB);
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n"
+		    "[web]\ncgroup = web\nbudget = 100M\nrelease_deadline = 500ms\n");
 
 	pthread_mutex_lock(&rec.lock);
 	rec.n_levels = rec.n_gcs = rec.releases = 0;
 	rec.release_asked = 0;
 	pthread_mutex_unlock(&rec.lock);
 
-	start_daemon();
-	for (int i = 0; i < 300 && access(sock, F_OK) < 0; i++)
-		usleep(10000);
-	assert_int_equal(access(sock, F_OK), 0);
+	fixture_start(&fx, NULL, NULL, NULL);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
-	stop_daemon(SIGTERM);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	fixture_done(&fx);
 	return 0;
 }
 
@@ -368,7 +281,7 @@ static void test_directives_end_to_end(void **state)
 	assert_true(await_clients(1, 3000) >= 0);
 
 	/* 85 %: WARN, a lower GC target, 5 MiB demanded of us. */
-	set_usage(BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	assert_true(await_level(MG_LEVEL_WARN));
 	assert_int_equal(mg_client_level(c), MG_LEVEL_WARN);
 	for (int i = 0; i < 300 && !rec.releases; i++)
@@ -388,7 +301,7 @@ static void test_directives_end_to_end(void **state)
 	assert_true(web_status().released_total >= 3 * MiB);
 
 	/* 93 %: CRITICAL; mg_admit() sheds the throttle share. */
-	set_usage(BUDGET * 93 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 93 / 100);
 	assert_true(await_level(MG_LEVEL_CRITICAL));
 	usleep(200000);
 	before = web_status();
@@ -401,7 +314,7 @@ static void test_directives_end_to_end(void **state)
 	assert_true(share <= MAX(before.throttle, after.throttle) / 10.0 + 3.0);
 
 	/* 40 %: NORMAL, defaults back, everything admitted. */
-	set_usage(BUDGET * 40 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
 	assert_true(await_level(MG_LEVEL_NORMAL));
 	usleep(50000);
 	pthread_mutex_lock(&rec.lock);
@@ -418,16 +331,16 @@ static void test_reconnects_after_restart(void **state)
 	int took;
 
 	assert_true(await_clients(1, 3000) >= 0);
-	set_usage(BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	assert_true(await_level(MG_LEVEL_WARN));
 
-	stop_daemon(SIGKILL);
+	fixture_stop(&fx, SIGKILL);
 	usleep(300000);
 	/* Working meanwhile, admission open. */
 	assert_true(mg_admit());
 	assert_int_equal(mg_client_level(c), MG_LEVEL_WARN);
 
-	start_daemon();
+	fixture_start(&fx, NULL, NULL, NULL);
 	took = await_clients(1, 3000);
 	assert_true(took >= 0);
 	assert_true(took < 1000);
@@ -441,7 +354,7 @@ static void test_no_daemon(void **state)
 	uint64_t t0;
 	char *p;
 
-	stop_daemon(SIGTERM);
+	fixture_stop(&fx, SIGTERM);
 	c = new_client(MG_THREAD_OWN);
 	for (int i = 0; i < 10000; i++)
 		assert_true(mg_admit());
@@ -485,7 +398,7 @@ static void test_forked_child(void **state)
 	assert_true(cl.info[0].pid != cl.info[1].pid);
 	assert_true(cl.info[0].pid == (uint32_t)pid || cl.info[1].pid == (uint32_t)pid);
 
-	set_usage(BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	assert_true(await_level(MG_LEVEL_WARN));
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
@@ -545,7 +458,7 @@ static void slurp(int fd, char *buf, size_t size)
  */
 static void run_example(const char *path, char *out, size_t size)
 {
-	char *argv[] = { (char *)path, "--socket", sock, "--duration", "4", "--rate", "4000",
+	char *argv[] = { (char *)path, "--socket", fx.sock, "--duration", "4", "--rate", "4000",
 			 NULL };
 	int fd, status;
 	pid_t pid;
@@ -557,9 +470,9 @@ static void run_example(const char *path, char *out, size_t size)
 	pid = spawn(argv, NULL, &fd);
 	assert_true(await_clients(1, 3000) >= 0);
 	usleep(500000);
-	set_usage(BUDGET * 95 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 95 / 100);
 	usleep(1500000);
-	set_usage(BUDGET * 40 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
 	slurp(fd, out, size);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -618,14 +531,14 @@ static void test_preload_registers(void **state)
 	}
 	snprintf(env_preload, sizeof(env_preload),
 		 "LD_PRELOAD=%s/client/.libs/libmemguard-malloc.so", MG_TOP_BUILDDIR);
-	snprintf(env_socket, sizeof(env_socket), "MEMGUARD_SOCKET=%s", sock);
+	snprintf(env_socket, sizeof(env_socket), "MEMGUARD_SOCKET=%s", fx.sock);
 	pid = spawn(argv, env, &fd);
 	assert_true(await_clients(1, 3000) >= 0);
 	cl = clients();
 	assert_int_equal(cl.info[0].pid, pid);
 	assert_string_equal(cl.info[0].process, "sleep");
 	/* It follows directives as far as it can: release demands answered. */
-	set_usage(BUDGET * 85 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
 	for (int i = 0; i < 200 && clients().info[0].answered == 0; i++)
 		usleep(10000);
 	assert_true(clients().info[0].answered > 0);
@@ -642,7 +555,7 @@ static void test_pkgconfig_program(void **state)
 	char tmp[64] = "/tmp/mg-test-pc-XXXXXX";
 	char cmd[4096], root[128], flags[1024], path[512], out[4096];
 	const char *make = getenv("MAKE") ? getenv("MAKE") : "make";
-	char *argv[] = { path, sock, "4", NULL };
+	char *argv[] = { path, fx.sock, "4", NULL };
 	char env_ld[600];
 	char *env[] = { env_ld, NULL };
 	FILE *f;
@@ -688,9 +601,9 @@ static void test_pkgconfig_program(void **state)
 	pid = spawn(argv, env, &fd);
 	assert_true(await_clients(1, 3000) >= 0);
 	usleep(300000);
-	set_usage(BUDGET * 95 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 95 / 100);
 	usleep(1500000);
-	set_usage(BUDGET * 40 / 100);
+	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
 	slurp(fd, out, sizeof(out));
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));

@@ -57,7 +57,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	int status = fixture_stop(&fx);
+	int status = fixture_stop(&fx, SIGTERM);
 
 	/* Whatever the test did, the daemon stopped cleanly. */
 	assert_true(WIFEXITED(status));
@@ -148,7 +148,13 @@ static void test_churn_leaks_nothing(void **state)
 	rss1 = rss_kb(fx.daemon);
 	print_message("fds %d -> %d, RSS %ld -> %ld KiB\n", fds0, fds1, rss0, rss1);
 	assert_int_equal(fds1, fds0);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan holds freed memory in its quarantine (256 MiB): RSS says
+	 * nothing there; LeakSanitizer checks the daemon at exit instead. */
+	print_message("RSS not checked: AddressSanitizer build\n");
+#else
 	assert_true(rss1 - rss0 <= 1024);
+#endif
 }
 
 /* A client that never reads is dropped at its queue bound; another client
