@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +268,19 @@ int main(int argc, char **argv)
 	}
 
 	raise_fd_limit();
+
+	/* From here a client (or systemctl reload) may already see us: a
+	 * SIGHUP or SIGTERM before the loop runs must wait for it, not kill
+	 * the daemon with the default action. */
+	{
+		sigset_t ss;
+
+		sigemptyset(&ss);
+		sigaddset(&ss, SIGTERM);
+		sigaddset(&ss, SIGINT);
+		sigaddset(&ss, SIGHUP);
+		sigprocmask(SIG_BLOCK, &ss, NULL);
+	}
 
 	n = sd_listen_fds(true);
 	if (n < 0) {

@@ -1348,6 +1348,8 @@ int manager_start(struct manager *m, int listen_fd)
 	if (r < 0)
 		return log_errno(r, "Failed to serve the socket: %m");
 
+	/* main() blocked them before listening; block again for callers
+	 * that did not (sd_event_add_signal needs them blocked). */
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGTERM);
 	sigaddset(&ss, SIGINT);

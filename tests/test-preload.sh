@@ -8,7 +8,10 @@ set -euo pipefail
 
 lib=${MG_PRELOAD_LIB:-$PWD/client/.libs/libmemguard-malloc.so}
 [ -e "$lib" ] || { echo "SKIP: $lib not built"; exit 77; }
-if ldd "$lib" 2>/dev/null | grep -q 'libasan'; then
+# (ldd's output read whole: 'grep -q' closing the pipe early would make
+# ldd fail under pipefail, and the check with it.)
+deps=$(ldd "$lib" 2>/dev/null || true)
+if grep -q 'libasan' <<<"$deps"; then
 	# ASan replaces malloc itself and insists on being first; a preloaded
 	# malloc cannot run under it.  The allocator is covered by test-alloc.
 	echo "SKIP: sanitizer build: ASan and an LD_PRELOADed malloc do not mix"

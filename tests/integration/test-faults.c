@@ -291,6 +291,46 @@ static void test_sighup_storm(void **state)
 	close(fd);
 }
 
+/* SIGHUP the moment the socket appears, before the loop runs (as a
+ * `systemctl reload` right after start would): the daemon must live. */
+static void test_sighup_during_start(void **state)
+{
+	char sock[128];
+
+	snprintf(sock, sizeof(sock), "%s/early.sock", fx.dir);
+	for (int i = 0; i < 20; i++) {
+		struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 1 } };
+		pid_t pid = fixture_start(&fx, sock, NULL, "warning");
+		int status, fd = -1;
+
+		while (access(sock, F_OK) < 0)
+			;
+		kill(pid, SIGHUP);
+		for (int t = 0; t < 300 && fd < 0; t++) {
+			struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+			fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+			snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
+			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+				close(fd);
+				fd = -1;
+				usleep(10000);
+			}
+		}
+		assert_true(fd >= 0);
+		fixture_send(fd, &m);
+		do
+			assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+		while (m.hdr.type != MG_MSG_RESULT);
+		close(fd);
+		assert_int_equal(waitpid(pid, &status, WNOHANG), 0);
+		kill(pid, SIGTERM);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+}
+
 /* A socket that cannot be created: a clear error naming it, exit 1. */
 static void test_unusable_socket_dir(void **state)
 {
@@ -396,6 +436,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_non_reader_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corpus_over_socket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sighup_storm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sighup_during_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable_socket_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broken_config_exit_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_group, setup, teardown),
