@@ -470,7 +470,7 @@ static void service_clear(struct conf_service *s)
 	*s = (struct conf_service){};
 }
 
-static void service_init(struct conf_service *s, unsigned line)
+void conf_service_init(struct conf_service *s, unsigned line)
 {
 	*s = (struct conf_service){
 		.line = line,
@@ -1225,7 +1225,7 @@ static void section_begin(struct parser *p, const char *name, size_t len)
 
 	/* A service.  Its keys are checked even when it is dropped. */
 	sec->kind = SECTION_SERVICE;
-	service_init(&sec->service, p->line);
+	conf_service_init(&sec->service, p->line);
 	sec->keep = false;
 	if (!service_name_valid(sec->name)) {
 		problem(p, "invalid service name '%s': use 1 to %d of A-Z a-z 0-9 _ . @ : -, "

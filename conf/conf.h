@@ -115,6 +115,10 @@ int conf_new_default(struct mg_conf **ret);
 /* Frees `c` and everything it owns; accepts NULL; returns NULL. */
 struct mg_conf *conf_free(struct mg_conf *c);
 
+/* Fill `*s` with every key's default (budget max, guarantee 0, …), no name
+ * and no cgroup, as a section starting at `line` (0: none). */
+void conf_service_init(struct conf_service *s, unsigned line);
+
 /* The service named `name`, or NULL. */
 const struct conf_service *conf_find_service(const struct mg_conf *c, const char *name);
 

@@ -823,17 +823,7 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 static int implicit_service(struct manager *m, const struct mclient *mc, struct service **ret)
 {
-	struct conf_service conf = {
-		.warn = CONF_DEFAULT_WARN,
-		.critical = CONF_DEFAULT_CRITICAL,
-		.pressure_some = CONF_DEFAULT_PRESSURE_SOME,
-		.pressure_full = CONF_DEFAULT_PRESSURE_FULL,
-		.min_gc_percent = CONF_DEFAULT_MIN_GC_PERCENT,
-		.max_throttle = CONF_DEFAULT_MAX_THROTTLE,
-		.release_deadline_ms = CONF_DEFAULT_RELEASE_DEADLINE_MS,
-		.enforce = MG_ENFORCE_NOTIFY,
-		.budget = { .kind = CONF_SIZE_MAX },
-	};
+	struct conf_service conf;
 	const char *dir = mc->v2[0] ? mc->v2 : mc->v1;
 	const char *root = mc->v2[0] ? m->v2_root : m->v1_root;
 	struct service *s;
@@ -841,6 +831,9 @@ static int implicit_service(struct manager *m, const struct mclient *mc, struct 
 
 	if (!root || !path_within(dir, root))
 		return -ENOENT;
+	/* The defaults, notify only (an implicit service never escalates). */
+	conf_service_init(&conf, /* line= */ 0);
+	conf.enforce = MG_ENFORCE_NOTIFY;
 	conf.cgroup = (char *)dir + strlen(root);
 	while (*conf.cgroup == '/')
 		conf.cgroup++;
