@@ -16,6 +16,15 @@
  *    cache, collects, and returns the bytes Lua gave back.
  *  - mg_admit() sheds the daemon's throttle share of the requests.
  *
+ * With --request-kb=N it runs the workload of the outcome experiment
+ * (tests/bench/outcome) instead of rendering pages: every admitted request
+ * builds an N KiB string that stays referenced for --keep seconds, so the
+ * live heap is rate × N KiB × keep and the collector's pause decides how
+ * far the heap overshoots it.  Requests arrive on a fixed schedule; a
+ * request's latency runs from its arrival to the end of its handling, so
+ * time spent queued behind a collection counts.  At exit a 'summary:' line
+ * gives the counts, latency percentiles, the lowest pause and the peak RSS.
+ *
  * A lua_State is not thread-safe, so this example runs the client in
  * event-loop mode (MG_THREAD_NONE): the main loop polls mg_client_fd()
  * between requests and calls mg_client_dispatch(), and the hooks run
@@ -32,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syslog.h>
 #include <time.h>
 
@@ -43,6 +53,9 @@
 
 #define LUA_DEFAULT_PAUSE 200            /* %, Lua 5.4's default (manual §2.5.1) */
 #define LUA_MAX_PAUSE 1000               /* %, Lua stores pause/4 in a byte */
+#define REQUESTS_PER_TURN 64             /* requests between two client dispatches */
+#define LAT_SUB 16                       /* latency histogram buckets per octave */
+#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 /* The service's logic, in Lua: render a page per request, keeping
  * rendered pages in a cache bounded by `cache_limit` entries. */
@@ -68,17 +81,39 @@ static const char script[] =
 	"end\n"
 	"function drop_cache() cache, cache_n = {}, 0 end\n";
 
+/* The retain workload (--request-kb): each request's string is held in a
+ * queue with its creation time and let go once it is `keep` seconds old. */
+static const char retain_script[] =
+	"held_t, held_s, held_first, held_last = {}, {}, 1, 0\n"
+	"local kib = string.rep('m', 1024)\n"
+	"function hold(kb, now)\n"
+	"  local s = string.rep(kib, kb)\n"
+	"  held_last = held_last + 1\n"
+	"  held_t[held_last], held_s[held_last] = now, s\n"
+	"  return #s\n"
+	"end\n"
+	"function expire(before)\n"
+	"  while held_first <= held_last and held_t[held_first] <= before do\n"
+	"    held_t[held_first], held_s[held_first] = nil, nil\n"
+	"    held_first = held_first + 1\n"
+	"  end\n"
+	"end\n";
+
 static struct {
 	const char *socket;
 	const char *service;
 	unsigned rate;
 	unsigned duration;
 	unsigned keys;
+	unsigned request_kb;             /* 0: render pages; else the retain workload */
+	unsigned keep;                   /* seconds a retained string stays referenced */
 	bool quiet;
-} arg = { .rate = 5000, .keys = 20000 };
+} arg = { .rate = 5000, .keys = 20000, .keep = 6 };
 
 static lua_State *L;
 static unsigned pause_now = LUA_DEFAULT_PAUSE;
+static unsigned pause_min = LUA_DEFAULT_PAUSE;
+static size_t lua_peak;
 static unsigned full_collections;
 static unsigned levels_seen;
 static volatile sig_atomic_t stopping;
@@ -121,6 +156,8 @@ static void on_gc(void *data, unsigned gc_percent)
 	/* Incremental mode with this pause; 0 keeps the step parameters. */
 	lua_gc(L, LUA_GCINC, (int)pause, 0, 0);
 	pause_now = pause;
+	if (pause < pause_min)
+		pause_min = pause;
 	printf("event: gc=%u pause=%u\n", gc_percent, pause);
 }
 
@@ -160,6 +197,50 @@ static void on_log(void *data, int priority, const char *msg)
 		fprintf(stderr, "memguard: %s\n", msg);
 }
 
+/* ---- request latency ------------------------------------------------------ */
+
+/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
+ * two (at most 6 % wide), so percentiles cost no memory per request. */
+static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
+static uint64_t lat_count;
+
+static void lat_record(double seconds)
+{
+	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
+	unsigned e, i;
+
+	if (us < LAT_SUB) {
+		i = (unsigned)us;
+	} else {
+		e = 63 - (unsigned)__builtin_clzll(us);
+		if (e > LAT_OCTAVES + 2)
+			e = LAT_OCTAVES + 2;
+		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
+	}
+	lat_hist[i]++;
+	lat_count++;
+}
+
+/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
+static double lat_quantile(double q)
+{
+	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
+
+	if (rank == 0)
+		rank = 1;
+	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
+		unsigned e = i / LAT_SUB + 3;
+
+		seen += lat_hist[i];
+		if (seen < rank)
+			continue;
+		if (i < LAT_SUB)
+			return i / 1000.0;
+		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
+	}
+	return 0;
+}
+
 /* ---- the service ---------------------------------------------------------- */
 
 /* Four requests in five go to the hottest quarter of the pages. */
@@ -182,6 +263,39 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* One request of the workload in use: the bytes it served, or -1 when
+ * the script failed.  `t` is the time since the start, in seconds. */
+static int64_t handle_request(uint64_t *rng, double t)
+{
+	const char *fn = arg.request_kb ? "hold" : "handle";
+	int64_t served = -1;
+
+	lua_getglobal(L, fn);
+	if (arg.request_kb) {
+		lua_pushinteger(L, arg.request_kb);
+		lua_pushnumber(L, t);
+	} else {
+		lua_pushinteger(L, draw_key(rng));
+	}
+	if (lua_pcall(L, arg.request_kb ? 2 : 1, 1, 0) != LUA_OK)
+		fprintf(stderr, "lua-service: %s: %s\n", fn, lua_tostring(L, -1));
+	else
+		served = (int64_t)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return served;
+}
+
+/* Let go of the retained strings made before `t` (seconds since the start). */
+static void expire_before(double t)
+{
+	lua_getglobal(L, "expire");
+	lua_pushnumber(L, t);
+	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+		fprintf(stderr, "lua-service: expire: %s\n", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+}
+
 static void on_signal(int sig)
 {
 	stopping = 1;
@@ -202,12 +316,20 @@ static void usage(FILE *f)
 		"                        (default 5000)\n"
 		"  -d, --duration=SEC    stop after SEC seconds; 0 = at SIGINT/SIGTERM (default)\n"
 		"  -k, --keys=N          distinct pages (default 20000)\n"
+		"      --request-kb=N    instead of rendering pages, each request builds an\n"
+		"                        N KiB string and keeps it referenced (0 = pages, the\n"
+		"                        default)\n"
+		"      --keep=SEC        how long --request-kb strings stay referenced\n"
+		"                        (default 6)\n"
 		"  -q, --quiet           no line of figures per second\n"
 		"  -h, --help            show this help\n"
 		"\n"
 		"GC percent g sets Lua's pause to 100 + g (default 200); CRITICAL and\n"
 		"EMERGENCY force a full collection; a release demand drops the page cache.\n"
-		"Prints 'event:' lines for every hook call and a 'done:' summary.\n");
+		"Prints 'event:' lines for every hook call, a 'done:' summary and a\n"
+		"'summary:' line: requests, admitted, shed (and %%), the latency from a\n"
+		"request's arrival to its end (p50_ms, p99_ms, max_ms), the lowest pause,\n"
+		"the most Lua held (lua_peak, bytes) and the peak RSS (bytes).\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -218,6 +340,8 @@ static int parse_args(int argc, char **argv)
 		{ "rate", required_argument, NULL, 'r' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "keys", required_argument, NULL, 'k' },
+		{ "request-kb", required_argument, NULL, 'R' },
+		{ "keep", required_argument, NULL, 'K' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
@@ -243,6 +367,8 @@ static int parse_args(int argc, char **argv)
 		case 'r':
 		case 'd':
 		case 'k':
+		case 'R':
+		case 'K':
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
 			if (errno || *end || end == optarg || v > 100000000) {
@@ -253,6 +379,10 @@ static int parse_args(int argc, char **argv)
 				arg.rate = (unsigned)v;
 			else if (o == 'd')
 				arg.duration = (unsigned)v;
+			else if (o == 'R')
+				arg.request_kb = (unsigned)v;
+			else if (o == 'K')
+				arg.keep = (unsigned)v;
 			else
 				arg.keys = (unsigned)v;
 			continue;
@@ -268,6 +398,10 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "lua-service: --keys must be positive\n");
 		return -1;
 	}
+	if (arg.request_kb > 1024 * 1024) {
+		fprintf(stderr, "lua-service: --request-kb is at most 1048576 (1 GiB)\n");
+		return -1;
+	}
 	return 0;
 }
 
@@ -276,9 +410,10 @@ int main(int argc, char **argv)
 	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_NONE };
 	uint64_t requests = 0, admitted = 0, rejected = 0, served_bytes = 0;
 	struct mg_client *client;
-	double start, next_tick, next_batch;
+	double start, next_tick, wait = 0, lat_max = 0;
 	uint64_t rng = 0x2545f4914f6cdd1dULL;
-	int r, wait_ms = 0;
+	struct rusage ru;
+	int r;
 
 	if (parse_args(argc, argv) < 0) {
 		usage(stderr);
@@ -294,7 +429,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	luaL_openlibs(L);
-	if (luaL_dostring(L, script) != LUA_OK) {
+	if (luaL_dostring(L, script) != LUA_OK ||
+	    (arg.request_kb && luaL_dostring(L, retain_script) != LUA_OK)) {
 		fprintf(stderr, "lua-service: %s\n", lua_tostring(L, -1));
 		return 1;
 	}
@@ -315,35 +451,57 @@ int main(int argc, char **argv)
 
 	start = now_s();
 	next_tick = start + 1;
-	next_batch = start;
 	while (!stopping) {
 		struct pollfd p = { .fd = mg_client_fd(client), .events = POLLIN };
-		unsigned batch = arg.rate ? (arg.rate + 99) / 100 : 500;
+		struct timespec ts = { .tv_sec = (time_t)wait,
+				       .tv_nsec = (long)((wait - (time_t)wait) * 1e9) };
+		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 500, n = 0;
+		uint64_t due;
 		double now;
 
 		/* The client's turn: messages, reports, reconnects.  Its hooks
 		 * touch the interpreter, which is safe here, between requests. */
-		if (poll(&p, 1, wait_ms) > 0 || wait_ms == 0) {
+		if (ppoll(&p, 1, &ts, NULL) > 0 || wait == 0) {
 			r = mg_client_dispatch(client);
 			if (r < 0)
 				fprintf(stderr, "lua-service: dispatch: %s\n", strerror(-r));
 		}
 
-		for (unsigned i = 0; i < batch; i++) {
+		now = now_s();
+		if (arg.request_kb)
+			expire_before(now - start - arg.keep);
+		/* Request i arrives at start + i / rate, whether or not the loop
+		 * keeps up: a backlog (behind a long collection, say) is worked
+		 * off, not dropped, and its requests' latency shows the wait.
+		 * At most a turn's worth between two dispatches, so directives
+		 * are not kept waiting behind it.  Flat out (rate 0), a turn is
+		 * 500 requests that arrive now. */
+		due = arg.rate ? (uint64_t)((now - start) * arg.rate) + 1 : requests + turn;
+		while (requests < due && n < turn && !stopping) {
+			double arrival = arg.rate ? start + (double)requests / arg.rate : now;
+			int64_t served;
+			size_t lua_now;
+
 			requests++;
+			n++;
 			if (!mg_admit()) {
 				rejected++;
 				continue;
 			}
 			admitted++;
-			lua_getglobal(L, "handle");
-			lua_pushinteger(L, draw_key(&rng));
-			if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-				fprintf(stderr, "lua-service: handle: %s\n", lua_tostring(L, -1));
+			served = handle_request(&rng, now_s() - start);
+			if (served < 0) {
 				stopping = 1;
-			} else
-				served_bytes += (uint64_t)lua_tointeger(L, -1);
-			lua_pop(L, 1);
+				break;
+			}
+			served_bytes += (uint64_t)served;
+			now = now_s();
+			lat_record(now - arrival);
+			if (now - arrival > lat_max)
+				lat_max = now - arrival;
+			lua_now = lua_bytes();
+			if (lua_now > lua_peak)
+				lua_peak = lua_now;
 		}
 
 		now = now_s();
@@ -362,14 +520,18 @@ int main(int argc, char **argv)
 		}
 		if (arg.duration && now - start >= arg.duration)
 			break;
-		/* Sleep in poll() until the next batch, waking for the client. */
-		wait_ms = 0;
-		if (arg.rate) {
-			next_batch += 0.01;
-			if (next_batch > now)
-				wait_ms = (int)((next_batch - now) * 1000) + 1;
-			else if (now - next_batch > 1)
-				next_batch = now;
+		/* Sleep in ppoll() until the next arrival (at least 1 ms: at high
+		 * rates requests come in small batches), the next line of
+		 * figures or the end, waking for the client. */
+		wait = 0;
+		if (arg.rate && requests >= due) {
+			double next = start + (double)requests / arg.rate;
+
+			if (next > next_tick)
+				next = next_tick;
+			if (arg.duration && next > start + arg.duration)
+				next = start + arg.duration;
+			wait = next - now > 0.001 ? next - now : 0.001;
 		}
 	}
 
@@ -379,6 +541,14 @@ int main(int argc, char **argv)
 	       requests, admitted, rejected, served_bytes, full_collections, pause_now,
 	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "", levels_seen & 4 ? "C" : "",
 	       levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_pause=%u"
+	       " lua_peak=%zu peak_rss=%llu\n",
+	       now_s() - start, requests, admitted, rejected,
+	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
+	       lat_quantile(0.99), lat_max * 1000, pause_min, lua_peak,
+	       (unsigned long long)ru.ru_maxrss * 1024);
 	lua_close(L);
 	return 0;
 }
