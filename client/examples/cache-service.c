@@ -17,6 +17,14 @@
  * caches it.  Once a second it prints a line of figures, and a summary at
  * the end.  Hooks run on the library's own thread, so the cache has a lock.
  *
+ * Requests arrive on a fixed schedule (request i at start + i / rate); a
+ * request's latency runs from its arrival to the end of its handling.  The
+ * 'summary:' line at exit gives the counts, latency percentiles, the lowest
+ * GC percent and the largest cache seen and the peak RSS.  With a capacity
+ * above the service's memory limit (--cache-mb) and values of a MiB, the
+ * cache outgrows the limit unless memguardd shrinks it: the outcome
+ * experiment in tests/bench/outcome.
+ *
  * Build: cc cache-service.c $(pkg-config --cflags --libs libmemguard-client)
  */
 #define _GNU_SOURCE
@@ -28,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +44,9 @@
 #include <memguard/client.h>
 
 #define MiB (1024.0 * 1024.0)
+#define REQUESTS_PER_TURN 64             /* requests between two looks at the clock */
+#define LAT_SUB 16                       /* latency histogram buckets per octave */
+#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 struct entry {
 	uint64_t key;
@@ -54,6 +66,8 @@ struct cache {
 	size_t target;                   /* what the daemon allows now */
 	unsigned level_pct, gc_pct;      /* the two limits on the target */
 	uint64_t evicted_bytes;
+	unsigned gc_pct_min;             /* the lowest gc_pct seen */
+	size_t bytes_peak;               /* the most ever cached */
 };
 
 static struct {
@@ -155,6 +169,8 @@ static void insert(struct entry *e)
 		cache.tail = e;
 	cache.bytes += e->size;
 	cache.entries++;
+	if (cache.bytes > cache.bytes_peak)
+		cache.bytes_peak = cache.bytes;
 	shrink_to(cache.target);
 }
 
@@ -182,6 +198,8 @@ static void on_gc(void *data, unsigned gc_percent)
 {
 	pthread_mutex_lock(&cache.lock);
 	cache.gc_pct = gc_percent == 0 || gc_percent > 100 ? 100 : gc_percent;
+	if (cache.gc_pct < cache.gc_pct_min)
+		cache.gc_pct_min = cache.gc_pct;
 	retarget();
 	pthread_mutex_unlock(&cache.lock);
 	printf("event: gc=%u target=%.1fMiB\n", gc_percent, cache.target / MiB);
@@ -258,6 +276,51 @@ static int serve(uint64_t key, bool *ret_hit)
 	return 0;
 }
 
+/* ---- request latency ---------------------------------------------------- */
+
+/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
+ * two (at most 6 % wide), so percentiles cost no memory per request.  Only
+ * the request loop touches it. */
+static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
+static uint64_t lat_count;
+
+static void lat_record(double seconds)
+{
+	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
+	unsigned e, i;
+
+	if (us < LAT_SUB) {
+		i = (unsigned)us;
+	} else {
+		e = 63 - (unsigned)__builtin_clzll(us);
+		if (e > LAT_OCTAVES + 2)
+			e = LAT_OCTAVES + 2;
+		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
+	}
+	lat_hist[i]++;
+	lat_count++;
+}
+
+/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
+static double lat_quantile(double q)
+{
+	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
+
+	if (rank == 0)
+		rank = 1;
+	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
+		unsigned e = i / LAT_SUB + 3;
+
+		seen += lat_hist[i];
+		if (seen < rank)
+			continue;
+		if (i < LAT_SUB)
+			return i / 1000.0;
+		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
+	}
+	return 0;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -293,7 +356,10 @@ static void usage(FILE *f)
 		"The cache keeps 100/60/30/10 %% of its capacity at NORMAL/WARN/CRITICAL/\n"
 		"EMERGENCY, at most the daemon's GC percent of it, and evicts on release\n"
 		"demands; mg_admit() sheds the daemon's throttle share of the requests.\n"
-		"Prints 'event:' lines for every hook call and a 'done:' summary.\n");
+		"Prints 'event:' lines for every hook call, a 'done:' summary and a\n"
+		"'summary:' line: requests, admitted, shed (and %%), the latency from a\n"
+		"request's arrival to its end (p50_ms, p99_ms, max_ms), the lowest GC\n"
+		"percent, the largest cache (cache_peak, bytes) and the peak RSS (bytes).\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -370,7 +436,8 @@ int main(int argc, char **argv)
 	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_OWN };
 	uint64_t requests = 0, admitted = 0, rejected = 0, hits = 0;
 	struct mg_client *client;
-	double start, next_tick, next_batch;
+	double start, next_tick, lat_max = 0;
+	struct rusage ru;
 	int r;
 
 	if (parse_args(argc, argv) < 0) {
@@ -383,7 +450,7 @@ int main(int argc, char **argv)
 
 	pthread_mutex_init(&cache.lock, NULL);
 	cache.capacity = arg.cache_mb * 1024 * 1024;
-	cache.level_pct = cache.gc_pct = 100;
+	cache.level_pct = cache.gc_pct = cache.gc_pct_min = 100;
 	cache.target = cache.capacity;
 	cache.buckets = arg.keys * 2 + 1;
 	cache.table = mg_calloc(cache.buckets, sizeof(*cache.table));
@@ -409,16 +476,21 @@ int main(int argc, char **argv)
 
 	start = now_s();
 	next_tick = start + 1;
-	next_batch = start;
 	while (!stopping) {
-		/* Requests arrive in batches every 10 ms at the asked rate. */
-		unsigned batch = arg.rate ? (arg.rate + 99) / 100 : 1000;
-		double now;
+		/* Request i arrives at start + i / rate, whether or not the loop
+		 * keeps up: a backlog is worked off, not dropped, and its
+		 * requests' latency shows the wait.  Flat out (rate 0), a turn
+		 * is 1000 requests that arrive now. */
+		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+		double now = now_s();
+		uint64_t due = arg.rate ? (uint64_t)((now - start) * arg.rate) + 1 : requests + turn;
 
-		for (unsigned i = 0; i < batch; i++) {
+		while (requests < due && n < turn && !stopping) {
+			double arrival = arg.rate ? start + (double)requests / arg.rate : now;
 			bool hit;
 
 			requests++;
+			n++;
 			if (!mg_admit()) {
 				rejected++;      /* a real service answers 503 here */
 				continue;
@@ -430,6 +502,10 @@ int main(int argc, char **argv)
 				break;
 			}
 			hits += hit;
+			now = now_s();
+			lat_record(now - arrival);
+			if (now - arrival > lat_max)
+				lat_max = now - arrival;
 		}
 
 		now = now_s();
@@ -452,12 +528,17 @@ int main(int argc, char **argv)
 		}
 		if (arg.duration && now - start >= arg.duration)
 			break;
-		if (arg.rate) {
-			next_batch += 0.01;
-			if (next_batch > now)
-				usleep((useconds_t)((next_batch - now) * 1e6));
-			else if (now - next_batch > 1)
-				next_batch = now;        /* fell behind: do not burst */
+		/* Sleep until the next arrival (at least 1 ms: at high rates
+		 * requests come in small batches), the next line of figures or
+		 * the end. */
+		if (arg.rate && requests >= due) {
+			double next = start + (double)requests / arg.rate;
+
+			if (next > next_tick)
+				next = next_tick;
+			if (arg.duration && next > start + arg.duration)
+				next = start + arg.duration;
+			usleep(next - now > 0.001 ? (useconds_t)((next - now) * 1e6) : 1000);
 		}
 	}
 
@@ -468,6 +549,14 @@ int main(int argc, char **argv)
 	       requests, admitted, rejected, hits, cache.evicted_bytes / MiB,
 	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
 	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_gc_pct=%u"
+	       " cache_peak=%zu peak_rss=%llu\n",
+	       now_s() - start, requests, admitted, rejected,
+	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
+	       lat_quantile(0.99), lat_max * 1000, cache.gc_pct_min, cache.bytes_peak,
+	       (unsigned long long)ru.ru_maxrss * 1024);
 	shrink_to(0);
 	mg_free(cache.table);
 	return 0;
