@@ -618,6 +618,43 @@ static void test_set_goal(void **state)
 	mg_heap_set_goal(0);
 }
 
+/* A goal far above the live heap is a ceiling, not a target: the free
+ * pages still go back down to the default goal (the daemon's soft limit
+ * once kept a service's usage at its WARN threshold for good). */
+static void test_goal_is_ceiling(void **state)
+{
+	enum { N = 2048 };
+	void **p = calloc(N, sizeof(*p));
+	struct alloc_stats a;
+	uint64_t resident = 0;
+	int i, waited;
+
+	assert_non_null(p);
+	mg_heap_set_goal(1024 * MIB);
+	for (i = 0; i < N; i++) {
+		p[i] = mg_malloc(16384);
+		assert_non_null(p[i]);
+		memset(p[i], 0x44, 16384);
+	}
+	for (i = 0; i < N; i++)
+		mg_free(p[i]);
+	for (waited = 0; waited < 3000; waited += 100) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		alloc_get_stats(&a);
+		resident = a.heap.sys - a.heap.released;
+		if (resident <= a.heap.inuse * 11 / 10 + 8 * MIB)
+			break;
+	}
+	print_message("goal 1 GiB, 32 MiB freed: resident %" PRIu64 " KiB, in use %" PRIu64
+		      " KiB after %d ms\n", resident >> 10, a.heap.inuse >> 10, waited);
+	assert_true(scavenger_goal() <= a.heap.inuse * 11 / 10 + 1);
+	assert_true(resident <= a.heap.inuse * 11 / 10 + 8 * MIB);
+	mg_heap_set_goal(0);
+	free(p);
+}
+
 /* ---- mmap failure -------------------------------------------------------- */
 
 static int mmap_calls_left;
@@ -748,6 +785,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_cross_thread_free),
 		cmocka_unit_test(test_scavenger),
 		cmocka_unit_test(test_set_goal),
+		cmocka_unit_test(test_goal_is_ceiling),
 		cmocka_unit_test(test_fork),
 	};
 

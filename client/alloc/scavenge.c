@@ -51,15 +51,27 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The resident bytes to come down to: the live heap plus the retain
+ * margin, and no more than the goal of mg_heap_set_goal() (the daemon's
+ * soft limit) when one is set.  That goal is a ceiling, not a target: a
+ * service under pressure must not keep more free pages than a calm one,
+ * or its usage settles at the soft limit, which is its WARN threshold,
+ * and it never gets back to NORMAL.
+ */
+static uint64_t goal_of(uint64_t user, uint64_t inuse)
+{
+	uint64_t retain = inuse * SCAV_RETAIN_PERMILLE / 1000;
+
+	return user && user < retain ? user : retain;
+}
+
 uint64_t scavenger_goal(void)
 {
-	uint64_t goal = LOAD(user_goal);
 	struct alloc_stats a;
 
-	if (goal)
-		return goal;
 	alloc_get_stats(&a);
-	return a.heap.inuse * SCAV_RETAIN_PERMILLE / 1000;
+	return goal_of(LOAD(user_goal), a.heap.inuse);
 }
 
 /* Sleep `ms` unless told to stop; false when told. */
@@ -126,9 +138,7 @@ static void *scav_main(void *arg)
 		last_wall = wall;
 		alloc_get_stats(&a);
 		resident = a.heap.sys - a.heap.released;
-		goal = LOAD(user_goal);
-		if (!goal)
-			goal = a.heap.inuse * SCAV_RETAIN_PERMILLE / 1000;
+		goal = goal_of(LOAD(user_goal), a.heap.inuse);
 		excess = resident > goal ? resident - goal : 0;
 		if (!excess || !pageheap_releasable()) {
 			if (!churn && busy)

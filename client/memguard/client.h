@@ -73,9 +73,10 @@ size_t mg_heap_release(size_t bytes);
 
 /*
  * The scavenger's goal: keep the heap's resident bytes (sys − released)
- * at or under `bytes`, releasing free pages in the background at a bounded
- * CPU cost.  0 restores the default goal, live heap × 1.10.  The client
- * sets it from each directive's soft limit.
+ * at or under `bytes`, and under the default goal, live heap × 1.10,
+ * releasing free pages in the background at a bounded CPU cost.  0 leaves
+ * only the default goal.  The client sets it from each directive's soft
+ * limit.
  */
 void mg_heap_set_goal(size_t bytes);
 
