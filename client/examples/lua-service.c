@@ -107,6 +107,7 @@ static struct {
 	unsigned keys;
 	unsigned request_kb;             /* 0: render pages; else the retain workload */
 	unsigned keep;                   /* seconds a retained string stays referenced */
+	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
 } arg = { .rate = 5000, .keys = 20000, .keep = 6 };
 
@@ -263,6 +264,26 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
+ * seconds after the start, the first burst_s × burst_rate of them at the
+ * burst's rate, the others at --rate; arrived_by(t) requests have arrived
+ * by t. */
+static double arrival_of(uint64_t i)
+{
+	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
+
+	if (i < in_burst)
+		return (double)i / arg.burst_rate;
+	return arg.burst_s + (double)(i - in_burst) / arg.rate;
+}
+
+static uint64_t arrived_by(double t)
+{
+	if (t < arg.burst_s)
+		return (uint64_t)(t * arg.burst_rate) + 1;
+	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
+}
+
 /* One request of the workload in use: the bytes it served, or -1 when
  * the script failed.  `t` is the time since the start, in seconds. */
 static int64_t handle_request(uint64_t *rng, double t)
@@ -316,6 +337,8 @@ static void usage(FILE *f)
 		"                        (default 5000)\n"
 		"  -d, --duration=SEC    stop after SEC seconds; 0 = at SIGINT/SIGTERM (default)\n"
 		"  -k, --keys=N          distinct pages (default 20000)\n"
+		"      --burst=SEC:RATE  a burst first: RATE requests per second for SEC\n"
+		"                        seconds, then --rate (both rates above 0)\n"
 		"      --request-kb=N    instead of rendering pages, each request builds an\n"
 		"                        N KiB string and keeps it referenced (0 = pages, the\n"
 		"                        default)\n"
@@ -342,12 +365,13 @@ static int parse_args(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'k' },
 		{ "request-kb", required_argument, NULL, 'R' },
 		{ "keep", required_argument, NULL, 'K' },
+		{ "burst", required_argument, NULL, 'B' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	unsigned long v;
-	char *end;
+	char *end, junk;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", opts, NULL)) >= 0) {
@@ -364,6 +388,14 @@ static int parse_args(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			exit(0);
+		case 'B':
+			/* A character after the rate is junk: three conversions. */
+			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
+			    arg.burst_rate == 0 || arg.burst_s > 86400) {
+				fprintf(stderr, "lua-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+				return -1;
+			}
+			continue;
 		case 'r':
 		case 'd':
 		case 'k':
@@ -396,6 +428,10 @@ static int parse_args(int argc, char **argv)
 	}
 	if (arg.keys == 0) {
 		fprintf(stderr, "lua-service: --keys must be positive\n");
+		return -1;
+	}
+	if (arg.burst_s && arg.rate == 0) {
+		fprintf(stderr, "lua-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
 	if (arg.request_kb > 1024 * 1024) {
@@ -476,9 +512,9 @@ int main(int argc, char **argv)
 		 * At most a turn's worth between two dispatches, so directives
 		 * are not kept waiting behind it.  Flat out (rate 0), a turn is
 		 * 500 requests that arrive now. */
-		due = arg.rate ? (uint64_t)((now - start) * arg.rate) + 1 : requests + turn;
+		due = arg.rate ? arrived_by(now - start) : requests + turn;
 		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + (double)requests / arg.rate : now;
+			double arrival = arg.rate ? start + arrival_of(requests) : now;
 			int64_t served;
 			size_t lua_now;
 
@@ -525,7 +561,7 @@ int main(int argc, char **argv)
 		 * figures or the end, waking for the client. */
 		wait = 0;
 		if (arg.rate && requests >= due) {
-			double next = start + (double)requests / arg.rate;
+			double next = start + arrival_of(requests);
 
 			if (next > next_tick)
 				next = next_tick;
