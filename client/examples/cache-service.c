@@ -78,6 +78,7 @@ static struct {
 	size_t cache_mb;
 	size_t value_kb;
 	unsigned keys;
+	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
 } arg = { .rate = 20000, .duration = 0, .cache_mb = 64, .value_kb = 16, .keys = 20000 };
 
@@ -329,6 +330,26 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
+ * seconds after the start, the first burst_s × burst_rate of them at the
+ * burst's rate, the others at --rate; arrived_by(t) requests have arrived
+ * by t. */
+static double arrival_of(uint64_t i)
+{
+	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
+
+	if (i < in_burst)
+		return (double)i / arg.burst_rate;
+	return arg.burst_s + (double)(i - in_burst) / arg.rate;
+}
+
+static uint64_t arrived_by(double t)
+{
+	if (t < arg.burst_s)
+		return (uint64_t)(t * arg.burst_rate) + 1;
+	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
+}
+
 static void on_signal(int sig)
 {
 	stopping = 1;
@@ -350,6 +371,8 @@ static void usage(FILE *f)
 		"  -c, --cache-mb=N      cache capacity at NORMAL, in MiB (default 64)\n"
 		"  -v, --value-kb=N      size of a cached value, in KiB (default 16)\n"
 		"  -k, --keys=N          distinct keys (default 20000)\n"
+		"      --burst=SEC:RATE  a burst first: RATE requests per second for SEC\n"
+		"                        seconds, then --rate (both rates above 0)\n"
 		"  -q, --quiet           no line of figures per second\n"
 		"  -h, --help            show this help\n"
 		"\n"
@@ -372,12 +395,13 @@ static int parse_args(int argc, char **argv)
 		{ "cache-mb", required_argument, NULL, 'c' },
 		{ "value-kb", required_argument, NULL, 'v' },
 		{ "keys", required_argument, NULL, 'k' },
+		{ "burst", required_argument, NULL, 'B' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	unsigned long v;
-	char *end;
+	char *end, junk;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:S:r:d:c:v:k:qh", opts, NULL)) >= 0) {
@@ -390,6 +414,14 @@ static int parse_args(int argc, char **argv)
 			continue;
 		case 'q':
 			arg.quiet = true;
+			continue;
+		case 'B':
+			/* A character after the rate is junk: three conversions. */
+			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
+			    arg.burst_rate == 0 || arg.burst_s > 86400) {
+				fprintf(stderr, "cache-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+				return -1;
+			}
 			continue;
 		case 'h':
 			usage(stdout);
@@ -426,6 +458,10 @@ static int parse_args(int argc, char **argv)
 	}
 	if (arg.keys == 0 || arg.value_kb == 0) {
 		fprintf(stderr, "cache-service: --keys and --value-kb must be positive\n");
+		return -1;
+	}
+	if (arg.burst_s && arg.rate == 0) {
+		fprintf(stderr, "cache-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
 	return 0;
@@ -483,10 +519,10 @@ int main(int argc, char **argv)
 		 * is 1000 requests that arrive now. */
 		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 1000, n = 0;
 		double now = now_s();
-		uint64_t due = arg.rate ? (uint64_t)((now - start) * arg.rate) + 1 : requests + turn;
+		uint64_t due = arg.rate ? arrived_by(now - start) : requests + turn;
 
 		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + (double)requests / arg.rate : now;
+			double arrival = arg.rate ? start + arrival_of(requests) : now;
 			bool hit;
 
 			requests++;
@@ -532,7 +568,7 @@ int main(int argc, char **argv)
 		 * requests come in small batches), the next line of figures or
 		 * the end. */
 		if (arg.rate && requests >= due) {
-			double next = start + (double)requests / arg.rate;
+			double next = start + arrival_of(requests);
 
 			if (next > next_tick)
 				next = next_tick;
