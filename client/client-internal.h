@@ -32,7 +32,11 @@
 
 #define CLIENT_DEFAULT_SOCKET "/run/memguard/memguardd.sock"
 #define CONN_BACKOFF_MIN_MS 100         /* ms, first reconnect delay */
-#define CONN_BACKOFF_MAX_MS 5000        /* ms, longest reconnect delay */
+/* The longest delay while no daemon answers: a daemon that comes back
+ * after however long an absence has every client back within it (the
+ * jitter spreads them over its second half). */
+#define CONN_BACKOFF_MAX_MS 1600        /* ms, longest reconnect delay */
+#define CONN_REFUSED_MS 5000            /* ms, after a refusal that would repeat */
 #define CONN_HELLO_TIMEOUT_MS 5000      /* ms a WELCOME may take */
 #define CONN_REPORT_DEFAULT_MS 1000     /* ms, until WELCOME says otherwise */
 #define CONN_REPORT_MIN_MS 10           /* ms, floor on the daemon's interval */
@@ -195,7 +199,7 @@ int conn_open(struct mg_client *c);
 /*
  * Drop the connection: log `why` at `priority` (with -errno `r`, 0 for
  * none), close the socket and schedule a reconnect after the current
- * backoff, or after the longest one when `give_up` (the daemon will refuse
+ * backoff, or after CONN_REFUSED_MS when `give_up` (the daemon will refuse
  * the same HELLO again).  Calls client_disconnected().
  */
 void conn_drop(struct mg_client *c, int priority, int r, bool give_up, const char *why);

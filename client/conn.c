@@ -148,11 +148,13 @@ static uint32_t rand_below(struct mg_client *c, uint32_t n)
  * Next attempt after the nominal delay with "equal jitter": somewhere in
  * its second half.  Clients that lost the same daemon at the same moment
  * then spread their reconnects instead of arriving together, and no delay
- * exceeds the nominal one (5 s at most).
+ * exceeds the nominal one: 1.6 s at most while the daemon is absent, so a
+ * restarted one has them all back within 2 s of its socket however long
+ * it was away; 5 s after a refusal that the same HELLO would meet again.
  */
 static void schedule(struct mg_client *c, bool give_up)
 {
-	uint32_t d = give_up ? CONN_BACKOFF_MAX_MS : c->backoff_ms;
+	uint32_t d = give_up ? CONN_REFUSED_MS : c->backoff_ms;
 
 	c->next_connect_us = conn_now_us() + 1000ULL * (d / 2 + rand_below(c, d / 2 + 1));
 	if (!give_up)

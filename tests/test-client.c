@@ -639,8 +639,8 @@ static void test_error_and_bye(void **state)
 	close(d.fd);
 	d.fd = -1;
 	wait = d.c->next_connect_us - conn_now_us();
-	assert_true(wait >= 1000ULL * CONN_BACKOFF_MAX_MS / 2 - 100000);
-	assert_true(wait <= 1000ULL * CONN_BACKOFF_MAX_MS);
+	assert_true(wait >= 1000ULL * CONN_REFUSED_MS / 2 - 100000);
+	assert_true(wait <= 1000ULL * CONN_REFUSED_MS);
 	assert_non_null(strstr(hooks.log, "<4>memguardd refused this client (service does not "
 					  "match the peer's cgroup: pid 1 is not in cgroup x?)"));
 
@@ -669,7 +669,7 @@ static void test_error_and_bye(void **state)
 	assert_non_null(strstr(hooks.log, "memguardd is stopping"));
 }
 
-/* The backoff: 100 ms doubling to 5 s, each delay jittered in its second
+/* The backoff: 100 ms doubling to 1.6 s, each delay jittered in its second
  * half. */
 static void test_backoff(void **state)
 {
