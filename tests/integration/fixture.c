@@ -245,3 +245,51 @@ int fixture_recv(int fd, struct mg_msg *m, int ms)
 		return -ECONNRESET;
 	return proto_msg_decode(buf, (size_t)n, m);
 }
+
+int fixture_listen(const struct fixture *f)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", f->sock);
+	(void)unlink(sa.sun_path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4096) < 0)
+		die("cannot listen on %s: %s", sa.sun_path, strerror(errno));
+	return fd;
+}
+
+pid_t fixture_start_activated(struct fixture *f, int listen_fd, const char *errfile,
+			      const char *level)
+{
+	const char *exe = getenv("MEMGUARDD");
+	pid_t pid = fork();
+
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		char conf[128], root[128], proc[128], me[16];
+
+		if (errfile) {
+			int fd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+				_exit(126);
+		}
+		/* sd_listen_fds(): the socket at fd 3, for this very pid. */
+		if (listen_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(listen_fd, 3) < 0)
+			_exit(126);
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		setenv("LISTEN_PID", me, 1);
+		setenv("LISTEN_FDS", "1", 1);
+		unsetenv("LISTEN_FDNAMES");
+		snprintf(conf, sizeof(conf), "%s/memguard.conf", f->dir);
+		snprintf(root, sizeof(root), "%s/cg", f->dir);
+		snprintf(proc, sizeof(proc), "%s/proc", f->dir);
+		execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf, "--socket",
+		      f->sock, "--cgroup-root", root, "--proc-root", proc,
+		      level ? "--log-level" : NULL, level, NULL);
+		_exit(127);
+	}
+	f->daemon = pid;
+	return pid;
+}

@@ -69,3 +69,16 @@ void fixture_send(int fd, struct mg_msg *m);
 /* Wait up to `ms` for one message: 0, -ETIMEDOUT, -ECONNRESET (closed),
  * or the decoder's error. */
 int fixture_recv(int fd, struct mg_msg *m, int ms);
+
+/* A socket bound to f->sock and listening, as systemd's memguardd.socket
+ * holds it: it outlives the daemons started on it.  Close-on-exec. */
+int fixture_listen(const struct fixture *f);
+
+/*
+ * Start memguardd as systemd's socket activation does: `listen_fd` (from
+ * fixture_listen()) at fd 3 with LISTEN_FDS=1 and LISTEN_PID; f->sock only
+ * names the directory of its files.  Returns at once (the socket accepts
+ * already: connections wait in its backlog); the pid, also in f->daemon.
+ */
+pid_t fixture_start_activated(struct fixture *f, int listen_fd, const char *errfile,
+			      const char *level);
