@@ -156,6 +156,14 @@ static void on_gc(void *data, unsigned gc_percent)
 		pause = LUA_MAX_PAUSE;
 	/* Incremental mode with this pause; 0 keeps the step parameters. */
 	lua_gc(L, LUA_GCINC, (int)pause, 0, 0);
+	/* Lua applies a pause only when a cycle ends (lgc.c, setpause()):
+	 * the wait in progress was set with the old one, and would let the
+	 * heap grow to the old threshold first.  A lower pause starts a cycle
+	 * now (a step from the pause state begins one), as Go's
+	 * SetGCPercent() does, so it bites at once; the cycle ends with the
+	 * new pause. */
+	if (pause < pause_now)
+		lua_gc(L, LUA_GCSTEP, 0);
 	pause_now = pause;
 	if (pause < pause_min)
 		pause_min = pause;
