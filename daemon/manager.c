@@ -949,8 +949,10 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	snprintf(w->service, sizeof(w->service), "%s", s->conf.name);
 	mc->directive = w->directive;
 	mc->have_directive = true;
-	log_info("%s: client %" PRIu64 " registered (pid %d, %s)", s->conf.name, c->id,
-		 (int)c->cred.pid, h->process[0] ? h->process : "unnamed");
+	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
+		    util_ratio(s->last.utilization), "register",
+		    "client %" PRIu64 " registered (pid %d, %s)", c->id,
+		    (int)c->cred.pid, h->process[0] ? h->process : "unnamed");
 	return 0;
 }
 
