@@ -10,7 +10,8 @@
  *    starts a new cycle when memory reaches p % of what the last cycle
  *    left, so GC percent g maps to a pause of 100 + g (200, Lua's default,
  *    is GOGC=100).  A lower percent means more frequent collection and a
- *    smaller heap.
+ *    smaller heap; it also starts a cycle at once, since Lua would apply
+ *    the new pause only after the cycle it is waiting for.
  *  - The level hook shrinks the script's page cache and, at CRITICAL and
  *    above, forces a full collection; the release hook drops the page
  *    cache, collects, and returns the bytes Lua gave back.
@@ -355,8 +356,9 @@ static void usage(FILE *f)
 		"  -q, --quiet           no line of figures per second\n"
 		"  -h, --help            show this help\n"
 		"\n"
-		"GC percent g sets Lua's pause to 100 + g (default 200); CRITICAL and\n"
-		"EMERGENCY force a full collection; a release demand drops the page cache.\n"
+		"GC percent g sets Lua's pause to 100 + g (default 200), and a lower pause\n"
+		"starts a collection cycle at once; CRITICAL and EMERGENCY force a full\n"
+		"collection; a release demand drops the page cache.\n"
 		"Prints 'event:' lines for every hook call, a 'done:' summary and a\n"
 		"'summary:' line: requests, admitted, shed (and %%), the latency from a\n"
 		"request's arrival to its end (p50_ms, p99_ms, max_ms), the lowest pause,\n"
