@@ -247,7 +247,9 @@ static void atfork_child(void)
 			c->thread_running = false;
 			continue;
 		}
-		if (c->thread_running) {
+		/* A child that forks again before its thread came back
+		 * passes the resume on. */
+		if (c->thread_running || c->resume_thread) {
 			c->thread_running = false;
 			c->resume_thread = true;
 			resume = true;
@@ -260,6 +262,20 @@ static void atfork_child(void)
 
 static void atfork_register(void)
 {
+	struct mg_heap_stats hs;
+
+	/*
+	 * The allocator registers its own fork handlers when it starts; it
+	 * must start first.  Prepare handlers run in the reverse order of
+	 * registration, so ours then take every client's lock before the
+	 * allocator's prepare takes its locks: the order of a dispatch,
+	 * which holds its client's lock while it asks the heap (a REPORT's
+	 * mg_heap_stats(), a release).  The other way round, a fork() that
+	 * holds the allocator's locks waits for a client thread that waits
+	 * for them.  (The preload library's constructor starts a client
+	 * before anything allocated, so the allocator would start after.)
+	 */
+	mg_heap_stats(&hs);
 	/* Only fails with ENOMEM.  Clients would work, but a child would use
 	 * its parent's connection: mg_client_new() fails instead. */
 	atfork_result = -pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

@@ -10,9 +10,11 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "client-internal.h"
+#include "client/alloc/alloc.h"
 
 /*
  * The constructor runs before main(), when the allocator may not have
@@ -28,7 +30,18 @@ static void __attribute__((constructor)) preload_register(void)
 {
 	if (!secure_getenv("MEMGUARD_SOCKET") && !secure_getenv("MEMGUARD_SERVICE"))
 		return;
-	(void)client_auto_start();
+	if (client_auto_start() < 0)
+		return;
+	/*
+	 * A child of fork() gets its client back on its first use of the
+	 * client library, which this program never makes: the allocator's
+	 * next slow path stands in for it.  The handler that arms it is
+	 * registered after the client's own (client_auto_start() did that),
+	 * so it runs after the client's child handler has set the client up
+	 * for the child; a fork() followed by exec() seldom gets that far.
+	 */
+	alloc_set_fork_hook(client_resume_after_fork);
+	(void)pthread_atfork(NULL, NULL, alloc_fork_hook_arm);
 }
 
 /* Say BYE and stop the thread before the allocator and libc go away. */

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Real programs on libmemguard-malloc.so: python3 with threads, lua5.4 and
-# sqlite3, each doing real allocation-heavy work.  Their output under
-# LD_PRELOAD must be exactly their output without it, and the heap they
-# ran on must be ours (python asks it for its statistics).
+# sqlite3, each doing real allocation-heavy work, and programs that fork
+# while threads of theirs allocate: fork() without exec (the children
+# allocate, start threads, fork again), fork() + exec, vfork(), posix_spawn(),
+# bash pipelines and subshells, python's os.fork() and subprocess.  Their
+# output under LD_PRELOAD must be exactly their output without it, within a
+# time limit (a hang fails), and the heap they ran on must be ours (python
+# asks it for its statistics).  With memguardd at hand (MEMGUARDD, a socket
+# of its own on this machine's cgroups, no configured service: each
+# client's cgroup is one), each also runs with the preload library
+# registering it (MEMGUARD_SOCKET), and a child that forks without exec
+# must register as a client of its own.
 set -euo pipefail
 
 lib=${MG_PRELOAD_LIB:-$PWD/client/.libs/libmemguard-malloc.so}
@@ -18,29 +26,107 @@ if grep -q 'libasan' <<<"$deps"; then
 	exit 77
 fi
 
+limit=${MG_PRELOAD_TIMEOUT:-120}        # seconds one program may take
+daemon_exe=${MEMGUARDD:-$PWD/daemon/memguardd}
+ctl=${MEMGUARDCTL:-$(dirname "$daemon_exe")/../client/memguardctl}
+forker=${MG_PRELOAD_FORK:-$PWD/tests/preload-fork}
+
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+daemon_pid=
+cleanup() {
+	if [ -n "$daemon_pid" ]; then
+		kill "$daemon_pid" 2>/dev/null || true
+		wait "$daemon_pid" 2>/dev/null || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
 ran=0
 failed=0
+sock=                                   # memguardd's, when it runs
 
-# compare NAME CMD...: run with and without the library, diff the output.
+# run OUT CMD...: CMD with its output in OUT, bounded by $limit; its status
+# (124 or 137 when it had to be stopped).
+run() {
+	local out=$1; shift
+	timeout -k 5 "$limit" "$@" >"$out" 2>&1
+}
+
+# compare NAME CMD...: run with and without the library (and with it
+# registering the program, when memguardd runs), diff the output.
 compare() {
-	local name=$1; shift
-	if ! "$@" >"$tmp/$name.plain" 2>&1; then
-		echo "FAIL $name: fails even without the library:"; cat "$tmp/$name.plain"
+	local name=$1 rc=0 mode; shift
+	run "$tmp/$name.plain" "$@" || rc=$?
+	if [ "$rc" != 0 ]; then
+		echo "FAIL $name: fails even without the library (status $rc):"
+		tail -n 20 "$tmp/$name.plain"
 		failed=1; return
 	fi
-	if ! LD_PRELOAD=$lib "$@" >"$tmp/$name.mg" 2>&1; then
-		echo "FAIL $name: fails under LD_PRELOAD:"; tail -n 20 "$tmp/$name.mg"
-		failed=1; return
-	fi
-	if ! diff -u "$tmp/$name.plain" "$tmp/$name.mg"; then
-		echo "FAIL $name: output differs under LD_PRELOAD"
-		failed=1; return
-	fi
-	echo "ok   $name ($(wc -l <"$tmp/$name.plain") lines identical)"
+	for mode in preload register; do
+		[ "$mode" = register ] && [ -z "$sock" ] && continue
+		rc=0
+		if [ "$mode" = register ]; then
+			run "$tmp/$name.$mode" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" "$@" ||
+				rc=$?
+		else
+			run "$tmp/$name.$mode" env LD_PRELOAD="$lib" "$@" || rc=$?
+		fi
+		case $rc in
+		0) ;;
+		124|137)
+			echo "FAIL $name: hangs under LD_PRELOAD ($mode): stopped after ${limit}s"
+			tail -n 20 "$tmp/$name.$mode"; failed=1; return ;;
+		*)
+			echo "FAIL $name: fails under LD_PRELOAD ($mode, status $rc):"
+			tail -n 20 "$tmp/$name.$mode"; failed=1; return ;;
+		esac
+		if ! diff -u "$tmp/$name.plain" "$tmp/$name.$mode"; then
+			echo "FAIL $name: output differs under LD_PRELOAD ($mode)"
+			failed=1; return
+		fi
+	done
+	echo "ok   $name ($(wc -l <"$tmp/$name.plain") lines identical${sock:+, also registered})"
 	ran=$((ran + 1))
 }
+
+# The pids memguardd lists as clients, one a line.
+client_pids() {
+	"$ctl" --socket "$sock" --timeout 2 clients 2>/dev/null | awk 'NR > 1 { print $1 }'
+}
+
+# memguardd on its own socket, no service configured: each client's own
+# cgroup is a service.  $sock stays empty when it cannot serve us.
+start_daemon() {
+	if [ ! -x "$daemon_exe" ] || [ ! -x "$ctl" ]; then
+		echo "note: no memguardd or memguardctl built: programs do not register"
+		return
+	fi
+	: >"$tmp/memguard.conf"
+	"$daemon_exe" --config "$tmp/memguard.conf" --socket "$tmp/memguardd.sock" \
+		2>"$tmp/memguardd.log" &
+	daemon_pid=$!
+	for _ in $(seq 100); do
+		[ -S "$tmp/memguardd.sock" ] && break
+		sleep 0.05
+	done
+	sock=$tmp/memguardd.sock
+	# Can a process of ours register at all (a cgroup the daemon can
+	# watch)?  A program that sleeps a little tells.
+	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" sleep 3 &
+	local probe=$!
+	for _ in $(seq 40); do
+		client_pids | grep -qx "$probe" && break
+		sleep 0.05
+	done
+	if ! client_pids | grep -qx "$probe"; then
+		echo "note: memguardd does not register processes here; see its log:"
+		tail -n 5 "$tmp/memguardd.log"
+		sock=
+	fi
+	kill "$probe" 2>/dev/null || true
+	wait "$probe" 2>/dev/null || true
+}
+start_daemon
 
 python=""
 for p in /usr/bin/python3 "$(command -v python3 || true)"; do
@@ -138,9 +224,141 @@ else
 	echo "skip sqlite3: not installed"
 fi
 
+# ---- fork(), exec and spawn while threads allocate ---------------------
+
+if [ -x "$forker" ]; then
+	compare fork-c "$forker" 80
+else
+	echo "skip fork-c: $forker not built"
+fi
+
+cat >"$tmp/work.sh" <<'SH'
+set -eu
+jobs=$1
+s=""
+for i in $(seq 1 300); do s="$s$i,"; done
+echo "$s" | tr , '\n' | sort -n | tail -n 3 | md5sum
+( t=""; for j in $(seq 1 100); do t="$t$(printf %05d "$j")"; done; echo "subshell ${#t}" )
+x=$(for k in $(seq 500); do echo "$k"; done | wc -l)
+echo "pipeline $x"
+for n in 1 2 3 4 5 6; do
+	( y=""; for m in $(seq 800); do y="$y$m"; done; echo "job $n ${#y}" ) >"$jobs.$n" &
+done
+wait
+cat "$jobs".*
+SH
+compare bash-fork bash "$tmp/work.sh" "$tmp/jobs"
+
+if [ -n "$python" ]; then
+	cat >"$tmp/fork.py" <<'PY'
+import hashlib, os, random, subprocess, threading
+
+stop = threading.Event()
+
+def churn(seed):
+    rnd = random.Random(seed)
+    keep = []
+    while not stop.wait(0.0005):        # (the GIL: leave the forks a share)
+        for _ in range(50):
+            keep.append(bytes(rnd.randrange(1, 5000)))
+        if len(keep) > 400:
+            del keep[:200]
+
+threads = [threading.Thread(target=churn, args=(i,)) for i in range(3)]
+for t in threads: t.start()
+out = []
+for i in range(30):                     # fork() without exec
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        d = {k: str(k * 7919) * (k % 40) for k in range(5000 + i)}
+        os.write(w, hashlib.sha256("".join(d.values()).encode()).hexdigest()[:16].encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    out.append(("fork", i, data.decode(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+for i in range(15):                     # fork() + exec
+    p = subprocess.run(["/bin/sh", "-c", "echo %d | tr 0-9 a-j" % (i * 7919)],
+                       capture_output=True, text=True, check=True)
+    out.append(("subprocess", i, p.stdout.strip()))
+for i in range(15):                     # posix_spawn()
+    r, w = os.pipe()
+    pid = os.posix_spawn("/bin/echo", ["echo", "spawned", str(i)], dict(os.environ),
+                         file_actions=[(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_CLOSE, r)])
+    os.close(w)
+    data = os.read(r, 100)
+    os.close(r)
+    out.append(("spawn", data.decode().strip(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+stop.set()
+for t in threads: t.join()
+for x in out: print(x)
+PY
+	compare python3-fork "$python" "$tmp/fork.py"
+fi
+
+# A child that forks and never execs, in a program that never calls the
+# client library: it must come back as a client of its own (the
+# allocator's slow path stands in for the library call it never makes).
+if [ -n "$sock" ] && [ -n "$python" ]; then
+	cat >"$tmp/forkreg.py" <<'PY'
+import os, sys, time
+done = sys.argv[1]
+pid = os.fork()
+if pid == 0:
+    keep = [bytes(3000 + i % 500) for i in range(20000)]
+    start = time.monotonic()
+    while not os.path.exists(done) and time.monotonic() - start < 60:
+        time.sleep(0.02)
+    os._exit(0 if len(keep) == 20000 else 1)
+print(os.getpid(), pid, flush=True)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+PY
+	timeout -k 5 "$limit" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" \
+		"$python" "$tmp/forkreg.py" "$tmp/forkreg.done" >"$tmp/forkreg.out" 2>&1 &
+	job=$!
+	for _ in $(seq 100); do
+		[ -s "$tmp/forkreg.out" ] && break
+		sleep 0.05
+	done
+	read -r parent child <"$tmp/forkreg.out" || true
+	t0=$(date +%s%N)
+	registered=
+	for _ in $(seq 100); do
+		pids=$(client_pids)
+		if grep -qx "${child:-none}" <<<"$pids" && grep -qx "$parent" <<<"$pids"; then
+			registered=$((($(date +%s%N) - t0) / 1000000))
+			break
+		fi
+		sleep 0.05
+	done
+	touch "$tmp/forkreg.done"
+	rc=0
+	wait "$job" || rc=$?
+	if [ -z "$registered" ]; then
+		echo "FAIL fork-register: the forked child ${child:-?} of ${parent:-?} is not" \
+			"among memguardd's clients after 5 s:"
+		client_pids | sed 's/^/  /'
+		cat "$tmp/forkreg.out"
+		failed=1
+	elif [ "$rc" != 0 ]; then
+		echo "FAIL fork-register: the program failed (status $rc)"
+		cat "$tmp/forkreg.out"
+		failed=1
+	else
+		echo "ok   fork-register: a child that never execs registered as client" \
+			"$child (its parent $parent) within ${registered} ms of our first look"
+		ran=$((ran + 1))
+	fi
+fi
+
 [ "$failed" = 0 ] || exit 1
 if [ "$ran" = 0 ]; then
-	echo "SKIP: none of python3, lua5.4, sqlite3 is installed"
+	echo "SKIP: none of python3, lua5.4, sqlite3, bash, tests/preload-fork could run"
 	exit 77
 fi
 echo "$ran passed, 0 failed"

@@ -380,6 +380,32 @@ _hidden_ void tcache_after_fork_child(void);
 /* Make the allocator usable (idempotent, cheap once done).  0 or -errno. */
 _hidden_ int alloc_init(void);
 
+/*
+ * fork() and libmemguard-client: a function for the allocator to call once
+ * in a child, so that a program that never calls the client library (the
+ * preload library's own client) still gets its client back after a fork()
+ * without exec.  The allocator knows nothing of the client.  `fn` is
+ * registered once (NULL: none); alloc_fork_hook_arm(), from a pthread_atfork()
+ * child handler registered after the client's own, makes the next slow path
+ * call it: a thread cache refill, or an allocation no thread cache serves.
+ * The fast paths never look, the slow ones pay one relaxed load; `fn` runs
+ * with no allocator lock held and may allocate.
+ */
+_hidden_ void alloc_set_fork_hook(void (*fn)(void));
+_hidden_ void alloc_fork_hook_arm(void);
+_hidden_ extern int alloc_fork_pending;
+_hidden_ void alloc_fork_hook_run(void);
+
+/* True (once) when the fork hook ran; the caller then looks again at what
+ * the hook may have allocated from. */
+static inline bool alloc_fork_check(void)
+{
+	if (likely(!LOAD(alloc_fork_pending)))
+		return false;
+	alloc_fork_hook_run();
+	return true;
+}
+
 /* The slow paths behind alloc_malloc_fast() and alloc_free_fast(). */
 _hidden_ void *alloc_malloc_slow(size_t size);
 _hidden_ void alloc_free_slow(void *p);

@@ -17,6 +17,8 @@
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_state;                   /* 0: not yet, 1: usable */
+static void (*fork_hook)(void);          /* alloc_set_fork_hook() */
+int alloc_fork_pending;                  /* fork() child: call fork_hook */
 
 static void fork_prepare(void)
 {
@@ -43,6 +45,30 @@ static void fork_child(void)
 	central_reinit_locks();
 	tcache_after_fork_child();
 	scavenger_after_fork_child();
+}
+
+void alloc_set_fork_hook(void (*fn)(void))
+{
+	__atomic_store_n(&fork_hook, fn, __ATOMIC_RELEASE);
+}
+
+void alloc_fork_hook_arm(void)
+{
+	/* Only the forking thread runs in the child, and it is here. */
+	if (__atomic_load_n(&fork_hook, __ATOMIC_ACQUIRE))
+		STORE(alloc_fork_pending, 1);
+}
+
+void alloc_fork_hook_run(void)
+{
+	void (*fn)(void);
+
+	/* Cleared first: what the hook allocates takes the slow path too. */
+	if (!__atomic_exchange_n(&alloc_fork_pending, 0, __ATOMIC_ACQ_REL))
+		return;
+	fn = __atomic_load_n(&fork_hook, __ATOMIC_ACQUIRE);
+	if (fn)
+		fn();
 }
 
 int alloc_init(void)
@@ -125,6 +151,7 @@ static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize,
 	size_t bsize;
 	void *p;
 
+	(void)alloc_fork_check();
 	if (unlikely(alloc_init() < 0)) {
 		errno = ENOMEM;
 		return NULL;

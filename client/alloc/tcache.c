@@ -94,6 +94,13 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 	void *head, *o;
 	unsigned n;
 
+	if (alloc_fork_check() && b->head) {
+		/* The hook allocated, and refilled this very bin. */
+		o = b->head;
+		b->head = *(void **)o;
+		b->count--;
+		return o;
+	}
 	if (unlikely(LOAD(tc->flush_req))) {
 		STORE(tc->flush_req, 0);
 		tcache_flush(tc);

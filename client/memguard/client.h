@@ -121,7 +121,8 @@ struct mg_client_opts {
  * A process normally has one client; with several, mg_admit() applies the
  * highest throttle among them.  A client that libmemguard-malloc started by
  * itself (MEMGUARD_SOCKET or MEMGUARD_SERVICE in an unmodified program) is
- * replaced by the first one the application creates.
+ * replaced by the first one the application creates; in a fork() child it
+ * comes back from the first allocation the thread cache cannot serve.
  *
  * Returns 0 or -errno: -EINVAL for bad options (`size` 0, an unknown
  * threading mode, a name that is not printable or too long, a socket path

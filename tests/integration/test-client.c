@@ -3,9 +3,10 @@
  * libmemguard-client with the real memguardd, on a fixture cgroup tree
  * (regular files this test rewrites to play the kernel, as in
  * test-daemon.c): registration, directives end to end, reconnection after
- * the daemon is killed and restarted, no daemon at all, a forked child,
- * both examples, the preload library registering an unmodified program,
- * and a tiny program built with pkg-config against an installed copy.
+ * the daemon is killed and restarted, no daemon at all, a forked child
+ * and grandchild, both examples, the preload library registering an
+ * unmodified program, and a tiny program built with pkg-config against an
+ * installed copy.
  *
  * Everything links the installed form of the library
  * (libmemguard-client.la), so these are the real allocator and the real
@@ -409,6 +410,62 @@ static void test_forked_child(void **state)
 	mg_client_free(c);
 }
 
+/*
+ * A child that forks again before it used the library: the grandchild
+ * still gets a client of its own on its first use (the child passes on
+ * the thread it never restarted).
+ */
+static void test_forked_grandchild(void **state)
+{
+	struct mg_client *c = new_client(MG_THREAD_OWN);
+	int up[2], down[2], status;
+	struct clients cl;
+	pid_t pid, grandchild = 0;
+	bool found = false;
+
+	assert_true(await_clients(1, 3000) >= 0);
+	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* No call of the library here before the next fork(). */
+		pid_t g = fork();
+		char b;
+
+		if (g == 0) {
+			pid_t me = getpid();
+
+			in_web(me);
+			(void)mg_admit();
+			if (write(up[1], &me, sizeof(me)) != sizeof(me))
+				_exit(2);
+			/* Stay registered until the test has looked. */
+			_exit(read(down[0], &b, 1) == 1 ? 0 : 3);
+		}
+		_exit(g > 0 && waitpid(g, &status, 0) == g && WIFEXITED(status) ?
+			      WEXITSTATUS(status) : 4);
+	}
+	close(up[1]);
+	close(down[0]);
+	assert_int_equal(read(up[0], &grandchild, sizeof(grandchild)), sizeof(grandchild));
+	for (int i = 0; i < 300 && !found; i++) {
+		cl = clients();
+		for (unsigned k = 0; k < cl.n; k++)
+			found = found || cl.info[k].pid == (uint32_t)grandchild;
+		if (!found)
+			usleep(10000);
+	}
+	assert_int_equal(write(down[1], "g", 1), 1);
+	close(down[1]);
+	close(up[0]);
+	assert_true(found);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	mg_client_free(c);
+}
+
 /* Run `argv` as a client of web, its stdout into `out`; returns its pid. */
 static pid_t spawn(char *const argv[], char *const env[], int *ret_fd)
 {
@@ -625,6 +682,7 @@ int main(void)
 		T(test_reconnects_after_restart),
 		T(test_no_daemon),
 		T(test_forked_child),
+		T(test_forked_grandchild),
 		T(test_cache_service_example),
 		T(test_lua_service_example),
 		T(test_preload_registers),
