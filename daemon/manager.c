@@ -619,6 +619,8 @@ static void service_sample(struct service *s)
 		log_notice("%s: cgroup %s went away; watching for its return", s->conf.name,
 			   s->conf.cgroup);
 		service_unwatch(s);
+		/* Said: the ticks that find it absent say nothing more. */
+		s->absent_said = true;
 		return;
 	}
 	if (r < 0) {
@@ -802,6 +804,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 		log_notice("%s: cgroup %s went away; watching for its return", s->conf.name,
 			   s->conf.cgroup);
 		service_unwatch(s);
+		s->absent_said = true;
 		return 0;
 	}
 	manager_tick_now(s->m);
