@@ -3,7 +3,8 @@
  * The real memguardd on real cgroups of this machine: a cgroup nested
  * under the one this test runs in (cgroup2, and on hybrid hosts the v1
  * memory hierarchy too), a client process inside it that registers and
- * grows its memory until it is directed to give some back.  Exits 77
+ * grows its memory until it is directed to give some back; a real stall;
+ * the service's cgroup removed under the daemon and made again.  Exits 77
  * (SKIP) with the reason when the machine cannot make such cgroups.
  */
 #include "config.h"
@@ -40,6 +41,7 @@ static struct {
 	char stall[64];                  /* the nested cgroup for the stall test */
 	char tmp[64];
 	pid_t daemon;
+	bool log_to_file;                /* the daemon's stderr to tmp/memguardd.log */
 } t;
 
 static int write_str(const char *dir, const char *file, const char *value)
@@ -173,6 +175,15 @@ static int setup(void **state)
 	t.daemon = fork();
 	assert_true(t.daemon >= 0);
 	if (t.daemon == 0) {
+		if (t.log_to_file) {
+			char log[128];
+			int fd;
+
+			snprintf(log, sizeof(log), "%s/memguardd.log", t.tmp);
+			fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+				_exit(126);
+		}
 		if (t.v1_root[0])
 			execl(exe ? exe : "daemon/memguardd", "memguardd", "--config", conf,
 			      "--socket", sock, "--cgroup-root", t.v2_root, "--cgroup-v1-root",
@@ -188,11 +199,20 @@ static int setup(void **state)
 	return 0;
 }
 
+/* As setup(), with the daemon's log in tmp/memguardd.log for the test to
+ * read. */
+static int setup_logged(void **state)
+{
+	t.log_to_file = true;
+	return setup(state);
+}
+
 static int teardown(void **state)
 {
 	char cmd[128];
 	int status;
 
+	t.log_to_file = false;
 	kill(t.daemon, SIGTERM);
 	waitpid(t.daemon, &status, 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t.tmp);
@@ -384,6 +404,130 @@ static void test_real_stall_raises_level(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* The daemon's STATUS_SERVICE of `service`; false when it does not answer
+ * with one. */
+static bool service_status(const char *service, struct mg_status_service *ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 3 } };
+	uint8_t buf[MG_MSG_MAX];
+	bool found = false;
+	int fd, n;
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memguardd.sock", t.tmp);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	n = proto_msg_encode(&m, buf, sizeof(buf));
+	if (send(fd, buf, (size_t)n, 0) == n)
+		while (recv_msg(fd, &m, 3000) == 0 && m.hdr.type != MG_MSG_RESULT)
+			if (m.hdr.type == MG_MSG_STATUS_SERVICE &&
+			    !strcmp(m.status_service.name, service)) {
+				*ret = m.status_service;
+				found = true;
+			}
+	close(fd);
+	return found;
+}
+
+/* Wait up to `ms` for the daemon's view of `service` to be `absent` (or
+ * not); its last STATUS in `ret`. */
+static bool await_absent(const char *service, bool absent, int ms,
+			 struct mg_status_service *ret)
+{
+	for (int i = 0; i <= ms / 20; i++) {
+		if (service_status(service, ret) && (ret->psi_mode == MG_PSI_ABSENT) == absent)
+			return true;
+		usleep(20000);
+	}
+	return false;
+}
+
+/* Lines of the daemon's log holding both `a` and `b`. */
+static int log_lines(const char *a, const char *b)
+{
+	char path[128], line[2048];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memguardd.log", t.tmp);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, a) && strstr(line, b);
+	fclose(f);
+	return n;
+}
+
+static void print_log(void)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "sed 's/^/  log: /' '%s/memguardd.log' >&2", t.tmp);
+	if (system(cmd) != 0)
+		print_message("(no log)\n");
+}
+
+/*
+ * The service's cgroup removed under the daemon (the POLLERR of its PSI
+ * trigger, or a read that finds it gone) and made again: the daemon says
+ * once that it is absent, shows it absent, and watches it again when it is
+ * back, where a client in it sees levels as before.
+ */
+static void test_real_cgroup_recreated(void **state)
+{
+	struct mg_status_service st;
+	const char *why;
+	int status, said;
+	pid_t pid;
+
+	/* Watched: a PSI trigger, or polling where triggers fail. */
+	if (!await_absent("it", false, 5000, &st)) {
+		print_log();
+		fail_msg("the daemon does not watch cgroup %s", t.name);
+	}
+	print_message("watched: PSI mode %u\n", st.psi_mode);
+
+	/* Removed, with nobody inside. */
+	remove_cgroup(t.name);
+	if (!await_absent("it", true, 5000, &st)) {
+		print_log();
+		fail_msg("the daemon does not show cgroup %s absent (PSI mode %u)", t.name,
+			 st.psi_mode);
+	}
+	/* Ten ticks on: it was said once, not on every tick. */
+	usleep(1000000);
+	said = log_lines(t.name, "went away") + log_lines(t.name, "absent");
+	if (said != 1) {
+		print_log();
+		fail_msg("the removal of %s was logged %d times, not once", t.name, said);
+	}
+	assert_true(service_status("it", &st));
+	assert_int_equal(st.psi_mode, MG_PSI_ABSENT);
+	assert_int_equal(st.clients, 0);
+
+	/* Back, with a client inside: watched again, and levels work. */
+	why = make_cgroup(t.name);
+	if (why)
+		fail_msg("%s", why);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(client());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		print_log();
+		fail_msg("the client in the re-created cgroup failed (status %#x)", status);
+	}
+	assert_true(await_absent("it", false, 5000, &st));
+	print_message("watched again: PSI mode %u\n", st.psi_mode);
+	assert_true(log_lines(t.name, "watching cgroup") >= 2);
+}
+
 static void test_real_cgroup_client(void **state)
 {
 	int status;
@@ -402,6 +546,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_real_cgroup_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_stall_raises_level, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_real_cgroup_recreated, setup_logged, teardown),
 	};
 	const char *why = prepare();
 	int r;
