@@ -38,7 +38,10 @@ static void __attribute__((constructor)) preload_register(void)
 	 * next slow path stands in for it.  The handler that arms it is
 	 * registered after the client's own (client_auto_start() did that),
 	 * so it runs after the client's child handler has set the client up
-	 * for the child; a fork() followed by exec() seldom gets that far.
+	 * for the child.  A child that execs soon after, as a shell's does,
+	 * may get as far as a connection that the exec then closes; one that
+	 * never leaves its thread cache's fast path before it does, not even
+	 * that.  vfork() and posix_spawn() run no fork handlers.
 	 */
 	alloc_set_fork_hook(client_resume_after_fork);
 	(void)pthread_atfork(NULL, NULL, alloc_fork_hook_arm);
