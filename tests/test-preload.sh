@@ -111,14 +111,16 @@ start_daemon() {
 	done
 	sock=$tmp/memguardd.sock
 	# Can a process of ours register at all (a cgroup the daemon can
-	# watch)?  A program that sleeps a little tells.
+	# watch)?  A program that sleeps a little tells.  (The list read
+	# whole, as ldd's above.)
 	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" sleep 3 &
-	local probe=$!
+	local probe=$! pids=
 	for _ in $(seq 40); do
-		client_pids | grep -qx "$probe" && break
+		pids=$(client_pids)
+		grep -qx "$probe" <<<"$pids" && break
 		sleep 0.05
 	done
-	if ! client_pids | grep -qx "$probe"; then
+	if ! grep -qx "$probe" <<<"$pids"; then
 		echo "note: memguardd does not register processes here; see its log:"
 		tail -n 5 "$tmp/memguardd.log"
 		sock=
@@ -354,6 +356,8 @@ PY
 			"$child (its parent $parent) within ${registered} ms of our first look"
 		ran=$((ran + 1))
 	fi
+else
+	echo "skip fork-register: needs python3 and a memguardd that registers us"
 fi
 
 [ "$failed" = 0 ] || exit 1
