@@ -64,18 +64,6 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Clients answer the daemon's keepalive, or it drops them. */
-static bool pong(int fd, const struct mg_msg *m)
-{
-	struct mg_msg p = { .hdr = { .type = MG_MSG_PONG } };
-
-	if (m->hdr.type != MG_MSG_PING)
-		return false;
-	p.ping.cookie = m->ping.cookie;
-	fixture_send(fd, &p);
-	return true;
-}
-
 /* Wait for a message on `fd`. */
 static void recv_wait(int fd, struct mg_msg *m)
 {
@@ -223,7 +211,7 @@ int main(int argc, char **argv)
 					int i = (int)evs[k].data.u32, rr;
 
 					while ((rr = fixture_recv(fds[i], &m, 0)) == 0) {
-						if (pong(fds[i], &m) ||
+						if (fixture_pong(fds[i], &m) ||
 						    m.hdr.type != MG_MSG_DIRECTIVE || seen[i])
 							continue;
 						seen[i] = 1;
@@ -250,7 +238,7 @@ int main(int argc, char **argv)
 				int fd = fds[evs[k].data.u32], r;
 
 				while ((r = fixture_recv(fd, &m, 0)) == 0)
-					pong(fd, &m);
+					fixture_pong(fd, &m);
 				if (r != -ETIMEDOUT)
 					die("a client: %s", strerror(-r));
 			}

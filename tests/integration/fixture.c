@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -292,4 +293,43 @@ pid_t fixture_start_activated(struct fixture *f, int listen_fd, const char *errf
 	}
 	f->daemon = pid;
 	return pid;
+}
+
+bool fixture_pong(int fd, const struct mg_msg *m)
+{
+	struct mg_msg p = { .hdr = { .type = MG_MSG_PONG } };
+
+	if (m->hdr.type != MG_MSG_PING)
+		return false;
+	p.ping.cookie = m->ping.cookie;
+	fixture_send(fd, &p);
+	return true;
+}
+
+void fixture_map_pid(const struct fixture *f, pid_t pid, const char *cgroup)
+{
+	char rel[64], path[600];
+
+	snprintf(rel, sizeof(rel), "proc/%d", (int)pid);
+	path_of(f, rel, path, sizeof(path));
+	(void)mkdir(path, 0755);             /* there already if the pid came round */
+	snprintf(rel, sizeof(rel), "proc/%d/cgroup", (int)pid);
+	fixture_put(f, rel, "0::/%s\n", cgroup);
+}
+
+int fixture_count_fds(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		die("cannot open %s: %s", path, strerror(errno));
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
 }

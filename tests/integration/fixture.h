@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -69,6 +70,17 @@ void fixture_send(int fd, struct mg_msg *m);
 /* Wait up to `ms` for one message: 0, -ETIMEDOUT, -ECONNRESET (closed),
  * or the decoder's error. */
 int fixture_recv(int fd, struct mg_msg *m, int ms);
+
+/* Answer the daemon's keepalive: if `m` is a PING, send its PONG on `fd`
+ * and return true (the caller waits on); false for any other message. */
+bool fixture_pong(int fd, const struct mg_msg *m);
+
+/* Make the fixture's /proc say that process `pid` is in cgroup `cgroup`
+ * (relative to the cgroup2 root, e.g. "web"). */
+void fixture_map_pid(const struct fixture *f, pid_t pid, const char *cgroup);
+
+/* The number of open file descriptors of process `pid`. */
+int fixture_count_fds(pid_t pid);
 
 /* A socket bound to f->sock and listening, as systemd's memguardd.socket
  * holds it: it outlives the daemons started on it.  Close-on-exec. */

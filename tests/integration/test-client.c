@@ -46,18 +46,6 @@
 
 static struct fixture fx;
 
-/* The fixture's /proc maps `pid` to the cgroup of service "web". */
-static void in_web(pid_t pid)
-{
-	char rel[64], path[600];
-
-	snprintf(rel, sizeof(rel), "proc/%d", (int)pid);
-	snprintf(path, sizeof(path), "%s/%s", fx.dir, rel);
-	(void)mkdir(path, 0755);             /* there already if the pid came round */
-	snprintf(rel, sizeof(rel), "proc/%d/cgroup", (int)pid);
-	fixture_put(&fx, rel, "0::/web\n");
-}
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -387,7 +375,7 @@ static void test_forked_child(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		in_web(getpid());
+		fixture_map_pid(&fx, getpid(), "web");
 		/* First use: the client comes back in the child. */
 		(void)mg_admit();
 		for (int i = 0; i < 500 && mg_client_level(c) != MG_LEVEL_WARN; i++)
@@ -436,7 +424,7 @@ static void test_forked_grandchild(void **state)
 		if (g == 0) {
 			pid_t me = getpid();
 
-			in_web(me);
+			fixture_map_pid(&fx, me, "web");
 			(void)mg_admit();
 			if (write(up[1], &me, sizeof(me)) != sizeof(me))
 				_exit(2);
@@ -490,7 +478,7 @@ static pid_t spawn(char *const argv[], char *const env[], int *ret_fd)
 	}
 	close(sync[0]);
 	close(pipe_out[1]);
-	in_web(pid);
+	fixture_map_pid(&fx, pid, "web");
 	assert_int_equal(write(sync[1], "g", 1), 1);
 	close(sync[1]);
 	*ret_fd = pipe_out[0];

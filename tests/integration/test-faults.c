@@ -93,22 +93,6 @@ static void assert_serving(void)
 	close(fd);
 }
 
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
-	assert_non_null(d);
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 static long rss_kb(pid_t pid)
 {
 	char path[64], line[256];
@@ -135,7 +119,7 @@ static void test_churn_leaks_nothing(void **state)
 		close(hello("web"));
 	assert_serving();
 	usleep(200000);                  /* the daemon sees the last close */
-	fds0 = count_fds(fx.daemon);
+	fds0 = fixture_count_fds(fx.daemon);
 	rss0 = rss_kb(fx.daemon);
 	for (int i = 0; i < 10000; i++) {
 		int fd = hello(i % 2 ? "web" : "");
@@ -144,7 +128,7 @@ static void test_churn_leaks_nothing(void **state)
 	}
 	assert_serving();
 	usleep(200000);
-	fds1 = count_fds(fx.daemon);
+	fds1 = fixture_count_fds(fx.daemon);
 	rss1 = rss_kb(fx.daemon);
 	print_message("fds %d -> %d, RSS %ld -> %ld KiB\n", fds0, fds1, rss0, rss1);
 	assert_int_equal(fds1, fds0);

@@ -81,34 +81,6 @@ static int cmp_u64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* The fixture's /proc maps `pid` to the cgroup of service "web". */
-static void in_web(pid_t pid)
-{
-	char rel[64], path[600];
-
-	snprintf(rel, sizeof(rel), "proc/%d", (int)pid);
-	snprintf(path, sizeof(path), "%s/%s", fx.dir, rel);
-	(void)mkdir(path, 0755);             /* there already if the pid came round */
-	snprintf(rel, sizeof(rel), "proc/%d/cgroup", (int)pid);
-	fixture_put(&fx, rel, "0::/web\n");
-}
-
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
-	assert_non_null(d);
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 /* The daemon has not exited. */
 static bool daemon_alive(void)
 {
@@ -164,18 +136,6 @@ static const struct mg_client_info *info_of(const struct answers *a, pid_t pid)
 
 /* ---- 1000 clients at once ------------------------------------------------ */
 
-/* Clients answer the daemon's keepalive, or it drops them. */
-static bool pong(int fd, const struct mg_msg *m)
-{
-	struct mg_msg p = { .hdr = { .type = MG_MSG_PONG } };
-
-	if (m->hdr.type != MG_MSG_PING)
-		return false;
-	p.ping.cookie = m->ping.cookie;
-	fixture_send(fd, &p);
-	return true;
-}
-
 static void test_thousand_clients(void **state)
 {
 	static int fds[MANY_CLIENTS];
@@ -206,10 +166,10 @@ static void test_thousand_clients(void **state)
 	/* The connection fixture_start() probed with may still be open, and
 	 * a tick may hold a file for a moment: the fewest of a few looks. */
 	usleep(200000);
-	base = count_fds(fx.daemon);
+	base = fixture_count_fds(fx.daemon);
 	for (int i = 0; i < 10; i++) {
 		usleep(20000);
-		base = MIN(base, count_fds(fx.daemon));
+		base = MIN(base, fixture_count_fds(fx.daemon));
 	}
 
 	ep = epoll_create1(EPOLL_CLOEXEC);
@@ -230,7 +190,7 @@ static void test_thousand_clients(void **state)
 		assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev), 0);
 	}
 	hello_ms = now_ms() - t0;
-	fd_peak = count_fds(fx.daemon);
+	fd_peak = fixture_count_fds(fx.daemon);
 	assert_true(fd_peak >= base + MANY_CLIENTS);
 
 	/* One change: 85 MiB of 100 MiB is WARN, a new directive for all. */
@@ -248,7 +208,7 @@ static void test_thousand_clients(void **state)
 			int i = (int)evs[k].data.u32, r;
 
 			while ((r = fixture_recv(fds[i], &m, 0)) == 0) {
-				if (pong(fds[i], &m) || m.hdr.type != MG_MSG_DIRECTIVE)
+				if (fixture_pong(fds[i], &m) || m.hdr.type != MG_MSG_DIRECTIVE)
 					continue;
 				assert_int_equal(m.directive.level, MG_LEVEL_WARN);
 				if (!got_ms[i]) {
@@ -280,7 +240,7 @@ static void test_thousand_clients(void **state)
 	close(admin_fd);
 	close(ep);
 	left = -1;
-	for (int i = 0; i < 500 && (left = count_fds(fx.daemon)) != base; i++)
+	for (int i = 0; i < 500 && (left = fixture_count_fds(fx.daemon)) != base; i++)
 		usleep(10000);
 	assert_true(daemon_alive());
 	assert_int_equal(left, base);
@@ -451,7 +411,7 @@ static void restart_under_clients(bool activated)
 		}
 		close(go[0]);
 		shm->kid[i].pid = pid;
-		in_web(pid);
+		fixture_map_pid(&fx, pid, "web");
 		assert_int_equal(write(go[1], "g", 1), 1);
 		close(go[1]);
 	}
