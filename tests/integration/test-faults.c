@@ -3,7 +3,8 @@
  * memguardd under faults and hostile peers, on a fixture cgroup tree:
  * connection churn without leaks, a client that never reads, every fuzz
  * seed and its truncations over a real socket, a storm of SIGHUPs with
- * broken configs, a socket it cannot create, the socket's mode and group,
+ * broken configs, a socket it cannot create (also in a read-only or full
+ * runtime directory), a client killed mid-message, the socket's mode and group,
  * names that try to leave the cgroup root.
  */
 #include "config.h"
@@ -23,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -344,6 +347,155 @@ static void test_unusable_socket_dir(void **state)
 	}
 }
 
+/* A client SIGKILLed while it sends REPORTs and RELEASEDs as fast as it can
+ * and while the daemon sends it directives (the budget changes under it):
+ * the daemon reads what arrived, drops the dead peer and keeps serving,
+ * with no descriptor left behind.  50 rounds, killed after 0..5 ms. */
+static void test_client_killed_mid_message(void **state)
+{
+	int admin = fixture_connect(&fx, NULL), good = hello("web"), fds0, fds1;
+	struct mg_msg m;
+
+	usleep(200000);
+	fds0 = fixture_count_fds(fx.daemon);
+	for (int round = 0; round < 50; round++) {
+		int status, ready[2];
+		char c;
+		pid_t pid;
+
+		assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			/* No cmocka here: a failed assert would go on running
+			 * the parent's tests in this process. */
+			int fd;
+
+			fixture_map_pid(&fx, getpid(), "web");
+			fd = fixture_connect(&fx, NULL);
+			m = (struct mg_msg){ .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+			strcpy(m.hello.service, "web");
+			strcpy(m.hello.process, "killed");
+			fixture_send(fd, &m);
+			if (fixture_recv(fd, &m, 3000) < 0 || m.hdr.type != MG_MSG_WELCOME)
+				_exit(2);
+			(void)write(ready[1], "x", 1);
+			for (uint32_t seq = 2;; seq++) {
+				m = (struct mg_msg){ .hdr = { .type = seq % 2 ? MG_MSG_REPORT
+									     : MG_MSG_RELEASED,
+							      .seq = seq } };
+				m.report.heap_sys = 64 * MiB;
+				m.report.heap_inuse = 32 * MiB;
+				if (m.hdr.type == MG_MSG_RELEASED)
+					m.released = (struct mg_released){ .bytes = MiB, .usec = 10 };
+				fixture_send(fd, &m);
+			}
+		}
+		close(ready[1]);
+		assert_int_equal(read(ready[0], &c, 1), 1);
+		close(ready[0]);
+		/* A directive on its way to the client as it dies. */
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 3 } };
+		strcpy(m.set_budget.service, "web");
+		m.set_budget.budget = (round % 2 ? 90 : 200) * MiB;
+		fixture_send(admin, &m);
+		usleep((useconds_t)(round % 6) * 1000);
+		kill(pid, SIGKILL);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGKILL);   /* not dropped: killed */
+		assert_int_equal(fixture_recv(admin, &m, 3000), 0);
+		assert_int_equal(m.result.code, MG_ERR_OK);
+	}
+	assert_serving();
+	/* The client that stayed is still served... */
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET } };
+	strcpy(m.set_budget.service, "web");
+	m.set_budget.budget = 88 * MiB;
+	fixture_send(admin, &m);
+	for (;;) {
+		assert_int_equal(fixture_recv(good, &m, 3000), 0);
+		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level >= MG_LEVEL_WARN)
+			break;
+	}
+	/* ...and the 50 dead ones left nothing open. */
+	for (int i = 0; i < 100 && (fds1 = fixture_count_fds(fx.daemon)) != fds0; i++)
+		usleep(20000);
+	print_message("daemon fds %d -> %d after 50 clients killed mid-message\n", fds0, fds1);
+	assert_int_equal(fds1, fds0);
+	close(good);
+	close(admin);
+}
+
+/* memguardd started with `sock` in a place it cannot use: exit 1 and one
+ * clear line naming the path and the reason. */
+static void assert_start_fails(const char *sock, const char *reason)
+{
+	char err[128], text[2048] = "";
+	int status, fd;
+	ssize_t n;
+	pid_t pid;
+
+	snprintf(err, sizeof(err), "%s/stderr", fx.dir);
+	pid = fixture_start(&fx, sock, err, "notice");
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	fd = open(err, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	assert_true(n > 0);
+	print_message("%s", text);
+	assert_non_null(strstr(text, sock));
+	assert_non_null(strstr(text, reason));
+}
+
+/* A read-only runtime directory and a full one (a tmpfs with no inode
+ * left), each with the socket in it and in a directory still to be made.
+ * The mounts live in a mount namespace of this test's own. */
+static void test_runtime_dir_read_only_or_full(void **state)
+{
+	char ro[128], full[128], sock[192], name[256];
+	int n = 0;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		print_message("cannot make a mount namespace: %s\n", strerror(errno));
+		skip();
+	}
+	snprintf(ro, sizeof(ro), "%s/ro", fx.dir);
+	snprintf(full, sizeof(full), "%s/full", fx.dir);
+	assert_int_equal(mkdir(ro, 0755), 0);
+	assert_int_equal(mkdir(full, 0755), 0);
+	assert_int_equal(mount("tmpfs", ro, "tmpfs", MS_RDONLY, "size=64k"), 0);
+	assert_int_equal(mount("tmpfs", full, "tmpfs", 0, "size=64k,nr_inodes=16"), 0);
+	for (;; n++) {
+		int fd;
+
+		snprintf(name, sizeof(name), "%s/f%d", full, n);
+		fd = open(name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			assert_int_equal(errno, ENOSPC);
+			break;
+		}
+		close(fd);
+	}
+	print_message("the full tmpfs took %d files\n", n);
+
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", ro);
+	assert_start_fails(sock, "Read-only file system");
+	snprintf(sock, sizeof(sock), "%s/run/memguardd.sock", ro);
+	assert_start_fails(sock, "Read-only file system");
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", full);
+	assert_start_fails(sock, "No space left on device");
+	snprintf(sock, sizeof(sock), "%s/run/memguardd.sock", full);
+	assert_start_fails(sock, "No space left on device");
+
+	assert_int_equal(umount2(ro, MNT_DETACH), 0);
+	assert_int_equal(umount2(full, MNT_DETACH), 0);
+	assert_serving();                /* the daemon of setup() never noticed */
+}
+
 /* A broken configuration at start: each problem as FILE:LINE, exit 78
  * (EX_CONFIG, which the unit does not restart on). */
 static void test_broken_config_exit_status(void **state)
@@ -422,6 +574,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sighup_storm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sighup_during_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable_socket_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_dir_read_only_or_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_killed_mid_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broken_config_exit_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_traversal_names_refused, setup, teardown),
