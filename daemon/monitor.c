@@ -676,6 +676,7 @@ enum {
 	CG_MAX,                  /* memory.max / memory.limit_in_bytes */
 	CG_HIGH,                 /* v2 memory.high */
 	CG_FAILCNT,              /* v1 memory.failcnt */
+	CG_MEMSW_FAILCNT,        /* v1 memory.memsw.failcnt, with swap accounting */
 	CG_OOM_CONTROL,          /* v1 memory.oom_control */
 	CG_PRESSURE,             /* memory.pressure of the v2 directory */
 	_CG_FILE_MAX,
@@ -695,6 +696,7 @@ static const char *const cg_v1_files[_CG_FILE_MAX] = {
 	[CG_STAT] = "memory.stat",
 	[CG_MAX] = "memory.limit_in_bytes",
 	[CG_FAILCNT] = "memory.failcnt",
+	[CG_MEMSW_FAILCNT] = "memory.memsw.failcnt",
 	[CG_OOM_CONTROL] = "memory.oom_control",
 };
 
@@ -775,8 +777,9 @@ static int cg_open_files(const char *dir, const char *const names[_CG_FILE_MAX],
 			continue;
 		if (errno != ENOENT)
 			return -errno;
-		/* PSI is compiled out or disabled: work from usage alone. */
-		if (i == CG_PRESSURE)
+		/* PSI is compiled out or disabled: work from usage alone.
+		 * No swap accounting (swapaccount=0): no memsw files. */
+		if (i == CG_PRESSURE || i == CG_MEMSW_FAILCNT)
 			continue;
 		/*
 		 * A file missing from a live directory means the memory
@@ -911,6 +914,17 @@ static int cg_read_v1(const struct monitor_cgroup *cg, char *buf, size_t size,
 		r = cg_read(cg, CG_FAILCNT, buf, size, &n);
 	if (r >= 0)
 		r = monitor_parse_u64(buf, n, &s->events.max);
+	/* With memory.memsw.limit_in_bytes set as low as the memory limit,
+	 * the charges refused at it are counted here instead. */
+	if (r >= 0 && cg->fd[CG_MEMSW_FAILCNT] >= 0) {
+		uint64_t memsw;
+
+		r = cg_read(cg, CG_MEMSW_FAILCNT, buf, size, &n);
+		if (r >= 0)
+			r = monitor_parse_u64(buf, n, &memsw);
+		if (r >= 0)
+			s->events.max += memsw;
+	}
 	if (r >= 0)
 		r = cg_read(cg, CG_OOM_CONTROL, buf, size, &n);
 	if (r >= 0)

@@ -96,8 +96,9 @@ struct monitor_sample {
 	bool under_oom;                  /* v1 oom_control; always false on v2 */
 	/*
 	 * Totals and growth since the previous successful read.  On v1,
-	 * events.max is memory.failcnt, events.oom_kill comes from
-	 * oom_control, and low, high and oom stay 0.  A counter that went
+	 * events.max is memory.failcnt plus memory.memsw.failcnt (with swap
+	 * accounting), events.oom_kill comes from oom_control, and low,
+	 * high and oom stay 0.  A counter that went
 	 * backwards (v1 failcnt can be reset by writing 0) counts its whole
 	 * new value as growth.
 	 */

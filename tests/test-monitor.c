@@ -875,6 +875,21 @@ static void test_cgroup_hybrid(void **state)
 	assert_null(cg);
 	/* Both there again: opens. */
 	assert_int_equal(monitor_cgroup_open(v2, v1, "system.slice/app.service", &cg), 0);
+	cg = monitor_cgroup_free(cg);
+
+	/* With swap accounting, charges refused at memory.memsw.limit_in_bytes
+	 * count as well. */
+	rewrite(dir, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+	free(mem);
+	assert_true(asprintf(&mem, "%s/memory.memsw.failcnt", dir) > 0);
+	close(open(mem, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+	rewrite(dir, "memory.memsw.failcnt", "3\n");
+	assert_int_equal(monitor_cgroup_open(v2, v1, "system.slice/app.service", &cg), 0);
+	assert_int_equal(monitor_cgroup_read(cg, &s), 0);
+	assert_int_equal(s.events.max, 1 + 3);
+	rewrite(dir, "memory.memsw.failcnt", "10\n");
+	assert_int_equal(monitor_cgroup_read(cg, &s), 0);
+	assert_int_equal(s.events_delta.max, 7);
 }
 
 /* --- PSI trigger ladder ------------------------------------------------ */
