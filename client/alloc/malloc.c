@@ -16,7 +16,8 @@
 #include "client/alloc/alloc.h"
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static int init_state;                   /* 0: not yet, 1: usable */
+static int init_state;                   /* 0: not yet, 1: usable, 2: fork handlers in too */
+static __thread bool init_owner __attribute__((tls_model("initial-exec"))); /* registering them */
 static void (*fork_hook)(void);          /* alloc_set_fork_hook() */
 int alloc_fork_pending;                  /* fork() child: call fork_hook */
 
@@ -73,27 +74,37 @@ void alloc_fork_hook_run(void)
 
 int alloc_init(void)
 {
-	int r;
+	int r = 0;
 
-	if (likely(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE)))
+	if (likely(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2))
+		return 0;
+	/* pthread_atfork() below may allocate: the heap is usable by then. */
+	if (init_owner)
 		return 0;
 	pthread_mutex_lock(&init_lock);
-	if (init_state) {
-		pthread_mutex_unlock(&init_lock);
-		return 0;
+	if (init_state == 0) {
+		sizeclass_init();
+		r = tcache_global_init();
+		if (r < 0)
+			goto out_unlock;
+		init_state = 1;
 	}
-	sizeclass_init();
-	r = tcache_global_init();
-	if (r < 0) {
-		pthread_mutex_unlock(&init_lock);
-		return r;
+	if (init_state == 1) {
+		/*
+		 * Nobody else sees the heap ready before its fork handlers are
+		 * registered: libmemguard-client registers its own after
+		 * ours (prepare handlers run in reverse order, so the client's
+		 * locks are taken before the allocator's, as its thread takes
+		 * them), and a second thread must not slip in between.
+		 */
+		init_owner = true;
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		init_owner = false;
+		__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 	}
-	__atomic_store_n(&init_state, 1, __ATOMIC_RELEASE);
+out_unlock:
 	pthread_mutex_unlock(&init_lock);
-	/* Last, and with no lock held: glibc may allocate to record the
-	 * handlers, and that allocation must find the heap ready. */
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
-	return 0;
+	return r;
 }
 
 /* ---- the core, below the debug heap ------------------------------------ */
