@@ -35,7 +35,7 @@
 /* The longest delay while no daemon answers: a daemon that comes back
  * after however long an absence has every client back within it (the
  * jitter spreads them over its second half). */
-#define CONN_BACKOFF_MAX_MS 1600        /* ms, longest reconnect delay */
+#define CONN_BACKOFF_MAX_MS 800         /* ms, longest reconnect delay */
 #define CONN_REFUSED_MS 5000            /* ms, after a refusal that would repeat */
 #define CONN_HELLO_TIMEOUT_MS 5000      /* ms a WELCOME may take */
 #define CONN_REPORT_DEFAULT_MS 1000     /* ms, until WELCOME says otherwise */

@@ -148,7 +148,7 @@ static uint32_t rand_below(struct mg_client *c, uint32_t n)
  * Next attempt after the nominal delay with "equal jitter": somewhere in
  * its second half.  Clients that lost the same daemon at the same moment
  * then spread their reconnects instead of arriving together, and no delay
- * exceeds the nominal one: 1.6 s at most while the daemon is absent, so a
+ * exceeds the nominal one: 0.8 s at most while the daemon is absent, so a
  * restarted one has them all back within 2 s of its socket however long
  * it was away; 5 s after a refusal that the same HELLO would meet again.
  */

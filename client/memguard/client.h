@@ -108,7 +108,7 @@ struct mg_client_opts {
  * Create a client and start connecting to memguardd (on the library's
  * thread, or from the first mg_client_dispatch()).  `opts` may be NULL for
  * the defaults.  A daemon that is absent is not an error: the client keeps
- * trying with backoff (100 ms doubling to 1.6 s, with jitter) and the
+ * trying with backoff (100 ms doubling to 0.8 s, with jitter) and the
  * allocator works with its local goal meanwhile.  When the daemon goes
  * away, mg_admit() admits everything at once and the rest of its last
  * directive lapses to the defaults after 10 s, unless it comes back.
