@@ -167,6 +167,14 @@ static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize,
 		errno = ENOMEM;
 		return NULL;
 	}
+	/*
+	 * malloc(0) is a block of its own.  Aligned more than a page, size 0
+	 * was a span of no pages, or a huge "block" of no mapping whose
+	 * address was the next mapping's: an arena's first object, freed
+	 * again by the caller (found by test-alloc's stats under ASLR).
+	 */
+	if (size == 0)
+		size = 1;
 	if (size <= SMALL_MAX && align <= MG_PAGE_SIZE) {
 		int cls = align <= MG_MIN_ALIGN ? (int)sizeclass_of(size) : sizeclass_aligned(size, align);
 
