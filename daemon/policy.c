@@ -504,6 +504,7 @@ double policy_growth_update(struct policy_growth *g, const struct policy_params 
 	if (g->have && now_ms > g->ms) {
 		dt = (double)(now_ms - g->ms);
 		raw = ((double)working_set - (double)g->working_set) * 1000.0 / dt;
+		g->rising = working_set > g->working_set ? g->rising + 1 : 0;
 		if (raw > g->rate) {
 			/* Sampling too fast costs a few reads; too slow, the
 			 * service. */
@@ -519,6 +520,11 @@ double policy_growth_update(struct policy_growth *g, const struct policy_params 
 	g->working_set = working_set;
 	g->ms = now_ms;
 	return g->rate;
+}
+
+double policy_growth_ahead(const struct policy_growth *g)
+{
+	return g->rising >= 2 && g->rate > 0 ? g->rate : 0;
 }
 
 uint64_t policy_projected(uint64_t working_set, double growth, uint32_t reaction_ms)
@@ -574,7 +580,10 @@ static bool events_grew(const struct policy_events *now,
 	/* A counter that went down belongs to a new cgroup of the same
 	 * name: no growth, and policy_tick() takes it as the new baseline. */
 	if (high_max)
-		return now->high > before->high || now->max > before->max;
+		/* oom too: on cgroup v1 without swap, an OOM kill is the only
+		 * counter that moves (failcnt stays 0 with a memsw limit). */
+		return now->high > before->high || now->max > before->max ||
+		       now->oom > before->oom;
 	return now->max > before->max || now->oom > before->oom;
 }
 

@@ -76,6 +76,7 @@ struct policy_growth {
 	uint64_t working_set;            /* bytes, at the last sample */
 	uint64_t ms;                     /* when it was taken */
 	double rate;                     /* bytes/s; negative while shrinking */
+	unsigned rising;                 /* samples in a row that grew */
 };
 
 /* memory.events counters, cumulative as the kernel gives them. */
@@ -94,7 +95,7 @@ struct policy_signals {
 	uint32_t utilization;            /* bp, or POLICY_UTIL_UNKNOWN */
 	uint32_t some_avg10;             /* bp, the cgroup's PSI some avg10 */
 	uint32_t full_avg10;             /* bp, the cgroup's PSI full avg10 */
-	bool events_grew;                /* memory.events high or max grew this tick */
+	bool events_grew;                /* memory.events high, max or oom grew this tick */
 	enum mg_level floor;             /* lowest level allowed (host squeeze) */
 };
 
@@ -205,7 +206,7 @@ uint32_t policy_utilization_bp(uint64_t working_set, uint64_t budget);
 
 /*
  * The level the signals call for, without hysteresis: EMERGENCY when
- * u ≥ 100 % or events grew; CRITICAL when u ≥ critical or full ≥
+ * u ≥ 100 % or events (high, max, oom) grew; CRITICAL when u ≥ critical or full ≥
  * pressure_full; WARN when u ≥ warn or some ≥ pressure_some; never below
  * sig->floor.
  */
@@ -372,6 +373,15 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in);
  */
 double policy_growth_update(struct policy_growth *g, const struct policy_params *p,
 			    uint64_t working_set, uint64_t now_ms);
+
+/*
+ * The growth to look ahead with: g->rate while the working set grew at
+ * the last two samples in a row, else 0.  One jump alone (page cache
+ * turning active, a burst that already ended) speeds up the sampling
+ * (policy_sample_interval() takes g->rate) but raises no level before a
+ * second sample confirms the growth.
+ */
+double policy_growth_ahead(const struct policy_growth *g);
 
 /*
  * Where the working set will be `reaction_ms` from now, growing at

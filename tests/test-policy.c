@@ -855,13 +855,16 @@ static const struct tick_step ticks_ladder[] = {
 	/* past the deadline, above budget, memory.events max grew */
 	{ 16200, IN(.working_set = 1100, .releasable = 300, EV(0, 1, 0)),
 	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL }, .apply = true },
-	/* killed: empty; one calm tick */
+	/* killed: empty, but oom grew this tick: EMERGENCY holds */
 	{ 16300, IN(.working_set = 0, EV(0, 1, 1)),
 	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
-	/* second calm tick: NORMAL, cleared, undo memory.high */
+	/* one calm tick */
 	{ 16400, IN(.working_set = 0, EV(0, 1, 1)),
-	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE }, .apply = true },
+	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	/* second calm tick: NORMAL, cleared, undo memory.high */
 	{ 16500, IN(.working_set = 0, EV(0, 1, 1)),
+	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE }, .apply = true },
+	{ 16600, IN(.working_set = 0, EV(0, 1, 1)),
 	  { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
 };
 
@@ -910,6 +913,8 @@ static const struct tick_step ticks_events[] = {
 	{ 400, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 	{ 600, IN(EV(1, 1, 0)), { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
+	/* an OOM kill alone (v1 with a memsw limit: failcnt stays 0) */
+	{ 700, IN(EV(1, 1, 1)), { E, 1, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 };
 
 /* A host squeeze: floor WARN and extra bytes, then released. */
@@ -1244,10 +1249,22 @@ static const struct growth_step growth_bursty[] = {
 	{ 3562, 550, 35.8, 1000, N },
 };
 
-/* A burst that reaches 78 %: WARN at once from the look-ahead, and held
- * (78 % is inside the 5-point band) once it is flat, as today. */
+/* One jump to 78 %: sampled fast, but no level before a second sample
+ * confirms the growth; it is flat, so none. */
+static const struct growth_step growth_jump[] = {
+	{ 0, 700, 0, 1000, N },
+	{ 100, 780, 800, 12, N },                /* would project 805.6 */
+	{ 112, 780, 790.5, 12, N },
+	{ 1112, 780, 395.3, 25, N },
+	{ 3112, 780, 131.75, 75, N },
+};
+
+/* A burst of two samples that reaches 78 %: WARN from the look-ahead once
+ * confirmed, and held (78 % is inside the 5-point band) once it is flat,
+ * as today. */
 static const struct growth_step growth_burst_warn[] = {
 	{ 0, 700, 0, 1000, N },
+	{ 50, 740, 800, 37, N },                 /* 60 MiB to go: 75 ms / 2 */
 	{ 100, 780, 800, 12, W },                /* projected 805.6 */
 	{ 112, 780, 790.5, 12, W },
 	{ 1112, 780, 395.3, 25, W },
@@ -1266,8 +1283,8 @@ static void run_growth(const char *name, const struct growth_step *t, size_t n)
 		double rate = policy_growth_update(&g, &p, ws, t[i].ms);
 		uint32_t iv = policy_sample_interval(&svc_default, ws, 1000 * MIB, rate, 1000);
 		struct policy_input in = {
-			.working_set = ws, .budget = 1000 * MIB, .growth = rate,
-			.reaction_ms = 20 + iv,
+			.working_set = ws, .budget = 1000 * MIB,
+			.growth = policy_growth_ahead(&g), .reaction_ms = 20 + iv,
 		};
 		struct policy_decision d;
 		double mib = rate / MIB;
@@ -1287,6 +1304,7 @@ static void test_growth_series(void **state)
 	run_growth("slow", growth_slow, ARRAY_SIZE(growth_slow));
 	run_growth("fast", growth_fast, ARRAY_SIZE(growth_fast));
 	run_growth("bursty", growth_bursty, ARRAY_SIZE(growth_bursty));
+	run_growth("one jump", growth_jump, ARRAY_SIZE(growth_jump));
 	run_growth("burst to WARN", growth_burst_warn, ARRAY_SIZE(growth_burst_warn));
 }
 
@@ -1307,9 +1325,18 @@ static void test_growth_update(void **state)
 	assert_true(near(policy_growth_update(&g, &p, 1000, 1150), 4500));
 	/* a clock that went back: ignored */
 	assert_true(near(policy_growth_update(&g, &p, 5000, 100), 4500));
+	/* grew at the last two samples? (1000 → 2000 → 1000 → 5000: no) */
+	assert_true(near(policy_growth_ahead(&g), 0));
 	/* τ = 0 is taken as 1 ms: a 1 s gap forgets nearly all */
 	p.growth_tau_ms = 0;
 	assert_true(policy_growth_update(&g, &p, 1000, 2150) < 5);
+	/* growing twice in a row: the rate is looked ahead with */
+	policy_growth_update(&g, &p, 2000, 2250);
+	assert_true(near(policy_growth_ahead(&g), 0));
+	policy_growth_update(&g, &p, 3000, 2350);
+	assert_true(near(policy_growth_ahead(&g), 10000));
+	policy_growth_update(&g, &p, 3000, 2450);
+	assert_true(near(policy_growth_ahead(&g), 0));
 }
 
 /* Look-ahead changes nothing for a flat or shrinking service: every tick
