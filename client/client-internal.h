@@ -96,8 +96,13 @@ struct mg_client {
 	bool out_armed;                  /* EPOLLOUT requested */
 	uint64_t rng;                    /* jitter */
 
-	/* The directive in force, as applied. */
+	/* The directive in force, as applied: the daemon's with the local
+	 * limit's level on top (limit.c). */
 	struct mg_directive applied;
+	struct mg_directive daemon;      /* the daemon's last, as received */
+	uint8_t local_level;             /* enum mg_level the local limit holds; NORMAL = none */
+	unsigned local_seen;             /* limit_hits when last looked at */
+	atomic_uint_least64_t local_heap; /* resident heap bytes at the last look */
 	atomic_int level;                /* enum mg_level, for mg_client_level() */
 	atomic_uint throttle;            /* ‰ this client asks of the gate; 0 offline */
 	atomic_uint_least64_t external;  /* mg_client_set_external_bytes() */
@@ -170,6 +175,59 @@ void client_resume_after_fork(void);
  * mg_client_new() itself.  Returns 0 or -errno. */
 int client_auto_start(void);
 void client_auto_stop(void);
+
+/* Wake every client's thread or event loop (limit.c, from any thread that
+ * allocates).  Skipped when the registry is busy: the clients then look at
+ * their next dispatch or REPORT anyway. */
+void client_wake_all(void);
+
+/* The lowest soft limit of the process's clients, 0 when none has one. */
+uint64_t client_soft_limit_min(void);
+
+/* ---- limit.c ------------------------------------------------------------ */
+
+/*
+ * The local limit (design.md, "Two speeds of control"): the soft limit the
+ * daemon gives each client, checked where the heap grows, with no round
+ * trip.  Heap here means the allocator's resident bytes (sys − released)
+ * plus mg_client_set_external_bytes().  Past the soft limit the client
+ * acts as on a WARN directive, past LIMIT_CRIT_NUM/LIMIT_CRIT_DEN of it as
+ * on a CRITICAL one (the defaults' critical/warn, 90/80), at once, and
+ * says so in its next REPORT (MG_FLAG_LOCAL_LIMIT).  The local level only
+ * rises on its own; it ends when the daemon's directive is NORMAL and the
+ * heap is back under the soft limit.
+ */
+#define LIMIT_CRIT_NUM 9
+#define LIMIT_CRIT_DEN 8
+#define LIMIT_WARN_GC 50                /* percent, local WARN's GC target */
+#define LIMIT_CRIT_GC 25                /* percent, local CRITICAL's (the default gc floor) */
+#define LIMIT_CRIT_THROTTLE 250         /* ‰, local CRITICAL's admission throttle */
+
+/* The allocator's watch (client/alloc/watch.c): `fn` runs on an allocating
+ * thread, no allocator lock held, when a refill leaves the resident heap
+ * above `bytes`; 0 or NULL: no watch. */
+void alloc_watch_set(uint64_t bytes, void (*fn)(uint64_t resident));
+
+/* Set the allocator's watch to the process's lowest soft limit. */
+void limit_watch_update(void);
+
+/* Whether the allocator or mg_client_set_external_bytes() crossed the
+ * limit since `c` last looked. */
+bool limit_pending(const struct mg_client *c);
+
+/* Look at the heap and move c->local_level by the rules above; true when
+ * it changed.  Call with c->lock held. */
+bool limit_evaluate(struct mg_client *c);
+
+/* The directive to act on: `d` (the daemon's) with c->local_level's
+ * actions on top: the higher level, the lower non-default GC target, the
+ * higher throttle. */
+void limit_merge(const struct mg_client *c, const struct mg_directive *d,
+		 struct mg_directive *ret);
+
+/* mg_client_set_external_bytes() set `bytes`: poke the client when they
+ * and the heap last seen are over its soft limit. */
+void limit_external(struct mg_client *c, uint64_t bytes);
 
 /* ---- conn.c ------------------------------------------------------------- */
 

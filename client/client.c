@@ -159,6 +159,33 @@ void client_gate_update(void)
 	pthread_mutex_unlock(&gate_lock);
 }
 
+void client_wake_all(void)
+{
+	/* From an allocating thread: never wait for the registry (its
+	 * holder may be allocating too). */
+	if (pthread_mutex_trylock(&gate_lock) != 0)
+		return;
+	for (struct mg_client *c = registry; c; c = c->next)
+		if (c->evfd >= 0)
+			conn_wake(c);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+uint64_t client_soft_limit_min(void)
+{
+	uint64_t min = 0;
+
+	pthread_mutex_lock(&gate_lock);
+	for (struct mg_client *c = registry; c; c = c->next) {
+		uint64_t s = __atomic_load_n(&c->daemon.soft_limit, __ATOMIC_RELAXED);
+
+		if (s && (!min || s < min))
+			min = s;
+	}
+	pthread_mutex_unlock(&gate_lock);
+	return min;
+}
+
 static void registry_add(struct mg_client *c)
 {
 	pthread_mutex_lock(&registry_lock);
@@ -342,6 +369,8 @@ static int send_report(struct mg_client *c)
 	admit_counts(&m.report.admitted, &m.report.rejected);
 	m.report.released_total = c->released_total;
 	m.report.gc_percent = c->applied.gc_percent;
+	if (c->local_level != MG_LEVEL_NORMAL)
+		m.hdr.flags |= MG_FLAG_LOCAL_LIMIT;
 	c->next_report_us = conn_now_us() + 1000ULL * c->report_ms;
 	return conn_send(c, &m);
 }
@@ -380,17 +409,24 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 {
 	uint64_t t0 = conn_now_us();
 	uint8_t before = c->applied.level;
+	struct mg_directive e;
 
-	c->applied = *d;
-	mg_heap_set_goal(to_size(d->soft_limit));
-	atomic_store(&c->throttle, d->throttle);
+	/* The daemon's directive, with what the local limit holds on top. */
+	c->daemon = *d;
+	limit_evaluate(c);
+	limit_merge(c, d, &e);
+	c->applied = e;
+	limit_watch_update();
+	mg_heap_set_goal(to_size(e.soft_limit));
+	atomic_store(&c->throttle, e.throttle);
 	client_gate_update();
-	atomic_store(&c->level, d->level);
-	if (d->level != before)
-		client_log(c, d->level > before ? LOG_NOTICE : LOG_INFO,
-			   "Level %s -> %s: gc %u%%, throttle %u.%u%%, soft limit %llu bytes",
-			   proto_level_name(before), proto_level_name(d->level), d->gc_percent,
-			   d->throttle / 10, d->throttle % 10, (unsigned long long)d->soft_limit);
+	atomic_store(&c->level, e.level);
+	if (e.level != before)
+		client_log(c, e.level > before ? LOG_NOTICE : LOG_INFO,
+			   "Level %s -> %s: gc %u%%, throttle %u.%u%%, soft limit %llu bytes%s",
+			   proto_level_name(before), proto_level_name(e.level), e.gc_percent,
+			   e.throttle / 10, e.throttle % 10, (unsigned long long)e.soft_limit,
+			   c->local_level ? " (local limit)" : "");
 
 	sync_hooks(c);
 
@@ -412,6 +448,17 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 	}
 	if (c->state == CONN_READY)
 		(void)send_report(c);
+}
+
+/* The local limit moved: act on the daemon's last directive again, with
+ * nothing demanded, and REPORT at once. */
+static void reapply(struct mg_client *c)
+{
+	struct mg_directive d = c->daemon;
+
+	d.release = 0;
+	d.deadline_ms = 0;
+	apply(c, &d, 0);
 }
 
 /* Without a daemon, the directive in force holds for a grace period (a
@@ -551,8 +598,13 @@ static uint64_t run_timers(struct mg_client *c)
 		(void)conn_open(c);
 	else if (c->state == CONN_HELLO && now >= c->hello_deadline_us)
 		conn_drop(c, LOG_WARNING, 0, false, "memguardd did not answer HELLO in time");
-	else if (c->state == CONN_READY && now >= c->next_report_us)
-		(void)send_report(c);
+	else if (c->state == CONN_READY && now >= c->next_report_us) {
+		/* Each REPORT looks at the local limit: it may end now. */
+		if (limit_evaluate(c))
+			reapply(c);
+		else
+			(void)send_report(c);
+	}
 	if (c->orphan_us && c->state != CONN_READY && conn_now_us() >= c->orphan_us)
 		lapse(c);
 
@@ -603,6 +655,9 @@ static int client_dispatch(struct mg_client *c)
 		if (client_handle(c, &m) < 0)
 			break;
 	}
+	/* The heap crossed the local limit: act now, not at the next tick. */
+	if (!c->free_pending && limit_pending(c) && limit_evaluate(c))
+		reapply(c);
 	/* New hooks learn the directive in force. */
 	sync_hooks(c);
 
@@ -630,8 +685,9 @@ static void client_destroy(struct mg_client *c)
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
-	/* Its throttle no longer counts. */
+	/* Its throttle and its soft limit no longer count. */
 	client_gate_update();
+	limit_watch_update();
 }
 
 static void *client_thread(void *p)
@@ -895,6 +951,7 @@ _public_ void mg_client_set_external_bytes(struct mg_client *c, uint64_t bytes)
 		return;
 	client_resume_after_fork();
 	atomic_store(&c->external, bytes);
+	limit_external(c, bytes);
 }
 
 _public_ enum mg_level mg_client_level(const struct mg_client *c)

@@ -37,6 +37,7 @@ struct mclient {
 	uint64_t pending_usec;
 	uint32_t asked, answered;
 	uint64_t asked_bytes, released_bytes, response_us_total;
+	bool local;                      /* its last REPORT said MG_FLAG_LOCAL_LIMIT */
 };
 
 struct service {
@@ -1116,8 +1117,22 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 static void on_report(void *userdata, struct client *c, const struct mg_report *r)
 {
 	struct mclient *mc = c->data;
+	bool local = c->rx_flags & MG_FLAG_LOCAL_LIMIT;
 
 	mc->report = *r;
+	if (local == mc->local)
+		return;
+	mc->local = local;
+	if (!mc->svc)
+		return;
+	log_service(local ? LOG_NOTICE : LOG_INFO, mc->svc->conf.name,
+		    proto_level_name(mc->svc->ps.level), util_ratio(mc->svc->last.utilization),
+		    "local", "client %" PRIu64 " %s its local limit (heap %" PRIu64 " bytes, "
+		    "soft limit %" PRIu64 ")", c->id, local ? "acts on" : "no longer acts on",
+		    r->heap_sys - r->heap_released, mc->directive.soft_limit);
+	/* A client past its share is news the tick should not wait for. */
+	if (local)
+		manager_tick_now(userdata);
 }
 
 static void on_released(void *userdata, struct client *c, uint32_t seq,

@@ -100,6 +100,31 @@ void mg_heap_set_goal(size_t bytes)
 	tracef("goal=%zu", bytes);
 }
 
+/* The allocator's growth watch, as the client sets it; the tests call
+ * `fn` where the allocator would, after a refill past `bytes`. */
+static struct {
+	uint64_t bytes;
+	void (*fn)(uint64_t resident);
+} watch;
+
+void alloc_watch_set(uint64_t bytes, void (*fn)(uint64_t resident))
+{
+	pthread_mutex_lock(&trace_lock);
+	watch.bytes = bytes;
+	watch.fn = fn;
+	pthread_mutex_unlock(&trace_lock);
+}
+
+/* The heap's resident bytes (sys − released) are now `mib` MiB. */
+static void heap_resident(uint64_t mib)
+{
+	pthread_mutex_lock(&trace_lock);
+	heap.stats.sys = mib * MiB;
+	heap.stats.released = 0;
+	heap.stats.inuse = mib * MiB;
+	pthread_mutex_unlock(&trace_lock);
+}
+
 /* ---- hooks that record ------------------------------------------------- */
 
 static struct {
@@ -311,6 +336,7 @@ static int setup(void **state)
 
 	memset(&hooks, 0, sizeof(hooks));
 	memset(&heap, 0, sizeof(heap));
+	memset(&watch, 0, sizeof(watch));
 	trace[0] = 0;
 	strcpy(d.dir, "/tmp/mg-test-client-XXXXXX");
 	assert_non_null(mkdtemp(d.dir));
@@ -338,6 +364,123 @@ static int teardown(void **state)
 }
 
 /* ---- tests ---------------------------------------------------------------- */
+
+/* The next REPORT; `local` whether it says MG_FLAG_LOCAL_LIMIT. */
+static void await_report(bool local)
+{
+	struct mg_msg m;
+
+	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	if (!!(m.hdr.flags & MG_FLAG_LOCAL_LIMIT) != local)
+		fail_msg("REPORT flags %#x, want local %d", m.hdr.flags, local);
+}
+
+/*
+ * The local limit: the allocator's watch follows the soft limit at every
+ * level; a refill past it acts as WARN at once (GC target, goal), past
+ * 9/8 of it as CRITICAL (throttle too), and says so in the REPORT; the
+ * daemon's directives cannot lower it; it ends on NORMAL with the heap
+ * back under the limit.
+ */
+static void test_local_limit(void **state)
+{
+	char t[sizeof(trace)];
+
+	heap_resident(50);
+	connect_client(MG_THREAD_NONE);
+	assert_int_equal(watch.bytes, 0);        /* no soft limit yet */
+	trace_take(t, sizeof(t));
+
+	directive(d.fd, 70, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(watch.bytes, 80 * MiB);
+	assert_non_null(watch.fn);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080");
+
+	/* 90 MiB: the allocator calls the watch; WARN's actions at once */
+	heap_resident(90);
+	watch.fn(90 * MiB);
+	watch.fn(91 * MiB);                      /* once per crossing */
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 level=WARN gc=50");
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+	assert_non_null(strstr(hooks.log, "Local limit: WARN"));
+
+	/* 95 MiB > 90 (9/8 of 80): CRITICAL, throttling */
+	heap_resident(95);
+	watch.fn(95 * MiB);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 level=CRITICAL gc=25");
+	assert_int_equal(atomic_load(&d.c->throttle), LIMIT_CRIT_THROTTLE);
+
+	/* the daemon's WARN does not lower what the local limit holds */
+	directive(d.fd, 71, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	assert_int_equal(d.c->applied.gc_percent, 25);
+	assert_int_equal(d.c->applied.throttle, LIMIT_CRIT_THROTTLE);
+
+	/* under the limit again, but the daemon still says WARN: held */
+	heap_resident(70);
+	directive(d.fd, 72, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+
+	/* NORMAL and under the limit: the local action ends */
+	directive(d.fd, 73, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+	assert_int_equal(d.c->applied.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+	trace_take(t, sizeof(t));
+	/* (the hooks kept CRITICAL's values through both WARNs) */
+	assert_string_equal(t, "goal=83886080 goal=83886080 goal=83886080 "
+			       "level=NORMAL gc=0");
+
+	/* NORMAL but over the limit: it does not end, and a directive that
+	 * arrives over the limit starts it by itself */
+	heap_resident(85);
+	directive(d.fd, 74, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+
+	/* the daemon raises the soft limit: the watch follows, and the next
+	 * REPORT's look ends the local action */
+	directive(d.fd, 75, MG_LEVEL_NORMAL, 0, 0, 160 * MiB, 0);
+	await_report(false);
+	assert_int_equal(watch.bytes, 160 * MiB);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+}
+
+/* A heap the library does not own, reported through
+ * mg_client_set_external_bytes(), counts with the allocator's. */
+static void test_local_limit_external(void **state)
+{
+	heap_resident(50);
+	connect_client(MG_THREAD_NONE);
+	directive(d.fd, 80, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+
+	mg_client_set_external_bytes(d.c, 20 * MiB);     /* 70: under */
+	assert_int_equal(mg_client_dispatch(d.c) >= 0, true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+
+	mg_client_set_external_bytes(d.c, 40 * MiB);     /* 90: over */
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	assert_int_equal(d.c->applied.gc_percent, LIMIT_WARN_GC);
+
+	/* the runtime gave it back, the daemon says NORMAL: over */
+	mg_client_set_external_bytes(d.c, 0);
+	directive(d.fd, 81, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+}
 
 static void test_hello_and_report(void **state)
 {
@@ -1089,6 +1232,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_hello_and_report),
+		T(test_local_limit),
+		T(test_local_limit_external),
 		T(test_directives_reach_hooks),
 		T(test_release_without_hook),
 		T(test_late_hooks_are_told),

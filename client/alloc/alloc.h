@@ -494,6 +494,29 @@ _hidden_ void scavenger_disable(bool disable);
 /* In the child after fork(): the thread is gone. */
 _hidden_ void scavenger_after_fork_child(void);
 
+/* ---- watch.c ----------------------------------------------------------- */
+
+/*
+ * The growth watch behind libmemguard-client's local limit (the client's
+ * logic is client/limit.c; alloc_watch_set() is declared in
+ * client-internal.h).  alloc_grew() is called where the heap can grow, with
+ * no allocator lock held: after a thread cache refill, a small allocation
+ * straight from central, a large or a huge block.  With no watch it is one
+ * relaxed load; with one, it compares alloc_resident_bytes() with the
+ * watched bytes and calls the watch's function when above.
+ */
+_hidden_ extern uint64_t alloc_watch_bytes;
+_hidden_ void alloc_watch_check(void);
+
+static inline void alloc_grew(void)
+{
+	if (unlikely(LOAD(alloc_watch_bytes)))
+		alloc_watch_check();
+}
+
+/* Resident heap bytes: arena pages not released, plus huge mappings. */
+_hidden_ uint64_t alloc_resident_bytes(void);
+
 /* ---- stats.c ----------------------------------------------------------- */
 
 /*

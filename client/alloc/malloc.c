@@ -127,6 +127,7 @@ static void *small_alloc(unsigned cls)
 	}
 	if (!central_get(cls, 1, &p))
 		return NULL;
+	alloc_grew();
 	return p;
 }
 
@@ -210,6 +211,9 @@ static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize,
 out:
 	if (p && ret_bsize)
 		*ret_bsize = bsize;
+	/* Small objects were looked at by small_alloc() or their refill. */
+	if (p && bsize > SMALL_MAX)
+		alloc_grew();
 	return p;
 }
 
