@@ -407,9 +407,6 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			continue;
-		case 'r':
-		case 'd':
-		case 'k':
 		case 'K':
 			errno = 0;
 			arg.keep = strtod(optarg, &end);
@@ -418,6 +415,9 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			continue;
+		case 'r':
+		case 'd':
+		case 'k':
 		case 'R':
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
