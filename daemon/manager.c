@@ -707,10 +707,24 @@ static void service_decide(struct service *s, uint64_t now_ms, bool probe)
 	in.events.high = s->sample.events.high;
 	in.events.max = s->sample.events.max;
 	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
-	for (size_t i = 0; i < s->n_clients; i++) {
-		uint64_t r = policy_releasable(&s->clients[i]->report);
+	{
+		uint64_t owned = 0;
+		bool all_reported = s->n_clients > 0;
 
-		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
+		for (size_t i = 0; i < s->n_clients; i++) {
+			const struct mg_report *rep = &s->clients[i]->report;
+			uint64_t r = policy_releasable(rep);
+
+			in.releasable = in.releasable + r < in.releasable ? UINT64_MAX
+									  : in.releasable + r;
+			if (rep->heap_sys == 0)
+				all_reported = false;
+			else if (rep->heap_sys > rep->heap_released)
+				owned += rep->heap_sys - rep->heap_released;
+		}
+		/* Until every client has reported, all of it counts as theirs. */
+		if (all_reported && in.working_set > owned)
+			in.unowned = in.working_set - owned;
 	}
 	in.floor = s->squeeze_floor;
 	in.extra_release = s->squeeze_extra;

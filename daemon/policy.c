@@ -653,6 +653,16 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	d->gc_percent = policy_gc_percent(level, out, svc->min_gc_percent);
 	d->throttle = policy_throttle(level, out, svc->max_throttle);
 	d->soft_limit = policy_soft_limit(level, svc->warn, in->budget);
+	/* The clients check the limit against their heaps; what the cgroup
+	 * holds besides (code, stacks, page cache, processes that do not
+	 * report) is not theirs to give.  Never below half: a stale or odd
+	 * report must not take the clients' whole allowance. */
+	if (in->unowned > 0) {
+		uint64_t floor = d->soft_limit / 2;
+
+		d->soft_limit = d->soft_limit - floor > in->unowned ? d->soft_limit - in->unowned
+								       : floor;
+	}
 	d->release = demand ? target : 0;
 	d->deadline_ms = demand ?
 		policy_deadline_ms(level, svc->release_deadline_ms) : 0;

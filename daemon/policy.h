@@ -113,6 +113,11 @@ struct policy_input {
 	 * controller output and the release target are decided on
 	 * policy_projected(working_set, growth, reaction_ms).  0, 0: on the
 	 * working set itself, as a flat service is. */
+	/* Bytes of the working set outside the clients' heaps (working set
+	 * less the resident heaps they reported): taken off the soft limit,
+	 * down to half of it at most, so that the clients' local limit is
+	 * reached when the cgroup reaches warn. */
+	uint64_t unowned;
 	double growth;                   /* bytes/s, policy_growth_update() */
 	uint32_t reaction_ms;            /* clients' answer time + sampling interval */
 	/* A sample between two ticks: it may raise the level (and so send a

@@ -1414,6 +1414,32 @@ static void test_probe_hysteresis(void **state)
 	}
 }
 
+/* The soft limit leaves out what the cgroup holds besides the clients'
+ * heaps, down to half of warn · budget. */
+static void test_soft_limit_unowned(void **state)
+{
+	static const struct {
+		uint64_t unowned, want;
+	} t[] = {
+		{ 0, 800 }, { 100, 700 }, { 399, 401 }, { 400, 400 }, { 600, 400 },
+		{ UINT64_MAX, 400 },
+	};
+	struct policy_params p = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct policy_input in = { .working_set = 500, .budget = 1000,
+					   .unowned = t[i].unowned };
+		struct policy_state s;
+		struct policy_decision d;
+
+		policy_state_init(&s);
+		policy_tick(&s, &p, &svc_default, &in, 0, &d);
+		if (d.directive.soft_limit != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i,
+				 d.directive.soft_limit, t[i].want);
+	}
+}
+
 static void test_level_out(void **state)
 {
 	assert_true(near(policy_level_out(0.05, &svc_default, N), 0));
@@ -1552,6 +1578,7 @@ int main(void)
 		cmocka_unit_test(test_lookahead_flat_and_falling),
 		cmocka_unit_test(test_probe_hysteresis),
 		cmocka_unit_test(test_level_out),
+		cmocka_unit_test(test_soft_limit_unowned),
 		cmocka_unit_test(test_emergency_directive),
 	};
 
