@@ -68,6 +68,8 @@ struct service {
 	bool absent_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
 	enum mg_level squeeze_floor;
+	bool have_unowned;
+	uint64_t unowned;                /* working set outside the clients' heaps, estimated */
 	/* Sampling as fast as the growth (design.md, "Two speeds of control"). */
 	struct policy_growth growth;
 	uint32_t interval_ms;            /* policy_sample_interval() at the last decision */
@@ -722,9 +724,21 @@ static void service_decide(struct service *s, uint64_t now_ms, bool probe)
 			else if (rep->heap_sys > rep->heap_released)
 				owned += rep->heap_sys - rep->heap_released;
 		}
-		/* Until every client has reported, all of it counts as theirs. */
-		if (all_reported && in.working_set > owned)
-			in.unowned = in.working_set - owned;
+		/* Until every client has reported, all of it counts as theirs.
+		 * Reports are up to a second old: while the heaps grow, the
+		 * difference overstates what is not theirs, so the estimate
+		 * falls at once but rises by at most 1 % of the budget a
+		 * decision (code, stacks and page cache move slowly). */
+		if (all_reported) {
+			uint64_t est = in.working_set > owned ? in.working_set - owned : 0;
+			uint64_t step = s->budget / 100;
+
+			if (s->have_unowned && est > s->unowned && est - s->unowned > step)
+				est = s->unowned + step;
+			s->unowned = est;
+			s->have_unowned = true;
+			in.unowned = est;
+		}
 	}
 	in.floor = s->squeeze_floor;
 	in.extra_release = s->squeeze_extra;
