@@ -68,7 +68,6 @@ struct service {
 	bool absent_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
 	enum mg_level squeeze_floor;
-	bool have_unowned;
 	uint64_t unowned;                /* working set outside the clients' heaps, estimated */
 	/* Sampling as fast as the growth (design.md, "Two speeds of control"). */
 	struct policy_growth growth;
@@ -728,17 +727,18 @@ static void service_decide(struct service *s, uint64_t now_ms, bool probe)
 		 * Reports are up to a second old: while the heaps grow, the
 		 * difference overstates what is not theirs, so the estimate
 		 * falls at once but rises by at most 1 % of the budget a
-		 * decision (code, stacks and page cache move slowly). */
+		 * decision (code, stacks and page cache move slowly), from 0
+		 * when the service's first clients report. */
 		if (all_reported) {
 			uint64_t est = in.working_set > owned ? in.working_set - owned : 0;
 			uint64_t step = s->budget / 100;
 
-			if (s->have_unowned && est > s->unowned && est - s->unowned > step)
+			if (est > s->unowned && est - s->unowned > step)
 				est = s->unowned + step;
 			s->unowned = est;
-			s->have_unowned = true;
 			in.unowned = est;
-		}
+		} else if (s->n_clients == 0)
+			s->unowned = 0;
 	}
 	in.floor = s->squeeze_floor;
 	in.extra_release = s->squeeze_extra;
