@@ -193,8 +193,9 @@ uint64_t client_soft_limit_min(void);
  * plus mg_client_set_external_bytes().  Past the soft limit the client
  * acts as on a WARN directive, past LIMIT_CRIT_NUM/LIMIT_CRIT_DEN of it as
  * on a CRITICAL one (the defaults' critical/warn, 90/80), at once, and
- * says so in its next REPORT (MG_FLAG_LOCAL_LIMIT).  The local level only
- * rises on its own; it ends when the daemon's directive is NORMAL and the
+ * says so in its next REPORT (MG_FLAG_LOCAL_LIMIT).  The local level rises
+ * on its own and falls from CRITICAL to WARN once the heap is back under
+ * 9/8 of the limit; it ends when the daemon's directive is NORMAL and the
  * heap is back under the soft limit.
  */
 #define LIMIT_CRIT_NUM 9

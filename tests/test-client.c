@@ -425,11 +425,14 @@ static void test_local_limit(void **state)
 	assert_int_equal(d.c->applied.gc_percent, 25);
 	assert_int_equal(d.c->applied.throttle, LIMIT_CRIT_THROTTLE);
 
-	/* under the limit again, but the daemon still says WARN: held */
+	/* under the limit again, but the daemon still says WARN: no more
+	 * shedding of its own, WARN's actions held */
 	heap_resident(70);
 	directive(d.fd, 72, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
 	await_report(true);
-	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	assert_int_equal(d.c->applied.gc_percent, LIMIT_WARN_GC);
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
 
 	/* NORMAL and under the limit: the local action ends */
 	directive(d.fd, 73, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
@@ -438,9 +441,9 @@ static void test_local_limit(void **state)
 	assert_int_equal(d.c->applied.gc_percent, MG_GC_DEFAULT);
 	assert_int_equal(atomic_load(&d.c->throttle), 0);
 	trace_take(t, sizeof(t));
-	/* (the hooks kept CRITICAL's values through both WARNs) */
-	assert_string_equal(t, "goal=83886080 goal=83886080 goal=83886080 "
-			       "level=NORMAL gc=0");
+	/* (the hooks kept CRITICAL's values through the first WARN) */
+	assert_string_equal(t, "goal=83886080 goal=83886080 level=WARN gc=50 "
+			       "goal=83886080 level=NORMAL gc=0");
 
 	/* NORMAL but over the limit: it does not end, and a directive that
 	 * arrives over the limit starts it by itself */
