@@ -195,11 +195,13 @@ uint64_t client_soft_limit_min(void);
  * on a CRITICAL one (the defaults' critical/warn, 90/80), at once, and
  * says so in its next REPORT (MG_FLAG_LOCAL_LIMIT).  The local level rises
  * on its own and falls from CRITICAL to WARN once the heap is back under
- * 9/8 of the limit; it ends when the daemon's directive is NORMAL and the
+ * 17/16 of the limit; it ends when the daemon's directive is NORMAL and the
  * heap is back under the soft limit.
  */
 #define LIMIT_CRIT_NUM 9
 #define LIMIT_CRIT_DEN 8
+#define LIMIT_CALM_NUM 17               /* CRITICAL falls to WARN under 17/16 */
+#define LIMIT_CALM_DEN 16
 #define LIMIT_WARN_GC 50                /* percent, local WARN's GC target */
 #define LIMIT_CRIT_GC 25                /* percent, local CRITICAL's (the default gc floor) */
 #define LIMIT_CRIT_THROTTLE 250         /* ‰, local CRITICAL's admission throttle */

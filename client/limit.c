@@ -78,9 +78,12 @@ bool limit_evaluate(struct mg_client *c)
 		 * says NORMAL and the heap is under the limit again (or when
 		 * there is no limit left to keep). */
 		c->local_level = MG_LEVEL_NORMAL;
-	else if (c->local_level > MG_LEVEL_WARN && want < c->local_level)
-		/* Back under 9/8 of the limit: no more shedding of our own,
-		 * the rest of WARN's actions until the daemon says NORMAL. */
+	else if (c->local_level > MG_LEVEL_WARN && want < c->local_level &&
+		 heap / LIMIT_CALM_NUM <= soft / LIMIT_CALM_DEN)
+		/* Back under 17/16 of the limit (a band below 9/8, as the
+		 * soft limit moves a little with every directive): no more
+		 * shedding of our own, the rest of WARN's actions until the
+		 * daemon says NORMAL. */
 		c->local_level = want > MG_LEVEL_WARN ? want : MG_LEVEL_WARN;
 	if (c->local_level != before)
 		client_log(c, c->local_level > before ? LOG_NOTICE : LOG_INFO,

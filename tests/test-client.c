@@ -425,6 +425,12 @@ static void test_local_limit(void **state)
 	assert_int_equal(d.c->applied.gc_percent, 25);
 	assert_int_equal(d.c->applied.throttle, LIMIT_CRIT_THROTTLE);
 
+	/* 88 MiB: under 9/8 (90) but not under 17/16 (85): still shedding */
+	heap_resident(88);
+	directive(d.fd, 76, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+
 	/* under the limit again, but the daemon still says WARN: no more
 	 * shedding of its own, WARN's actions held */
 	heap_resident(70);
@@ -442,7 +448,7 @@ static void test_local_limit(void **state)
 	assert_int_equal(atomic_load(&d.c->throttle), 0);
 	trace_take(t, sizeof(t));
 	/* (the hooks kept CRITICAL's values through the first WARN) */
-	assert_string_equal(t, "goal=83886080 goal=83886080 level=WARN gc=50 "
+	assert_string_equal(t, "goal=83886080 goal=83886080 goal=83886080 level=WARN gc=50 "
 			       "goal=83886080 level=NORMAL gc=0");
 
 	/* NORMAL but over the limit: it does not end, and a directive that
