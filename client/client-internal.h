@@ -181,7 +181,7 @@ void client_auto_stop(void);
  * their next dispatch or REPORT anyway. */
 void client_wake_all(void);
 
-/* The lowest soft limit of the process's clients, 0 when none has one. */
+/* The lowest limit_next() of the process's clients, 0 when none has one. */
 uint64_t client_soft_limit_min(void);
 
 /* ---- limit.c ------------------------------------------------------------ */
@@ -211,7 +211,12 @@ uint64_t client_soft_limit_min(void);
  * above `bytes`; 0 or NULL: no watch. */
 void alloc_watch_set(uint64_t bytes, void (*fn)(uint64_t resident));
 
-/* Set the allocator's watch to the process's lowest soft limit. */
+/* The heap at which `c`'s local level would rise next: the soft limit at
+ * NORMAL, 9/8 of it at WARN, 0 (nothing to watch) at CRITICAL or without
+ * a soft limit. */
+uint64_t limit_next(const struct mg_client *c);
+
+/* Set the allocator's watch to the process's lowest limit_next(). */
 void limit_watch_update(void);
 
 /* Whether the allocator or mg_client_set_external_bytes() crossed the

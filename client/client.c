@@ -177,7 +177,7 @@ uint64_t client_soft_limit_min(void)
 
 	pthread_mutex_lock(&gate_lock);
 	for (struct mg_client *c = registry; c; c = c->next) {
-		uint64_t s = __atomic_load_n(&c->daemon.soft_limit, __ATOMIC_RELAXED);
+		uint64_t s = limit_next(c);
 
 		if (s && (!min || s < min))
 			min = s;

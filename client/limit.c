@@ -30,6 +30,24 @@ static void on_heap_over(uint64_t resident)
 	client_wake_all();
 }
 
+uint64_t limit_next(const struct mg_client *c)
+{
+	uint64_t soft = __atomic_load_n(&c->daemon.soft_limit, __ATOMIC_RELAXED);
+
+	/* Watch only for what would change something: above the soft limit
+	 * at WARN, every refill would wake the client for nothing. */
+	switch (__atomic_load_n(&c->local_level, __ATOMIC_RELAXED)) {
+	case MG_LEVEL_NORMAL:
+		return soft;
+	case MG_LEVEL_WARN:
+		return soft / LIMIT_CRIT_DEN > UINT64_MAX / LIMIT_CRIT_NUM
+			       ? UINT64_MAX
+			       : soft / LIMIT_CRIT_DEN * LIMIT_CRIT_NUM;
+	default:
+		return 0;
+	}
+}
+
 void limit_watch_update(void)
 {
 	uint64_t soft = client_soft_limit_min();

@@ -408,6 +408,8 @@ static void test_local_limit(void **state)
 	assert_string_equal(t, "goal=83886080 level=WARN gc=50");
 	assert_int_equal(atomic_load(&d.c->throttle), 0);
 	assert_non_null(strstr(hooks.log, "Local limit: WARN"));
+	/* the watch moves on to what would change something: 9/8 of it */
+	assert_int_equal(watch.bytes, 90 * MiB);
 
 	/* 95 MiB > 90 (9/8 of 80): CRITICAL, throttling */
 	heap_resident(95);
@@ -417,6 +419,7 @@ static void test_local_limit(void **state)
 	trace_take(t, sizeof(t));
 	assert_string_equal(t, "goal=83886080 level=CRITICAL gc=25");
 	assert_int_equal(atomic_load(&d.c->throttle), LIMIT_CRIT_THROTTLE);
+	assert_int_equal(watch.bytes, 0);        /* nothing higher to watch for */
 
 	/* the daemon's WARN does not lower what the local limit holds */
 	directive(d.fd, 71, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
