@@ -31,7 +31,7 @@ struct fixture {
 	char path[128];
 	sd_event *event;
 	struct server *server;
-	int hellos, reports, releases, admins, gones;
+	int hellos, welcomes, reports, releases, admins, gones;
 	bool refuse_hello;
 	struct mg_report last_report;
 };
@@ -50,6 +50,16 @@ static int t_hello(void *ud, struct client *c, const struct mg_hello *h,
 	w->report_interval_ms = 1000;
 	snprintf(w->service, sizeof(w->service), "%s", h->service);
 	return 0;
+}
+
+/* As the manager does: the directive in force follows WELCOME. */
+static void t_welcomed(void *ud, struct client *c)
+{
+	struct mg_msg d = { .hdr = { .type = MG_MSG_DIRECTIVE } };
+
+	((struct fixture *)ud)->welcomes++;
+	d.directive.level = MG_LEVEL_WARN;
+	server_send(c, &d);
 }
 
 static void t_report(void *ud, struct client *c, const struct mg_report *r)
@@ -78,6 +88,7 @@ static void t_gone(void *ud, struct client *c)
 
 static const struct server_ops ops = {
 	.hello = t_hello,
+	.welcomed = t_welcomed,
 	.report = t_report,
 	.released = t_released,
 	.admin = t_admin,
@@ -180,6 +191,13 @@ static void test_hello_welcome_report(void **state)
 	assert_string_equal(m.welcome.service, "web");
 	assert_int_equal(m.welcome.budget, 1 << 20);
 	assert_true(m.welcome.client_id > 0);
+	/* The welcomed hook ran after WELCOME was queued: its DIRECTIVE comes
+	 * second, with a daemon seq of its own. */
+	assert_int_equal(f->welcomes, 1);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_WARN);
+	assert_true(m.hdr.seq != 0 && m.hdr.seq != 7);
 
 	memset(&m, 0, sizeof(m));
 	m.hdr.type = MG_MSG_REPORT;
@@ -210,6 +228,7 @@ static void test_hello_refused(void **state)
 	assert_int_equal(m.error.code, MG_ERR_SERVICE);
 	assert_string_equal(m.error.text, "service 'db' is not yours");
 	assert_int_equal(recv_msg(fd, &m), -ECONNRESET);
+	assert_int_equal(f->welcomes, 0);
 	assert_int_equal(f->gones, 1);
 	close(fd);
 }
@@ -406,7 +425,8 @@ static void test_ping_timeout(void **state)
 
 	hello(fd, "web");
 	spin(f);
-	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(recv_msg(fd, &m), 0);  /* WELCOME */
+	assert_int_equal(recv_msg(fd, &m), 0);  /* the directive in force */
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
@@ -462,7 +482,8 @@ static void test_bye_on_free(void **state)
 
 	hello(fd, "web");
 	spin(f);
-	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(recv_msg(fd, &m), 0);  /* WELCOME */
+	assert_int_equal(recv_msg(fd, &m), 0);  /* the directive in force */
 	f->server = server_free(f->server);
 	assert_int_equal(recv_msg(fd, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_BYE);

@@ -131,7 +131,11 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
 	assert_string_equal(m.welcome.service, "web");
 	assert_int_equal(m.welcome.budget, BUDGET);
-	assert_int_equal(m.welcome.directive.level, MG_LEVEL_NORMAL);
+	/* The directive in force follows WELCOME, and demands nothing. */
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_NORMAL);
+	assert_int_equal(m.directive.release, 0);
 
 	/* 85 % of the budget: WARN with the law's gc percent. */
 	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
