@@ -51,7 +51,7 @@ const DefaultSocket = "/run/memguard/memguardd.sock"
 const (
 	backoffMin    = 100 * time.Millisecond // first reconnect delay
 	backoffMax    = 800 * time.Millisecond // longest while no daemon answers
-	refusedWait   = 5 * time.Second        // after a refusal the same HELLO would meet again
+	refusedWait   = 5 * time.Second        // after a refusal the same HELLO would meet again (nominal)
 	helloTimeout  = 5 * time.Second        // a WELCOME may take this long
 	reportDefault = time.Second            // until WELCOME says otherwise
 	reportMin     = 10 * time.Millisecond
@@ -103,8 +103,9 @@ type Options struct {
 }
 
 // RefusedError is an ERROR message: the daemon refused this client.  The
-// client reconnects, after 5 s when the same HELLO would be refused again
-// (a wrong service, an unknown one, a version the daemon does not speak).
+// client reconnects, after 2.5–5 s when the same HELLO would be refused
+// again (a wrong service, an unknown one, a version the daemon does not
+// speak, no permission).
 type RefusedError struct {
 	Code uint32 // the error code of docs/protocol.md §8.6
 	Text string // the daemon's reason, control characters replaced by '?'
@@ -370,19 +371,18 @@ func (c *Client) timers() time.Time {
 	return next
 }
 
-// schedule sets the next attempt: after the backoff with "equal jitter"
-// (somewhere in its second half, so clients that lost the same daemon do
-// not all come back at once), or 5 s after a refusal that would repeat.
+// schedule sets the next attempt (docs/protocol.md §5.2): after the
+// backoff, or 5 s after a refusal that would repeat, each with "equal
+// jitter" (somewhere in the delay's second half, so clients that lost the
+// same daemon do not all come back at once).
 func (c *Client) schedule(refused bool) {
-	if refused {
-		c.nextConnect = time.Now().Add(refusedWait)
-		return
-	}
 	d := c.backoff
-	c.nextConnect = time.Now().Add(d/2 + time.Duration(c.rng.Int63n(int64(d/2)+1)))
-	if c.backoff *= 2; c.backoff > backoffMax {
+	if refused {
+		d = refusedWait
+	} else if c.backoff *= 2; c.backoff > backoffMax {
 		c.backoff = backoffMax
 	}
+	c.nextConnect = time.Now().Add(d/2 + time.Duration(c.rng.Int63n(int64(d/2)+1)))
 }
 
 func (c *Client) connect() {
