@@ -94,7 +94,9 @@ type Options struct {
 	// OnRelease is asked to drop up to bytes of the application's
 	// caches or pools (math.MaxUint64: everything it can) and returns
 	// the bytes it freed.  Whatever it does not free of a demand is then
-	// taken from the Go heap with debug.FreeOSMemory.
+	// taken from the Go heap with debug.FreeOSMemory, on a goroutine of
+	// its own, so that directives coming during that collection take
+	// effect at once; RELEASED follows when it is done.
 	OnRelease func(bytes uint64) uint64
 	// ExternalBytes, when set, returns the memory the application
 	// accounts for itself and could drop (its caches).  It is read for
@@ -174,6 +176,9 @@ type Client struct {
 	applied     directive
 	levers      runtimeLevers
 	rng         *rand.Rand
+	gen         uint64 // connections made, to tell a release's connection
+	jobs        chan releaseJob
+	released    chan []releaseJob
 }
 
 const (
@@ -258,6 +263,9 @@ func Start(o Options) (*Client, error) {
 	c.reportEvery = reportDefault
 	c.nextConnect = time.Now()
 	c.rng = rand.New(rand.NewSource(time.Now().UnixNano() ^ int64(os.Getpid())<<20))
+	c.jobs = make(chan releaseJob, 64)
+	c.released = make(chan []releaseJob)
+	go c.releaser()
 	go c.run()
 	return c, nil
 }
@@ -318,6 +326,13 @@ func (c *Client) run() {
 			} else {
 				c.handle(r.m)
 			}
+		case batch := <-c.released:
+			for _, j := range batch {
+				c.finish(j)
+			}
+			if c.state == stateReady {
+				c.sendReport()
+			}
 		case <-timer.C:
 		}
 		next := c.timers()
@@ -332,6 +347,8 @@ func (c *Client) run() {
 }
 
 func (c *Client) shutdown() {
+	// The release goroutine ends after the collection it may be in.
+	close(c.jobs)
 	// Best effort: the daemon notices a plain close as well (a failed
 	// send has closed the connection already).
 	if c.conn != nil && c.send(encodeBye(c.nextSeq(), byeNormal)) {
@@ -396,6 +413,7 @@ func (c *Client) connect() {
 		return
 	}
 	c.conn = conn
+	c.gen++
 	c.seq = 0
 	c.quit = make(chan struct{})
 	c.in = make(chan received)
@@ -590,18 +608,8 @@ func (c *Client) apply(d directive, seq uint32) {
 		c.opts.OnGC(int(d.gcPercent))
 	}
 	if seq != 0 && d.release > 0 {
-		freed := c.release(d.release)
-		c.update(func(s *Stats) {
-			s.Releases++
-			if s.ReleasedTotal += freed; s.ReleasedTotal < freed {
-				s.ReleasedTotal = ^uint64(0)
-			}
-		})
-		us := uint64(time.Since(t0) / time.Microsecond)
-		if d.deadlineMs != 0 && us > uint64(d.deadlineMs)*1000 {
-			c.log(fmt.Errorf("release took %d ms, over the deadline of %d ms", us/1000, d.deadlineMs))
-		}
-		if !c.send(encodeReleased(c.nextSeq(), seq, freed, us)) {
+		c.release(releaseJob{gen: c.gen, seq: seq, want: d.release, deadlineMs: d.deadlineMs, t0: t0})
+		if c.conn == nil {
 			return
 		}
 	}
@@ -610,27 +618,100 @@ func (c *Client) apply(d directive, seq uint32) {
 	}
 }
 
+// releaseJob is a release demand on its way: the bytes the hook freed, and
+// whether the runtime's free pages are still to be returned.
+type releaseJob struct {
+	gen        uint64 // the connection it came on
+	seq        uint32 // the DIRECTIVE's
+	want       uint64
+	deadlineMs uint32
+	t0         time.Time
+	hook       uint64 // freed by OnRelease
+	heap       uint64 // the fall of the runtime's resident memory
+}
+
+// freeOSMemory is debug.FreeOSMemory; tests replace it.
+var freeOSMemory = debug.FreeOSMemory
+
 // release frees what a demand asks: first the application's caches
-// through OnRelease, then, only if bytes are still owed (or everything
-// was asked), the Go heap's free pages through debug.FreeOSMemory, which
-// collects and stops the world and so is kept for last.  It returns the
-// larger of what the hook reported and what the runtime's resident memory
-// fell by (the hook's garbage is returned by the same collection).
-func (c *Client) release(want uint64) uint64 {
-	var freed uint64
+// through OnRelease, on this goroutine like every hook; then, only if
+// bytes are still owed (or everything was asked), the Go heap's free pages
+// through debug.FreeOSMemory, which collects, is heavy, and so comes last.
+// That runs on the release goroutine: a collection under pressure can take
+// seconds, and the directives that come meanwhile (a throttle above all)
+// must take effect at once.  RELEASED goes out when it is done (finish).
+func (c *Client) release(j releaseJob) {
 	if c.opts.OnRelease != nil {
-		freed = c.opts.OnRelease(want)
+		j.hook = c.opts.OnRelease(j.want)
 	}
-	if want != releaseAll && freed >= want {
-		return freed
+	if j.want != releaseAll && j.hook >= j.want {
+		c.finish(j)
+		return
 	}
-	before := ReadHeap().Resident()
-	debug.FreeOSMemory()
-	after := ReadHeap().Resident()
-	if before > after && before-after > freed {
-		return before - after
+	select {
+	case c.jobs <- j:
+	default:
+		// As many demands outstanding as the queue holds: answer
+		// this one with what the hook did.
+		c.finish(j)
 	}
-	return freed
+}
+
+// releaser is the release goroutine: it returns the runtime's free pages
+// for the demands queued, one collection for all that are waiting, and
+// hands them back to the client's goroutine.
+func (c *Client) releaser() {
+	for j := range c.jobs {
+		batch := []releaseJob{j}
+	more:
+		for {
+			select {
+			case j, ok := <-c.jobs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, j)
+			default:
+				break more
+			}
+		}
+		before := ReadHeap().Resident()
+		freeOSMemory()
+		if after := ReadHeap().Resident(); before > after {
+			batch[0].heap = before - after
+		}
+		select {
+		case c.released <- batch:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// finish answers a release demand with one RELEASED: the larger of what
+// the hook reported and what the runtime's resident memory fell by (the
+// hook's garbage is returned by the same collection).  A demand of an
+// earlier connection is not answered: its seq means nothing to the daemon
+// of the new one.
+func (c *Client) finish(j releaseJob) {
+	freed := j.hook
+	if j.heap > freed {
+		freed = j.heap
+	}
+	c.update(func(s *Stats) {
+		s.Releases++
+		if s.ReleasedTotal += freed; s.ReleasedTotal < freed {
+			s.ReleasedTotal = ^uint64(0)
+		}
+	})
+	if j.gen != c.gen || c.conn == nil {
+		return
+	}
+	us := uint64(time.Since(j.t0) / time.Microsecond)
+	if j.deadlineMs != 0 && us > uint64(j.deadlineMs)*1000 {
+		c.log(fmt.Errorf("release took %d ms, over the deadline of %d ms", us/1000, j.deadlineMs))
+	}
+	c.send(encodeReleased(c.nextSeq(), j.seq, freed, us))
 }
 
 func (c *Client) sendReport() {

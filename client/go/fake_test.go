@@ -631,3 +631,34 @@ func BenchmarkAdmit(b *testing.B) {
 		}
 	})
 }
+
+// A collection for a release demand can take seconds under pressure: the
+// directives that come meanwhile take effect at once, and RELEASED goes
+// out when it is done, naming its DIRECTIVE.
+func TestFakeThrottleDuringRelease(t *testing.T) {
+	ownSettings(t, 100, math.MaxInt64)
+	unblock := make(chan struct{})
+	collecting := make(chan struct{}, 1)
+	freeOSMemory = func() {
+		collecting <- struct{}{}
+		<-unblock
+	}
+	t.Cleanup(func() { freeOSMemory = debug.FreeOSMemory })
+	f := newFake(t)
+	c := start(t, Options{Socket: f.sock})
+	fc := f.accept(5 * time.Second)
+	fc.register(directive{})
+	seq := fc.direct(directive{level: Warn, gcPercent: 80, release: 16 * MiB})
+	<-collecting
+	fc.direct(directive{level: Critical, gcPercent: 50, throttle: 1000})
+	await(t, "the throttle while the release runs", func() bool { return !Admit() })
+	if gcPercent() != 50 || c.Stats().Releases != 0 {
+		t.Fatalf("during the release: GOGC %d, %d releases", gcPercent(), c.Stats().Releases)
+	}
+	close(unblock)
+	_, body := fc.recv(msgReleased, 5*time.Second)
+	if binary.LittleEndian.Uint32(body) != seq {
+		t.Fatalf("RELEASED % x for DIRECTIVE %d", body, seq)
+	}
+	await(t, "the release counted", func() bool { return c.Stats().Releases == 1 })
+}
