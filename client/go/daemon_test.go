@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -122,19 +121,9 @@ func (d *realDaemon) stop(sig syscall.Signal) {
 func TestDaemonDirectives(t *testing.T) {
 	ownSettings(t, 137, 3<<30)
 	d := newRealDaemon(t)
-	var mu sync.Mutex
-	var levels []Level
-	var asked []uint64
 	var rec logRecorder
-	c := start(t, Options{Socket: d.sock(), Service: "web", Log: rec.log,
-		OnLevel: func(l Level) { mu.Lock(); levels = append(levels, l); mu.Unlock() },
-		OnRelease: func(b uint64) uint64 {
-			mu.Lock()
-			asked = append(asked, b)
-			mu.Unlock()
-			return b
-		},
-	})
+	h := &hooks{freed: func(b uint64) uint64 { return b }}
+	c := start(t, h.install(Options{Socket: d.sock(), Service: "web", Log: rec.log}))
 	await(t, "registration", func() bool { return c.Stats().Connected })
 	if st := c.Stats(); st.Service != "web" || st.Budget != budget || st.ClientID == 0 {
 		t.Fatalf("WELCOME: %+v", st)
@@ -152,11 +141,9 @@ func TestDaemonDirectives(t *testing.T) {
 		t.Fatalf("at WARN: GOGC %d, GOMEMLIMIT %d; directed %d %%, %d bytes",
 			gcPercent(), memoryLimit(), st.GCPercent, st.SoftLimit)
 	}
-	mu.Lock()
-	if asked[0] != budget*85/100-budget*80/100 {
+	if _, _, asked := h.told(); asked[0] != budget*85/100-budget*80/100 {
 		t.Errorf("asked to release %d bytes", asked[0])
 	}
-	mu.Unlock()
 
 	// 93 %: CRITICAL; Admit sheds the throttle's share.
 	d.setUsage(budget * 93 / 100)
@@ -175,11 +162,9 @@ func TestDaemonDirectives(t *testing.T) {
 	if gcPercent() != 137 || memoryLimit() != 3<<30 || shedShare(10000) != 0 {
 		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
 	}
-	mu.Lock()
-	if len(levels) < 3 || levels[0] != Warn || levels[len(levels)-1] != Normal {
+	if levels, _, _ := h.told(); len(levels) < 3 || levels[0] != Warn || levels[len(levels)-1] != Normal {
 		t.Errorf("level hook: %v", levels)
 	}
-	mu.Unlock()
 	if n := rec.count(func(error) bool { return true }); n != 0 {
 		t.Errorf("log: %v", rec.errs)
 	}
@@ -191,11 +176,9 @@ func TestDaemonDirectives(t *testing.T) {
 func TestDaemonRestart(t *testing.T) {
 	ownSettings(t, 100, math.MaxInt64)
 	d := newRealDaemon(t)
-	var mu sync.Mutex
-	var levels []Level
 	var rec logRecorder
-	c := start(t, Options{Socket: d.sock(), Log: rec.log,
-		OnLevel: func(l Level) { mu.Lock(); levels = append(levels, l); mu.Unlock() }})
+	h := &hooks{}
+	c := start(t, h.install(Options{Socket: d.sock(), Log: rec.log}))
 	await(t, "registration", func() bool { return c.Stats().Connected })
 	d.setUsage(budget * 85 / 100)
 	await(t, "WARN", func() bool { return c.Level() == Warn })
@@ -214,11 +197,9 @@ func TestDaemonRestart(t *testing.T) {
 	}
 	await(t, "WARN again", func() bool { return c.Stats().Connects == 2 && c.Level() == Warn })
 	time.Sleep(300 * time.Millisecond)
-	mu.Lock()
-	if len(levels) != 1 || levels[0] != Warn {
+	if levels, _, _ := h.told(); len(levels) != 1 || levels[0] != Warn {
 		t.Errorf("level hook: %v", levels)
 	}
-	mu.Unlock()
 	if rec.count(func(e error) bool { return errors.As(e, new(*ProtocolError)) }) != 0 {
 		t.Errorf("log: %v", rec.errs)
 	}

@@ -190,6 +190,39 @@ func (l *logRecorder) count(pred func(error) bool) int {
 	return n
 }
 
+// hooks records what the client's hooks were told.
+type hooks struct {
+	mu     sync.Mutex
+	levels []Level
+	gcs    []int
+	asked  []uint64
+	freed  func(asked uint64) uint64 // what OnRelease returns; nil: 0
+}
+
+// install returns o with hooks that record into h.
+func (h *hooks) install(o Options) Options {
+	o.OnLevel = func(l Level) { h.mu.Lock(); h.levels = append(h.levels, l); h.mu.Unlock() }
+	o.OnGC = func(p int) { h.mu.Lock(); h.gcs = append(h.gcs, p); h.mu.Unlock() }
+	o.OnRelease = func(b uint64) uint64 {
+		h.mu.Lock()
+		h.asked = append(h.asked, b)
+		h.mu.Unlock()
+		if h.freed == nil {
+			return 0
+		}
+		return h.freed(b)
+	}
+	return o
+}
+
+// told returns copies of what the hooks were told.
+func (h *hooks) told() ([]Level, []int, []uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Level(nil), h.levels...), append([]int(nil), h.gcs...),
+		append([]uint64(nil), h.asked...)
+}
+
 func start(t *testing.T, o Options) *Client {
 	t.Helper()
 	c, err := Start(o)
@@ -324,21 +357,9 @@ func TestDecodeRejects(t *testing.T) {
 func TestFakeDirectives(t *testing.T) {
 	ownSettings(t, 137, 3<<30)
 	f := newFake(t)
-	var mu sync.Mutex
-	var levels []Level
-	var gcs []int
-	var asked []uint64
-	c := start(t, Options{Socket: f.sock, Service: "web",
-		OnLevel: func(l Level) { mu.Lock(); levels = append(levels, l); mu.Unlock() },
-		OnGC:    func(p int) { mu.Lock(); gcs = append(gcs, p); mu.Unlock() },
-		OnRelease: func(b uint64) uint64 {
-			mu.Lock()
-			asked = append(asked, b)
-			mu.Unlock()
-			return 2 * MiB
-		},
-		ExternalBytes: func() uint64 { return 42 },
-	})
+	h := &hooks{freed: func(uint64) uint64 { return 2 * MiB }}
+	c := start(t, h.install(Options{Socket: f.sock, Service: "web",
+		ExternalBytes: func() uint64 { return 42 }}))
 	fc := f.accept(5 * time.Second)
 	fc.register(directive{})
 
@@ -392,7 +413,7 @@ func TestFakeDirectives(t *testing.T) {
 	if s := shedShare(10000); s != 0 {
 		t.Fatalf("shed %.4f at NORMAL", s)
 	}
-	mu.Lock()
+	levels, gcs, asked := h.told()
 	if len(levels) != 3 || levels[0] != Warn || levels[1] != Critical || levels[2] != Normal {
 		t.Errorf("level hook: %v", levels)
 	}
@@ -402,7 +423,6 @@ func TestFakeDirectives(t *testing.T) {
 	if len(asked) != 1 || asked[0] != 8*MiB {
 		t.Errorf("release hook: %v", asked)
 	}
-	mu.Unlock()
 
 	// EMERGENCY, then Close: BYE, and the program's own values back.
 	fc.direct(directive{level: Emergency, gcPercent: 10, throttle: 500, softLimit: 100 * MiB})
