@@ -113,6 +113,8 @@ type RefusedError struct {
 	Text string // the daemon's reason, control characters replaced by '?'
 }
 
+// Error says that the daemon refused the client, with the code and the
+// daemon's text.
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("memguardd refused this client (code %d: %s)", e.Code, e.Text)
 }
@@ -717,7 +719,7 @@ func (c *Client) finish(j releaseJob) {
 func (c *Client) sendReport() {
 	h := ReadHeap()
 	r := report{heapSys: h.Sys, heapInuse: h.Inuse, heapIdle: h.Idle, heapReleased: h.Released,
-		gcPercent: c.applied.gcPercent}
+		gcPercent: c.levers.inForce()}
 	if c.opts.ExternalBytes != nil {
 		r.external = c.opts.ExternalBytes()
 	}

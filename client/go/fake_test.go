@@ -119,6 +119,17 @@ func (fc *fakeConn) recv(want uint16, within time.Duration) (uint32, []byte) {
 	}
 }
 
+// reportGC waits for a REPORT whose gc_percent is want.
+func (fc *fakeConn) reportGC(want uint16) {
+	fc.f.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if _, body := fc.recv(msgReport, 5*time.Second); binary.LittleEndian.Uint16(body[64:]) == want {
+			return
+		}
+	}
+	fc.f.t.Fatalf("no REPORT with gc_percent %d", want)
+}
+
 func (fc *fakeConn) send(b []byte) {
 	fc.f.t.Helper()
 	if _, err := fc.c.Write(b); err != nil {
@@ -376,6 +387,7 @@ func TestFakeDirectives(t *testing.T) {
 	if gcPercent() != 60 || memoryLimit() != 512*MiB {
 		t.Fatalf("at WARN: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
 	}
+	fc.reportGC(60)
 
 	// A release: the hook first; it freed less than asked, so the rest
 	// comes from the heap; RELEASED names the DIRECTIVE.
@@ -396,6 +408,7 @@ func TestFakeDirectives(t *testing.T) {
 	if gcPercent() != 137 || memoryLimit() != 3<<30 {
 		t.Fatalf("at CRITICAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
 	}
+	fc.reportGC(0) // the program's own is in force
 	// The gate sheds the throttle's share.
 	if s := shedShare(100000); s < 0.29 || s > 0.31 {
 		t.Fatalf("shed %.4f of the calls at a throttle of 30 %%", s)

@@ -114,3 +114,13 @@ func (r *runtimeLevers) apply(gcPercent uint16, softLimit uint64) {
 		r.limit = limit
 	}
 }
+
+// inForce is the GC percent of a directive that is in force now, for
+// REPORT: 0 when the program's own GOGC is (no directive, or one that
+// would have raised it).
+func (r *runtimeLevers) inForce() uint16 {
+	if !r.directed || r.gc == r.ownGC || r.gc <= 0 || r.gc > 0xffff {
+		return 0
+	}
+	return uint16(r.gc)
+}

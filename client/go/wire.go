@@ -91,6 +91,7 @@ type ProtocolError struct {
 	Reason string
 }
 
+// Error describes what was wrong with the daemon's message.
 func (e *ProtocolError) Error() string {
 	return "malformed message from memguardd: " + e.Reason
 }
