@@ -78,8 +78,9 @@ type Options struct {
 	Process string
 
 	// Log receives every problem the client meets: a daemon that cannot
-	// be reached (once per outage), a refusal (*RefusedError), a
-	// malformed message (*ProtocolError), a lost connection.  The client
+	// be reached (once per outage), a refusal (*RefusedError; once until
+	// a daemon accepts the client), a malformed message (*ProtocolError),
+	// a lost connection.  The client
 	// recovers from each by itself (it reconnects); nil discards them.
 	// The package never writes to stderr or panics on the daemon's
 	// account.
@@ -169,7 +170,7 @@ type Client struct {
 	helloSeq    uint32
 	backoff     time.Duration
 	failures    int
-	refusals    int
+	refusals    int // ERRORs since the last WELCOME
 	nextConnect time.Time
 	helloBy     time.Time
 	nextReport  time.Time
@@ -566,10 +567,13 @@ func (c *Client) handle(m *message) {
 		}
 		c.send(encodePong(c.nextSeq(), m.cookie))
 	case msgError:
-		c.refusals++
-		c.drop(&RefusedError{Code: m.code, Text: printable(m.text)},
-			m.code == errVersion || m.code == errService ||
-				m.code == errNoService || m.code == errPermission)
+		// Said once: the same refusal every few seconds is no news.
+		var err error
+		if c.refusals++; c.refusals == 1 {
+			err = &RefusedError{Code: m.code, Text: printable(m.text)}
+		}
+		c.drop(err, m.code == errVersion || m.code == errService ||
+			m.code == errNoService || m.code == errPermission)
 	case msgBye:
 		if m.reason == byeShutdown {
 			c.drop(errors.New("memguardd is stopping"), false)

@@ -535,11 +535,20 @@ func TestFakeRefusalWaits(t *testing.T) {
 	if d := time.Since(t0); d < 2400*time.Millisecond {
 		t.Fatalf("reconnected %v after a refusal", d)
 	}
-	fc2.recv(msgHello, 5*time.Second)
+	seq, _ = fc2.recv(msgHello, 5*time.Second)
 	var re *RefusedError
 	if rec.count(func(e error) bool { return errors.As(e, &re) }) != 1 || re.Code != errService ||
 		re.Text != "service does not match?" {
 		t.Fatalf("log: %v", rec.errs)
+	}
+	// Refused again: said once only.
+	fc2.send(encodeError(seq, errService, "service does not match"))
+	_ = fc2.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := fc2.c.Read(make([]byte, msgMax)); err == nil && n > 0 {
+		t.Fatalf("the client sent %d bytes after a refusal", n)
+	}
+	if n := rec.count(func(error) bool { return true }); n != 1 {
+		t.Fatalf("log after a second refusal: %v", rec.errs)
 	}
 }
 
