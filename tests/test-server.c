@@ -75,9 +75,13 @@ static void t_released(void *ud, struct client *c, uint32_t seq, const struct mg
 	((struct fixture *)ud)->releases++;
 }
 
+/* Two answers, as STATUS has: both must carry the request's number. */
 static void t_admin(void *ud, struct client *c, const struct mg_msg *m)
 {
+	struct mg_msg first = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = m->hdr.seq } };
+
 	((struct fixture *)ud)->admins++;
+	server_send(c, &first);
 	server_send_result(c, m->hdr.seq, MG_ERR_OK, "ok");
 }
 
@@ -271,6 +275,8 @@ static void test_malformed_closes_only_that_peer(void **state)
 	assert_int_equal(recv_msg(bad, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
 	assert_int_equal(m.error.code, MG_ERR_PROTOCOL);
+	/* Its length field is wrong, yet the ERROR names its seq. */
+	assert_int_equal(m.hdr.seq, 1);
 	assert_int_equal(recv_msg(bad, &m), -ECONNRESET);
 	assert_int_equal(recv_msg(big, &m), -ECONNRESET);
 	assert_int_equal(recv_msg(daemon_type, &m), 0);
@@ -357,9 +363,41 @@ static void test_admin_as_root(void **state)
 	spin(f);
 	assert_int_equal(f->admins, 1);
 	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_STATUS_DAEMON);
+	assert_int_equal(m.hdr.seq, 42);
+	assert_int_equal(recv_msg(fd, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_RESULT);
 	assert_int_equal(m.hdr.seq, 42);
 	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(fd);
+}
+
+/* Requests numbered 0: each gets one daemon number, which all of its
+ * answers carry, and the next request another. */
+static void test_admin_seq_zero(void **state)
+{
+	struct fixture *f = *state;
+	uint32_t seen[2];
+	int fd = peer(f);
+
+	if (getuid() != 0) {
+		close(fd);
+		skip();
+	}
+	for (int i = 0; i < 2; i++) {
+		struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 0 } };
+
+		send_msg(fd, &m);
+		spin(f);
+		assert_int_equal(recv_msg(fd, &m), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_STATUS_DAEMON);
+		assert_int_not_equal(m.hdr.seq, 0);
+		seen[i] = m.hdr.seq;
+		assert_int_equal(recv_msg(fd, &m), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_RESULT);
+		assert_int_equal(m.hdr.seq, seen[i]);
+	}
+	assert_int_not_equal(seen[0], seen[1]);
 	close(fd);
 }
 
@@ -504,6 +542,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wrong_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_reader_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_as_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_seq_zero, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_refused_for_other_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_live_and_stale, setup, teardown),
