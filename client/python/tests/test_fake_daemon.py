@@ -236,9 +236,11 @@ class FakeDaemonTest(unittest.TestCase):
         peer.close()
         peer = self.daemon.accept()
         _, seq, _ = peer.recv()
-        with self.assertLogs("memguard", "WARNING"):
+        with self.assertLogs("memguard", "WARNING") as logs:
             peer.send(fake.welcome(seq, service=b"we\x01b"))
             self.assertTrue(peer.closed())
+            # The client closes, then logs.
+            wait_for(lambda: logs.records, what="the log line")
         peer = self.daemon.accept()
         peer.register()
         wait_for(lambda: memguard.state()["connected"], what="registered again")
@@ -250,6 +252,7 @@ class FakeDaemonTest(unittest.TestCase):
         with self.assertLogs("memguard", "WARNING") as logs:
             peer.send(fake.error(seq, 3, b"pid 1 is not in cgroup x"))
             self.assertTrue(peer.closed())
+            wait_for(lambda: logs.records, what="the log line")
         self.assertIn("service does not match", logs.output[0])
         peer = self.daemon.accept(timeout=10)
         self.assertGreaterEqual(time.monotonic() - t0, 2.5, "a refusal waits 5 s (jittered)")
