@@ -2,6 +2,7 @@
 """A daemon's side of the socket, written independently of memguard.protocol
 (struct formats taken from docs/protocol.md), so the tests do not check the
 package's encoders against themselves."""
+import gc
 import os
 import select
 import shutil
@@ -9,6 +10,10 @@ import socket
 import struct
 import tempfile
 import time
+import unittest
+
+import memguard
+from memguard import client as mgclient
 
 HDR = struct.Struct("<HHIII")
 
@@ -168,3 +173,20 @@ def wait_for(pred, timeout=5.0, what="condition"):
             return v
         time.sleep(0.01)
     raise AssertionError("timed out waiting for %s" % what)
+
+
+class ClientTestCase(unittest.TestCase):
+    """Each test starts from the program's thresholds (700, 10, 10) and no
+    hooks, and leaves memguard stopped and the thresholds as it found them."""
+
+    def setUp(self):
+        self.saved_threshold = gc.get_threshold()
+        gc.set_threshold(700, 10, 10)
+
+    def tearDown(self):
+        memguard.stop()
+        with mgclient.hooks.lock:
+            mgclient.hooks.release.clear()
+            mgclient.hooks.level.clear()
+            mgclient.hooks.external = None
+        gc.set_threshold(*self.saved_threshold)

@@ -14,8 +14,8 @@ import time
 import unittest
 
 import memguard
-from memguard import client as mgclient
 
+import fake
 from fake import wait_for
 
 MiB = 1024 * 1024
@@ -110,19 +110,14 @@ class Fixture:
 
 @unittest.skipUnless(EXE and os.access(EXE, os.X_OK),
                      "no memguardd: set MEMGUARDD to the built daemon (tests/run BUILDDIR does)")
-class RealDaemonTest(unittest.TestCase):
+class RealDaemonTest(fake.ClientTestCase):
     def setUp(self):
+        super().setUp()
         self.fx = Fixture()
         self.fx.start()
-        self.saved = gc.get_threshold()
-        gc.set_threshold(700, 10, 10)
 
     def tearDown(self):
-        memguard.stop()
-        with mgclient.hooks.lock:
-            mgclient.hooks.release.clear()
-            mgclient.hooks.level.clear()
-        gc.set_threshold(*self.saved)
+        super().tearDown()
         if self.failed():
             print("\n--- memguardd log ---\n" + self.fx.daemon_log())
         self.fx.done()

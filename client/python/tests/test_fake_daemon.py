@@ -9,7 +9,6 @@ import time
 import unittest
 
 import memguard
-from memguard import client as mgclient
 
 import fake
 from fake import directive, wait_for
@@ -17,20 +16,14 @@ from fake import directive, wait_for
 MiB = 1024 * 1024
 
 
-class FakeDaemonTest(unittest.TestCase):
+class FakeDaemonTest(fake.ClientTestCase):
     def setUp(self):
+        super().setUp()
         self.daemon = fake.FakeDaemon()
-        self.saved_threshold = gc.get_threshold()
-        gc.set_threshold(700, 10, 10)
 
     def tearDown(self):
-        memguard.stop()
-        with mgclient.hooks.lock:
-            mgclient.hooks.release.clear()
-            mgclient.hooks.level.clear()
-            mgclient.hooks.external = None
+        super().tearDown()
         self.daemon.close()
-        gc.set_threshold(*self.saved_threshold)
 
     def start(self, **kw):
         memguard.start(service="web", socket=self.daemon.path, process="pytest", **kw)
