@@ -190,3 +190,27 @@ class ClientTestCase(unittest.TestCase):
             mgclient.hooks.level.clear()
             mgclient.hooks.external = None
         gc.set_threshold(*self.saved_threshold)
+
+
+def fork_child(check, timeout, linger=0.0):
+    """fork(); the child polls `check()` (its memguard state) until it is
+    true or `timeout` passes, tells the parent y or n through a pipe, stays
+    `linger` seconds and exits.  Returns (child pid, the pipe's read end)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        return pid, r
+    os.close(r)
+    ok = b"n"
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if check():
+                ok = b"y"
+                break
+            time.sleep(0.01)
+    finally:
+        os.write(w, ok)
+        time.sleep(linger)
+        os._exit(0)

@@ -186,23 +186,13 @@ class RealDaemonTest(fake.ClientTestCase):
 
     def test_fork_child_registers_as_itself(self):
         parent = self.register()
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            got = b"n"
-            try:
-                st = wait_for(lambda: memguard.state()["connected"] and memguard.state(),
-                              timeout=15, what="the child's registration")
-                if st["client_id"] != parent["client_id"] and st["registrations"] == 1:
-                    got = b"y"
-            except BaseException:
-                pass
-            os.write(w, got)
-            # Stay until the parent has looked at the daemon's side.
-            time.sleep(1.5)
-            os._exit(0)
-        os.close(w)
+
+        def registered_as_itself():
+            st = memguard.state()
+            return st["connected"] and st["registrations"] == 1 and \
+                st["client_id"] != parent["client_id"]
+        # It stays until the parent has looked at the daemon's side.
+        pid, r = fake.fork_child(registered_as_itself, timeout=15, linger=1.5)
         try:
             # The daemon learns the child's cgroup now; until then it
             # refuses it with a retryable error and the child backs off.

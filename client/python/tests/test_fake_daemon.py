@@ -279,23 +279,8 @@ class FakeDaemonTest(fake.ClientTestCase):
         peer = self.start()
         peer.register(level=1, gc=50)
         wait_for(lambda: memguard.state()["directives"] == 1, what="directive")
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            ok = b"n"
-            try:
-                end = time.monotonic() + 10
-                while time.monotonic() < end:
-                    st = memguard.state()
-                    if st and st["registrations"] == 1 and st["client_id"] == 99:
-                        ok = b"y"
-                        break
-                    time.sleep(0.01)
-            finally:
-                os.write(w, ok)
-                os._exit(0)
-        os.close(w)
+        pid, r = fake.fork_child(lambda: memguard.state()["registrations"] == 1 and
+                                 memguard.state()["client_id"] == 99, timeout=10)
         try:
             child = self.daemon.accept()
             self.assertEqual(child.pid, pid)
