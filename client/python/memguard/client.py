@@ -324,6 +324,8 @@ class Client:
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     def _open(self):
+        if self._stop:
+            return      # stop() from a hook: no new connection
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         s.setblocking(False)
         try:

@@ -8,7 +8,6 @@ Everything here degrades to "not available" rather than raising.
 import ctypes
 import logging
 import os
-import platform
 import sys
 
 log = logging.getLogger("memguard")
@@ -56,6 +55,13 @@ def _preload_path():
     return None
 
 
+def _is_glibc():
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc ")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 class Allocator:
     """The process's C allocator as memguard can drive it.
 
@@ -77,7 +83,7 @@ class Allocator:
                 lib.mg_heap_set_goal.argtypes = [ctypes.c_size_t]
                 lib.mg_heap_set_goal.restype = None
                 self._lib, self.kind = lib, "memguard"
-            elif platform.libc_ver()[0] == "glibc":
+            elif _is_glibc():
                 lib = ctypes.CDLL("libc.so.6")
                 lib.malloc_trim.argtypes = [ctypes.c_size_t]
                 lib.malloc_trim.restype = ctypes.c_int

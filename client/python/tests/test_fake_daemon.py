@@ -324,6 +324,18 @@ class FakeDaemonTest(fake.ClientTestCase):
         self.assertEqual((t, rel["directive_seq"]), (0x0003, seq))
         self.assertTrue(memguard.state()["connected"])
 
+    def test_stop_from_a_hook(self):
+        memguard.on_level(lambda lv: memguard.stop())
+        peer = self.start()
+        peer.register()
+        peer.send(directive(peer.next_seq(), level=1, gc=50))
+        t, _, bye = peer.recv(skip=(0x0002,))
+        self.assertEqual((t, bye["reason"]), (0x0005, 0))
+        self.assertFalse(memguard.running())
+        # The BYE goes out first, then the thresholds come back.
+        wait_for(lambda: gc.get_threshold() == (700, 10, 10), what="the program's thresholds")
+        with self.assertRaises(TimeoutError):
+            self.daemon.accept(timeout=1.5)
 
 if __name__ == "__main__":
     unittest.main()
