@@ -54,6 +54,7 @@ class Hooks:
         self.external = None
 
     def snapshot(self):
+        """(release hooks, level hooks, external callback), copied under the lock."""
         with self.lock:
             return list(self.release), list(self.level), self.external
 
@@ -71,6 +72,7 @@ class GCTuner:
         self.original = None
 
     def apply(self, percent):
+        """Set the thresholds for `percent` (0: the program's own)."""
         if percent == self.percent:
             return
         if self.percent == 0:
@@ -87,6 +89,7 @@ class GCTuner:
         self.percent = percent
 
     def restore(self):
+        """The program's own thresholds again."""
         self.apply(0)
 
 
@@ -207,9 +210,12 @@ class Client:
 
     # fork(): the child must not touch the parent's conversation.
     def before_fork(self):
+        """os.fork() is coming: wait for a round in progress to end, so the
+        child finds the client between two rounds."""
         self._lock.acquire()
 
     def after_fork_parent(self):
+        """The parent goes on as before."""
         self._lock.release()
 
     def after_fork_child(self):
