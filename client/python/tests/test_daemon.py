@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -21,6 +22,7 @@ from fake import wait_for
 MiB = 1024 * 1024
 BUDGET = 100 * MiB
 EXE = os.environ.get("MEMGUARDD", "")
+PRELOAD = os.environ.get("MG_PRELOAD", "")
 
 
 def put(path, text):
@@ -225,6 +227,37 @@ class RealDaemonTest(fake.ClientTestCase):
         wait_for(lambda: memguard.level() == memguard.NORMAL, timeout=10, what="NORMAL")
         wait_for(lambda: gc.get_threshold() == (700, 10, 10), what="the program's thresholds")
 
+    @unittest.skipUnless(PRELOAD and os.access(PRELOAD, os.R_OK),
+                         "no libmemguard-malloc.so: set MG_PRELOAD (tests/run BUILDDIR does)")
+    def test_preload_process_registers_once(self):
+        # The preload library registers the process by itself when
+        # MEMGUARD_SOCKET is set; start() retires that client.
+        script = ("import memguard, sys, time\n"
+                  "time.sleep(1.5)\n"
+                  "memguard.start(process='py-preload')\n"
+                  "end = time.monotonic() + 15\n"
+                  "while not memguard.state()['connected'] and time.monotonic() < end:\n"
+                  "    time.sleep(0.01)\n"
+                  "print(memguard.stats()['allocator'], memguard.state()['connected'], flush=True)\n"
+                  "sys.stdin.read()\n")
+        env = dict(os.environ, MEMGUARD_SOCKET=self.fx.sock, LD_PRELOAD=PRELOAD,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env.pop("MEMGUARD_SERVICE", None)
+        p = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            self.fx.map_pid(p.pid)
+            self.assertEqual(p.stdout.readline().split(), ["memguard", "True"])
+            time.sleep(0.3)
+            log = self.fx.daemon_log()
+            lines = log.splitlines()
+            registered = sum("registered (pid %d," % p.pid in ln for ln in lines)
+            dropped = sum("(pid %d," % p.pid in ln and ln.endswith("; dropped") for ln in lines)
+            self.assertIn("registered (pid %d, py-preload)" % p.pid, log)
+            self.assertEqual(registered - dropped, 1, log)
+        finally:
+            p.stdin.close()
+            p.wait(10)
 
 if __name__ == "__main__":
     unittest.main()
