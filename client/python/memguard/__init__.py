@@ -81,8 +81,10 @@ def start(service=None, socket=None, *, process=None, external=None):
 
     A daemon that is absent is not an error: the thread keeps trying
     (0.1 s doubling to 0.8 s).  A second call while running does nothing.
-    Raises ValueError only for a name that is not printable ASCII of at
-    most 255 characters or a socket path that is too long.  After
+    Raises ValueError only for an argument that is wrong: a name that is
+    not printable ASCII of at most 255 characters, a socket path of 108
+    bytes or more.  When such a value comes from the environment instead,
+    memguard logs an error and does not start.  After
     ``os.fork()`` the child registers as itself, on its own connection.
     """
     global _instance, _fork_hooks_registered
@@ -91,7 +93,16 @@ def start(service=None, socket=None, *, process=None, external=None):
             return
         if external is not None:
             set_external(external)
-        c = _client.Client(service=service, socket_path=socket, process=process)
+        try:
+            c = _client.Client(service=service, socket_path=socket, process=process)
+        except ValueError as e:
+            if (service is None and os.environ.get("MEMGUARD_SERVICE")) or \
+                    (socket is None and os.environ.get("MEMGUARD_SOCKET")):
+                # The environment's fault, not the caller's: the service runs on.
+                logging.getLogger("memguard").error(
+                    "memguard not started: $MEMGUARD_SERVICE or $MEMGUARD_SOCKET: %s", e)
+                return
+            raise
         if not _fork_hooks_registered:
             os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
                                 after_in_child=_after_fork_child)

@@ -108,7 +108,10 @@ def _process_name():
 
 
 def _name(value, what):
-    b = value.encode("ascii", "strict") if isinstance(value, str) else bytes(value)
+    try:
+        b = value.encode("ascii", "strict") if isinstance(value, str) else bytes(value)
+    except UnicodeEncodeError:
+        b = b"\x80"
     if not protocol.is_name(b):
         raise ValueError("%s must be at most 255 printable ASCII characters" % what)
     return b

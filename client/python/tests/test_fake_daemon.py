@@ -310,6 +310,22 @@ class FakeDaemonTest(fake.ClientTestCase):
         self.assertFalse(memguard.state()["connected"])
         self.assertEqual(memguard.level(), memguard.NORMAL)
 
+    def test_bad_names(self):
+        for bad in ("caf\u00e9", "a\x01", "x" * 256):
+            with self.assertRaises(ValueError):
+                memguard.start(service=bad, socket=self.daemon.path)
+        with self.assertRaises(ValueError):
+            memguard.start(socket="/" + "s" * 200)
+        self.assertFalse(memguard.running())
+        # From the environment: logged, not raised.
+        os.environ["MEMGUARD_SERVICE"] = "caf\u00e9"
+        try:
+            with self.assertLogs("memguard", "ERROR"):
+                memguard.start(socket=self.daemon.path)
+        finally:
+            del os.environ["MEMGUARD_SERVICE"]
+        self.assertFalse(memguard.running())
+
     def test_hook_that_raises_is_logged(self):
         def bad(n):
             raise RuntimeError("boom")
