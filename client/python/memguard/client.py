@@ -34,6 +34,7 @@ REPORT_MIN = 0.01          # s, floor on the daemon's interval
 REPORT_MAX = 60.0          # s, ceiling on the daemon's interval
 ORPHAN_GRACE = 10.0        # s a directive outlives its daemon
 RECV_BATCH = 32            # datagrams handled per round
+FORK_WAIT = 2.0            # s fork() waits for a round in progress
 OUT_SLOTS = 8              # datagrams queued while the socket is full
 
 # Refusals that come back for the same HELLO: wait the longest.
@@ -136,6 +137,7 @@ class Client:
         self._stop = False
         self._thread = None
         self._wake_r = self._wake_w = -1
+        self._fork_locked = False
         self._init_connection_state()
         self.applied = protocol.NORMAL_DIRECTIVE
         self.released_total = 0
@@ -214,12 +216,19 @@ class Client:
     # fork(): the child must not touch the parent's conversation.
     def before_fork(self):
         """os.fork() is coming: wait for a round in progress to end, so the
-        child finds the client between two rounds."""
-        self._lock.acquire()
+        child finds the client between two rounds.  A round that does not
+        end within FORK_WAIT (a hook waiting for something the forking
+        thread holds) is not waited for: the child starts its client afresh
+        anyway, and a deadlock would be worse."""
+        self._fork_locked = self._lock.acquire(timeout=FORK_WAIT)
+        if not self._fork_locked:
+            log.warning("fork() while a memguard hook runs for over %.0f s; "
+                        "not waiting for it", FORK_WAIT)
 
     def after_fork_parent(self):
         """The parent goes on as before."""
-        self._lock.release()
+        if self._fork_locked:
+            self._lock.release()
 
     def after_fork_child(self):
         """A new process: its own lock, pipe and connection, counters from

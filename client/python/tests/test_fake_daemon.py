@@ -5,6 +5,7 @@ the admission share."""
 import asyncio
 import gc
 import os
+import threading
 import time
 import unittest
 
@@ -291,6 +292,34 @@ class FakeDaemonTest(fake.ClientTestCase):
             t, _, pong = peer.recv()
             self.assertEqual((t, pong["cookie"]), (0x0004, 5))
             self.assertEqual(memguard.state()["client_id"], 7)
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+
+    def test_fork_while_a_hook_waits_for_the_forking_thread(self):
+        held = threading.Lock()
+        entered = threading.Event()
+
+        def hook(nbytes):
+            entered.set()
+            with held:         # held by the thread that forks
+                return 0
+        memguard.on_release(hook)
+        peer = self.start()
+        peer.register()
+        with held:
+            peer.send(directive(peer.next_seq(), level=2, release=MiB))
+            self.assertTrue(entered.wait(5))
+            with self.assertLogs("memguard", "WARNING"):
+                pid, r = fake.fork_child(lambda: memguard.state()["registrations"] == 1,
+                                         timeout=10)
+        try:
+            child = self.daemon.accept()
+            self.assertEqual(child.pid, pid)
+            child.register()
+            self.assertEqual(os.read(r, 1), b"y", "the child registered")
+            t, _, rel = peer.recv()
+            self.assertEqual(t, 0x0003, "the parent answered once the hook could go on")
         finally:
             os.close(r)
             os.waitpid(pid, 0)
