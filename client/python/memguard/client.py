@@ -17,6 +17,7 @@ import os
 import random
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -102,7 +103,6 @@ def _env(name):
 
 
 def _process_name():
-    import sys
     base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     name = "".join(c if 0x20 <= ord(c) <= 0x7E else "_" for c in base)[:protocol.NAME_MAX]
     return name.encode("ascii") or b"python"
@@ -191,7 +191,8 @@ class Client:
                 except OSError:
                     pass
                 try:
-                    self._sock.send(protocol.encode_bye(self._seq + 1 or 1),
+                    seq = self._seq + 1 if self._seq < 2 ** 32 - 1 else 1
+                    self._sock.send(protocol.encode_bye(seq),
                                     socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
                 except OSError:
                     pass
@@ -269,11 +270,11 @@ class Client:
                 timeout, sock, want_out = BACKOFF_MIN, None, False
             if self._stop:
                 break
-            p = select.poll()
-            p.register(self._wake_r, select.POLLIN)
-            if sock is not None:
-                p.register(sock, select.POLLIN | (select.POLLOUT if want_out else 0))
             try:
+                p = select.poll()
+                p.register(self._wake_r, select.POLLIN)
+                if sock is not None:
+                    p.register(sock, select.POLLIN | (select.POLLOUT if want_out else 0))
                 p.poll(max(0, timeout) * 1000)
             except (OSError, ValueError):
                 time.sleep(BACKOFF_MIN)
