@@ -3,6 +3,7 @@
 socket with a fixture cgroup tree of regular files that plays the kernel,
 as tests/integration/fixture.c does: usage written to the tree moves the
 service's level, and the directives' effects are read back from Python."""
+import ctypes
 import gc
 import os
 import shutil
@@ -23,6 +24,11 @@ MiB = 1024 * 1024
 BUDGET = 100 * MiB
 EXE = os.environ.get("MEMGUARDD", "")
 PRELOAD = os.environ.get("MG_PRELOAD", "")
+
+
+def _die_with_parent():
+    # A test run that is killed takes its daemon along (PR_SET_PDEATHSIG).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def put(path, text):
@@ -76,7 +82,7 @@ class Fixture:
                 [EXE, "--config", self.path("memguard.conf"), "--socket", self.sock,
                  "--cgroup-root", self.path("cg"), "--proc-root", self.path("proc"),
                  "--log-level", "debug"], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=log)
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_die_with_parent)
         for _ in range(500):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
