@@ -437,6 +437,15 @@ static void service_resolve_budget(struct service *s)
 
 /* --- directives ------------------------------------------------------- */
 
+/* A client's last REPORT with its figures clamped to what the service's
+ * cgroup holds now (its budget while it was never read). */
+static void service_client_report(const struct service *s, const struct mclient *mc,
+				  struct mg_report *ret)
+{
+	*ret = mc->report;
+	policy_report_clamp(ret, s->have_sample ? s->sample.current : s->budget);
+}
+
 static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 {
 	struct mg_msg msg = { .hdr = { .type = MG_MSG_DIRECTIVE } };
@@ -453,7 +462,8 @@ static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
 		mc->asked++;
-		mc->asked_bytes += d->release == UINT64_MAX ? 0 : d->release;
+		mc->asked_bytes = policy_add_sat(mc->asked_bytes,
+						 d->release == UINT64_MAX ? 0 : d->release);
 	}
 	return 0;
 }
@@ -481,7 +491,7 @@ static void service_direct(struct service *s, const struct mg_directive *d)
 	if (!reports || !out || (
 		    ({
 			    for (size_t i = 0; i < n; i++)
-				    reports[i] = s->clients[i]->report;
+				    service_client_report(s, s->clients[i], &reports[i]);
 			    policy_client_directives(d, reports, n, out);
 		    }) < 0)) {
 		log_error("%s: out of memory splitting a directive", s->conf.name);
@@ -654,7 +664,11 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	in.events.max = s->sample.events.max;
 	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
 	for (size_t i = 0; i < s->n_clients; i++) {
-		uint64_t r = policy_releasable(&s->clients[i]->report);
+		struct mg_report rep;
+		uint64_t r;
+
+		service_client_report(s, s->clients[i], &rep);
+		r = policy_releasable(&rep);
 
 		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
 	}
@@ -964,6 +978,11 @@ static void on_report(void *userdata, struct client *c, const struct mg_report *
 	struct mclient *mc = c->data;
 
 	mc->report = *r;
+	/* Clamped again where it is used (the cgroup's usage moves); here
+	 * so that CLIENTS shows no figure the cgroup cannot hold either. */
+	if (mc->svc)
+		policy_report_clamp(&mc->report, mc->svc->have_sample ? mc->svc->sample.current
+								      : mc->svc->budget);
 }
 
 static void on_released(void *userdata, struct client *c, uint32_t seq,
@@ -980,10 +999,10 @@ static void on_released(void *userdata, struct client *c, uint32_t seq,
 	took = now_usec() - mc->pending_usec;
 	mc->pending_seq = 0;
 	mc->answered++;
-	mc->released_bytes += r->bytes;
-	mc->response_us_total += took;
+	mc->released_bytes = policy_add_sat(mc->released_bytes, r->bytes);
+	mc->response_us_total = policy_add_sat(mc->response_us_total, took);
 	if (mc->svc) {
-		mc->svc->released_total += r->bytes;
+		mc->svc->released_total = policy_add_sat(mc->svc->released_total, r->bytes);
 		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
 			    util_ratio(mc->svc->last.utilization), "released",
 			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64 " ms",

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memguardd's trust boundary (issue 13), on a fixture cgroup tree: what an
+ * unprivileged or lying peer, a reused pid or a planted file can make the
+ * daemon do, and whether what it shows is true.  Each test is the attack
+ * that worked before the fix.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto/proto.h"
+#include "tests/integration/fixture.h"
+
+#define MiB FIXTURE_MiB
+
+static struct fixture fx;
+
+#define CONFIG "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 100M\n"
+
+static int setup(void **state)
+{
+	fixture_init(&fx, "test-trust", "web");
+	fixture_cgroup(&fx, "web", 85 * MiB);
+	fixture_put(&fx, "memguard.conf", CONFIG);
+	fixture_start(&fx, NULL, NULL, "notice");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	int status = fixture_stop(&fx, SIGTERM);
+
+	/* Whatever the test did, the daemon stopped cleanly. */
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	fixture_done(&fx);
+	return 0;
+}
+
+static int hello(const char *service)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	int fd = fixture_connect(&fx, NULL);
+
+	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
+	strcpy(m.hello.process, "test-trust");
+	fixture_send(fd, &m);
+	for (;;) {
+		assert_int_equal(fixture_recv(fd, &m, 5000), 0);
+		if (m.hdr.type == MG_MSG_WELCOME)
+			return fd;
+		assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	}
+}
+
+/* The next message on `fd` of `type`, answering PINGs on the way. */
+static void recv_type(int fd, uint16_t type, struct mg_msg *m)
+{
+	for (;;) {
+		assert_int_equal(fixture_recv(fd, m, 5000), 0);
+		if (m->hdr.type == type)
+			return;
+		fixture_pong(fd, m);
+	}
+}
+
+/* Send an admin request on a new connection; its RESULT code. */
+static unsigned admin(struct mg_msg *req)
+{
+	struct mg_msg m;
+	int fd = fixture_connect(&fx, NULL);
+
+	req->hdr.seq = 9;
+	fixture_send(fd, req);
+	recv_type(fd, MG_MSG_RESULT, &m);
+	close(fd);
+	return m.result.code;
+}
+
+static unsigned set_budget(const char *service, uint64_t bytes)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_SET_BUDGET } };
+
+	snprintf(m.set_budget.service, sizeof(m.set_budget.service), "%s", service);
+	m.set_budget.budget = bytes;
+	return admin(&m);
+}
+
+/* STATUS_SERVICE of `service`; false when STATUS did not list it. */
+static bool status_of(const char *service, struct mg_status_service *ret)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 4 } };
+	int fd = fixture_connect(&fx, NULL);
+	bool found = false;
+
+	fixture_send(fd, &m);
+	for (;;) {
+		assert_int_equal(fixture_recv(fd, &m, 5000), 0);
+		if (m.hdr.type == MG_MSG_STATUS_SERVICE && strcmp(m.status_service.name, service) == 0) {
+			*ret = m.status_service;
+			found = true;
+		}
+		if (m.hdr.type == MG_MSG_RESULT)
+			break;
+	}
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(fd);
+	return found;
+}
+
+/* Item 3: a client that reports 2^64 - 1 bytes in use cannot take its
+ * neighbour's soft limit away (0 on the wire is "no limit"), and three
+ * RELEASED of 2^64 - 1 leave released_total at its ceiling, not wrapped. */
+static void test_report_cannot_steer_neighbours(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_REPORT, .seq = 2 } };
+	struct mg_status_service st;
+	int liar = hello("web"), honest = hello("web");
+
+	m.report.heap_sys = UINT64_MAX;
+	m.report.heap_inuse = UINT64_MAX;
+	fixture_send(liar, &m);
+	m.report = (struct mg_report){ .heap_sys = 20 * MiB, .heap_inuse = 17 * MiB };
+	fixture_send(honest, &m);
+	usleep(200000);                  /* both REPORTs read before the change */
+
+	/* 85 of 101 MiB: WARN, with a new soft limit to split. */
+	assert_int_equal(set_budget("web", 101 * MiB), MG_ERR_OK);
+	for (;;) {
+		recv_type(honest, MG_MSG_DIRECTIVE, &m);
+		if (m.directive.level == MG_LEVEL_WARN)
+			break;
+	}
+	print_message("honest client's soft limit: %" PRIu64 " bytes\n", m.directive.soft_limit);
+	assert_true(m.directive.soft_limit > 0);
+	/* The liar counts as the whole cgroup (85 MiB), no more: the honest
+	 * one keeps 17/102 of the service's 80.8 MiB. */
+	assert_true(m.directive.soft_limit >= 13 * MiB);
+
+	for (int i = 0; i < 3; i++) {
+		struct mg_msg r = { .hdr = { .type = MG_MSG_RELEASE } };
+		uint32_t seq;
+
+		strcpy(r.release.service, "web");
+		assert_int_equal(admin(&r), MG_ERR_OK);
+		for (;;) {
+			recv_type(honest, MG_MSG_DIRECTIVE, &m);
+			if (m.directive.release == UINT64_MAX)
+				break;
+		}
+		seq = m.hdr.seq;
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_RELEASED, .seq = 3 + (uint32_t)i } };
+		m.released = (struct mg_released){ .directive_seq = seq, .bytes = UINT64_MAX };
+		fixture_send(honest, &m);
+	}
+	usleep(200000);
+	assert_true(status_of("web", &st));
+	print_message("released_total %" PRIu64 "\n", st.released_total);
+	assert_true(st.released_total == UINT64_MAX);
+	close(liar);
+	close(honest);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_report_cannot_steer_neighbours, setup,
+						teardown),
+	};
+
+	if (geteuid() != 0) {
+		printf("SKIP: needs root (admin requests, pid namespaces, ownership)\n");
+		return 77;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
