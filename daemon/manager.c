@@ -838,11 +838,36 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 /* --- clients --------------------------------------------------------------- */
 
+/*
+ * An implicit service's name from its cgroup path: the wire carries
+ * printable ASCII only, so any other byte (and the backslash) is written
+ * as \xHH, as systemd-escape does.  -ENAMETOOLONG when the result does not
+ * fit a name.
+ */
+static int implicit_name(const char *cgroup, char ret[MG_NAME_MAX + 1])
+{
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)cgroup; *p; p++) {
+		bool plain = *p >= 0x20 && *p < 0x7f && *p != '\\';
+
+		if (n + (plain ? 1 : 4) > MG_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (plain)
+			ret[n++] = (char)*p;
+		else
+			n += (size_t)snprintf(ret + n, 5, "\\x%02x", *p);
+	}
+	ret[n] = 0;
+	return 0;
+}
+
 static int implicit_service(struct manager *m, const struct mclient *mc, struct service **ret)
 {
 	struct conf_service conf;
 	const char *dir = mc->v2[0] ? mc->v2 : mc->v1;
 	const char *root = mc->v2[0] ? m->v2_root : m->v1_root;
+	char name[MG_NAME_MAX + 1];
 	struct service *s;
 	int r;
 
@@ -854,9 +879,10 @@ static int implicit_service(struct manager *m, const struct mclient *mc, struct 
 	conf.cgroup = (char *)dir + strlen(root);
 	while (*conf.cgroup == '/')
 		conf.cgroup++;
-	conf.name = *conf.cgroup ? conf.cgroup : (char *)"root";
-	if (strlen(conf.name) > MG_NAME_MAX)
-		return -ENAMETOOLONG;
+	r = implicit_name(*conf.cgroup ? conf.cgroup : "root", name);
+	if (r < 0)
+		return r;
+	conf.name = name;
 
 	r = service_new(m, &conf, /* implicit= */ true, &s);
 	if (r < 0)
@@ -1023,9 +1049,30 @@ static void on_gone(void *userdata, struct client *c)
 
 /* --- admin ------------------------------------------------------------------ */
 
+/*
+ * Send one answer of a series that ends with RESULT.  An answer that does
+ * not encode (a name the wire cannot carry) is logged and counted in
+ * `skipped`, so the series still ends; returns -EPIPE only when the peer
+ * is gone and nothing more can be sent.
+ */
+static int admin_send(struct client *c, struct mg_msg *msg, size_t *skipped)
+{
+	int r = server_send(c, msg);
+
+	if (r == -EPIPE)
+		return r;
+	if (r < 0) {
+		log_warning_errno(r, "Client %" PRIu64 ": a %s answer does not encode, skipped: %m",
+				  c->id, proto_type_name(msg->hdr.type));
+		(*skipped)++;
+	}
+	return 0;
+}
+
 static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 {
 	struct mg_msg d = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = seq } };
+	size_t skipped = 0;
 
 	d.status_daemon.services = (uint32_t)m->n_services;
 	d.status_daemon.clients = (uint32_t)manager_n_clients(m);
@@ -1037,7 +1084,7 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 	}
 	d.status_daemon.tick_ms = m->conf->daemon.tick_ms;
 	snprintf(d.status_daemon.version, sizeof(d.status_daemon.version), "%s", PACKAGE_VERSION);
-	if (server_send(c, &d) < 0)
+	if (admin_send(c, &d, &skipped) < 0)
 		return;
 
 	for (size_t i = 0; i < m->n_services; i++) {
@@ -1062,15 +1109,19 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 		o->released_total = s->released_total;
 		snprintf(o->name, sizeof(o->name), "%s", s->conf.name);
 		snprintf(o->cgroup, sizeof(o->cgroup), "%s", s->conf.cgroup);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu services, %zu not shown (see the log)",
+				   m->n_services, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
 }
 
 static void admin_clients(struct manager *m, struct client *c, uint32_t seq, const char *service)
 {
-	size_t n = 0;
+	size_t n = 0, skipped = 0;
 
 	server_for_each(o, m->server) {
 		const struct mclient *mc = o->data;
@@ -1094,11 +1145,15 @@ static void admin_clients(struct manager *m, struct client *c, uint32_t seq, con
 		ci->response_us = mc->answered ? (uint32_t)(mc->response_us_total / mc->answered) : 0;
 		snprintf(ci->service, sizeof(ci->service), "%s", mc->svc ? mc->svc->conf.name : "");
 		snprintf(ci->process, sizeof(ci->process), "%s", o->process);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 		n++;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu clients, %zu not shown (see the log)",
+				   n - skipped, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
 }
 
 static void admin_release(struct manager *m, struct client *c, uint32_t seq,

@@ -327,7 +327,10 @@ static void handle_hello(struct client *c, const struct mg_msg *m)
 	 * also send admin requests (a service running as root). */
 	c->q_max = SERVER_QUEUE_MAX;
 	w.welcome.client_id = c->id;
-	server_send(c, &w);
+	/* A WELCOME that does not encode would leave the client waiting
+	 * forever: it hears why, and goes. */
+	if (server_send(c, &w) == -EINVAL)
+		refuse(c, m->hdr.seq, MG_ERR_INTERNAL, "the daemon cannot encode its WELCOME");
 }
 
 static void handle(struct client *c, const struct mg_msg *m)

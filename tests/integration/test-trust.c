@@ -180,11 +180,58 @@ static void test_report_cannot_steer_neighbours(void **state)
 	close(honest);
 }
 
+/* Item 6: in implicit mode (no service configured) a client in a cgroup
+ * whose name is not printable ASCII gets its WELCOME, under a name the
+ * wire can carry, and STATUS and CLIENTS still end with RESULT. */
+static void test_names_the_wire_cannot_carry(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	struct mg_status_service st;
+	int fd, n = 0;
+
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n");
+	assert_int_equal(kill(fx.daemon, SIGHUP), 0);
+	fixture_cgroup(&fx, "caf\xc3\xa9", 10 * MiB);
+	fixture_map_pid(&fx, getpid(), "caf\xc3\xa9");
+	usleep(300000);
+
+	fd = fixture_connect(&fx, NULL);
+	strcpy(m.hello.process, "test-trust");
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, &m, 5000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	print_message("WELCOME to service '%s'\n", m.welcome.service);
+	assert_string_equal(m.welcome.service, "caf\\xc3\\xa9");
+
+	/* STATUS ends, and shows it. */
+	assert_true(status_of("caf\\xc3\\xa9", &st));
+	assert_string_equal(st.cgroup, "caf\xc3\xa9");
+	/* CLIENTS too. */
+	{
+		int a = fixture_connect(&fx, NULL);
+
+		m = (struct mg_msg){ .hdr = { .type = MG_MSG_CLIENTS, .seq = 5 } };
+		fixture_send(a, &m);
+		for (;;) {
+			assert_int_equal(fixture_recv(a, &m, 5000), 0);
+			if (m.hdr.type == MG_MSG_RESULT)
+				break;
+			assert_int_equal(m.hdr.type, MG_MSG_CLIENT_INFO);
+			n++;
+		}
+		assert_int_equal(m.result.code, MG_ERR_OK);
+		assert_int_equal(n, 1);
+		close(a);
+	}
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_report_cannot_steer_neighbours, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_names_the_wire_cannot_carry, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
