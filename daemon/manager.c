@@ -601,6 +601,31 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 
 /* --- the tick ------------------------------------------------------------ */
 
+/*
+ * The service's cgroup is absent (went away, or never was): nothing of the
+ * last sample holds any more.  Its state is NORMAL with no figures, as
+ * STATUS shows it, and its clients are told NORMAL (each only once: what
+ * did not change is not sent again).  An escalation in force went with the
+ * cgroup, so there is nothing to put back.
+ */
+static void service_absent(struct service *s)
+{
+	bool recorded = s->saved_high_valid;
+
+	s->have_sample = false;
+	s->saved_high_valid = false;
+	s->high_noop = false;
+	policy_state_init(&s->ps);
+	s->last = (struct policy_decision){
+		.level = MG_LEVEL_NORMAL,
+		.utilization = POLICY_UTIL_UNKNOWN,
+		.directive = { .level = MG_LEVEL_NORMAL, .gc_percent = MG_GC_DEFAULT },
+	};
+	if (recorded)
+		manager_save_escalations(s->m);
+	service_direct(s, &s->last.directive);
+}
+
 static void service_sample(struct service *s)
 {
 	int r;
@@ -619,6 +644,8 @@ static void service_sample(struct service *s)
 						  "tick: %m", s->conf.name, s->conf.cgroup);
 			s->absent_said = r == -ENODEV;
 			s->open_failed_said = r != -ENODEV;
+			if (r == -ENODEV)
+				service_absent(s);
 			return;
 		}
 		s->open_failed_said = false;
@@ -631,6 +658,7 @@ static void service_sample(struct service *s)
 		service_unwatch(s);
 		/* Said: the ticks that find it absent say nothing more. */
 		s->absent_said = true;
+		service_absent(s);
 		return;
 	}
 	if (r < 0) {
@@ -819,6 +847,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 			   s->conf.cgroup);
 		service_unwatch(s);
 		s->absent_said = true;
+		service_absent(s);
 		return 0;
 	}
 	manager_tick_now(s->m);

@@ -552,6 +552,12 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	uint64_t target;
 	double raw;
 
+	if (s->have_budget && s->budget != in->budget) {
+		s->level = policy_level_raw(svc, &sig);
+		s->calm_ticks = 0;
+	}
+	s->have_budget = true;
+	s->budget = in->budget;
 	level = policy_level_step(s, p, svc, &sig);
 	s->events = in->events;
 	s->have_events = true;

@@ -110,6 +110,8 @@ struct policy_state {
 	enum mg_escalation escalation;   /* in force, as the caller carried out */
 	bool demand_active;              /* a release was demanded at demand_ms */
 	uint64_t demand_ms;
+	bool have_budget;                /* `budget` is the previous tick's */
+	uint64_t budget;
 };
 
 /* Next escalation step; the caller carries it out, then policy_escalated(). */
@@ -359,7 +361,12 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in);
  * updates `*s`.  A release is demanded when the level rose, or when the
  * previous demand is at least release_deadline_ms old; ticks in between
  * carry release 0, so a demand is not answered twice while the working
- * set catches up.  The escalation clock starts when the level reaches
+ * set catches up.  When the budget differs from the previous tick's (a
+ * SET_BUDGET, a reload, a new memory.max) the level is the raw level of
+ * the new budget at once, down as well as up: hysteresis smooths usage,
+ * not an admin's decision, and a level held for a budget that no longer
+ * applies would send a directive whose fields disagree with it
+ * (EMERGENCY with gc 100 % and no throttle).  The escalation clock starts when the level reaches
  * EMERGENCY and stops when it falls below CRITICAL.
  */
 void policy_tick(struct policy_state *s, const struct policy_params *p,

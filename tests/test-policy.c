@@ -1042,7 +1042,21 @@ static const struct tick_step ticks_events_reset[] = {
 	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL } },
 };
 
+/* A budget raised under EMERGENCY (SET_BUDGET): the next tick's level is
+ * the new budget's at once, not EMERGENCY held with gc 100 % and no
+ * throttle, which disagree with it; lowered again, it rises at once. */
+static const struct tick_step ticks_budget_changed[] = {
+	{ 0, IN(.working_set = 1100), { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 100, { .budget = 2000, .working_set = 1100 },
+	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 200, { .budget = 2000, .working_set = 1100 }, { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	/* u = .9 of 1222: CRITICAL */
+	{ 300, { .budget = 1222, .working_set = 1100 },
+	  { C, 1, 0, 75, 251, 977, 123, 123, 5000, A_NONE } },
+};
+
 static const struct tick_case tick_cases[] = {
+	{ "budget changed", NULL, NULL, ticks_budget_changed, ARRAY_SIZE(ticks_budget_changed) },
 	{ "ladder to kill and back", NULL, NULL, ticks_ladder, ARRAY_SIZE(ticks_ladder) },
 	{ "high without max/oom growth", NULL, NULL, ticks_no_kill, ARRAY_SIZE(ticks_no_kill) },
 	{ "no budget", NULL, NULL, ticks_no_budget, ARRAY_SIZE(ticks_no_budget) },

@@ -226,12 +226,40 @@ static void test_names_the_wire_cannot_carry(void **state)
 	close(fd);
 }
 
+/* Item 9: after set-budget raised a budget under EMERGENCY, the next
+ * DIRECTIVE is the new budget's level, never EMERGENCY with gc 100 % and
+ * no throttle; every directive's fields agree with its level. */
+static void test_directive_agrees_with_level(void **state)
+{
+	struct mg_msg m;
+	int fd = hello("web");
+
+	assert_int_equal(set_budget("web", 80 * MiB), MG_ERR_OK);
+	do
+		recv_type(fd, MG_MSG_DIRECTIVE, &m);
+	while (m.directive.level != MG_LEVEL_EMERGENCY);
+	assert_true(m.directive.throttle > 0);
+	usleep(300000);
+	while (fixture_recv(fd, &m, 0) == 0)
+		fixture_pong(fd, &m);
+
+	assert_int_equal(set_budget("web", 200 * MiB), MG_ERR_OK);
+	recv_type(fd, MG_MSG_DIRECTIVE, &m);
+	print_message("first directive after the raise: level %u, gc %u, throttle %u\n",
+		      m.directive.level, m.directive.gc_percent, m.directive.throttle);
+	assert_int_equal(m.directive.level, MG_LEVEL_NORMAL);
+	assert_int_equal(m.directive.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(m.directive.throttle, 0);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_report_cannot_steer_neighbours, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_names_the_wire_cannot_carry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_directive_agrees_with_level, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
