@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon/policy.h"
 #include "proto/macro.h"
@@ -652,15 +653,36 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 	}
 }
 
+/* The state a directive sets, as the wire carries it: every field of the
+ * field table but the demand (release, deadline_ms), which is an event.
+ * Encoding instead of comparing members keeps this in step with any field
+ * appended to DIRECTIVE.  Returns the body's length, or 0 when `d` does
+ * not encode (then it is news whatever it is compared with). */
+static size_t directive_state(const struct mg_directive *d, uint8_t buf[static 128])
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_DIRECTIVE } };
+	int n;
+
+	m.directive = *d;
+	m.directive.release = 0;
+	m.directive.deadline_ms = 0;
+	n = proto_msg_encode(&m, buf, 128);
+	return n > 0 ? (size_t)n : 0;
+}
+
 bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new)
 {
+	uint8_t a[128], b[128];
+	size_t na, nb;
+
 	if (!old)
 		return true;
 	/* A demand is news even when it repeats the last one's bytes:
 	 * policy_tick() only makes one once per deadline. */
 	if (new->release > 0)
 		return true;
-	return old->level != new->level || old->gc_percent != new->gc_percent ||
-	       old->throttle != new->throttle || old->soft_limit != new->soft_limit;
+	na = directive_state(old, a);
+	nb = directive_state(new, b);
+	return na == 0 || na != nb || memcmp(a, b, na) != 0;
 }

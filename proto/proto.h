@@ -118,7 +118,7 @@ struct mg_header {
 	uint32_t flags;                  /* none defined; receivers ignore unknown bits */
 };
 
-/* What the daemon asks a client to do; part of WELCOME and DIRECTIVE. */
+/* What the daemon asks a client to do: the body of DIRECTIVE. */
 struct mg_directive {
 	uint8_t level;                   /* enum mg_level */
 	uint16_t gc_percent;             /* MG_GC_DEFAULT or 1..65535 */
@@ -160,11 +160,12 @@ struct mg_bye {
 	uint32_t reason;                 /* enum mg_bye_reason */
 };
 
+/* The answer to HELLO.  The directive in force follows in a DIRECTIVE of
+ * its own, so that WELCOME and DIRECTIVE each grow at their end. */
 struct mg_welcome {
 	uint64_t client_id;
 	uint64_t budget;                 /* bytes; 0 = none known */
 	uint32_t report_interval_ms;
-	struct mg_directive directive;   /* in force now */
 	char service[MG_NAME_MAX + 1];
 };
 
@@ -303,6 +304,13 @@ int proto_msg_encode(const struct mg_msg *m, void *buf, size_t size);
  * after it.  The version is not checked here.
  */
 int proto_header_decode(const void *buf, size_t len, struct mg_header *ret);
+
+/*
+ * The header's seq of a datagram of `len` bytes, read even when the rest
+ * of the header or the body is malformed (so that an ERROR can name what
+ * it refuses); 0 when `len` is shorter than a header.
+ */
+uint32_t proto_peek_seq(const void *buf, size_t len);
 
 /*
  * Decode one datagram of `len` bytes into `*ret`.  Returns 0 on success;
