@@ -20,10 +20,22 @@
 
 #define RECV_BATCH 16                   /* datagrams read per wakeup, for fairness */
 
+/*
+ * A log line said at most once per SERVER_LOG_INTERVAL_USEC; what happened
+ * in between is counted and told with the next line.  A peer that can make
+ * the daemon log cannot make it fill the disk.
+ */
+struct ratelimit {
+	uint64_t last_usec;              /* when a line was last said, 0 = never */
+	unsigned suppressed;             /* events since, not said */
+};
+
 struct server {
 	sd_event *event;
 	int fd;
 	sd_event_source *listen_io;
+	sd_event_source *accept_timer;   /* resumes listening after a pause */
+	struct ratelimit accept_failed;
 	sd_event_source *reaper;         /* deferred: frees dropped clients */
 	gid_t admin_gid;
 	const struct server_ops *ops;
@@ -40,6 +52,22 @@ static uint64_t now_usec(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Whether to say the event now; returns true with `*ret_suppressed` the
+ * events not said since the last line, else counts this one. */
+static bool ratelimit_pass(struct ratelimit *rl, unsigned *ret_suppressed)
+{
+	uint64_t now = now_usec();
+
+	if (rl->last_usec && now - rl->last_usec < SERVER_LOG_INTERVAL_USEC) {
+		rl->suppressed++;
+		return false;
+	}
+	*ret_suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_usec = now;
+	return true;
 }
 
 int server_listen(const char *path, mode_t mode, gid_t gid)
@@ -533,6 +561,42 @@ static void accept_one(struct server *s, int fd)
 		  (int)c->cred.uid, c->admin ? ", admin" : "");
 }
 
+static int on_accept_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	struct server *s = userdata;
+
+	return sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
+}
+
+/*
+ * accept() failed for want of a resource (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM).  The listening socket is level-triggered and stays readable
+ * while connections wait, so retrying at once would spin: stop listening
+ * for SERVER_ACCEPT_PAUSE_USEC, keep serving who we have (a closed client
+ * frees a descriptor), and say so once per SERVER_LOG_INTERVAL_USEC with
+ * the count.  The waiting connections stay in the backlog meanwhile.
+ */
+static void accept_pause(struct server *s, int err)
+{
+	unsigned suppressed;
+	int r;
+
+	if (ratelimit_pass(&s->accept_failed, &suppressed))
+		log_warning_errno(err, "Failed to accept a connection (%u more since the last "
+				  "message), pausing new connections for %llu ms: %m", suppressed,
+				  SERVER_ACCEPT_PAUSE_USEC / 1000);
+	r = sd_event_source_set_enabled(s->listen_io, SD_EVENT_OFF);
+	if (r >= 0)
+		r = sd_event_source_set_time_relative(s->accept_timer, SERVER_ACCEPT_PAUSE_USEC);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->accept_timer, SD_EVENT_ONESHOT);
+	if (r < 0) {
+		/* Without the timer, listening must go on, spin or not. */
+		sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
+		log_warning_errno(r, "Failed to arm the accept pause, ignoring: %m");
+	}
+}
+
 static int on_listen(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 {
 	struct server *s = userdata;
@@ -543,8 +607,7 @@ static int on_listen(sd_event_source *src, int fd, uint32_t revents, void *userd
 		if (cfd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return 0;
-			/* EMFILE and friends: keep serving who we have. */
-			log_warning_errno(errno, "Failed to accept a connection, ignoring: %m");
+			accept_pause(s, errno);
 			return 0;
 		}
 		accept_one(s, cfd);
@@ -571,6 +634,11 @@ int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct ser
 	r = fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 	if (r >= 0)
 		r = sd_event_add_io(event, &s->listen_io, listen_fd, EPOLLIN, on_listen, s);
+	if (r >= 0)
+		r = sd_event_add_time_relative(event, &s->accept_timer, CLOCK_MONOTONIC,
+					       SERVER_ACCEPT_PAUSE_USEC, 0, on_accept_timer, s);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->accept_timer, SD_EVENT_OFF);
 	if (r >= 0)
 		r = sd_event_add_defer(event, &s->reaper, on_reap, s);
 	if (r >= 0)
@@ -607,6 +675,7 @@ struct server *server_free(struct server *s)
 		client_free(c);
 	}
 	sd_event_source_disable_unref(s->listen_io);
+	sd_event_source_disable_unref(s->accept_timer);
 	sd_event_source_disable_unref(s->reaper);
 	if (s->fd >= 0)
 		close(s->fd);

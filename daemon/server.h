@@ -23,6 +23,8 @@
 #define SERVER_PING_USEC (10 * 1000000ULL)    /* idle time before a PING */
 #define SERVER_PONG_USEC (10 * 1000000ULL)    /* time to answer a PING */
 #define SERVER_ADMIN_IDLE_USEC (30 * 1000000ULL) /* idle admin peers are closed */
+#define SERVER_ACCEPT_PAUSE_USEC (250 * 1000ULL) /* listening paused when out of fds */
+#define SERVER_LOG_INTERVAL_USEC (10 * 1000000ULL) /* one line per kind of refusal */
 
 struct server;
 
