@@ -811,10 +811,38 @@ static void manager_notify_status(struct manager *m)
 
 static void manager_tick_now(struct manager *m);
 
+static void manager_collect_implicit(struct manager *m);
+
 static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
 {
+	manager_collect_implicit(userdata);
 	manager_tick_now(userdata);
 	return 0;
+}
+
+/*
+ * Drop the implicit services whose last client left, with their cgroup
+ * files: a service made for a client lives as long as it has clients, or
+ * a peer that registers from many cgroups in turn would keep descriptors
+ * and memory without end.  On the timer's tick only, where no caller
+ * holds a service: a client can go in the middle of a walk over its
+ * service's clients, and a PSI or SET_BUDGET tick holds its service.
+ */
+static void manager_collect_implicit(struct manager *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		if (s->implicit && s->n_clients == 0) {
+			log_info("%s: implicit service dropped: its last client left", s->conf.name);
+			service_free(s);
+			continue;
+		}
+		m->services[n++] = s;
+	}
+	m->n_services = n;
 }
 
 static void manager_tick_now(struct manager *m)

@@ -367,6 +367,54 @@ static void test_out_of_descriptors(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* The services STATUS lists. */
+static unsigned n_services(void)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 4 } };
+	int fd = fixture_connect(&fx, NULL);
+	unsigned n = 0;
+
+	fixture_send(fd, &m);
+	do {
+		assert_int_equal(fixture_recv(fd, &m, 5000), 0);
+		n += m.hdr.type == MG_MSG_STATUS_SERVICE;
+	} while (m.hdr.type != MG_MSG_RESULT);
+	close(fd);
+	return n;
+}
+
+/* Item 5: with no service configured, a client that registers from 100
+ * cgroups in turn leaves no service and no descriptor behind once it is
+ * gone from each. */
+static void test_implicit_services_collected(void **state)
+{
+	int fds0, fds1 = -1;
+	unsigned left = 1;
+
+	fixture_put(&fx, "memguard.conf", "[daemon]\ntick = 50ms\n");
+	assert_int_equal(kill(fx.daemon, SIGHUP), 0);
+	usleep(300000);
+	assert_int_equal(n_services(), 0);
+	fds0 = fixture_count_fds(fx.daemon);
+	for (int i = 0; i < 100; i++) {
+		char cg[32];
+
+		snprintf(cg, sizeof(cg), "imp%d", i);
+		fixture_cgroup(&fx, cg, MiB);
+		fixture_map_pid(&fx, getpid(), cg);
+		close(hello(""));
+	}
+	for (int i = 0; i < 100 && (left || fds1 != fds0); i++) {
+		usleep(50000);
+		left = n_services();
+		fds1 = fixture_count_fds(fx.daemon);
+	}
+	print_message("after 100 implicit services: %u left, daemon fds %d -> %d\n", left, fds0,
+		      fds1);
+	assert_int_equal(left, 0);
+	assert_int_equal(fds1, fds0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -375,6 +423,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_names_the_wire_cannot_carry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_directive_agrees_with_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_out_of_descriptors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implicit_services_collected, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
@@ -382,5 +431,8 @@ int main(void)
 		return 77;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* MG_TEST_FILTER=test_x runs the tests whose names match. */
+	if (getenv("MG_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("MG_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
