@@ -40,43 +40,15 @@ static enum mg_level level_max(enum mg_level a, enum mg_level b)
  * (a target times one client's weight) need 128 bits; doubles would round
  * and break "the shares add up to the target exactly".
  */
-#if defined(__SIZEOF_INT128__) && !defined(POLICY_NO_INT128)
+#ifndef __SIZEOF_INT128__
+#error "memguardd needs unsigned __int128 (any 64-bit target of GCC or clang)"
+#endif
 static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
 {
 	unsigned __int128 q = (unsigned __int128)a * b / c;
 
 	return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
 }
-#else
-static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
-{
-	uint64_t a_lo = a & UINT32_MAX, a_hi = a >> 32;
-	uint64_t b_lo = b & UINT32_MAX, b_hi = b >> 32;
-	uint64_t p0 = a_lo * b_lo, p1 = a_lo * b_hi, p2 = a_hi * b_lo, p3 = a_hi * b_hi;
-	uint64_t mid = (p0 >> 32) + (p1 & UINT32_MAX) + (p2 & UINT32_MAX);
-	uint64_t lo = (p0 & UINT32_MAX) | (mid << 32);
-	uint64_t hi = p3 + (p1 >> 32) + (p2 >> 32) + (mid >> 32);
-	uint64_t q = 0, r = hi;
-
-	if (hi >= c)
-		return UINT64_MAX;
-
-	/* Long division of hi:lo by c, one bit of lo at a time; r < c. */
-	for (int i = 63; i >= 0; i--) {
-		bool carry = r >> 63;
-
-		r = (r << 1) | ((lo >> i) & 1);
-		q <<= 1;
-		if (carry || r >= c) {
-			/* Wraps back into range when carry is set: the true
-			 * value is below 2c. */
-			r -= c;
-			q |= 1;
-		}
-	}
-	return q;
-}
-#endif
 
 /* Round to the nearest integer, halves up; NaN and negatives give 0. */
 static uint32_t round_pos(double x)

@@ -188,6 +188,11 @@ static bool name_ok(const char *s)
 	return true;
 }
 
+/* docs/protocol.md §8.2: levels 0..3 on the wire, the API's values. */
+_Static_assert(MG_LEVEL_NORMAL == 0 && MG_LEVEL_WARN == 1 && MG_LEVEL_CRITICAL == 2 &&
+		       MG_LEVEL_EMERGENCY == 3,
+	       "the wire's levels are the API's");
+
 static bool directive_ok(const struct mg_directive *d)
 {
 	return d->level <= MG_LEVEL_EMERGENCY && d->throttle <= MG_THROTTLE_MAX;

@@ -55,16 +55,10 @@ enum mg_msg_type {
 #define MG_CAP_HEAP (UINT32_C(1) << 3)         /* allocates from the memguard heap */
 #define MG_CAP_ALL (MG_CAP_GC_HOOK | MG_CAP_RELEASE_HOOK | MG_CAP_ADMIT | MG_CAP_HEAP)
 
-/* Also defined, identically, by the installed memguard/client.h. */
-#ifndef MEMGUARD_LEVEL_DEFINED
-#define MEMGUARD_LEVEL_DEFINED
-enum mg_level {
-	MG_LEVEL_NORMAL = 0,
-	MG_LEVEL_WARN = 1,
-	MG_LEVEL_CRITICAL = 2,
-	MG_LEVEL_EMERGENCY = 3,
-};
-#endif
+/* enum mg_level (MG_LEVEL_NORMAL … MG_LEVEL_EMERGENCY) is the public API's,
+ * in the installed header; the wire carries the same values (proto.c
+ * asserts the range it accepts). */
+#include "client/memguard/client.h"
 
 enum mg_enforce {
 	MG_ENFORCE_NOTIFY = 0,
