@@ -188,7 +188,7 @@ static gid_t group_id(const char *name, const char *key)
 	return g->gr_gid;
 }
 
-/* Enough descriptors for SERVER_MAX_CLIENTS and the cgroup files. */
+/* Enough descriptors for max_connections and the cgroup files. */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;

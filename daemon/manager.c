@@ -1496,6 +1496,15 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
 	return sd_event_exit(sd_event_source_get_event(src), 0);
 }
 
+static void set_limits(struct manager *m, const struct mg_conf *conf)
+{
+	server_set_limits(m->server, &(struct server_limits){
+		.max_connections = conf->daemon.max_connections,
+		.max_connections_per_uid = conf->daemon.max_connections_per_uid,
+		.admin_reserved_connections = conf->daemon.admin_reserved_connections,
+	});
+}
+
 /* The gid of admin_group, or (gid_t)-1 (root only). */
 static gid_t admin_gid(const struct mg_conf *conf)
 {
@@ -1520,6 +1529,7 @@ int manager_start(struct manager *m, int listen_fd)
 	r = server_new(m->event, listen_fd, admin_gid(m->conf), &ops, m, &m->server);
 	if (r < 0)
 		return log_errno(r, "Failed to serve the socket: %m");
+	set_limits(m, m->conf);
 
 	/* main() blocked them before listening; block again for callers
 	 * that did not (sd_event_add_signal needs them blocked). */
@@ -1681,6 +1691,7 @@ int manager_reload(struct manager *m, char *problems, size_t size)
 	 * its log level and admin group at once (--log-level wins). */
 	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : conf->daemon.log_level);
 	server_set_admin_gid(m->server, admin_gid(conf));
+	set_limits(m, conf);
 	r = manager_apply(m, conf);
 	if (r < 0)
 		return r;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "log.h"
 #include "proto/macro.h"
 #include "server.h"
@@ -36,6 +37,8 @@ struct server {
 	sd_event_source *listen_io;
 	sd_event_source *accept_timer;   /* resumes listening after a pause */
 	struct ratelimit accept_failed;
+	struct ratelimit refused;        /* connections over a limit */
+	struct server_limits limits;
 	sd_event_source *reaper;         /* deferred: frees dropped clients */
 	gid_t admin_gid;
 	const struct server_ops *ops;
@@ -376,6 +379,7 @@ static void handle(struct client *c, const struct mg_msg *m)
 
 	switch (sender) {
 	case MG_SENDER_ADMIN:
+		c->last_request_usec = c->last_rx_usec;
 		if (!c->admin) {
 			server_send_result(c, m->hdr.seq, MG_ERR_PERMISSION,
 					   "admin requests need uid 0 or the admin group");
@@ -510,14 +514,55 @@ static int on_client_io(sd_event_source *src, int fd, uint32_t revents, void *us
 	return 0;
 }
 
+/* Connections of `uid` open now. */
+static unsigned uid_connections(struct server *s, uid_t uid)
+{
+	unsigned n = 0;
+
+	server_for_each(c, s)
+		n += c->cred.uid == uid;
+	return n;
+}
+
+/* Why a peer may not have a connection now, or NULL. */
+static const char *over_limit(struct server *s, const struct ucred *cred, bool admin)
+{
+	const struct server_limits *l = &s->limits;
+
+	if (s->n_clients >= l->max_connections)
+		return "max_connections reached";
+	/* The last slots wait for root or an admin, so that no flood of
+	 * other peers can keep `memguardctl status` out. */
+	if (!admin && (l->admin_reserved_connections >= l->max_connections ||
+		       s->n_clients >= l->max_connections - l->admin_reserved_connections))
+		return "the connections left are kept for root and admin_group";
+	if (cred->uid != 0 && uid_connections(s, cred->uid) >= l->max_connections_per_uid)
+		return "max_connections_per_uid reached for its uid";
+	return NULL;
+}
+
 static void accept_one(struct server *s, int fd)
 {
 	struct client *c;
-	socklen_t len;
+	struct ucred cred;
+	const char *why;
+	socklen_t len = sizeof(cred);
+	unsigned suppressed;
+	bool admin;
 	int r;
 
-	if (s->n_clients >= SERVER_MAX_CLIENTS) {
-		log_warning("Refusing a connection: %d clients already", SERVER_MAX_CLIENTS);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		log_warning_errno(errno, "Failed to read a peer's credentials, refusing it: %m");
+		close(fd);
+		return;
+	}
+	admin = peer_is_admin(s, fd, &cred);
+	why = over_limit(s, &cred, admin);
+	if (why) {
+		if (ratelimit_pass(&s->refused, &suppressed))
+			log_warning("Refusing a connection of pid %d, uid %d: %s (%u more refused "
+				    "since the last message)", (int)cred.pid, (int)cred.uid, why,
+				    suppressed);
 		close(fd);
 		return;
 	}
@@ -529,18 +574,12 @@ static void accept_one(struct server *s, int fd)
 	c->server = s;
 	c->fd = fd;
 	c->id = ++s->next_id;
-	len = sizeof(c->cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-		log_warning_errno(errno, "Failed to read a peer's credentials, refusing it: %m");
-		close(fd);
-		free(c);
-		return;
-	}
-	c->admin = peer_is_admin(s, fd, &c->cred);
+	c->cred = cred;
+	c->admin = admin;
 	/* Admin answers (STATUS, CLIENTS) come in bursts of one message per
 	 * service or client; registered clients get the small bound. */
 	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
-	c->last_rx_usec = now_usec();
+	c->last_rx_usec = c->accept_usec = c->last_request_usec = now_usec();
 
 	c->next = s->clients;
 	if (s->clients)
@@ -628,6 +667,11 @@ int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct ser
 	s->event = sd_event_ref(event);
 	s->fd = listen_fd;
 	s->admin_gid = admin_gid;
+	s->limits = (struct server_limits){
+		.max_connections = CONF_DEFAULT_MAX_CONNECTIONS,
+		.max_connections_per_uid = CONF_DEFAULT_MAX_CONNECTIONS_PER_UID,
+		.admin_reserved_connections = CONF_DEFAULT_ADMIN_RESERVED,
+	};
 	s->ops = ops;
 	s->userdata = userdata;
 
@@ -689,11 +733,24 @@ void server_set_admin_gid(struct server *s, gid_t gid)
 	s->admin_gid = gid;
 }
 
+void server_set_limits(struct server *s, const struct server_limits *l)
+{
+	s->limits = *l;
+	if (s->limits.max_connections == 0)
+		s->limits.max_connections = 1;
+	if (s->limits.max_connections_per_uid == 0)
+		s->limits.max_connections_per_uid = 1;
+}
+
 void server_tick(struct server *s, uint64_t now)
 {
 	server_for_each(c, s) {
 		if (!c->hello) {
-			if (now - c->last_rx_usec > SERVER_ADMIN_IDLE_USEC)
+			/* Only HELLO or an admin request counts as life here:
+			 * a PONG every few seconds must not hold a slot. */
+			if (!c->admin && now - c->accept_usec > SERVER_HELLO_USEC)
+				server_drop(c, LOG_DEBUG, "no HELLO in time");
+			else if (c->admin && now - c->last_request_usec > SERVER_ADMIN_IDLE_USEC)
 				server_drop(c, LOG_DEBUG, "idle without HELLO");
 			continue;
 		}

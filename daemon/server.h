@@ -19,7 +19,7 @@
 
 #define SERVER_QUEUE_MAX 64             /* datagrams queued to a client */
 #define SERVER_ADMIN_QUEUE_MAX 8192     /* datagrams queued to an admin peer */
-#define SERVER_MAX_CLIENTS 4096         /* connections at once */
+#define SERVER_HELLO_USEC (10 * 1000000ULL)   /* a non-admin peer's time to say HELLO */
 #define SERVER_PING_USEC (10 * 1000000ULL)    /* idle time before a PING */
 #define SERVER_PONG_USEC (10 * 1000000ULL)    /* time to answer a PING */
 #define SERVER_ADMIN_IDLE_USEC (30 * 1000000ULL) /* idle admin peers are closed */
@@ -42,6 +42,8 @@ struct client {
 	uint32_t capabilities;           /* from HELLO */
 	char process[MG_NAME_MAX + 1];   /* from HELLO */
 	uint64_t last_rx_usec;           /* CLOCK_MONOTONIC of the last message */
+	uint64_t accept_usec;            /* when it was accepted */
+	uint64_t last_request_usec;      /* its last admin request (or accept) */
 	uint64_t ping_cookie;            /* outstanding PING, 0 = none */
 	uint64_t ping_usec;              /* when it was sent */
 	uint8_t **queue;                 /* ring of encoded datagrams: u16 length + bytes */
@@ -96,6 +98,21 @@ struct server *server_free(struct server *s);
 
 void server_set_admin_gid(struct server *s, gid_t gid);
 
+/* How many connections the server takes (memguard.conf's [daemon] keys of
+ * the same names; a new server has CONF_DEFAULT_*). */
+struct server_limits {
+	unsigned max_connections;        /* at once, ≥ 1 */
+	unsigned max_connections_per_uid; /* from one uid but 0, ≥ 1 */
+	unsigned admin_reserved_connections; /* of max_connections, for admin peers only */
+};
+
+/*
+ * Apply `l` to the connections accepted from now on (open ones stay).  A
+ * connection over a limit is accepted and closed at once; the refusals are
+ * logged at most once per SERVER_LOG_INTERVAL_USEC, with their count.
+ */
+void server_set_limits(struct server *s, const struct server_limits *l);
+
 /*
  * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it the daemon's
  * next sequence number (32 bits, wrapping, never 0) and writes it back to
@@ -113,7 +130,13 @@ int server_send_result(struct client *c, uint32_t seq, unsigned code, const char
  * the memory is freed on the next loop iteration. */
 void server_drop(struct client *c, int level, const char *reason);
 
-/* Send PINGs to idle clients and drop those that did not answer in time. */
+/*
+ * Send PINGs to idle clients and drop those that did not answer in time.
+ * A peer without HELLO is dropped SERVER_HELLO_USEC after it was accepted
+ * unless it may send admin requests, and an admin peer without HELLO
+ * SERVER_ADMIN_IDLE_USEC after its last request: whatever else it sends
+ * (a PONG, a refused request) does not keep it.
+ */
 void server_tick(struct server *s, uint64_t now_usec);
 
 /* The first client; iterate with c->next.  Dead clients are skipped by

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -415,6 +416,150 @@ static void test_implicit_services_collected(void **state)
 	assert_int_equal(fds1, fds0);
 }
 
+/* Connections of `fds` the daemon has not closed. */
+static int still_open(const int *fds, int n)
+{
+	int open = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct pollfd p = { .fd = fds[i], .events = POLLIN };
+		char buf[MG_MSG_MAX];
+
+		if (fds[i] < 0)
+			continue;
+		/* Drain what came (nothing should); a close reads as 0. */
+		while (poll(&p, 1, 0) == 1 && !(p.revents & (POLLHUP | POLLERR)) &&
+		       recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			;
+		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+			continue;
+		open++;
+	}
+	return open;
+}
+
+/* A PONG on each connection of `fds`, as a peer feigning life would. */
+static void pong_all(const int *fds, int n)
+{
+	uint8_t buf[MG_MSG_MAX];
+	struct mg_msg m = { .hdr = { .type = MG_MSG_PONG, .seq = 1 } };
+	int len = proto_msg_encode(&m, buf, sizeof(buf));
+
+	for (int i = 0; i < n; i++)
+		(void)send(fds[i], buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+#define FLOOD 30
+
+/*
+ * An unprivileged flooder in a child: `uid` opens FLOOD connections and
+ * never says HELLO, only PONGs every second.  It writes to `report` how
+ * many stayed open after 2 s, then after 14 s.  No cmocka here.
+ */
+static void flooder(uid_t uid, int go, int report)
+{
+	int fds[FLOOD], n;
+	char c;
+
+	if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0)
+		_exit(10);
+	if (read(go, &c, 1) != 1)
+		_exit(11);
+	for (int i = 0; i < FLOOD; i++)
+		fds[i] = fixture_connect(&fx, NULL);
+	for (int t = 0; t < 16; t++) {
+		if (t == 2) {
+			n = still_open(fds, FLOOD);
+			if (write(report, &n, sizeof(n)) != sizeof(n))
+				_exit(12);
+		}
+		pong_all(fds, FLOOD);
+		sleep(1);
+	}
+	n = still_open(fds, FLOOD);
+	if (write(report, &n, sizeof(n)) != sizeof(n))
+		_exit(13);
+	_exit(0);
+}
+
+/*
+ * Item 1: two unprivileged uids flood the socket (30 connections each, no
+ * HELLO, a PONG every second).  Each holds at most max_connections_per_uid
+ * and together no more than the slots not kept for admins; root's STATUS
+ * is answered and a new client registers meanwhile; the refusals are
+ * logged once, not once each; and no flooder connection outlives the
+ * HELLO deadline, PONGs or not.
+ */
+static void test_unprivileged_flood(void **state)
+{
+	static const uid_t uids[2] = { 65534, 65533 };
+	char err[128];
+	int go[2][2], rep[2][2], early[2], late[2], status, fd, lines;
+	pid_t pids[2];
+	struct mg_msg m;
+
+	fixture_stop(&fx, SIGTERM);
+	fixture_put(&fx, "memguard.conf",
+		    "[daemon]\ntick = 50ms\nsocket_group = %s\nmax_connections = 20\n"
+		    "max_connections_per_uid = 10\nadmin_reserved_connections = 4\n"
+		    "[web]\ncgroup = web\nbudget = 100M\n",
+		    getgrgid(65534) ? getgrgid(65534)->gr_name : "root");
+	/* Peers other than root reach the socket: the group owns it. */
+	assert_int_equal(chmod(fx.dir, 0711), 0);
+	snprintf(err, sizeof(err), "%s/flood.log", fx.dir);
+	fixture_start(&fx, NULL, err, "notice");
+	assert_int_equal(chmod(fx.sock, 0666), 0);
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pipe2(go[i], O_CLOEXEC), 0);
+		assert_int_equal(pipe2(rep[i], O_CLOEXEC), 0);
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0)
+			flooder(uids[i], go[i][0], rep[i][1]);
+		close(go[i][0]);
+		close(rep[i][1]);
+	}
+	/* One after the other, so which is refused is known. */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(write(go[i][1], "x", 1), 1);
+		assert_int_equal(read(rep[i][0], &early[i], sizeof(int)), (ssize_t)sizeof(int));
+	}
+	print_message("flooders hold %d and %d connections\n", early[0], early[1]);
+	assert_true(early[0] <= 10);
+	assert_true(early[1] <= 10);
+	assert_true(early[0] + early[1] <= 16);
+
+	/* Root still gets STATUS, and a new client registers. */
+	assert_true(status_of("web", &(struct mg_status_service){ 0 }));
+	fd = hello("web");
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(read(rep[i][0], &late[i], sizeof(int)), (ssize_t)sizeof(int));
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+		close(go[i][1]);
+		close(rep[i][0]);
+	}
+	print_message("after 16 s of PONGs without HELLO: %d and %d left\n", late[0], late[1]);
+	assert_int_equal(late[0], 0);
+	assert_int_equal(late[1], 0);
+
+	/* The registered client stayed: it said HELLO. */
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_REPORT, .seq = 2 } };
+	fixture_send(fd, &m);
+	assert_true(status_of("web", &(struct mg_status_service){ 0 }));
+	assert_int_equal(fixture_recv(fd, &m, 0) == -ECONNRESET, 0);
+	close(fd);
+
+	lines = count_lines(err, "Refusing a connection");
+	print_message("%d refusal lines logged for %d refusals\n", lines,
+		      2 * FLOOD - early[0] - early[1]);
+	assert_true(lines >= 1);
+	assert_true(lines <= 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +569,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_directive_agrees_with_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_out_of_descriptors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_services_collected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unprivileged_flood, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
