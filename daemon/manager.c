@@ -2,14 +2,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cgrp.h"
 #include "log.h"
@@ -140,23 +143,34 @@ static void service_unwatch(struct service *s)
 }
 
 /*
- * The memory.high values the daemon replaced, in a file beside the socket,
- * so a daemon that was killed (crash, watchdog, SIGKILL) can put them back
- * when it starts again.  Rewritten whole on every change, by rename.
+ * The memory.high values the daemon replaced, in a file beside the socket
+ * named after it (SOCKET.escalations: two daemons with sockets in one
+ * directory keep a record each), so a daemon that was killed (crash,
+ * watchdog, SIGKILL) can put them back when it starts again.  Its first
+ * line names the socket.  Rewritten whole on every change: a new file,
+ * made with O_EXCL|O_NOFOLLOW (nothing planted at its name is followed or
+ * reused), renamed into place.
  */
 static void manager_save_escalations(struct manager *m)
 {
 	_cleanup_free_ char *tmp = NULL;
 	FILE *f;
 	size_t n = 0;
+	int fd;
 
 	if (!m->state_path || asprintf(&tmp, "%s.new", m->state_path) < 0)
 		return;
-	f = fopen(tmp, "we");
+	/* A leftover of a crash mid-write; unlink removes a symlink itself. */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "we") : NULL;
 	if (!f) {
 		log_warning_errno(errno, "Failed to write %s, ignoring: %m", tmp);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
+	fprintf(f, "socket %s\n", m->conf->daemon.socket);
 	for (size_t i = 0; i < m->n_services; i++) {
 		const struct service *s = m->services[i];
 
@@ -179,18 +193,80 @@ static void manager_save_escalations(struct manager *m)
 	}
 }
 
-/* Put back what a killed predecessor left in memory.high. */
+/* A memory.high value as the record holds it: "max" or a size of 1 byte
+ * or more in digits, nothing else (no sign, no space, no 0). */
+static bool parse_high(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (strcmp(s, "max") == 0) {
+		*ret = MONITOR_UNLIMITED;
+		return true;
+	}
+	if (!*s || strlen(s) > 20)
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v == 0)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* The configured service whose cgroup directory is `dir`, or NULL. */
+static struct service *service_by_dir(struct manager *m, const char *dir)
+{
+	for (size_t i = 0; i < m->n_services; i++)
+		if (!m->services[i]->implicit && strcmp(m->services[i]->v2_dir, dir) == 0)
+			return m->services[i];
+	return NULL;
+}
+
+/*
+ * Put back what a killed predecessor on the same socket left in
+ * memory.high.  The record is trusted only as far as it must be: a regular
+ * file of ours that nobody else may write, naming our socket; and each
+ * entry only for the cgroup of a configured service, below the cgroup
+ * root, with a value that parses.  Anything else is logged and skipped.
+ */
 static void manager_restore_leftovers(struct manager *m)
 {
 	_cleanup_fclose_ FILE *f = NULL;
 	char line[MG_PATH_MAX + 4096];
+	struct stat st;
+	int fd;
 
-	f = fopen(m->state_path, "re");
-	if (!f)
+	fd = open(m->state_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warning_errno(errno, "Failed to open %s, ignoring it: %m", m->state_path);
 		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+		log_warning("%s is not a regular file of ours that only we may write; ignoring it",
+			    m->state_path);
+		close(fd);
+		return;
+	}
+	f = fdopen(fd, "re");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	if (!fgets(line, sizeof(line), f) || strncmp(line, "socket ", 7) != 0 ||
+	    strcspn(line + 7, "\n") != strlen(m->conf->daemon.socket) ||
+	    strncmp(line + 7, m->conf->daemon.socket, strlen(m->conf->daemon.socket)) != 0) {
+		log_warning("%s is not the record of socket %s; ignoring it", m->state_path,
+			    m->conf->daemon.socket);
+		return;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		char *dir = strchr(line, ' '), *end;
-		uint64_t v = UINT64_MAX;
+		uint64_t v;
 		int r;
 
 		if (!dir)
@@ -199,16 +275,13 @@ static void manager_restore_leftovers(struct manager *m)
 		end = strchr(dir, '\n');
 		if (end)
 			*end = 0;
-		/* Only below our cgroup root, and never upwards. */
-		if (!path_within(dir, m->v2_root) || strstr(dir, "/.."))
+		/* Only a configured service's cgroup, below our cgroup root,
+		 * never upwards, and only to a value that parses. */
+		if (!path_within(dir, m->v2_root) || strstr(dir, "/..") ||
+		    !service_by_dir(m, dir) || !parse_high(line, &v)) {
+			log_warning("%s: entry '%s %s' is not a configured service's cgroup with a "
+				    "memory.high value; skipped", m->state_path, line, dir);
 			continue;
-		if (strcmp(line, "max") != 0) {
-			char *e;
-
-			errno = 0;
-			v = strtoull(line, &e, 10);
-			if (errno || *e)
-				continue;
 		}
 		r = cgrp_write_high(dir, v);
 		if (r < 0)
@@ -560,6 +633,16 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 			break;
 		}
 		s->high_noop = false;
+		if (s->sample.high == s->budget) {
+			/* Our own value, left by a predecessor that could not
+			 * put it back: recorded as the original, it would
+			 * become permanent.  Keep what we know, if anything. */
+			if (!s->saved_high_valid)
+				log_service(LOG_NOTICE, s->conf.name, lvl, u, "escalate",
+					    "memory.high is already the budget %" PRIu64
+					    "; nothing to put back later", s->budget);
+			break;
+		}
 		s->saved_high = s->sample.high;
 		s->saved_high_valid = true;
 		/* Recorded before the write: a crash right after it still
@@ -1466,17 +1549,14 @@ int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct 
 		_cleanup_free_ char *dir = strdup(conf->daemon.socket);
 		char *slash = dir ? strrchr(dir, '/') : NULL;
 
-		if (slash) {
-			*slash = 0;
-			if (asprintf(&m->state_path, "%s/escalations", *dir ? dir : "") < 0)
-				m->state_path = NULL;
-		}
-		if (m->state_path)
-			manager_restore_leftovers(m);
+		if (slash && asprintf(&m->state_path, "%s.escalations", conf->daemon.socket) < 0)
+			m->state_path = NULL;
 	}
 	r = services_from_conf(m);
 	if (r < 0)
 		return log_errno(r, "Failed to set up services: %m");
+	if (m->state_path)
+		manager_restore_leftovers(m);
 	*ret = TAKE_PTR(m);
 	return 0;
 }

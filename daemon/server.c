@@ -73,6 +73,57 @@ static bool ratelimit_pass(struct ratelimit *rl, unsigned *ret_suppressed)
 	return true;
 }
 
+int server_check_runtime_dir(const char *path, const char **ret_why)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	struct stat st;
+
+	if (!dir)
+		return -ENOMEM;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode)) {
+		*ret_why = "it is not a directory (a symlink is not followed)";
+		return -ENOTDIR;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		*ret_why = "it is not owned by root";
+		return -EPERM;
+	}
+	if (st.st_mode & 022) {
+		*ret_why = "its group or others may write to it";
+		return -EPERM;
+	}
+	return 0;
+}
+
+int server_unlink_socket(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+/* bind() with the socket file made with `mode` at once (the umask), so it
+ * needs no chmod by name afterwards; errno as bind's. */
+static int bind_mode(int fd, const struct sockaddr_un *sa, mode_t mode)
+{
+	mode_t old = umask(~mode & 0777);
+	int r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+
+	umask(old);
+	errno = e;
+	return r;
+}
+
 int server_listen(const char *path, mode_t mode, gid_t gid)
 {
 	_cleanup_close_ int fd = -1;
@@ -98,8 +149,9 @@ int server_listen(const char *path, mode_t mode, gid_t gid)
 	if (fd < 0)
 		return -errno;
 
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (bind_mode(fd, &sa, mode) < 0) {
 		_cleanup_close_ int probe = -1;
+		int r;
 
 		if (errno != EADDRINUSE)
 			return -errno;
@@ -112,14 +164,17 @@ int server_listen(const char *path, mode_t mode, gid_t gid)
 			return -EADDRINUSE;
 		if (errno != ECONNREFUSED)
 			return -EADDRINUSE;
-		if (unlink(path) < 0)
-			return -errno;
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		/* A regular file refuses a connect too: only a socket is
+		 * stale, anything else is someone's and stays. */
+		r = server_unlink_socket(path);
+		if (r < 0)
+			return r;
+		if (bind_mode(fd, &sa, mode) < 0)
 			return -errno;
 	}
-	if (chmod(path, mode) < 0)
-		return -errno;
-	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0)
+	/* The name may have been replaced since bind (a symlink): never
+	 * follow it to chown something else. */
+	if (gid != (gid_t)-1 && fchownat(AT_FDCWD, path, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (listen(fd, SOMAXCONN) < 0)
 		return -errno;

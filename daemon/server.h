@@ -77,12 +77,27 @@ struct server_ops {
 };
 
 /*
+ * Check the directory of `path` (the runtime directory: the socket and the
+ * escalation record live there): it must be a directory, not a symlink,
+ * owned by root (or by us), and writable by nobody else, or anyone could
+ * plant files where the daemon trusts them.  Returns 0, -ENOTDIR, or
+ * -EPERM with the reason in `ret_why` (a static string).
+ */
+int server_check_runtime_dir(const char *path, const char **ret_why);
+
+/*
  * Create the listening socket at `path`: make its directory (mode 0755),
- * remove a stale socket left by a dead daemon, bind, set `mode` and the
- * group `gid` ((gid_t)-1 = leave it), listen.  Returns the fd, -EADDRINUSE
- * when a live daemon answers on `path`, or another -errno.
+ * remove a stale socket left by a dead daemon (only a socket: another
+ * file there is -EEXIST), bind with `mode` already set (the umask), give
+ * it the group `gid` ((gid_t)-1 = leave it) without following a symlink,
+ * listen.  Returns the fd, -EADDRINUSE when a live daemon answers on
+ * `path`, or another -errno.
  */
 int server_listen(const char *path, mode_t mode, gid_t gid);
+
+/* Remove the socket at `path` if a socket is there (never another kind of
+ * file).  Returns 0 or -errno. */
+int server_unlink_socket(const char *path);
 
 /*
  * Serve connections on `listen_fd` (which the server owns from now on and

@@ -560,6 +560,190 @@ static void test_unprivileged_flood(void **state)
 	assert_true(lines <= 2);
 }
 
+#define CONFIG_HIGH "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 100M\n" \
+	"enforce = high\nrelease_deadline = 200ms\n"
+
+/* Restart the fixture's daemon on `config`, logging to tmp/daemon.log. */
+static void restart(const char *config)
+{
+	char err[128];
+
+	fixture_stop(&fx, SIGTERM);
+	fixture_put(&fx, "memguard.conf", "%s", config);
+	snprintf(err, sizeof(err), "%s/daemon.log", fx.dir);
+	fixture_start(&fx, NULL, err, "notice");
+	/* Answered once the manager runs: what it does at start is done. */
+	assert_true(status_of("web", &(struct mg_status_service){ 0 }));
+}
+
+/* Wait until the daemon shows web's escalation as `e`. */
+static void await_escalation(unsigned e)
+{
+	struct mg_status_service st = { 0 };
+
+	for (int i = 0; i < 250 && (!status_of("web", &st) || st.escalation != e); i++)
+		usleep(20000);
+	assert_int_equal(st.escalation, e);
+}
+
+/* memguardd started on `sock`: exit 1, with `text` in what it said. */
+static void assert_refused(const char *sock, const char *text)
+{
+	char err[128], out[2048] = "";
+	int status, fd;
+	pid_t pid;
+	ssize_t n;
+
+	snprintf(err, sizeof(err), "%s/refused.log", fx.dir);
+	pid = extra = fixture_start(&fx, sock, err, "notice");
+	for (int i = 0; i < 500 && waitpid(pid, &status, WNOHANG) == 0; i++)
+		usleep(10000);
+	if (kill(pid, 0) == 0)
+		fail_msg("memguardd started on %s", sock);   /* teardown ends it */
+	extra = 0;
+	fd = open(err, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, out, sizeof(out) - 1);
+	close(fd);
+	print_message("%s", n > 0 ? out : "(nothing said)\n");
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	assert_non_null(strstr(out, text));
+}
+
+/* Item 7: a runtime directory others may write, or a symlink, is refused
+ * at start, naming it; a file at the socket path that is not a socket is
+ * neither removed nor replaced. */
+static void test_runtime_dir_and_socket_path(void **state)
+{
+	char dir[128], sock[192], buf[64];
+
+	snprintf(dir, sizeof(dir), "%s/open", fx.dir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
+	assert_refused(sock, "writable by nobody else");
+	assert_refused(sock, dir);
+	assert_int_equal(chmod(dir, 0775), 0);
+	assert_refused(sock, "its group or others may write to it");
+
+	snprintf(dir, sizeof(dir), "%s/link", fx.dir);
+	assert_int_equal(symlink(fx.dir, dir), 0);
+	snprintf(sock, sizeof(sock), "%s/memguardd.sock", dir);
+	assert_refused(sock, "not a directory");
+
+	fixture_put(&fx, "precious.sock", "precious\n");
+	snprintf(sock, sizeof(sock), "%s/precious.sock", fx.dir);
+	assert_refused(sock, sock);
+	assert_string_equal(fixture_get(&fx, "precious.sock", buf, sizeof(buf)), "precious\n");
+}
+
+/* Item 7: a planted record writes nothing outside the configured
+ * services' cgroups, and nothing that is not a size or max; a record
+ * under the name every daemon once shared is not read at all. */
+static void test_planted_record(void **state)
+{
+	char rec[256], buf[64];
+
+	fixture_stop(&fx, SIGTERM);
+	fixture_put(&fx, "cg/memory.high", "777\n");
+	fixture_cgroup(&fx, "other", MiB);
+	fixture_put(&fx, "cg/other/memory.high", "888\n");
+	fixture_put(&fx, "cg/web/memory.high", "104857600\n");
+	for (int i = 0; i < 2; i++) {
+		snprintf(rec, sizeof(rec), i ? "%s/escalations" : "%s.escalations",
+			 i ? fx.dir : fx.sock);
+		/* A path relative to the tree's dir for fixture_put. */
+		fixture_put(&fx, rec + strlen(fx.dir) + 1,
+			    "socket %s\n-1 %s/cg\n0 %s/cg/other\n12345 %s/cg/other\n"
+			    "max %s/cg/web\n", fx.sock, fx.dir, fx.dir, fx.dir, fx.dir);
+	}
+	restart(CONFIG);
+	assert_string_equal(fixture_get(&fx, "cg/memory.high", buf, sizeof(buf)), "777\n");
+	assert_string_equal(fixture_get(&fx, "cg/other/memory.high", buf, sizeof(buf)), "888\n");
+	/* The one good entry: a configured service, to max. */
+	assert_string_equal(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
+}
+
+/* Item 7: a symlink planted where the record is written is not followed. */
+static void test_record_symlink(void **state)
+{
+	char link[256], victim[128], rec[64 + 256], buf[64];
+
+	snprintf(victim, sizeof(victim), "%s/victim", fx.dir);
+	fixture_put(&fx, "victim", "precious\n");
+	snprintf(link, sizeof(link), "%s.escalations.new", fx.sock);
+	assert_int_equal(symlink(victim, link), 0);
+	snprintf(link, sizeof(link), "%s/escalations.new", fx.dir);
+	assert_int_equal(symlink(victim, link), 0);
+
+	restart(CONFIG_HIGH);
+	fixture_set_usage(&fx, "web", 105 * MiB);
+	await_escalation(MG_ESCALATION_HIGH);
+	assert_string_equal(fixture_get(&fx, "victim", buf, sizeof(buf)), "precious\n");
+	snprintf(rec, sizeof(rec), "%s", fx.sock + strlen(fx.dir) + 1);
+	strcat(rec, ".escalations");
+	fixture_get(&fx, rec, buf, sizeof(buf));
+	print_message("record: %s", buf);
+	assert_non_null(strstr(buf, "socket "));
+}
+
+/* Item 7: two daemons with sockets in one directory keep a record each:
+ * the second one's start and stop cannot lose the first one's. */
+static void test_two_daemons_one_dir(void **state)
+{
+	char sock[128], buf[64];
+	int status;
+	pid_t b;
+
+	restart(CONFIG_HIGH);
+	fixture_set_usage(&fx, "web", 105 * MiB);
+	await_escalation(MG_ESCALATION_HIGH);
+
+	snprintf(sock, sizeof(sock), "%s/second.sock", fx.dir);
+	b = extra = fixture_start(&fx, sock, "/dev/null", "notice");
+	usleep(500000);
+	kill(b, SIGTERM);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	extra = 0;
+
+	/* The first dies without putting memory.high back... */
+	kill(fx.daemon, SIGKILL);
+	assert_int_equal(waitpid(fx.daemon, &status, 0), fx.daemon);
+	fx.daemon = 0;
+	assert_int_equal(strtoull(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)),
+				  NULL, 10), 100 * MiB);
+	/* ...and its successor does. */
+	fixture_set_usage(&fx, "web", 30 * MiB);
+	restart(CONFIG_HIGH);
+	assert_string_equal(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)), "max\n");
+}
+
+/* Item 7: memory.high already at the budget (a predecessor's escalation
+ * that was never put back) is not recorded as the original. */
+static void test_own_escalation_not_recorded(void **state)
+{
+	char rec[256];
+
+	fixture_put(&fx, "cg/web/memory.high", "104857600\n");
+	restart(CONFIG_HIGH);
+	fixture_set_usage(&fx, "web", 105 * MiB);
+	await_escalation(MG_ESCALATION_HIGH);
+	usleep(200000);
+	for (int i = 0; i < 2; i++) {
+		/* Ours, and the name every daemon once shared. */
+		snprintf(rec, sizeof(rec), i ? "%s/escalations" : "%s.escalations",
+			 i ? fx.dir : fx.sock);
+		if (access(rec, F_OK) == 0) {
+			char text[512];
+
+			fixture_get(&fx, rec + strlen(fx.dir) + 1, text, sizeof(text));
+			print_message("record: %s", text);
+			assert_null(strstr(text, "104857600 "));
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -570,6 +754,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_out_of_descriptors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_services_collected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unprivileged_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_dir_and_socket_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_planted_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_daemons_one_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_own_escalation_not_recorded, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
