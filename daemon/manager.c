@@ -1087,7 +1087,23 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	if (!mc)
 		return MG_ERR_INTERNAL;
 	mc->c = c;
-	r = peer_dirs(m, c->cred.pid, mc);
+	/* The cgroup is read from /proc/PID: only while PID is still the
+	 * peer that connected, checked before and after (a peer can pass
+	 * its socket on and exit, and its pid be given to another process). */
+	r = server_peer_check(c);
+	if (r >= 0)
+		r = peer_dirs(m, c->cred.pid, mc);
+	if (r >= 0)
+		r = server_peer_check(c);
+	if (r == -ESRCH) {
+		free(mc);
+		log_notice("Client %" PRIu64 ": the process %d that connected is gone or was "
+			   "replaced; HELLO refused", c->id, (int)c->cred.pid);
+		snprintf(text, MG_TEXT_MAX + 1,
+			 "the process that connected (pid %d) is gone or was replaced",
+			 (int)c->cred.pid);
+		return MG_ERR_PROTOCOL;
+	}
 	if (r < 0) {
 		free(mc);
 		snprintf(text, MG_TEXT_MAX + 1, "cannot read the cgroup of pid %d: %s",

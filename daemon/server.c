@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +183,54 @@ int server_listen(const char *path, mode_t mode, gid_t gid)
 	return TAKE_FD(fd);
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77                 /* Linux 6.5, asm-generic/socket.h */
+#endif
+
+/* Field 22 of /proc/PID/stat: when the process started, in clock ticks
+ * since boot.  Always the real /proc: it is the kernel's word on the pid. */
+static int pid_start_time(pid_t pid, uint64_t *ret)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long v;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -ESRCH;
+	buf[n] = 0;
+	/* The name (field 2) may hold spaces and parentheses: skip to the
+	 * last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+			 "%*d %*d %*d %*d %llu", &v) != 1)
+		return -EIO;
+	*ret = v;
+	return 0;
+}
+
+int server_peer_check(const struct client *c)
+{
+	uint64_t t;
+
+	if (c->pidfd >= 0) {
+		/* Signal 0 to a pidfd: ESRCH once that very process exited,
+		 * whatever now has its number. */
+		if (syscall(SYS_pidfd_send_signal, c->pidfd, 0, NULL, 0) < 0 && errno == ESRCH)
+			return -ESRCH;
+		return 0;
+	}
+	if (pid_start_time(c->cred.pid, &t) < 0 || t != c->start_time)
+		return -ESRCH;
+	return 0;
+}
+
 static bool peer_is_admin(const struct server *s, int fd, const struct ucred *cred)
 {
 	gid_t groups[256];
@@ -224,6 +274,8 @@ static void client_free(struct client *c)
 	sd_event_source_disable_unref(c->io);
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	queue_clear(c);
 	free(c->queue);
 	free(c);
@@ -631,6 +683,15 @@ static void accept_one(struct server *s, int fd)
 	c->id = ++s->next_id;
 	c->cred = cred;
 	c->admin = admin;
+	/* Pin the peer now: its pid may be another process's by HELLO. */
+	len = sizeof(c->pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) == 0) {
+		(void)fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+	} else {
+		c->pidfd = -1;
+		if (pid_start_time(cred.pid, &c->start_time) < 0)
+			c->start_time = UINT64_MAX;  /* already gone: never matches */
+	}
 	/* Admin answers (STATUS, CLIENTS) come in bursts of one message per
 	 * service or client; registered clients get the small bound. */
 	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;

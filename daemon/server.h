@@ -34,6 +34,9 @@ struct client {
 	int fd;
 	sd_event_source *io;
 	struct ucred cred;               /* from SO_PEERCRED at accept */
+	int pidfd;                       /* SO_PEERPIDFD at accept, -1 without */
+	uint64_t start_time;             /* cred.pid's start time at accept (clock
+					  * ticks since boot), when pidfd is -1 */
 	uint64_t id;                     /* unique for the daemon's lifetime */
 	bool hello;                      /* HELLO accepted */
 	bool admin;                      /* peer may send admin requests */
@@ -136,6 +139,16 @@ void server_set_limits(struct server *s, const struct server_limits *l);
  * dropped.
  */
 int server_send(struct client *c, struct mg_msg *m);
+
+/*
+ * Whether the process that connected is still there under cred.pid: its
+ * pidfd (SO_PEERPIDFD, Linux 6.5+) still names a live process, or, on
+ * older kernels, the pid's start time in /proc/PID/stat is the one read at
+ * accept.  Call it before and after reading anything of /proc/PID, so that
+ * what was read belongs to the peer and not to a process that took its
+ * pid.  Returns 0, or -ESRCH when the peer is gone or was replaced.
+ */
+int server_peer_check(const struct client *c);
 
 /* Send RESULT {code, text} answering the admin request with `seq`. */
 int server_send_result(struct client *c, uint32_t seq, unsigned code, const char *fmt, ...)

@@ -35,7 +35,7 @@
 #define MiB FIXTURE_MiB
 
 static struct fixture fx;
-static pid_t extra;                      /* a second daemon a test started */
+static pid_t extra;                      /* a second process a test started */
 
 #define CONFIG "[daemon]\ntick = 50ms\n[web]\ncgroup = web\nbudget = 100M\n"
 
@@ -744,6 +744,117 @@ static void test_own_escalation_not_recorded(void **state)
 	}
 }
 
+/* Send `fd` over `sock` (SCM_RIGHTS). */
+static int send_fd(int sock, int fd)
+{
+	char c = 'x', ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			     .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sock, &mh, 0) == 1 ? 0 : -errno;
+}
+
+static int recv_fd(int sock)
+{
+	char c, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			     .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm;
+	int fd;
+
+	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != 1)
+		return -1;
+	cm = CMSG_FIRSTHDR(&mh);
+	if (!cm || cm->cmsg_type != SCM_RIGHTS)
+		return -1;
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	return fd;
+}
+
+/*
+ * Item 2: a process connects, passes the connection to us over SCM_RIGHTS
+ * and exits; a process of service bsvc is started on the freed pid
+ * (/proc/sys/kernel/ns_last_pid makes that deterministic where we may
+ * write it) and the fixture's /proc says so; our HELLO on the passed
+ * connection must not borrow bsvc's identity.
+ */
+static void test_pid_reuse_refused(void **state)
+{
+	int sp[2], fd, status, ready[2];
+	pid_t a, b;
+	bool reused = false;
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+
+	fixture_cgroup(&fx, "bsvc", MiB);
+	restart(CONFIG "[bsvc]\ncgroup = bsvc\nbudget = 100M\n");
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp), 0);
+	a = fork();
+	assert_true(a >= 0);
+	if (a == 0) {
+		int c = fixture_connect(&fx, NULL);
+
+		_exit(send_fd(sp[1], c) == 0 ? 0 : 1);
+	}
+	fd = recv_fd(sp[0]);
+	assert_true(fd >= 0);
+	assert_int_equal(waitpid(a, &status, 0), a);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	close(sp[0]);
+	close(sp[1]);
+
+	/* The freed pid, given to a process of bsvc. */
+	fixture_map_pid(&fx, a, "bsvc");
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	{
+		FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "we");
+
+		if (f) {
+			fprintf(f, "%d", (int)a - 1);
+			if (fclose(f) != 0)
+				print_message("cannot write ns_last_pid: %s\n", strerror(errno));
+		}
+	}
+	b = extra = fork();             /* teardown ends it if we fail */
+	assert_true(b >= 0);
+	if (b == 0) {
+		(void)!write(ready[1], "x", 1);
+		pause();
+		_exit(0);
+	}
+	{
+		char c;
+
+		assert_int_equal(read(ready[0], &c, 1), 1);
+	}
+	close(ready[0]);
+	close(ready[1]);
+	reused = b == a;
+	print_message("pid %d %s\n", (int)a, reused ? "reused by a process of bsvc"
+						  : "not reused (another process took it)");
+
+	strcpy(m.hello.process, "borrower");
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, &m, 5000), 0);
+	print_message("answer: %s %s\n", proto_type_name(m.hdr.type),
+		      m.hdr.type == MG_MSG_ERROR ? m.error.text : m.welcome.service);
+	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
+	close(fd);
+	kill(b, SIGKILL);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	extra = 0;
+
+	/* A peer that stays is served as before. */
+	close(hello("web"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -759,6 +870,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_daemons_one_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_own_escalation_not_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pid_reuse_refused, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
