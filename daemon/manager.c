@@ -673,15 +673,28 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 		s->high_noop = false;
 		manager_save_escalations(s->m);
 		break;
-	case POLICY_ACTION_KILL:
-		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
+	case POLICY_ACTION_KILL: {
+		bool v1 = s->v1_dir && !s->sample.high_known, frozen = false;
+
+		/* v1 has no cgroup.kill: the subtree is walked, frozen through
+		 * its cgroup2 mirror where that has cgroup.freeze. */
+		r = cgrp_kill(v1 ? s->v1_dir : s->v2_dir, v1 ? s->v2_dir : NULL, &frozen);
 		if (r < 0)
 			return escalate_failed(s, r, "kill the cgroup");
-		log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
-			    "killed the cgroup: working set %" PRIu64 " above budget %" PRIu64
-			    " past the deadline while memory.events max/oom grew",
-			    s->sample.working_set, s->budget);
+		if (v1)
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed %d process(es) of the cgroup and its subtree%s: working "
+				    "set %" PRIu64 " above budget %" PRIu64 " past the deadline "
+				    "while memory.events max/oom grew", r,
+				    frozen ? " (frozen first)" : "", s->sample.working_set,
+				    s->budget);
+		else
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed the cgroup and its subtree: working set %" PRIu64
+				    " above budget %" PRIu64 " past the deadline while "
+				    "memory.events max/oom grew", s->sample.working_set, s->budget);
 		break;
+	}
 	default:
 		return 0;
 	}
