@@ -536,8 +536,13 @@ static void test_real_cgroup_recreated(void **state)
 	}
 	assert_true(await_absent("it", false, 5000, &st));
 	print_message("watched again: PSI mode %u\n", st.psi_mode);
-	/* Watched once more since the test began. */
-	assert_int_equal(log_lines(watching, watching), watched + 1);
+	/* Watched again since the test began.  Perhaps more than once: the
+	 * cgroup is made in the v2 and the v1 hierarchy one after the other,
+	 * and a sample that falls between the two finds it gone again (a
+	 * faster sampling of a growing service makes that likelier). */
+	said = log_lines(watching, watching);
+	print_message("watched %d time(s) since the cgroup came back\n", said - watched);
+	assert_true(said >= watched + 1);
 }
 
 /*
