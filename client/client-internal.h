@@ -45,6 +45,18 @@
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
+/* The lowest number the library's descriptors take: programs count their
+ * own from 3 (LISTEN_FDS, pass_fds, a shell's redirections), so ours stay
+ * out of their way.  Halved when RLIMIT_NOFILE is lower. */
+#define CONN_FD_FLOOR 512
+/* ms between two looks at whether the program's threads are all gone (the
+ * library's own must not keep the process alive). */
+#define CLIENT_LONE_CHECK_MS 1000
+/* ms the preload library's client waits before it connects, unless
+ * MEMGUARD_REGISTER_DELAY_MS says otherwise: the daemon's default report
+ * interval.  A process that ends sooner never registers. */
+#define CLIENT_AUTO_DELAY_MS 1000
+#define CLIENT_AUTO_DELAY_MAX_MS 3600000 /* ms, the longest delay accepted */
 /* ms a directive outlives its daemon: a restart (about a second) keeps the
  * service where it was instead of growing caches back for a moment. */
 #define CLIENT_ORPHAN_GRACE_MS 10000
@@ -70,8 +82,10 @@ struct mg_client {
 	char service[MG_NAME_MAX + 1];   /* "" = the daemon maps our cgroup */
 	char process[MG_NAME_MAX + 1];
 
-	/* File descriptors.  epfd, timerfd and evfd keep their numbers for the
-	 * client's life, across fork() too (conn_fds_renew()). */
+	/* File descriptors, all at CONN_FD_FLOOR or above.  epfd, timerfd and
+	 * evfd keep their numbers for the client's life, across fork() too
+	 * (conn_fds_renew()), except in a client with a delay: its thread
+	 * makes them when the delay is over, in a child of fork() too. */
 	int epfd;                        /* mg_client_fd(): timerfd, evfd, sock */
 	int timerfd;                     /* CLOCK_MONOTONIC, armed for the next deadline */
 	int evfd;                        /* wakes the library thread */
@@ -118,7 +132,13 @@ struct mg_client {
 	uint8_t told_level;
 	uint16_t told_gc;
 
+	/* The preload library's client: its thread waits this long before it
+	 * makes its descriptors and connects (0: at once, as any other). */
+	uint32_t delay_ms;
+	uint64_t start_us;               /* the end of that wait */
+
 	/* MG_THREAD_OWN. */
+	pthread_cond_t wake;             /* a thread in its delay; with lock */
 	pthread_t thread;
 	bool thread_running;
 	bool resume_thread;              /* fork() child: start it on first use */
@@ -167,14 +187,21 @@ void client_resume_after_fork(void);
 /* The preload library's client (MEMGUARD_SOCKET or MEMGUARD_SERVICE set
  * in an unmodified program): started by its constructor, said BYE to by
  * its destructor, and replaced as soon as the application calls
- * mg_client_new() itself.  Returns 0 or -errno. */
-int client_auto_start(void);
+ * mg_client_new() itself.  Its thread makes no descriptor and does not
+ * connect before `delay_ms` have passed, after the start and after each
+ * fork().  Returns 0 or -errno. */
+int client_auto_start(uint32_t delay_ms);
 void client_auto_stop(void);
 
 /* ---- conn.c ------------------------------------------------------------- */
 
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t conn_now_us(void);
+
+/* `fd` (or -errno when it is negative) moved to the lowest free number at
+ * or above CONN_FD_FLOOR, with FD_CLOEXEC; `fd` itself when there is no
+ * room there. */
+int conn_fd_high(int fd);
 
 /* Create epfd, timerfd and evfd.  Returns 0 or -errno. */
 int conn_fds_open(struct mg_client *c);

@@ -406,6 +406,16 @@ static inline bool alloc_fork_check(void)
 	return true;
 }
 
+/*
+ * The library's own threads (the scavenger, libmemguard-client's) must not
+ * keep a process alive: true, to one caller only, once every thread of
+ * the program has ended (the leader is a zombie and only threads named
+ * "memguard" or "mg-scavenger" are left).  That caller then calls
+ * exit(0), as glibc does after a process's last thread.  Cheap enough for
+ * every tick of a thread: one pread() while the leader lives.
+ */
+_hidden_ bool alloc_lone_claim(void);
+
 /* The slow paths behind alloc_malloc_fast() and alloc_free_fast(). */
 _hidden_ void *alloc_malloc_slow(size_t size);
 _hidden_ void alloc_free_slow(void *p);
