@@ -45,10 +45,6 @@
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
-/* The lowest number the library's descriptors take: programs count their
- * own from 3 (LISTEN_FDS, pass_fds, a shell's redirections), so ours stay
- * out of their way.  Halved when RLIMIT_NOFILE is lower. */
-#define CONN_FD_FLOOR 512
 /* ms between two looks at whether the program's threads are all gone (the
  * library's own must not keep the process alive). */
 #define CLIENT_LONE_CHECK_MS 1000
@@ -82,7 +78,7 @@ struct mg_client {
 	char service[MG_NAME_MAX + 1];   /* "" = the daemon maps our cgroup */
 	char process[MG_NAME_MAX + 1];
 
-	/* File descriptors, all at CONN_FD_FLOOR or above.  epfd, timerfd and
+	/* File descriptors, all at MG_FD_FLOOR or above (alloc_fd_high()).  epfd, timerfd and
 	 * evfd keep their numbers for the client's life, across fork() too
 	 * (conn_fds_renew()), except in a client with a delay: its thread
 	 * makes them when the delay is over, in a child of fork() too. */
@@ -197,11 +193,6 @@ void client_auto_stop(void);
 
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t conn_now_us(void);
-
-/* `fd` (or -errno when it is negative) moved to the lowest free number at
- * or above CONN_FD_FLOOR, with FD_CLOEXEC; `fd` itself when there is no
- * room there. */
-int conn_fd_high(int fd);
 
 /* Create epfd, timerfd and evfd.  Returns 0 or -errno. */
 int conn_fds_open(struct mg_client *c);

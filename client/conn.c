@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syslog.h>
 #include <sys/timerfd.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "client-internal.h"
+#include "client/alloc/alloc.h"
 
 uint64_t conn_now_us(void)
 {
@@ -44,37 +44,13 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-int conn_fd_high(int fd)
-{
-	struct rlimit rl;
-	long floor = CONN_FD_FLOOR;
-	int high;
-
-	if (fd < 0)
-		return -errno;
-	/* A lower limit on descriptors (ulimit -n 64) moves the floor to
-	 * its middle: still clear of the numbers a program counts from 3. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    (rlim_t)floor >= rl.rlim_cur)
-		floor = (long)(rl.rlim_cur / 2);
-	if (fd >= floor)
-		return fd;
-	high = fcntl(fd, F_DUPFD_CLOEXEC, floor);
-	/* No room above the floor (every number there taken): the low
-	 * number works all the same. */
-	if (high < 0)
-		return fd;
-	close(fd);
-	return high;
-}
-
 int conn_fds_open(struct mg_client *c)
 {
 	int r;
 
-	c->epfd = conn_fd_high(epoll_create1(EPOLL_CLOEXEC));
-	c->timerfd = conn_fd_high(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-	c->evfd = conn_fd_high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+	c->epfd = alloc_fd_high(epoll_create1(EPOLL_CLOEXEC));
+	c->timerfd = alloc_fd_high(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+	c->evfd = alloc_fd_high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	r = c->epfd < 0 ? c->epfd : c->timerfd < 0 ? c->timerfd : c->evfd < 0 ? c->evfd : 0;
 	if (r < 0)
 		goto out_close;
@@ -237,7 +213,7 @@ int conn_open(struct mg_client *c)
 	int fd, r;
 
 	memcpy(sa.sun_path, c->socket_path, sizeof(sa.sun_path));
-	fd = conn_fd_high(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+	fd = alloc_fd_high(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	if (fd < 0) {
 		r = fd;
 		client_log(c, LOG_ERR, "Failed to create a socket: %s", strerror(-r));

@@ -47,7 +47,7 @@ static uint32_t register_delay_ms(void)
  *
  * What the program can see before main() is one thread, blocked in a
  * wait with every signal masked: no descriptor (they are made after the
- * delay, above CONN_FD_FLOOR), no signal handler, no change to errno.
+ * delay, above MG_FD_FLOOR), no signal handler, no change to errno.
  */
 static void __attribute__((constructor)) preload_register(void)
 {

@@ -33,11 +33,15 @@
  */
 #pragma once
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "client/memguard/client.h"
 
@@ -404,6 +408,33 @@ static inline bool alloc_fork_check(void)
 		return false;
 	alloc_fork_hook_run();
 	return true;
+}
+
+/* The lowest number the library's descriptors take: programs count their
+ * own from 3 (LISTEN_FDS, pass_fds, a shell's redirections), so ours stay
+ * out of their way.  Halved when RLIMIT_NOFILE is lower. */
+#define MG_FD_FLOOR 512
+
+/* `fd` (or -errno when it is negative) moved to the lowest free number at
+ * or above MG_FD_FLOOR, close-on-exec; `fd` itself when there is no room
+ * there.  The allocator's descriptor and the client's all go through it. */
+static inline int alloc_fd_high(int fd)
+{
+	struct rlimit rl;
+	rlim_t floor = MG_FD_FLOOR;
+	int high;
+
+	if (fd < 0)
+		return -errno;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && floor >= rl.rlim_cur)
+		floor = rl.rlim_cur / 2;
+	if ((rlim_t)fd >= floor)
+		return fd;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, (int)floor);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
 }
 
 /*

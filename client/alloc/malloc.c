@@ -18,8 +18,6 @@
 
 #include "client/alloc/alloc.h"
 
-#define LONE_FD_FLOOR 512                /* lowest number of our /proc/self/stat */
-
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_state;                   /* 0: not yet, 1: usable, 2: fork handlers in too */
 static __thread bool init_owner __attribute__((tls_model("initial-exec"))); /* registering them */
@@ -129,15 +127,9 @@ static bool process_lone(void)
 	if (stat_fd < 0) {
 		/* Once per process (and per fork() child), moved above the
 		 * floor at once; read again and again with pread(). */
-		int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-
-		if (fd < 0)
-			return false;
-		stat_fd = fcntl(fd, F_DUPFD_CLOEXEC, LONE_FD_FLOOR);
+		stat_fd = alloc_fd_high(open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
 		if (stat_fd < 0)
-			stat_fd = fd;
-		else
-			close(fd);
+			return false;
 	}
 	n = pread(stat_fd, buf, sizeof(buf) - 1, 0);
 	if (n <= 0)
