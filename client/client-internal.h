@@ -49,9 +49,11 @@
  * library's own must not keep the process alive). */
 #define CLIENT_LONE_CHECK_MS 1000
 /* ms the preload library's client waits before it connects, unless
- * MEMGUARD_REGISTER_DELAY_MS says otherwise: the daemon's default report
- * interval.  A process that ends sooner never registers. */
-#define CLIENT_AUTO_DELAY_MS 1000
+ * MEMGUARD_REGISTER_DELAY_MS says otherwise.  A process that ends sooner
+ * never registers.  A make -j2 of this tree under the preload saw 70-89
+ * registrations at 1 s (compilers that ran a little longer on a busy
+ * machine), 2-8 at 5 s; a service loses nothing by joining 5 s late. */
+#define CLIENT_AUTO_DELAY_MS 5000
 #define CLIENT_AUTO_DELAY_MAX_MS 3600000 /* ms, the longest delay accepted */
 /* ms a directive outlives its daemon: a restart (about a second) keeps the
  * service where it was instead of growing caches back for a moment. */

@@ -14,7 +14,7 @@
 # and a child that forks without exec must register as a client of its
 # own.  Then what a program may assume of libc alone (tests/preload-invisible:
 # the process ends with its last thread, fds from 3, errno kept), and that
-# short-lived processes never register (the default delay).
+# short-lived processes never register.
 set -euo pipefail
 
 lib=${MG_PRELOAD_LIB:-$PWD/client/.libs/libmemguard-malloc.so}
@@ -119,9 +119,9 @@ start_daemon() {
 	done
 	sock=$tmp/memguardd.sock
 	# Can a process of ours register at all (a cgroup the daemon can
-	# watch)?  A program that sleeps a little tells, once the default
-	# delay (1 s) has passed.  (The list read whole, as ldd's above.)
-	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" sleep 8 &
+	# watch)?  A program that sleeps a little tells, once its delay has
+	# passed.  (The list read whole, as ldd's above.)
+	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" MEMGUARD_REGISTER_DELAY_MS=500 sleep 8 &
 	local probe=$! pids=
 	for _ in $(seq 100); do
 		pids=$(client_pids)
@@ -328,7 +328,9 @@ print(os.getpid(), pid, flush=True)
 _, status = os.waitpid(pid, 0)
 raise SystemExit(os.waitstatus_to_exitcode(status))
 PY
+	# (A short delay: the child's comes again from its fork.)
 	timeout -k 5 "$limit" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" \
+		MEMGUARD_REGISTER_DELAY_MS=500 \
 		"$python" "$tmp/forkreg.py" "$tmp/forkreg.done" >"$tmp/forkreg.out" 2>&1 &
 	job=$!
 	for _ in $(seq 100); do
@@ -406,13 +408,15 @@ if [ -x "$invisible" ] && [ -n "$sock" ]; then
 
 	# Short-lived processes (a shell script's, a make's) never register:
 	# none of them connects to the daemon, whose log shows each
-	# connection.
+	# connection.  (The default delay: these end within milliseconds,
+	# and a busy machine must not make one of them live past it.)
 	sleep 1.5                       # (the processes above have said BYE)
 	before=$(grep -c ' connected (pid ' "$tmp/memguardd.log" || true)
+	short=(env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock")
 	for i in $(seq 20); do
-		env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" /bin/true
-		env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" sh -c 'ls / >/dev/null; echo $$ >/dev/null'
-		env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" bash -c '(true) | cat >/dev/null'
+		"${short[@]}" /bin/true
+		"${short[@]}" sh -c 'ls / >/dev/null; echo $$ >/dev/null'
+		"${short[@]}" bash -c '(true) | cat >/dev/null'
 	done
 	sleep 1.5                       # (a late connection would show by now)
 	after=$(grep -c ' connected (pid ' "$tmp/memguardd.log" || true)
