@@ -46,8 +46,8 @@ static uint32_t register_delay_ms(void)
  * and the program must run the same with or without memguard.
  *
  * What the program can see before main() is one thread, blocked in a
- * wait with every signal masked: no descriptor (they are made after the
- * delay, above MG_FD_FLOOR), no signal handler, no change to errno.
+ * wait with every signal masked: no descriptor (they are made later,
+ * above MG_FD_FLOOR), no signal handler, no change to errno.
  */
 static void __attribute__((constructor)) preload_register(void)
 {
