@@ -49,7 +49,7 @@ static const char *prefix(int level)
 	}
 }
 
-static int log_va(int level, int error, const char *fmt, va_list ap)
+static int _printf_(3, 0) log_va(int level, int error, const char *fmt, va_list ap)
 {
 	char msg[2048];
 

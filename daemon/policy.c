@@ -19,6 +19,11 @@ static uint64_t add_sat(uint64_t a, uint64_t b)
 	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
+uint64_t policy_add_sat(uint64_t a, uint64_t b)
+{
+	return add_sat(a, b);
+}
+
 static uint32_t sub_sat32(uint32_t a, uint32_t b)
 {
 	return a > b ? a - b : 0;
@@ -270,6 +275,22 @@ uint32_t policy_deadline_ms(enum mg_level level,
 	return level >= MG_LEVEL_CRITICAL ? release_deadline_ms : 0;
 }
 
+static uint64_t clamp_u64(uint64_t v, uint64_t cap)
+{
+	return v > cap ? cap : v;
+}
+
+void policy_report_clamp(struct mg_report *r, uint64_t cap)
+{
+	if (cap == 0)
+		return;
+	/* Only what is resident: heap_sys and heap_released count pages
+	 * given back to the kernel, which can exceed memory.current. */
+	r->heap_inuse = clamp_u64(r->heap_inuse, cap);
+	r->heap_idle = clamp_u64(r->heap_idle, cap);
+	r->external = clamp_u64(r->external, cap);
+}
+
 uint64_t policy_releasable(const struct mg_report *r)
 {
 	return add_sat(r->heap_idle, r->external);
@@ -341,7 +362,10 @@ int policy_client_directives(const struct mg_directive *d,
 
 	for (size_t i = 0; i < n; i++) {
 		ret[i] = *d;
-		ret[i].soft_limit = soft[i];
+		/* 0 is "no limit" on the wire: the smallest limit there is,
+		 * one byte, tells the scavenger to keep no idle page, which
+		 * is what a share below a byte means. */
+		ret[i].soft_limit = d->soft_limit > 0 && soft[i] == 0 ? 1 : soft[i];
 		ret[i].release = release[i];
 		ret[i].deadline_ms = release[i] > 0 ? d->deadline_ms : 0;
 	}
@@ -501,6 +525,12 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	uint64_t target;
 	double raw;
 
+	if (s->have_budget && s->budget != in->budget) {
+		s->level = policy_level_raw(svc, &sig);
+		s->calm_ticks = 0;
+	}
+	s->have_budget = true;
+	s->budget = in->budget;
 	level = policy_level_step(s, p, svc, &sig);
 	s->events = in->events;
 	s->have_events = true;

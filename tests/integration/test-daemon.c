@@ -447,7 +447,7 @@ static void test_sigterm_restores_memory_high(void **state)
  * old value back. */
 static void test_sigkill_then_restart_puts_memory_high_back(void **state)
 {
-	char buf[64], state_file[128];
+	char buf[64], state_file[160];
 	struct mg_directive d;
 	struct mg_msg m;
 	int status_code, fd = hello("web", &m);
@@ -456,7 +456,7 @@ static void test_sigkill_then_restart_puts_memory_high_back(void **state)
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
 				  NULL, 10), BUDGET);
-	snprintf(state_file, sizeof(state_file), "%s/escalations", fx.dir);
+	snprintf(state_file, sizeof(state_file), "%s.escalations", fx.sock);
 	assert_int_equal(access(state_file, F_OK), 0);
 	close(fd);
 
