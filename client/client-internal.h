@@ -45,6 +45,16 @@
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
+/* ms between two looks at whether the program's threads are all gone (the
+ * library's own must not keep the process alive). */
+#define CLIENT_LONE_CHECK_MS 1000
+/* ms the preload library's client waits before it connects, unless
+ * MEMGUARD_REGISTER_DELAY_MS says otherwise.  A process that ends sooner
+ * never registers.  A make -j2 of this tree under the preload saw 70-89
+ * registrations at 1 s (compilers that ran a little longer on a busy
+ * machine), 2-8 at 5 s; a service loses nothing by joining 5 s late. */
+#define CLIENT_AUTO_DELAY_MS 5000
+#define CLIENT_AUTO_DELAY_MAX_MS 3600000 /* ms, the longest delay accepted */
 /* ms a directive outlives its daemon: a restart (about a second) keeps the
  * service where it was instead of growing caches back for a moment. */
 #define CLIENT_ORPHAN_GRACE_MS 10000
@@ -70,8 +80,10 @@ struct mg_client {
 	char service[MG_NAME_MAX + 1];   /* "" = the daemon maps our cgroup */
 	char process[MG_NAME_MAX + 1];
 
-	/* File descriptors.  epfd, timerfd and evfd keep their numbers for the
-	 * client's life, across fork() too (conn_fds_renew()). */
+	/* File descriptors, all at MG_FD_FLOOR or above (alloc_fd_high()).  epfd, timerfd and
+	 * evfd keep their numbers for the client's life, across fork() too
+	 * (conn_fds_renew()), except in a client with a delay: its thread
+	 * makes them when the delay is over, in a child of fork() too. */
 	int epfd;                        /* mg_client_fd(): timerfd, evfd, sock */
 	int timerfd;                     /* CLOCK_MONOTONIC, armed for the next deadline */
 	int evfd;                        /* wakes the library thread */
@@ -123,7 +135,13 @@ struct mg_client {
 	uint8_t told_level;
 	uint16_t told_gc;
 
+	/* The preload library's client: its thread waits this long before it
+	 * makes its descriptors and connects (0: at once, as any other). */
+	uint32_t delay_ms;
+	uint64_t start_us;               /* the end of that wait */
+
 	/* MG_THREAD_OWN. */
+	pthread_cond_t wake;             /* a thread in its delay; with lock */
 	pthread_t thread;
 	bool thread_running;
 	bool resume_thread;              /* fork() child: start it on first use */
@@ -172,8 +190,10 @@ void client_resume_after_fork(void);
 /* The preload library's client (MEMGUARD_SOCKET or MEMGUARD_SERVICE set
  * in an unmodified program): started by its constructor, said BYE to by
  * its destructor, and replaced as soon as the application calls
- * mg_client_new() itself.  Returns 0 or -errno. */
-int client_auto_start(void);
+ * mg_client_new() itself.  Its thread makes no descriptor and does not
+ * connect before `delay_ms` have passed, after the start and after each
+ * fork().  Returns 0 or -errno. */
+int client_auto_start(uint32_t delay_ms);
 void client_auto_stop(void);
 
 /* Wake every client's thread or event loop (limit.c, from any thread that

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -32,6 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "client/alloc/alloc.h"
 #include "client/client-internal.h"
 #include "proto/macro.h"
 
@@ -90,6 +92,13 @@ size_t mg_heap_release(size_t bytes)
 	pthread_mutex_unlock(&trace_lock);
 	tracef("heap_release=%zu", bytes);
 	return give;
+}
+
+/* The allocator's look at the process's threads: this test's program
+ * always has its own. */
+bool alloc_lone_claim(void)
+{
+	return false;
 }
 
 void mg_heap_set_goal(size_t bytes)
@@ -1239,6 +1248,52 @@ static void test_fork_own_thread_resumes(void **state)
 	assert_false(mg_admit());
 }
 
+/* Descriptors open at MG_FD_FLOOR and the 64 numbers above it. */
+static int high_fds(void)
+{
+	int n = 0;
+
+	for (int fd = MG_FD_FLOOR; fd < MG_FD_FLOOR + 64; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/* The preload library's client: nothing (no descriptor, no connection)
+ * before its delay, then its descriptors above the floor and a HELLO;
+ * stopped within its delay, it ends at once. */
+static void test_auto_client_delay(void **state)
+{
+	struct pollfd p = { .fd = -1, .events = POLLIN };
+	uint64_t t0;
+	struct mg_msg m;
+	int fd;
+
+	setenv("MEMGUARD_SOCKET", d.path, 1);
+	assert_int_equal(high_fds(), 0);
+	t0 = now_ms();
+	assert_int_equal(client_auto_start(/* delay_ms= */ 400), 0);
+	p.fd = d.listen_fd;
+	assert_int_equal(poll(&p, 1, 200), 0);
+	if (now_ms() - t0 < 390)
+		assert_int_equal(high_fds(), 0);
+	fd = accept_hello(NULL, &m);
+	assert_true(now_ms() - t0 >= 400);
+	assert_true(high_fds() >= 4);        /* epoll, timerfd, eventfd, socket */
+	client_auto_stop();
+	await_msg(NULL, fd, MG_MSG_BYE, &m);
+	close(fd);
+	assert_int_equal(high_fds(), 0);
+
+	t0 = now_ms();
+	assert_int_equal(client_auto_start(/* delay_ms= */ 60000), 0);
+	usleep(50000);
+	client_auto_stop();
+	assert_true(now_ms() - t0 < 30000);
+	assert_int_equal(poll(&p, 1, 0), 0);
+	assert_int_equal(high_fds(), 0);
+	unsetenv("MEMGUARD_SOCKET");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1263,6 +1318,7 @@ int main(void)
 		T(test_options),
 		T(test_fork_child_reconnects),
 		T(test_fork_own_thread_resumes),
+		T(test_auto_client_delay),
 #undef T
 	};
 

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -125,6 +126,9 @@ static void *scav_main(void *arg)
 		uint64_t duty, cap;
 		bool churn;
 
+		/* The program's threads are all gone: end, as its last would. */
+		if (alloc_lone_claim())
+			exit(0);
 		ADD(sstats.wakeups, 1);
 		pageheap_get_stats(&ph);
 		churn = ph.alloc_count != last_allocs;
