@@ -98,6 +98,10 @@ static void test_sizeclass_table(void **state)
 		assert_true((bytes - (uint64_t)c->objs * c->size) * 8 <= bytes);
 		assert_true(c->batch >= 1);
 		assert_true(c->tcache_max == 0 || c->batch * 2 <= c->tcache_max);
+		/* A span's released 4 KiB pages fit its 64-bit relmask, its
+		 * free objects the sweep's bitmap. */
+		assert_true(c->pages * MG_OS_PER_PAGE <= SPAN_MAX_OS_PAGES);
+		assert_true(c->objs <= 512);
 	}
 	assert_int_equal(sizeclasses[NCLASSES - 1].size, SMALL_MAX);
 	/* Every size lands in the smallest class that holds it, and above
@@ -475,7 +479,7 @@ static void test_stats_add_up(void **state)
 static bool released_bit(const void *p)
 {
 	struct arena *ar = arena_of(p);
-	size_t page = arena_page(ar, p);
+	size_t page = ((uintptr_t)p - ar->base) / MG_OS_PAGE;
 
 	return ar->released[page / 64] >> (page % 64) & 1;
 }
