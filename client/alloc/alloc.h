@@ -522,6 +522,7 @@ struct scav_stats {
 	uint64_t cpu_ns;                 /* the thread's CPU time, user + system */
 	uint64_t released_bytes;         /* by the thread */
 	uint64_t wakeups;
+	bool settled;                    /* its last look found nothing more to release */
 };
 
 /*

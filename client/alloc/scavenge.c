@@ -193,6 +193,7 @@ static void *scav_main(void *arg)
 		} else {
 			busy = true;
 		}
+		STORE(sstats.settled, !excess || exhausted);
 		c0 = thread_cpu_ns() - c0;
 		allowance -= (int64_t)c0;
 		STORE(sstats.cpu_ns, sstats.cpu_ns + c0);
@@ -270,6 +271,7 @@ void scavenger_get_stats(struct scav_stats *ret)
 	ret->cpu_ns = LOAD(sstats.cpu_ns);
 	ret->released_bytes = LOAD(sstats.released_bytes);
 	ret->wakeups = LOAD(sstats.wakeups);
+	ret->settled = LOAD(sstats.settled);
 }
 
 void scavenger_after_fork_child(void)
