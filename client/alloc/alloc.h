@@ -302,7 +302,8 @@ struct sizeclass {
 };
 
 _hidden_ extern struct sizeclass sizeclasses[NCLASSES];
-_hidden_ extern uint8_t sizeclass_lut[1024 / 16 + 1];   /* by (size + 15) / 16 */
+/* By (size + 15) / 16: the class + 1, which is also its thread cache bin. */
+_hidden_ extern uint8_t sizeclass_lut[1024 / 16 + 1];
 
 /* Fill the table (idempotent). */
 _hidden_ void sizeclass_init(void);
@@ -323,7 +324,7 @@ static inline unsigned sizeclass_compute(size_t size)
 static inline unsigned sizeclass_of(size_t size)
 {
 	if (likely(size <= 1024))
-		return sizeclass_lut[(size + 15) >> 4];
+		return sizeclass_lut[(size + 15) >> 4] - 1u;
 	return sizeclass_compute(size);
 }
 
@@ -382,8 +383,15 @@ struct tbin {
 	uint32_t max;
 };
 
+/*
+ * bins[0] is never used: a class's bin is bins[class + 1], the index the
+ * page map's class byte and sizeclass_lut hold, and 0 there (not a small
+ * span) finds an empty bin with no room, so the fast paths need no test
+ * for it.  For the same reason a thread with no cache of its own points
+ * at tcache_none, whose bins are all like that: never NULL.
+ */
 struct tcache {
-	struct tbin bins[NCLASSES];
+	struct tbin bins[NCLASSES + 1];
 	uint32_t flush_req;              /* set by mg_heap_release(): flush when seen */
 	struct tcache *next, *prev;      /* registry */
 };
@@ -396,13 +404,20 @@ enum tcache_state {
 };
 
 _hidden_ extern __thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec")));
+_hidden_ extern struct tcache tcache_none;
+
+static inline struct tbin *tcache_bin(struct tcache *tc, unsigned cls)
+{
+	return &tc->bins[cls + 1];
+}
 _hidden_ extern __thread uint8_t tls_tcache_state __attribute__((tls_model("initial-exec")));
 
 /* Create the key whose destructor flushes a thread's cache.  0 or -errno. */
 _hidden_ int tcache_global_init(void);
 
 /* The calling thread's cache, created on first use; NULL while that is
- * not possible (creating, exiting, out of memory). */
+ * not possible (creating, exiting, out of memory).  (tls_tcache is then
+ * &tcache_none.) */
 _hidden_ struct tcache *tcache_get(void);
 
 /* Slow paths of the fast inline ones in malloc.c. */
@@ -470,7 +485,7 @@ static inline void *alloc_malloc_fast(size_t size)
 {
 	struct tcache *tc = tls_tcache;
 
-	if (likely(tc && size <= 1024)) {
+	if (likely(size <= 1024)) {
 		struct tbin *b = &tc->bins[sizeclass_lut[(size + 15) >> 4]];
 		void *p = b->head;
 
@@ -486,20 +501,15 @@ static inline void *alloc_malloc_fast(size_t size)
 static inline void alloc_free_fast(void *p)
 {
 	struct arena *ar = arena_of(p);
-	struct tcache *tc = tls_tcache;
 
-	if (likely(ar && tc)) {
-		unsigned c1 = ar->classes[arena_page(ar, p)];
+	if (likely(ar)) {
+		struct tbin *b = &tls_tcache->bins[ar->classes[arena_page(ar, p)]];
 
-		if (likely(c1)) {
-			struct tbin *b = &tc->bins[c1 - 1];
-
-			if (likely(b->count < b->max)) {
-				*(void **)p = b->head;
-				b->head = p;
-				b->count++;
-				return;
-			}
+		if (likely(b->count < b->max)) {
+			*(void **)p = b->head;
+			b->head = p;
+			b->count++;
+			return;
 		}
 	}
 	alloc_free_slow(p);
