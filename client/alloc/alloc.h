@@ -207,7 +207,8 @@ struct span {
 	 */
 	uint64_t relmask;
 	uint32_t scan_gen;               /* small: the release sweep that last looked */
-	uint16_t scan_nfree;             /* small: nfree when it looked */
+	uint32_t ver;                    /* small: bumped when its free objects change */
+	uint32_t scan_ver;               /* small: ver when a sweep last looked */
 	uint8_t busy;                    /* small: pages of it are being released */
 };
 
@@ -351,11 +352,10 @@ _hidden_ void central_drain(void);
  * One step of a release sweep over the partly used small spans, class by
  * class: give back every 4 KiB page of a span that holds no live byte (its
  * free objects' links are rebuilt off those pages first), in one batch,
- * with no lock held across the madvise.  A sweep looks at each span once;
- * `restart` begins a new one that looks at every span (mg_heap_release()),
- * while a sweep begun by itself skips spans whose free count has not moved
- * since the last look (the scavenger).  A step ends after ~`max_bytes` or
- * one batch.  Returns the bytes released or -errno; `*ret_more` is false
+ * with no lock held across the madvise.  A sweep looks at each span once
+ * and skips a span whose free objects have not changed since a sweep last
+ * looked (that look left nothing to release in it); `restart` begins a
+ * new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
  * once the sweep is over.
  */
 _hidden_ long central_release_step(size_t max_bytes, bool restart, bool *ret_more);

@@ -48,7 +48,6 @@ static struct central centrals[NCLASSES] = {
 static pthread_mutex_t sweep_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned sweep_cls = NCLASSES;    /* class the sweep is at; NCLASSES: none */
 static uint32_t sweep_gen;
-static bool sweep_all;                   /* look at spans whose nfree did not move too */
 static uint64_t span_frees;
 
 static void partial_add(struct central *c, struct span *s)
@@ -246,7 +245,8 @@ static struct span *new_span(unsigned cls)
 	s->nfree = sc->objs;
 	s->relmask = 0;
 	s->scan_gen = 0;
-	s->scan_nfree = 0;
+	s->ver = 0;
+	s->scan_ver = UINT32_MAX;
 	s->busy = 0;
 	return s;
 }
@@ -300,6 +300,7 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 			s->nfree--;
 			got++;
 		}
+		s->ver++;
 		if (!s->nfree)
 			partial_remove(c, s);
 	}
@@ -323,6 +324,7 @@ static void put_one(struct central *c, void *o)
 	*(void **)o = s->freelist;
 	s->freelist = o;
 	s->nfree++;
+	s->ver++;
 	/* A span being released is the sweep's until it is done: its
 	 * pages must not be reused while madvise runs on them. */
 	if (s->busy)
@@ -421,15 +423,14 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 		looked++;
 		partial_remove(c, s);
 		s->scan_gen = sweep_gen;
-		/* Not a page's worth of free bytes, or nothing new since the
-		 * last look: nothing to find. */
-		if ((uint64_t)s->nfree * size + tail < MG_OS_PAGE ||
-		    (!sweep_all && s->scan_nfree == s->nfree)) {
-			s->scan_nfree = (uint16_t)s->nfree;
+		/* Nothing changed since a look that released all it could,
+		 * or not a page's worth of free bytes: nothing to find. */
+		if (s->scan_ver == s->ver || (uint64_t)s->nfree * size + tail < MG_OS_PAGE) {
+			s->scan_ver = s->ver;
 			partial_add_tail(c, s);
 			continue;
 		}
-		s->scan_nfree = (uint16_t)s->nfree;
+		s->scan_ver = s->ver;
 		m = releasable_pages(s, size, free);
 		if (!m) {
 			partial_add_tail(c, s);
@@ -488,7 +489,6 @@ long central_release_step(size_t max_bytes, bool restart, bool *ret_more)
 	if (restart || sweep_cls >= NCLASSES) {
 		sweep_gen++;
 		sweep_cls = 0;
-		sweep_all = restart;
 	}
 	/* One batch that released something, or through classes with
 	 * nothing to release, then back to the caller's pacing. */
@@ -503,8 +503,6 @@ long central_release_step(size_t max_bytes, bool restart, bool *ret_more)
 			sweep_cls++;
 	}
 	*ret_more = sweep_cls < NCLASSES;
-	if (!*ret_more)
-		sweep_all = false;
 	pthread_mutex_unlock(&sweep_lock);
 	return done;
 }

@@ -123,8 +123,9 @@ static uint64_t mono_ns(void)
 static void *scav_main(void *arg)
 {
 	uint64_t last_allocs = 0, last_wall = mono_ns(), swept_frees = 0, last_frees = 0;
+	uint64_t sweep_frees = 0;
 	int64_t allowance = 0;
-	bool busy = true, swept = false;
+	bool busy = true, swept = true, restart = false;
 
 	prctl(PR_SET_NAME, "mg-scavenger");
 	while (scav_sleep(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS)) {
@@ -155,9 +156,14 @@ static void *scav_main(void *arg)
 		 * back to the spans that it could find whole pages, or the
 		 * last frees of a burst have settled: not for every batch of
 		 * a program that frees steadily. */
-		if (churn || frees - swept_frees >= SCAV_RESWEEP_OBJS ||
-		    (frees != swept_frees && frees == last_frees))
+		if (swept && (churn || frees - swept_frees >= SCAV_RESWEEP_OBJS ||
+			      (frees != swept_frees && frees == last_frees))) {
+			/* From the first class again: frees since the last
+			 * sweep began may be in classes it had passed. */
 			swept = false;
+			restart = true;
+			sweep_frees = frees;
+		}
 		last_frees = frees;
 		alloc_get_stats(&a);
 		resident = a.heap.sys - a.heap.released;
@@ -173,10 +179,11 @@ static void *scav_main(void *arg)
 				max = RELEASE_MIN_PAGES;
 			n = pageheap_release_step(max, churn ? RELEASE_MIN_PAGES : 1);
 			if (n == 0 && !churn && !swept) {
-				n = central_release_step(max * MG_PAGE_SIZE, false, &more);
+				n = central_release_step(max * MG_PAGE_SIZE, restart, &more);
+				restart = false;
 				if (!more) {
 					swept = true;
-					swept_frees = frees;
+					swept_frees = sweep_frees;
 				}
 			}
 			if (n < 0 || (n == 0 && (churn || swept))) {
