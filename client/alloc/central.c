@@ -153,10 +153,10 @@ static bool objs_on_pages(const struct span *s, uint32_t size, unsigned a, unsig
  */
 static bool take_back(struct span *s, uint32_t size)
 {
+	/* The pages objects lie on; ≤ 64, as sizeclass_init() keeps small
+	 * spans that short.  Those past them stay released for good. */
 	unsigned npg = (unsigned)((s->end - s->start + MG_OS_PAGE - 1) / MG_OS_PAGE), a, b, i, i0, i1;
 	uint64_t m = s->relmask & mask_range(0, npg - 1), run;
-
-	/* npg ≤ 64: sizeclass_init() keeps small spans that short. */
 	void *head = NULL, **link = &head;
 
 	if (!m)
