@@ -99,10 +99,11 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 /*
  * Copy `s` into `buf` for a person's terminal: control characters (C0,
  * DEL, C1) and bytes that are not UTF-8 become \xNN, so that a text from
- * the daemon cannot move the cursor or change the terminal.  Truncates to
- * `size` (at least 1).  Returns `buf`.
+ * the daemon cannot move the cursor or change the terminal; with `lines`,
+ * a newline stays one (a RESULT's text may list problems a line each).
+ * Truncates to `size` (at least 1).  Returns `buf`.
  */
-static char *escape_text(const char *s, char *buf, size_t size)
+static char *escape(const char *s, bool lines, char *buf, size_t size)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s), o = 0;
@@ -110,8 +111,9 @@ static char *escape_text(const char *s, char *buf, size_t size)
 	while (*p) {
 		size_t len = utf8_len(p, n);
 		bool c1 = len == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+		bool keep = lines && *p == '\n';
 
-		if (len == 0 || c1 || *p < 0x20 || *p == 0x7f) {
+		if (!keep && (len == 0 || c1 || *p < 0x20 || *p == 0x7f)) {
 			if (o + 4 >= size)
 				break;
 			snprintf(buf + o, size - o, "\\x%02x", *p);
@@ -129,6 +131,11 @@ static char *escape_text(const char *s, char *buf, size_t size)
 	}
 	buf[o] = 0;
 	return buf;
+}
+
+static char *escape_text(const char *s, char *buf, size_t size)
+{
+	return escape(s, false, buf, size);
 }
 
 /* Characters a terminal shows for `s`: UTF-8 continuation bytes take none. */
@@ -604,7 +611,7 @@ static int ctl_result_error(struct ctl *c, const struct mg_result *res)
 	char text[CTL_ESCAPED_MAX];
 	const char *name = proto_err_name(res->code);
 
-	escape_text(res->text, text, sizeof(text));
+	escape(res->text, /* lines= */ true, text, sizeof(text));
 	if (res->code == MG_ERR_PERMISSION) {
 		ctl_set_error(c, "permission denied: %s", text[0] ? text
 			      : "admin requests need root or the admin_group of memguard.conf");
@@ -1262,7 +1269,8 @@ static int print_result(const struct ctl *c, const struct mg_result *res)
 		json_string(stdout, res->text);
 		fputs("}\n", stdout);
 	} else {
-		printf("%s\n", res->text[0] ? escape_text(res->text, text, sizeof(text)) : "done");
+		printf("%s\n", res->text[0] ? escape(res->text, /* lines= */ true, text, sizeof(text))
+					     : "done");
 	}
 	return CTL_EXIT_OK;
 }

@@ -290,6 +290,7 @@ enum {
 	DKEY_ADMIN_GROUP,
 	DKEY_CGROUP_ROOT,
 	DKEY_TICK,
+	DKEY_REPORT_INTERVAL,
 	DKEY_LOG_LEVEL,
 	DKEY_HOST_PRESSURE,
 	_DKEY_MAX,
@@ -321,6 +322,8 @@ static const struct key daemon_keys[_DKEY_MAX] = {
 	[DKEY_ADMIN_GROUP] = { "admin_group", VALUE_GROUP, D(admin_group), 0, 0 },
 	[DKEY_CGROUP_ROOT] = { "cgroup_root", VALUE_CGROUP_ROOT, D(cgroup_root), 0, 0 },
 	[DKEY_TICK] = { "tick", VALUE_DURATION, D(tick_ms), 10, 60 * 1000 },
+	[DKEY_REPORT_INTERVAL] = { "report_interval", VALUE_DURATION, D(report_interval_ms), 10,
+				   60 * 1000 },
 	[DKEY_LOG_LEVEL] = { "log_level", VALUE_LOG_LEVEL, D(log_level), 0, 7 },
 	[DKEY_HOST_PRESSURE] = { "host_pressure", VALUE_PERCENT, D(host_pressure), 0, 10000 },
 };
@@ -453,6 +456,7 @@ static int daemon_init(struct conf_daemon *d)
 		.admin_group = strdup(CONF_DEFAULT_ADMIN_GROUP),
 		.cgroup_root = NULL,
 		.tick_ms = CONF_DEFAULT_TICK_MS,
+		.report_interval_ms = CONF_DEFAULT_REPORT_INTERVAL_MS,
 		.log_level = CONF_DEFAULT_LOG_LEVEL,
 		.host_pressure = CONF_DEFAULT_HOST_PRESSURE,
 	};

@@ -21,6 +21,7 @@
 #define CONF_DEFAULT_SOCKET_GROUP "memguard"
 #define CONF_DEFAULT_ADMIN_GROUP ""          /* root only */
 #define CONF_DEFAULT_TICK_MS 1000            /* ms */
+#define CONF_DEFAULT_REPORT_INTERVAL_MS 1000 /* ms */
 #define CONF_DEFAULT_LOG_LEVEL 6             /* LOG_INFO */
 #define CONF_DEFAULT_HOST_PRESSURE 2000      /* bp of PSI some avg10 */
 #define CONF_DEFAULT_WARN 8000               /* bp of budget */
@@ -72,6 +73,7 @@ struct conf_daemon {
 	char *admin_group;               /* group allowed admin requests; "" = root only */
 	char *cgroup_root;               /* NULL = discover the cgroup2 mount */
 	uint32_t tick_ms;                /* 10 ms..60 s */
+	uint32_t report_interval_ms;     /* 10 ms..60 s, asked of clients in WELCOME */
 	int log_level;                   /* syslog priority, 0..7 */
 	uint32_t host_pressure;          /* bp of host PSI some avg10 that starts squeezing */
 };

@@ -20,7 +20,6 @@
 
 #define FAST_TICK_MS 100                /* ms, tick while a service is above NORMAL */
 #define PSI_WINDOW_US 1000000           /* us; rounded to 2 s without CAP_SYS_RESOURCE */
-#define REPORT_INTERVAL_MS 1000         /* ms, asked of clients in WELCOME */
 
 struct service;
 
@@ -467,8 +466,11 @@ static void mclient_send_normal(struct mclient *mc)
 	mclient_send(mc, &d);
 }
 
-/* Split the service's directive over its clients and send what changed. */
-static void service_direct(struct service *s, const struct mg_directive *d)
+/* Split the service's directive over its clients and send what changed:
+ * to every client, or to `only` (the others hear their new share on the
+ * next tick). */
+static void service_direct_to(struct service *s, const struct mg_directive *d,
+			      const struct mclient *only)
 {
 	_cleanup_free_ struct mg_report *reports = NULL;
 	_cleanup_free_ struct mg_directive *out = NULL;
@@ -495,10 +497,16 @@ static void service_direct(struct service *s, const struct mg_directive *d)
 			return;
 		memcpy(cl, s->clients, n * sizeof(*cl));
 		for (size_t i = 0; i < n; i++)
-			if (!cl[i]->have_directive ||
-			    policy_directive_changed(&cl[i]->directive, &out[i]))
+			if ((!only || cl[i] == only) &&
+			    (!cl[i]->have_directive ||
+			     policy_directive_changed(&cl[i]->directive, &out[i])))
 				mclient_send(cl[i], &out[i]);
 	}
+}
+
+static void service_direct(struct service *s, const struct mg_directive *d)
+{
+	service_direct_to(s, d, NULL);
 }
 
 /* --- escalation --------------------------------------------------------- */
@@ -943,15 +951,8 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	c->data = mc;
 
 	w->budget = s->budget;
-	w->report_interval_ms = REPORT_INTERVAL_MS;
-	w->directive = s->last.directive;
-	w->directive.release = 0;
-	w->directive.deadline_ms = 0;
-	if (w->directive.soft_limit)
-		w->directive.soft_limit /= s->n_clients;
+	w->report_interval_ms = m->conf->daemon.report_interval_ms;
 	snprintf(w->service, sizeof(w->service), "%s", s->conf.name);
-	mc->directive = w->directive;
-	mc->have_directive = true;
 	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "register",
 		    "client %" PRIu64 " registered (pid %d, %s)", c->id,
@@ -986,8 +987,9 @@ static void on_released(void *userdata, struct client *c, uint32_t seq,
 		mc->svc->released_total += r->bytes;
 		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
 			    util_ratio(mc->svc->last.utilization), "released",
-			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64 " ms",
-			    c->id, r->bytes, took / 1000);
+			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64
+			    " ms (%" PRIu64 " ms of it releasing)",
+			    c->id, r->bytes, took / 1000, r->usec / 1000);
 	}
 }
 
@@ -1053,6 +1055,10 @@ static void admin_clients(struct manager *m, struct client *c, uint32_t seq, con
 {
 	size_t n = 0;
 
+	if (service[0] && !service_by_name(m, service)) {
+		server_send_result(c, seq, MG_ERR_NO_SERVICE, "no service '%s'", service);
+		return;
+	}
 	server_for_each(o, m->server) {
 		const struct mclient *mc = o->data;
 		struct mg_msg r = { .hdr = { .type = MG_MSG_CLIENT_INFO, .seq = seq } };
@@ -1149,11 +1155,6 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 			   s->conf.name, req->budget);
 }
 
-struct reload_errors {
-	char first[MG_TEXT_MAX + 1];
-	unsigned n;
-};
-
 static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 {
 	struct manager *m = userdata;
@@ -1173,12 +1174,14 @@ static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 	case MG_MSG_SET_BUDGET:
 		admin_set_budget(m, c, seq, &msg->set_budget);
 		break;
-	case MG_MSG_RELOAD:
-		r = manager_reload(m);
+	case MG_MSG_RELOAD: {
+		char problems[MG_TEXT_MAX + 1] = "";
+
+		r = manager_reload(m, problems, sizeof(problems));
 		if (r == -EINVAL)
 			server_send_result(c, seq, MG_ERR_CONFIG,
-					   "%s is broken; the running configuration stays (see the log)",
-					   m->paths.config);
+					   "%s is broken; the running configuration stays:\n%s",
+					   m->paths.config, problems);
 		else if (r < 0)
 			server_send_result(c, seq, MG_ERR_INTERNAL, "reload failed: %s",
 					   strerror(-r));
@@ -1186,14 +1189,38 @@ static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 			server_send_result(c, seq, MG_ERR_OK, "reloaded %s: %zu services",
 					   m->paths.config, m->n_services);
 		break;
+	}
 	default:
 		server_send_result(c, seq, MG_ERR_PROTOCOL, "unknown admin request");
 		break;
 	}
 }
 
+/*
+ * The new client's WELCOME is out: send it the service's directive in
+ * force, its share split by the same rule as every tick's.  The others'
+ * shares move too; they hear theirs on the next tick, so that a crowd
+ * registering at once costs one message each, not one per arrival.  The
+ * state only: a demand was made of the clients that were there when it
+ * was made, and a new client's first DIRECTIVE never demands bytes.
+ */
+static void on_welcomed(void *userdata, struct client *c)
+{
+	struct mclient *mc = c->data;
+	struct mg_directive d;
+
+	(void)userdata;
+	if (!mc || !mc->svc)
+		return;
+	d = mc->svc->last.directive;
+	d.release = 0;
+	d.deadline_ms = 0;
+	service_direct_to(mc->svc, &d, mc);
+}
+
 static const struct server_ops ops = {
 	.hello = on_hello,
+	.welcomed = on_welcomed,
 	.report = on_report,
 	.released = on_released,
 	.admin = on_admin,
@@ -1202,12 +1229,29 @@ static const struct server_ops ops = {
 
 /* --- life cycle ------------------------------------------------------------ */
 
+/* Where a reload collects its problems for RELOAD's answer. */
+struct problems {
+	char *text;                      /* NULL: log only */
+	size_t size, len;
+};
+
+/* Log one problem of a config file, and append it to a RELOAD's answer
+ * as a line of its own (what does not fit is cut, the log has it all). */
 static void report_problem(void *userdata, const char *file, unsigned line, const char *msg)
 {
+	struct problems *p = userdata;
+	char where[32] = "";
+
 	if (line)
-		log_error("%s:%u: %s", file, line, msg);
-	else
-		log_error("%s: %s", file, msg);
+		snprintf(where, sizeof(where), ":%u", line);
+	log_error("%s%s: %s", file, where, msg);
+	if (p && p->text && p->len + 1 < p->size) {
+		int n = snprintf(p->text + p->len, p->size - p->len, "%s%s%s: %s",
+				 p->len ? "\n" : "", file, where, msg);
+
+		if (n > 0)
+			p->len = p->len + (size_t)n < p->size ? p->len + (size_t)n : p->size - 1;
+	}
 }
 
 static int manager_set_roots(struct manager *m)
@@ -1312,7 +1356,7 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
 
 	if (si->ssi_signo == SIGHUP) {
 		sd_notify(false, "RELOADING=1");
-		manager_reload(m);
+		manager_reload(m, NULL, 0);
 		sd_notify(false, "READY=1");
 		return 0;
 	}
@@ -1482,14 +1526,17 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	return 0;
 }
 
-int manager_reload(struct manager *m)
+int manager_reload(struct manager *m, char *problems, size_t size)
 {
+	struct problems p = { .text = problems, .size = size };
 	struct mg_conf *conf = NULL;
 	int r;
 
+	if (problems && size)
+		problems[0] = 0;
 	if (!m->paths.config)
 		return 0;
-	r = conf_load(m->paths.config, report_problem, NULL, &conf);
+	r = conf_load(m->paths.config, report_problem, &p, &conf);
 	if (r == -ENOENT)
 		r = conf_new_default(&conf);
 	if (r == -EINVAL) {

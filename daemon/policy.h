@@ -358,8 +358,10 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 
 /*
  * Whether `new` must be sent to a client that last got `old` (NULL: none
- * yet): true when the level, gc %, throttle or soft limit differ, or when
- * `new` demands bytes.  A release falling back to 0 alone is not news.
+ * yet): true when any field of the directive's state differs (every wire
+ * field but release and deadline_ms, compared in their encoded form, so a
+ * field appended to DIRECTIVE counts without touching this function), or
+ * when `new` demands bytes.  A release falling back to 0 alone is not news.
  */
 bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new);

@@ -227,6 +227,14 @@ static int flush(struct client *c)
 	return update_events(c);
 }
 
+/* The daemon's next sequence number: 32 bits, wrapping, never 0. */
+static uint32_t next_seq(struct server *s)
+{
+	if (++s->next_seq == 0)
+		s->next_seq = 1;
+	return s->next_seq;
+}
+
 int server_send(struct client *c, struct mg_msg *m)
 {
 	uint8_t buf[MG_MSG_MAX];
@@ -235,11 +243,8 @@ int server_send(struct client *c, struct mg_msg *m)
 
 	if (c->dead)
 		return -EPIPE;
-	if (m->hdr.seq == 0) {
-		if (++c->server->next_seq == 0)
-			c->server->next_seq = 1;
-		m->hdr.seq = c->server->next_seq;
-	}
+	if (m->hdr.seq == 0)
+		m->hdr.seq = next_seq(c->server);
 	n = proto_msg_encode(m, buf, sizeof(buf));
 	if (n < 0)
 		return n;
@@ -327,7 +332,8 @@ static void handle_hello(struct client *c, const struct mg_msg *m)
 	 * also send admin requests (a service running as root). */
 	c->q_max = SERVER_QUEUE_MAX;
 	w.welcome.client_id = c->id;
-	server_send(c, &w);
+	if (server_send(c, &w) == 0 && s->ops->welcomed)
+		s->ops->welcomed(s->userdata, c);
 }
 
 static void handle(struct client *c, const struct mg_msg *m)
@@ -400,6 +406,7 @@ static const char *decode_error(int r)
 
 static void receive(struct client *c)
 {
+	struct server *s = c->server;
 	uint8_t buf[MG_MSG_MAX];
 
 	for (int i = 0; i < RECV_BATCH && !c->dead && !c->closing; i++) {
@@ -428,16 +435,19 @@ static void receive(struct client *c)
 
 		r = proto_msg_decode(buf, (size_t)n, &m);
 		if (r < 0) {
-			struct mg_header h;
+			uint32_t seq = proto_peek_seq(buf, (size_t)n);
 
 			/* Answer with what we understood, then close: the peer is
 			 * broken or hostile, and nothing it says next can be trusted. */
-			if (proto_header_decode(buf, (size_t)n, &h) < 0)
-				h.seq = 0;
-			refuse(c, h.seq, r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
+			refuse(c, seq ? seq : next_seq(s),
+			       r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
 			       decode_error(r));
 			return;
 		}
+		/* A request numbered 0 gets one number of the daemon's, which
+		 * every answer to it carries, so they can still be grouped. */
+		if (m.hdr.seq == 0)
+			m.hdr.seq = next_seq(s);
 		handle(c, &m);
 	}
 }

@@ -56,6 +56,9 @@ struct server_ops {
 	 */
 	int (*hello)(void *userdata, struct client *c, const struct mg_hello *h,
 		     struct mg_welcome *ret_welcome, char ret_text[MG_TEXT_MAX + 1]);
+	/* The WELCOME of an accepted HELLO is queued: send the client the
+	 * directive in force (docs/protocol.md: a DIRECTIVE follows WELCOME). */
+	void (*welcomed)(void *userdata, struct client *c);
 	void (*report)(void *userdata, struct client *c, const struct mg_report *r);
 	void (*released)(void *userdata, struct client *c, uint32_t seq,
 			 const struct mg_released *r);

@@ -107,6 +107,7 @@ static void assert_daemon_defaults(const struct conf_daemon *d)
 	assert_string_equal(d->admin_group, "");
 	assert_null(d->cgroup_root);
 	assert_int_equal(d->tick_ms, 1000);
+	assert_int_equal(d->report_interval_ms, 1000);
 	assert_int_equal(d->log_level, 6);
 	assert_int_equal(d->host_pressure, 2000);
 }
@@ -358,6 +359,7 @@ static void test_full_fixture(void **state)
 	assert_string_equal(c->daemon.admin_group, "wheel");
 	assert_string_equal(c->daemon.cgroup_root, "/sys/fs/cgroup/unified");
 	assert_int_equal(c->daemon.tick_ms, 250);
+	assert_int_equal(c->daemon.report_interval_ms, 500);
 	assert_int_equal(c->daemon.log_level, 7);
 	assert_int_equal(c->daemon.host_pressure, 1250);
 
@@ -691,6 +693,8 @@ static const struct bad bad[] = {
 	{ "release_deadline too long", "[web]\nrelease_deadline = 11m\n", 0, 2,
 	  "release_deadline '11m' out of range (10ms..10m)" },
 	{ "tick too short", "[daemon]\ntick = 5ms\n", 0, 2, "tick '5ms' out of range (10ms..60s)" },
+	{ "report_interval too long", "[daemon]\nreport_interval = 2m\n", 0, 2,
+	  "report_interval '2m' out of range (10ms..60s)" },
 	{ "tick too long", "[daemon]\ntick = 61s\n", 0, 2, "tick '61s' out of range (10ms..60s)" },
 	{ "tick overflow", "[daemon]\ntick = 5000000s\n", 0, 2,
 	  "tick '5000000s' out of range (10ms..60s)" },
