@@ -522,6 +522,7 @@ static inline void alloc_free_fast(void *p)
 #define SCAV_DUTY_CHURN_PPM 9000         /* ppm of a core while churning: 1 % less a margin */
 #define SCAV_DUTY_IDLE_PPM 250000        /* ppm of a core once the heap went quiet */
 #define SCAV_RESWEEP_OBJS 4096           /* objects back in spans that start a new sweep */
+#define SCAV_BUSY_FREES 1024             /* objects back in spans per tick that mean churn */
 #define SCAV_CHUNK_PAGES 128             /* pages per madvise step: 1 MiB */
 #define SCAV_START_BYTES (1u << 20)      /* releasable bytes that start the thread */
 #define SCAV_RETAIN_PERMILLE 1100        /* default goal: live × 1.10 */

@@ -7,7 +7,8 @@
  * Pacing: the thread may spend a share of wall time in CPU time (its own
  * CLOCK_THREAD_CPUTIME_ID, so the madvise work in the kernel counts): 1 %
  * while the heap is churning (spans were allocated since the last tick:
- * pages released now may be faulted back in soon), and then it releases
+ * pages released now may be faulted back in soon, or more than
+ * SCAV_BUSY_FREES objects went back to their spans), and then it releases
  * only free runs of ≥ 64 KiB; SCAV_DUTY_IDLE_PPM once it has gone quiet
  * (a burst ended; what is free now stays free, and returning it quickly
  * is the point), and then every free 4 KiB page goes: free runs of any
@@ -137,7 +138,11 @@ static void *scav_main(void *arg)
 
 		ADD(sstats.wakeups, 1);
 		pageheap_get_stats(&ph);
-		churn = ph.alloc_count != last_allocs;
+		/* Churning: spans were handed out, or objects went back to
+		 * their spans at a rate that says the program is at work (a
+		 * sweep would look at spans about to change again). */
+		frees = central_span_frees();
+		churn = ph.alloc_count != last_allocs || frees - last_frees > SCAV_BUSY_FREES;
 		last_allocs = ph.alloc_count;
 		duty = churn ? SCAV_DUTY_CHURN_PPM : SCAV_DUTY_IDLE_PPM;
 		allowance += (int64_t)((wall - last_wall) * duty / 1000000u);
