@@ -65,6 +65,7 @@
 #define ARENA_SHIFT 26
 #define ARENA_SIZE (UINT64_C(1) << ARENA_SHIFT)          /* 64 MiB per reservation */
 #define ARENA_PAGES (ARENA_SIZE >> MG_PAGE_SHIFT)        /* 8192 */
+#define ARENA_FIRST_PAGE 1                               /* page 0: the class map */
 #define ARENA_ADDR_BITS 47                               /* user address space */
 #define ARENA_MAP_LEN (UINT64_C(1) << (ARENA_ADDR_BITS - ARENA_SHIFT))
 
@@ -81,7 +82,6 @@
 struct arena {
 	uintptr_t base;                  /* ARENA_SIZE-aligned */
 	struct arena *next;              /* all arenas, newest first */
-	uint8_t classes[ARENA_PAGES];    /* size class + 1 of small spans, else 0 */
 	struct span *spans[ARENA_PAGES]; /* in-use spans: every page; free: ends */
 	uint64_t released[ARENA_PAGES * MG_OS_PER_PAGE / 64]; /* bit set = 4 KiB page given back */
 };
@@ -122,6 +122,20 @@ static inline struct arena *arena_of(const void *p)
 static inline size_t arena_page(const struct arena *ar, const void *p)
 {
 	return ((uintptr_t)p >> MG_PAGE_SHIFT) & (ARENA_PAGES - 1);
+}
+
+/*
+ * The class byte of the page holding `p` (size class + 1 of a small span,
+ * else 0), for `p` known to be in an arena: one byte per page in the
+ * arena's own first page, found from `p` alone.  So free()'s fast path
+ * loads it right after the arena map's entry instead of through it: the
+ * CPU issues both at once, past the predicted test of the first.
+ */
+static inline uint8_t *arena_class(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+
+	return (uint8_t *)((a & ~(uintptr_t)(ARENA_SIZE - 1)) + ((a >> MG_PAGE_SHIFT) & (ARENA_PAGES - 1)));
 }
 
 /*
@@ -503,7 +517,7 @@ static inline void alloc_free_fast(void *p)
 	struct arena *ar = arena_of(p);
 
 	if (likely(ar)) {
-		struct tbin *b = &tls_tcache->bins[ar->classes[arena_page(ar, p)]];
+		struct tbin *b = &tls_tcache->bins[*arena_class(p)];
 
 		if (likely(b->count < b->max)) {
 			*(void **)p = b->head;

@@ -203,8 +203,9 @@ uint64_t meta_bytes(void)
 	uint64_t n = __atomic_load_n(&meta_mapped, __ATOMIC_RELAXED);
 
 	/* The table of arenas is touched one page per 512 slots; count it
-	 * by the page each arena dirties in it. */
-	return n + arena_sys_bytes() / ARENA_SIZE * MG_OS_PAGE;
+	 * by the page each arena dirties in it, and each arena's class map
+	 * (its first page). */
+	return n + arena_sys_bytes() / ARENA_SIZE * (MG_OS_PAGE + ARENA_FIRST_PAGE * MG_PAGE_SIZE);
 }
 
 /* ---- huge blocks: an open-addressing table of their addresses ---------- */

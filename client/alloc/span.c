@@ -264,7 +264,7 @@ static void map_all(struct span *s, uint8_t cls1)
 
 	for (i = first; i < first + s->npages; i++) {
 		__atomic_store_n(&s->arena->spans[i], s, __ATOMIC_RELEASE);
-		s->arena->classes[i] = cls1;
+		*arena_class((void *)(s->arena->base + i * MG_PAGE_SIZE)) = cls1;
 	}
 }
 
@@ -406,13 +406,15 @@ static int grow(void)
 		span_put(s);
 		return -ENOMEM;
 	}
+	/* Page 0 is the arena's class map: never a span's, counted as
+	 * metadata, not as heap. */
 	s->arena = ar;
-	s->start = ar->base;
-	s->npages = ARENA_PAGES;
-	s->nreleased = (uint32_t)os_of(ARENA_PAGES);
-	st.arena_pages += ARENA_PAGES;
-	st.free_pages += ARENA_PAGES;
-	st.released_os += os_of(ARENA_PAGES);
+	s->start = ar->base + ARENA_FIRST_PAGE * MG_PAGE_SIZE;
+	s->npages = ARENA_PAGES - ARENA_FIRST_PAGE;
+	s->nreleased = (uint32_t)os_of(s->npages);
+	st.arena_pages += s->npages;
+	st.free_pages += s->npages;
+	st.released_os += os_of(s->npages);
 	map_ends(s);
 	free_insert(s);
 	return 0;
@@ -426,7 +428,7 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 	struct arena *ar;
 	unsigned cat;
 
-	if (want > ARENA_PAGES) {
+	if (want > ARENA_PAGES - ARENA_FIRST_PAGE) {
 		errno = ENOMEM;
 		return NULL;
 	}
