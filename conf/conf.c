@@ -293,6 +293,9 @@ enum {
 	DKEY_REPORT_INTERVAL,
 	DKEY_LOG_LEVEL,
 	DKEY_HOST_PRESSURE,
+	DKEY_MAX_CONNECTIONS,
+	DKEY_MAX_CONNECTIONS_PER_UID,
+	DKEY_ADMIN_RESERVED,
 	_DKEY_MAX,
 };
 
@@ -326,6 +329,11 @@ static const struct key daemon_keys[_DKEY_MAX] = {
 				   60 * 1000 },
 	[DKEY_LOG_LEVEL] = { "log_level", VALUE_LOG_LEVEL, D(log_level), 0, 7 },
 	[DKEY_HOST_PRESSURE] = { "host_pressure", VALUE_PERCENT, D(host_pressure), 0, 10000 },
+	[DKEY_MAX_CONNECTIONS] = { "max_connections", VALUE_UINT, D(max_connections), 1, 65536 },
+	[DKEY_MAX_CONNECTIONS_PER_UID] = { "max_connections_per_uid", VALUE_UINT,
+					   D(max_connections_per_uid), 1, 65536 },
+	[DKEY_ADMIN_RESERVED] = { "admin_reserved_connections", VALUE_UINT,
+				  D(admin_reserved_connections), 0, 65536 },
 };
 
 static const struct key service_keys[_SKEY_MAX] = {
@@ -459,6 +467,9 @@ static int daemon_init(struct conf_daemon *d)
 		.report_interval_ms = CONF_DEFAULT_REPORT_INTERVAL_MS,
 		.log_level = CONF_DEFAULT_LOG_LEVEL,
 		.host_pressure = CONF_DEFAULT_HOST_PRESSURE,
+		.max_connections = CONF_DEFAULT_MAX_CONNECTIONS,
+		.max_connections_per_uid = CONF_DEFAULT_MAX_CONNECTIONS_PER_UID,
+		.admin_reserved_connections = CONF_DEFAULT_ADMIN_RESERVED,
 	};
 	if (!d->socket || !d->socket_group || !d->admin_group) {
 		daemon_clear(d);

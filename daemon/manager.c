@@ -2,14 +2,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cgrp.h"
 #include "log.h"
@@ -37,6 +40,7 @@ struct mclient {
 	uint64_t pending_usec;
 	uint32_t asked, answered;
 	uint64_t asked_bytes, released_bytes, response_us_total;
+	bool local;                      /* its last REPORT said MG_FLAG_LOCAL_LIMIT */
 };
 
 struct service {
@@ -67,6 +71,16 @@ struct service {
 	bool absent_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
 	enum mg_level squeeze_floor;
+	uint64_t unowned;                /* working set outside the clients' heaps, estimated */
+	uint64_t local_tick_usec;        /* the last tick a LOCAL_LIMIT report caused */
+	/* Sampling as fast as the growth (design.md, "Two speeds of control"). */
+	struct policy_growth growth;
+	uint32_t interval_ms;            /* policy_sample_interval() at the last decision */
+	sd_event_source *probe_src;      /* the next sample between ticks */
+	int thr_fd[2];                   /* v1 usage thresholds at warn and critical */
+	sd_event_source *thr_src[2];
+	uint64_t thr_bytes[2];           /* what they are armed at; 0 = not */
+	bool thr_failed_said;
 	struct mclient **clients;
 	size_t n_clients;
 };
@@ -127,8 +141,21 @@ static double util_ratio(uint32_t bp)
 
 /* --- services ------------------------------------------------------------ */
 
+static void service_unwatch_thresholds(struct service *s)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(s->thr_fd); i++) {
+		s->thr_src[i] = sd_event_source_disable_unref(s->thr_src[i]);
+		if (s->thr_fd[i] >= 0)
+			close(s->thr_fd[i]);
+		s->thr_fd[i] = -1;
+		s->thr_bytes[i] = 0;
+	}
+}
+
 static void service_unwatch(struct service *s)
 {
+	service_unwatch_thresholds(s);
+	s->probe_src = sd_event_source_disable_unref(s->probe_src);
 	s->psi_src = sd_event_source_disable_unref(s->psi_src);
 	s->events_src = sd_event_source_disable_unref(s->events_src);
 	if (s->psi_fd >= 0)
@@ -140,23 +167,34 @@ static void service_unwatch(struct service *s)
 }
 
 /*
- * The memory.high values the daemon replaced, in a file beside the socket,
- * so a daemon that was killed (crash, watchdog, SIGKILL) can put them back
- * when it starts again.  Rewritten whole on every change, by rename.
+ * The memory.high values the daemon replaced, in a file beside the socket
+ * named after it (SOCKET.escalations: two daemons with sockets in one
+ * directory keep a record each), so a daemon that was killed (crash,
+ * watchdog, SIGKILL) can put them back when it starts again.  Its first
+ * line names the socket.  Rewritten whole on every change: a new file,
+ * made with O_EXCL|O_NOFOLLOW (nothing planted at its name is followed or
+ * reused), renamed into place.
  */
 static void manager_save_escalations(struct manager *m)
 {
 	_cleanup_free_ char *tmp = NULL;
 	FILE *f;
 	size_t n = 0;
+	int fd;
 
 	if (!m->state_path || asprintf(&tmp, "%s.new", m->state_path) < 0)
 		return;
-	f = fopen(tmp, "we");
+	/* A leftover of a crash mid-write; unlink removes a symlink itself. */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "we") : NULL;
 	if (!f) {
 		log_warning_errno(errno, "Failed to write %s, ignoring: %m", tmp);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
+	fprintf(f, "socket %s\n", m->conf->daemon.socket);
 	for (size_t i = 0; i < m->n_services; i++) {
 		const struct service *s = m->services[i];
 
@@ -179,18 +217,80 @@ static void manager_save_escalations(struct manager *m)
 	}
 }
 
-/* Put back what a killed predecessor left in memory.high. */
+/* A memory.high value as the record holds it: "max" or a size of 1 byte
+ * or more in digits, nothing else (no sign, no space, no 0). */
+static bool parse_high(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (strcmp(s, "max") == 0) {
+		*ret = MONITOR_UNLIMITED;
+		return true;
+	}
+	if (!*s || strlen(s) > 20)
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v == 0)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* The configured service whose cgroup directory is `dir`, or NULL. */
+static struct service *service_by_dir(struct manager *m, const char *dir)
+{
+	for (size_t i = 0; i < m->n_services; i++)
+		if (!m->services[i]->implicit && strcmp(m->services[i]->v2_dir, dir) == 0)
+			return m->services[i];
+	return NULL;
+}
+
+/*
+ * Put back what a killed predecessor on the same socket left in
+ * memory.high.  The record is trusted only as far as it must be: a regular
+ * file of ours that nobody else may write, naming our socket; and each
+ * entry only for the cgroup of a configured service, below the cgroup
+ * root, with a value that parses.  Anything else is logged and skipped.
+ */
 static void manager_restore_leftovers(struct manager *m)
 {
 	_cleanup_fclose_ FILE *f = NULL;
 	char line[MG_PATH_MAX + 4096];
+	struct stat st;
+	int fd;
 
-	f = fopen(m->state_path, "re");
-	if (!f)
+	fd = open(m->state_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warning_errno(errno, "Failed to open %s, ignoring it: %m", m->state_path);
 		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+		log_warning("%s is not a regular file of ours that only we may write; ignoring it",
+			    m->state_path);
+		close(fd);
+		return;
+	}
+	f = fdopen(fd, "re");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	if (!fgets(line, sizeof(line), f) || strncmp(line, "socket ", 7) != 0 ||
+	    strcspn(line + 7, "\n") != strlen(m->conf->daemon.socket) ||
+	    strncmp(line + 7, m->conf->daemon.socket, strlen(m->conf->daemon.socket)) != 0) {
+		log_warning("%s is not the record of socket %s; ignoring it", m->state_path,
+			    m->conf->daemon.socket);
+		return;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		char *dir = strchr(line, ' '), *end;
-		uint64_t v = UINT64_MAX;
+		uint64_t v;
 		int r;
 
 		if (!dir)
@@ -199,16 +299,13 @@ static void manager_restore_leftovers(struct manager *m)
 		end = strchr(dir, '\n');
 		if (end)
 			*end = 0;
-		/* Only below our cgroup root, and never upwards. */
-		if (!path_within(dir, m->v2_root) || strstr(dir, "/.."))
+		/* Only a configured service's cgroup, below our cgroup root,
+		 * never upwards, and only to a value that parses. */
+		if (!path_within(dir, m->v2_root) || strstr(dir, "/..") ||
+		    !service_by_dir(m, dir) || !parse_high(line, &v)) {
+			log_warning("%s: entry '%s %s' is not a configured service's cgroup with a "
+				    "memory.high value; skipped", m->state_path, line, dir);
 			continue;
-		if (strcmp(line, "max") != 0) {
-			char *e;
-
-			errno = 0;
-			v = strtoull(line, &e, 10);
-			if (errno || *e)
-				continue;
 		}
 		r = cgrp_write_high(dir, v);
 		if (r < 0)
@@ -325,6 +422,7 @@ static int service_new(struct manager *m, const struct conf_service *conf, bool 
 		return -ENOMEM;
 	s->m = m;
 	s->psi_fd = -1;
+	s->thr_fd[0] = s->thr_fd[1] = -1;
 	s->implicit = implicit;
 	s->conf = *conf;
 	s->conf.name = strdup(conf->name);
@@ -436,6 +534,15 @@ static void service_resolve_budget(struct service *s)
 
 /* --- directives ------------------------------------------------------- */
 
+/* A client's last REPORT with its figures clamped to what the service's
+ * cgroup holds now (its budget while it was never read). */
+static void service_client_report(const struct service *s, const struct mclient *mc,
+				  struct mg_report *ret)
+{
+	*ret = mc->report;
+	policy_report_clamp(ret, s->have_sample ? s->sample.current : s->budget);
+}
+
 static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 {
 	struct mg_msg msg = { .hdr = { .type = MG_MSG_DIRECTIVE } };
@@ -452,7 +559,8 @@ static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
 		mc->asked++;
-		mc->asked_bytes += d->release == UINT64_MAX ? 0 : d->release;
+		mc->asked_bytes = policy_add_sat(mc->asked_bytes,
+						 d->release == UINT64_MAX ? 0 : d->release);
 	}
 	return 0;
 }
@@ -483,7 +591,7 @@ static void service_direct_to(struct service *s, const struct mg_directive *d,
 	if (!reports || !out || (
 		    ({
 			    for (size_t i = 0; i < n; i++)
-				    reports[i] = s->clients[i]->report;
+				    service_client_report(s, s->clients[i], &reports[i]);
 			    policy_client_directives(d, reports, n, out);
 		    }) < 0)) {
 		log_error("%s: out of memory splitting a directive", s->conf.name);
@@ -550,6 +658,16 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 			break;
 		}
 		s->high_noop = false;
+		if (s->sample.high == s->budget) {
+			/* Our own value, left by a predecessor that could not
+			 * put it back: recorded as the original, it would
+			 * become permanent.  Keep what we know, if anything. */
+			if (!s->saved_high_valid)
+				log_service(LOG_NOTICE, s->conf.name, lvl, u, "escalate",
+					    "memory.high is already the budget %" PRIu64
+					    "; nothing to put back later", s->budget);
+			break;
+		}
 		s->saved_high = s->sample.high;
 		s->saved_high_valid = true;
 		/* Recorded before the write: a crash right after it still
@@ -580,15 +698,28 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 		s->high_noop = false;
 		manager_save_escalations(s->m);
 		break;
-	case POLICY_ACTION_KILL:
-		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
+	case POLICY_ACTION_KILL: {
+		bool v1 = s->v1_dir && !s->sample.high_known, frozen = false;
+
+		/* v1 has no cgroup.kill: the subtree is walked, frozen through
+		 * its cgroup2 mirror where that has cgroup.freeze. */
+		r = cgrp_kill(v1 ? s->v1_dir : s->v2_dir, v1 ? s->v2_dir : NULL, &frozen);
 		if (r < 0)
 			return escalate_failed(s, r, "kill the cgroup");
-		log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
-			    "killed the cgroup: working set %" PRIu64 " above budget %" PRIu64
-			    " past the deadline while memory.events max/oom grew",
-			    s->sample.working_set, s->budget);
+		if (v1)
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed %d process(es) of the cgroup and its subtree%s: working "
+				    "set %" PRIu64 " above budget %" PRIu64 " past the deadline "
+				    "while memory.events max/oom grew", r,
+				    frozen ? " (frozen first)" : "", s->sample.working_set,
+				    s->budget);
+		else
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed the cgroup and its subtree: working set %" PRIu64
+				    " above budget %" PRIu64 " past the deadline while "
+				    "memory.events max/oom grew", s->sample.working_set, s->budget);
 		break;
+	}
 	default:
 		return 0;
 	}
@@ -598,6 +729,31 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 }
 
 /* --- the tick ------------------------------------------------------------ */
+
+/*
+ * The service's cgroup is absent (went away, or never was): nothing of the
+ * last sample holds any more.  Its state is NORMAL with no figures, as
+ * STATUS shows it, and its clients are told NORMAL (each only once: what
+ * did not change is not sent again).  An escalation in force went with the
+ * cgroup, so there is nothing to put back.
+ */
+static void service_absent(struct service *s)
+{
+	bool recorded = s->saved_high_valid;
+
+	s->have_sample = false;
+	s->saved_high_valid = false;
+	s->high_noop = false;
+	policy_state_init(&s->ps);
+	s->last = (struct policy_decision){
+		.level = MG_LEVEL_NORMAL,
+		.utilization = POLICY_UTIL_UNKNOWN,
+		.directive = { .level = MG_LEVEL_NORMAL, .gc_percent = MG_GC_DEFAULT },
+	};
+	if (recorded)
+		manager_save_escalations(s->m);
+	service_direct(s, &s->last.directive);
+}
 
 static void service_sample(struct service *s)
 {
@@ -617,6 +773,8 @@ static void service_sample(struct service *s)
 						  "tick: %m", s->conf.name, s->conf.cgroup);
 			s->absent_said = r == -ENODEV;
 			s->open_failed_said = r != -ENODEV;
+			if (r == -ENODEV)
+				service_absent(s);
 			return;
 		}
 		s->open_failed_said = false;
@@ -629,6 +787,7 @@ static void service_sample(struct service *s)
 		service_unwatch(s);
 		/* Said: the ticks that find it absent say nothing more. */
 		s->absent_said = true;
+		service_absent(s);
 		return;
 	}
 	if (r < 0) {
@@ -645,7 +804,23 @@ static void service_sample(struct service *s)
 		sd_event_source_set_enabled(s->events_src, SD_EVENT_ON);
 }
 
-static void service_decide(struct service *s, uint64_t now_ms)
+/* The clients' measured answer time: the slowest mean from DIRECTIVE to
+ * RELEASED among them, in ms (0 before any answered). */
+static uint32_t service_answer_ms(const struct service *s)
+{
+	uint64_t worst = 0;
+
+	for (size_t i = 0; i < s->n_clients; i++) {
+		const struct mclient *mc = s->clients[i];
+
+		if (mc->answered && mc->response_us_total / mc->answered > worst)
+			worst = mc->response_us_total / mc->answered;
+	}
+	worst /= 1000;
+	return worst > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)worst;
+}
+
+static void service_decide(struct service *s, uint64_t now_ms, bool probe)
 {
 	struct policy_input in = { 0 };
 	struct policy_decision d;
@@ -654,6 +829,13 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	if (!s->have_sample)
 		return;
 	service_resolve_budget(s);
+	s->interval_ms = policy_sample_interval(&s->conf, s->sample.working_set, s->budget,
+						policy_growth_update(&s->growth, &s->m->params,
+								     s->sample.working_set, now_ms),
+						s->m->conf->daemon.tick_ms);
+	in.growth = policy_growth_ahead(&s->growth);
+	in.reaction_ms = service_answer_ms(s) + s->interval_ms;
+	in.probe = probe;
 	in.working_set = s->sample.working_set;
 	in.budget = s->budget;
 	in.some_avg10 = s->sample.psi.some.avg10;
@@ -661,10 +843,41 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	in.events.high = s->sample.events.high;
 	in.events.max = s->sample.events.max;
 	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
-	for (size_t i = 0; i < s->n_clients; i++) {
-		uint64_t r = policy_releasable(&s->clients[i]->report);
+	{
+		uint64_t owned = 0;
+		bool all_reported = s->n_clients > 0;
 
-		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
+		for (size_t i = 0; i < s->n_clients; i++) {
+			struct mg_report rep_clamped;
+			const struct mg_report *rep = &rep_clamped;
+			uint64_t r;
+
+			service_client_report(s, s->clients[i], &rep_clamped);
+			r = policy_releasable(rep);
+
+			in.releasable = in.releasable + r < in.releasable ? UINT64_MAX
+									  : in.releasable + r;
+			if (rep->heap_sys == 0)
+				all_reported = false;
+			else if (rep->heap_sys > rep->heap_released)
+				owned += rep->heap_sys - rep->heap_released;
+		}
+		/* Until every client has reported, all of it counts as theirs.
+		 * Reports are up to a second old: while the heaps grow, the
+		 * difference overstates what is not theirs, so the estimate
+		 * falls at once but rises by at most 1 % of the budget a
+		 * decision (code, stacks and page cache move slowly), from 0
+		 * when the service's first clients report. */
+		if (all_reported) {
+			uint64_t est = in.working_set > owned ? in.working_set - owned : 0;
+			uint64_t step = s->budget / 100;
+
+			if (est > s->unowned && est - s->unowned > step)
+				est = s->unowned + step;
+			s->unowned = est;
+			in.unowned = est;
+		} else if (s->n_clients == 0)
+			s->unowned = 0;
 	}
 	in.floor = s->squeeze_floor;
 	in.extra_release = s->squeeze_extra;
@@ -676,9 +889,13 @@ static void service_decide(struct service *s, uint64_t now_ms)
 		log_service(d.rose ? LOG_WARNING : LOG_NOTICE, s->conf.name,
 			    proto_level_name(d.level), util_ratio(d.utilization), "level",
 			    "%s -> %s: working set %" PRIu64 " of budget %" PRIu64
+			    " (growing %.0f MiB/s, %" PRIu64 " in %u ms%s)"
 			    ", PSI some %u.%02u%% full %u.%02u%%, gc %u%%, throttle %u.%u%%",
 			    proto_level_name(before), proto_level_name(d.level), in.working_set,
-			    in.budget, in.some_avg10 / 100, in.some_avg10 % 100, in.full_avg10 / 100,
+			    in.budget, in.growth > 0 ? in.growth / (1 << 20) : 0.0,
+			    policy_projected(in.working_set, in.growth, in.reaction_ms),
+			    in.reaction_ms, probe ? ", between ticks" : "",
+			    in.some_avg10 / 100, in.some_avg10 % 100, in.full_avg10 / 100,
 			    in.full_avg10 % 100, d.directive.gc_percent, d.directive.throttle / 10,
 			    d.directive.throttle % 10);
 	if (d.directive.release > 0 && s->n_clients > 0)
@@ -769,10 +986,140 @@ static void manager_notify_status(struct manager *m)
 
 static void manager_tick_now(struct manager *m);
 
+static void manager_collect_implicit(struct manager *m);
+
+static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct service *s = userdata;
+	uint64_t v;
+
+	/* Reading the counter re-arms the eventfd. */
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_debug("%s: reading a usage threshold's eventfd: %m", s->conf.name);
+	manager_tick_now(s->m);
+	return 0;
+}
+
+/*
+ * cgroup v1: the kernel says when usage crosses warn and critical, however
+ * fast it grows (on v2 memory.events and the PSI trigger wake the loop).
+ * Armed again when the budget moves; a refusal is logged once and the
+ * sampling does the work alone.
+ */
+static void service_arm_thresholds(struct service *s)
+{
+	const uint32_t bp[2] = { s->conf.warn, s->conf.critical };
+
+	if (!s->cg || !s->v1_dir || s->budget == 0 || s->thr_failed_said) {
+		if (!s->cg || s->budget == 0)
+			service_unwatch_thresholds(s);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bp); i++) {
+		uint64_t at = (uint64_t)((double)s->budget * bp[i] / 10000.0);
+		int r;
+
+		if (s->thr_fd[i] >= 0 && s->thr_bytes[i] == at)
+			continue;
+		s->thr_src[i] = sd_event_source_disable_unref(s->thr_src[i]);
+		if (s->thr_fd[i] >= 0)
+			close(s->thr_fd[i]);
+		s->thr_fd[i] = -1;
+		s->thr_bytes[i] = 0;
+		r = monitor_cgroup_threshold_open(s->cg, at, &s->thr_fd[i]);
+		if (r >= 0)
+			r = sd_event_add_io(s->m->event, &s->thr_src[i], s->thr_fd[i], EPOLLIN,
+					    on_threshold, s);
+		if (r < 0) {
+			log_internal(LOG_INFO, r, "%s: no v1 usage threshold notification (%m); "
+				       "sampling only", s->conf.name);
+			s->thr_failed_said = true;
+			service_unwatch_thresholds(s);
+			return;
+		}
+		s->thr_bytes[i] = at;
+	}
+}
+
+static int on_probe(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* The next sample of a growing service before the tick's, when its growth
+ * calls for one (policy_sample_interval()). */
+static void service_arm_probe(struct service *s, uint64_t now_us)
+{
+	int r;
+
+	if (!s->cg || !s->have_sample || s->interval_ms >= s->m->conf->daemon.tick_ms) {
+		if (s->probe_src)
+			sd_event_source_set_enabled(s->probe_src, SD_EVENT_OFF);
+		return;
+	}
+	if (!s->probe_src) {
+		r = sd_event_add_time(s->m->event, &s->probe_src, CLOCK_MONOTONIC,
+				      now_us + s->interval_ms * 1000ULL, 1000, on_probe, s);
+		if (r < 0) {
+			log_warning_errno(r, "%s: cannot arm a sample between ticks, "
+					  "ignoring: %m", s->conf.name);
+			return;
+		}
+	} else
+		sd_event_source_set_time(s->probe_src, now_us + s->interval_ms * 1000ULL);
+	sd_event_source_set_enabled(s->probe_src, SD_EVENT_ONESHOT);
+}
+
+/* A sample between ticks: memory.current alone, one decision, directives
+ * out at once. */
+static int on_probe(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	struct service *s = userdata;
+	uint64_t now = now_usec(), current;
+	int r;
+
+	r = monitor_cgroup_read_current(s->cg, &current);
+	if (r < 0) {
+		/* The tick reads everything and finds out what happened. */
+		manager_tick_now(s->m);
+		return 0;
+	}
+	s->sample.current = current;
+	s->sample.working_set = current > s->sample.stat.inactive_file
+					? current - s->sample.stat.inactive_file
+					: 0;
+	service_decide(s, now / 1000, /* probe= */ true);
+	service_arm_probe(s, now);
+	return 0;
+}
+
 static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
 {
+	manager_collect_implicit(userdata);
 	manager_tick_now(userdata);
 	return 0;
+}
+
+/*
+ * Drop the implicit services whose last client left, with their cgroup
+ * files: a service made for a client lives as long as it has clients, or
+ * a peer that registers from many cgroups in turn would keep descriptors
+ * and memory without end.  On the timer's tick only, where no caller
+ * holds a service: a client can go in the middle of a walk over its
+ * service's clients, and a PSI or SET_BUDGET tick holds its service.
+ */
+static void manager_collect_implicit(struct manager *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		if (s->implicit && s->n_clients == 0) {
+			log_info("%s: implicit service dropped: its last client left", s->conf.name);
+			service_free(s);
+			continue;
+		}
+		m->services[n++] = s;
+	}
+	m->n_services = n;
 }
 
 static void manager_tick_now(struct manager *m)
@@ -790,7 +1137,9 @@ static void manager_tick_now(struct manager *m)
 		service_resolve_budget(m->services[i]);
 	manager_squeeze(m);
 	for (size_t i = 0; i < m->n_services; i++) {
-		service_decide(m->services[i], now / 1000);
+		service_decide(m->services[i], now / 1000, /* probe= */ false);
+		service_arm_thresholds(m->services[i]);
+		service_arm_probe(m->services[i], now);
 		if (m->services[i]->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
 			next_ms = FAST_TICK_MS;
 	}
@@ -813,6 +1162,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 			   s->conf.cgroup);
 		service_unwatch(s);
 		s->absent_said = true;
+		service_absent(s);
 		return 0;
 	}
 	manager_tick_now(s->m);
@@ -832,11 +1182,36 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 /* --- clients --------------------------------------------------------------- */
 
+/*
+ * An implicit service's name from its cgroup path: the wire carries
+ * printable ASCII only, so any other byte (and the backslash) is written
+ * as \xHH, as systemd-escape does.  -ENAMETOOLONG when the result does not
+ * fit a name.
+ */
+static int implicit_name(const char *cgroup, char ret[MG_NAME_MAX + 1])
+{
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)cgroup; *p; p++) {
+		bool plain = *p >= 0x20 && *p < 0x7f && *p != '\\';
+
+		if (n + (plain ? 1 : 4) > MG_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (plain)
+			ret[n++] = (char)*p;
+		else
+			n += (size_t)snprintf(ret + n, 5, "\\x%02x", *p);
+	}
+	ret[n] = 0;
+	return 0;
+}
+
 static int implicit_service(struct manager *m, const struct mclient *mc, struct service **ret)
 {
 	struct conf_service conf;
 	const char *dir = mc->v2[0] ? mc->v2 : mc->v1;
 	const char *root = mc->v2[0] ? m->v2_root : m->v1_root;
+	char name[MG_NAME_MAX + 1];
 	struct service *s;
 	int r;
 
@@ -848,9 +1223,10 @@ static int implicit_service(struct manager *m, const struct mclient *mc, struct 
 	conf.cgroup = (char *)dir + strlen(root);
 	while (*conf.cgroup == '/')
 		conf.cgroup++;
-	conf.name = *conf.cgroup ? conf.cgroup : (char *)"root";
-	if (strlen(conf.name) > MG_NAME_MAX)
-		return -ENAMETOOLONG;
+	r = implicit_name(*conf.cgroup ? conf.cgroup : "root", name);
+	if (r < 0)
+		return r;
+	conf.name = name;
 
 	r = service_new(m, &conf, /* implicit= */ true, &s);
 	if (r < 0)
@@ -907,7 +1283,23 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	if (!mc)
 		return MG_ERR_INTERNAL;
 	mc->c = c;
-	r = peer_dirs(m, c->cred.pid, mc);
+	/* The cgroup is read from /proc/PID: only while PID is still the
+	 * peer that connected, checked before and after (a peer can pass
+	 * its socket on and exit, and its pid be given to another process). */
+	r = server_peer_check(c);
+	if (r >= 0)
+		r = peer_dirs(m, c->cred.pid, mc);
+	if (r >= 0)
+		r = server_peer_check(c);
+	if (r == -ESRCH) {
+		free(mc);
+		log_notice("Client %" PRIu64 ": the process %d that connected is gone or was "
+			   "replaced; HELLO refused", c->id, (int)c->cred.pid);
+		snprintf(text, MG_TEXT_MAX + 1,
+			 "the process that connected (pid %d) is gone or was replaced",
+			 (int)c->cred.pid);
+		return MG_ERR_PROTOCOL;
+	}
 	if (r < 0) {
 		free(mc);
 		snprintf(text, MG_TEXT_MAX + 1, "cannot read the cgroup of pid %d: %s",
@@ -963,8 +1355,32 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 static void on_report(void *userdata, struct client *c, const struct mg_report *r)
 {
 	struct mclient *mc = c->data;
+	bool local = c->rx_flags & MG_FLAG_LOCAL_LIMIT;
 
 	mc->report = *r;
+	/* Clamped again where it is used (the cgroup's usage moves); here
+	 * so that CLIENTS shows no figure the cgroup cannot hold either. */
+	if (mc->svc)
+		policy_report_clamp(&mc->report, mc->svc->have_sample ? mc->svc->sample.current
+								      : mc->svc->budget);
+	if (local == mc->local)
+		return;
+	mc->local = local;
+	if (!mc->svc)
+		return;
+	log_service(local ? LOG_NOTICE : LOG_INFO, mc->svc->conf.name,
+		    proto_level_name(mc->svc->ps.level), util_ratio(mc->svc->last.utilization),
+		    "local", "client %" PRIu64 " %s its local limit (heap %" PRIu64 " bytes, "
+		    "soft limit %" PRIu64 ")", c->id, local ? "acts on" : "no longer acts on",
+		    mc->report.heap_sys > mc->report.heap_released
+			    ? mc->report.heap_sys - mc->report.heap_released : 0,
+		    mc->directive.soft_limit);
+	/* A client past its share is news the tick should not wait for; at
+	 * most once per fast tick, whatever a peer's flags do. */
+	if (local && now_usec() - mc->svc->local_tick_usec >= FAST_TICK_MS * 1000ULL) {
+		mc->svc->local_tick_usec = now_usec();
+		manager_tick_now(userdata);
+	}
 }
 
 static void on_released(void *userdata, struct client *c, uint32_t seq,
@@ -981,10 +1397,10 @@ static void on_released(void *userdata, struct client *c, uint32_t seq,
 	took = now_usec() - mc->pending_usec;
 	mc->pending_seq = 0;
 	mc->answered++;
-	mc->released_bytes += r->bytes;
-	mc->response_us_total += took;
+	mc->released_bytes = policy_add_sat(mc->released_bytes, r->bytes);
+	mc->response_us_total = policy_add_sat(mc->response_us_total, took);
 	if (mc->svc) {
-		mc->svc->released_total += r->bytes;
+		mc->svc->released_total = policy_add_sat(mc->svc->released_total, r->bytes);
 		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
 			    util_ratio(mc->svc->last.utilization), "released",
 			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64
@@ -1006,9 +1422,30 @@ static void on_gone(void *userdata, struct client *c)
 
 /* --- admin ------------------------------------------------------------------ */
 
+/*
+ * Send one answer of a series that ends with RESULT.  An answer that does
+ * not encode (a name the wire cannot carry) is logged and counted in
+ * `skipped`, so the series still ends; returns -EPIPE only when the peer
+ * is gone and nothing more can be sent.
+ */
+static int admin_send(struct client *c, struct mg_msg *msg, size_t *skipped)
+{
+	int r = server_send(c, msg);
+
+	if (r == -EPIPE)
+		return r;
+	if (r < 0) {
+		log_warning_errno(r, "Client %" PRIu64 ": a %s answer does not encode, skipped: %m",
+				  c->id, proto_type_name(msg->hdr.type));
+		(*skipped)++;
+	}
+	return 0;
+}
+
 static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 {
 	struct mg_msg d = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = seq } };
+	size_t skipped = 0;
 
 	d.status_daemon.services = (uint32_t)m->n_services;
 	d.status_daemon.clients = (uint32_t)manager_n_clients(m);
@@ -1020,7 +1457,7 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 	}
 	d.status_daemon.tick_ms = m->conf->daemon.tick_ms;
 	snprintf(d.status_daemon.version, sizeof(d.status_daemon.version), "%s", PACKAGE_VERSION);
-	if (server_send(c, &d) < 0)
+	if (admin_send(c, &d, &skipped) < 0)
 		return;
 
 	for (size_t i = 0; i < m->n_services; i++) {
@@ -1045,15 +1482,19 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 		o->released_total = s->released_total;
 		snprintf(o->name, sizeof(o->name), "%s", s->conf.name);
 		snprintf(o->cgroup, sizeof(o->cgroup), "%s", s->conf.cgroup);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu services, %zu not shown (see the log)",
+				   m->n_services, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
 }
 
 static void admin_clients(struct manager *m, struct client *c, uint32_t seq, const char *service)
 {
-	size_t n = 0;
+	size_t n = 0, skipped = 0;
 
 	if (service[0] && !service_by_name(m, service)) {
 		server_send_result(c, seq, MG_ERR_NO_SERVICE, "no service '%s'", service);
@@ -1081,11 +1522,15 @@ static void admin_clients(struct manager *m, struct client *c, uint32_t seq, con
 		ci->response_us = mc->answered ? (uint32_t)(mc->response_us_total / mc->answered) : 0;
 		snprintf(ci->service, sizeof(ci->service), "%s", mc->svc ? mc->svc->conf.name : "");
 		snprintf(ci->process, sizeof(ci->process), "%s", o->process);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 		n++;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu clients, %zu not shown (see the log)",
+				   n - skipped, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
 }
 
 static void admin_release(struct manager *m, struct client *c, uint32_t seq,
@@ -1335,17 +1780,14 @@ int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct 
 		_cleanup_free_ char *dir = strdup(conf->daemon.socket);
 		char *slash = dir ? strrchr(dir, '/') : NULL;
 
-		if (slash) {
-			*slash = 0;
-			if (asprintf(&m->state_path, "%s/escalations", *dir ? dir : "") < 0)
-				m->state_path = NULL;
-		}
-		if (m->state_path)
-			manager_restore_leftovers(m);
+		if (slash && asprintf(&m->state_path, "%s.escalations", conf->daemon.socket) < 0)
+			m->state_path = NULL;
 	}
 	r = services_from_conf(m);
 	if (r < 0)
 		return log_errno(r, "Failed to set up services: %m");
+	if (m->state_path)
+		manager_restore_leftovers(m);
 	*ret = TAKE_PTR(m);
 	return 0;
 }
@@ -1363,6 +1805,15 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
 	log_info("Received %s, stopping", strsignal((int)si->ssi_signo));
 	sd_notify(false, "STOPPING=1");
 	return sd_event_exit(sd_event_source_get_event(src), 0);
+}
+
+static void set_limits(struct manager *m, const struct mg_conf *conf)
+{
+	server_set_limits(m->server, &(struct server_limits){
+		.max_connections = conf->daemon.max_connections,
+		.max_connections_per_uid = conf->daemon.max_connections_per_uid,
+		.admin_reserved_connections = conf->daemon.admin_reserved_connections,
+	});
 }
 
 /* The gid of admin_group, or (gid_t)-1 (root only). */
@@ -1389,6 +1840,7 @@ int manager_start(struct manager *m, int listen_fd)
 	r = server_new(m->event, listen_fd, admin_gid(m->conf), &ops, m, &m->server);
 	if (r < 0)
 		return log_errno(r, "Failed to serve the socket: %m");
+	set_limits(m, m->conf);
 
 	/* main() blocked them before listening; block again for callers
 	 * that did not (sd_event_add_signal needs them blocked). */
@@ -1550,6 +2002,7 @@ int manager_reload(struct manager *m, char *problems, size_t size)
 	 * its log level and admin group at once (--log-level wins). */
 	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : conf->daemon.log_level);
 	server_set_admin_gid(m->server, admin_gid(conf));
+	set_limits(m, conf);
 	r = manager_apply(m, conf);
 	if (r < 0)
 		return r;

@@ -110,6 +110,9 @@ static void assert_daemon_defaults(const struct conf_daemon *d)
 	assert_int_equal(d->report_interval_ms, 1000);
 	assert_int_equal(d->log_level, 6);
 	assert_int_equal(d->host_pressure, 2000);
+	assert_int_equal(d->max_connections, 4096);
+	assert_int_equal(d->max_connections_per_uid, 1024);
+	assert_int_equal(d->admin_reserved_connections, 16);
 }
 
 /* Every field but name, cgroup, line and those in `except` has its default. */
@@ -362,13 +365,16 @@ static void test_full_fixture(void **state)
 	assert_int_equal(c->daemon.report_interval_ms, 500);
 	assert_int_equal(c->daemon.log_level, 7);
 	assert_int_equal(c->daemon.host_pressure, 1250);
+	assert_int_equal(c->daemon.max_connections, 2000);
+	assert_int_equal(c->daemon.max_connections_per_uid, 100);
+	assert_int_equal(c->daemon.admin_reserved_connections, 8);
 
 	assert_int_equal(c->n_services, 3);
 
 	s = &c->services[0];
 	assert_string_equal(s->name, "web-api");
 	assert_string_equal(s->cgroup, "system.slice/web-api.service");
-	assert_int_equal(s->line, 12);
+	assert_int_equal(s->line, 15);
 	assert_int_equal(s->budget.kind, CONF_SIZE_BYTES);
 	assert_true(s->budget.bytes == UINT64_C(1610612736));
 	assert_int_equal(s->budget.percent, 0);
@@ -388,7 +394,7 @@ static void test_full_fixture(void **state)
 	s = &c->services[1];
 	assert_string_equal(s->name, "batch@1");
 	assert_string_equal(s->cgroup, "system.slice/batch@1.service");
-	assert_int_equal(s->line, 26);
+	assert_int_equal(s->line, 29);
 	assert_int_equal(s->budget.kind, CONF_SIZE_PERCENT);
 	assert_int_equal(s->budget.bytes, 0);
 	assert_int_equal(s->budget.percent, 2500);
@@ -402,7 +408,7 @@ static void test_full_fixture(void **state)
 	s = &c->services[2];
 	assert_string_equal(s->name, "idle");
 	assert_string_equal(s->cgroup, "system.slice/idle.service");
-	assert_int_equal(s->line, 32);
+	assert_int_equal(s->line, 35);
 	assert_service_defaults(s, 0);
 
 	assert_ptr_equal(conf_find_service(c, "batch@1"), &c->services[1]);

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/cgrp.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
 
@@ -531,9 +532,85 @@ static void test_bye_on_free(void **state)
 	close(fd);
 }
 
+/* A cgroup of the tree at `dir` whose cgroup.procs lists `pid`. */
+static void procs_file(const char *dir, pid_t pid)
+{
+	char path[512];
+	FILE *f;
+
+	assert_true(mkdir(dir, 0755) == 0 || errno == EEXIST);
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "we");
+	assert_non_null(f);
+	fprintf(f, "%d\n", (int)pid);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Issue 13, item 8: without cgroup.kill (cgroup v1) a kill takes the
+ * whole subtree, not only the processes directly in the service's cgroup:
+ * three processes, one in the cgroup, one in a child, one in a grandchild,
+ * all die; the freezer file is left thawed.  A fixture tree plays v1.
+ */
+static void test_kill_walks_subtree(void **state)
+{
+	char dir[] = "/tmp/mg-test-kill-XXXXXX", sub[128], subsub[160], cmd[64], buf[8] = "";
+	const char *dirs[3] = { dir, sub, subsub };
+	pid_t pids[3];
+	bool frozen = false;
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/child", dir);
+	snprintf(subsub, sizeof(subsub), "%s/grand", sub);
+	for (int i = 0; i < 3; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			pause();
+			_exit(0);
+		}
+		procs_file(dirs[i], pids[i]);
+	}
+	snprintf(cmd, sizeof(cmd), "%s/freeze", dir);
+	assert_int_equal(mkdir(cmd, 0755), 0);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/cgroup.freeze", cmd);
+		f = fopen(path, "we");
+		assert_non_null(f);
+		fputs("0\n", f);
+		assert_int_equal(fclose(f), 0);
+	}
+
+	assert_int_equal(cgrp_kill(dir, cmd, &frozen), 3);
+	assert_true(frozen);
+	for (int i = 0; i < 3; i++) {
+		int status;
+
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGKILL);
+	}
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/cgroup.freeze", cmd);
+		f = fopen(path, "re");
+		assert_non_null(f);
+		assert_non_null(fgets(buf, sizeof(buf), f));
+		fclose(f);
+		assert_string_equal(buf, "0\n");   /* thawed again */
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_kill_walks_subtree),
 		cmocka_unit_test_setup_teardown(test_hello_welcome_report, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_report_before_hello, setup, teardown),

@@ -36,12 +36,16 @@
  */
 #pragma once
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "client/memguard/client.h"
 
@@ -484,6 +488,43 @@ static inline bool alloc_fork_check(void)
 	return true;
 }
 
+/* The lowest number the library's descriptors take: programs count their
+ * own from 3 (LISTEN_FDS, pass_fds, a shell's redirections), so ours stay
+ * out of their way.  Halved when RLIMIT_NOFILE is lower. */
+#define MG_FD_FLOOR 512
+
+/* `fd` (or -errno when it is negative) moved to the lowest free number at
+ * or above MG_FD_FLOOR, close-on-exec; `fd` itself when there is no room
+ * there.  The allocator's descriptor and the client's all go through it. */
+static inline int alloc_fd_high(int fd)
+{
+	struct rlimit rl;
+	rlim_t floor = MG_FD_FLOOR;
+	int high;
+
+	if (fd < 0)
+		return -errno;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && floor >= rl.rlim_cur)
+		floor = rl.rlim_cur / 2;
+	if ((rlim_t)fd >= floor)
+		return fd;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, (int)floor);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
+}
+
+/*
+ * The library's own threads (the scavenger, libmemguard-client's) must not
+ * keep a process alive: true, to one caller only, once every thread of
+ * the program has ended (the leader is a zombie and only threads named
+ * "memguard" or "mg-scavenger" are left).  That caller then calls
+ * exit(0), as glibc does after a process's last thread.  Cheap enough for
+ * every tick of a thread: one pread() while the leader lives.
+ */
+_hidden_ bool alloc_lone_claim(void);
+
 /* The slow paths behind alloc_malloc_fast() and alloc_free_fast(). */
 _hidden_ void *alloc_malloc_slow(size_t size);
 _hidden_ void alloc_free_slow(void *p);
@@ -569,6 +610,29 @@ _hidden_ void scavenger_disable(bool disable);
 
 /* In the child after fork(): the thread is gone. */
 _hidden_ void scavenger_after_fork_child(void);
+
+/* ---- watch.c ----------------------------------------------------------- */
+
+/*
+ * The growth watch behind libmemguard-client's local limit (the client's
+ * logic is client/limit.c; alloc_watch_set() is declared in
+ * client-internal.h).  alloc_grew() is called where the heap can grow, with
+ * no allocator lock held: after a thread cache refill, a small allocation
+ * straight from central, a large or a huge block.  With no watch it is one
+ * relaxed load; with one, it compares alloc_resident_bytes() with the
+ * watched bytes and calls the watch's function when above.
+ */
+_hidden_ extern uint64_t alloc_watch_bytes;
+_hidden_ void alloc_watch_check(void);
+
+static inline void alloc_grew(void)
+{
+	if (unlikely(LOAD(alloc_watch_bytes)))
+		alloc_watch_check();
+}
+
+/* Resident heap bytes: arena pages not released, plus huge mappings. */
+_hidden_ uint64_t alloc_resident_bytes(void);
 
 /* ---- stats.c ----------------------------------------------------------- */
 

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -136,6 +137,9 @@ static void *scav_main(void *arg)
 		uint64_t duty, cap, frees;
 		bool churn, more = true, exhausted = false;
 
+		/* The program's threads are all gone: end, as its last would. */
+		if (alloc_lone_claim())
+			exit(0);
 		ADD(sstats.wakeups, 1);
 		pageheap_get_stats(&ph);
 		/* Churning: spans were handed out, or objects went back to

@@ -112,6 +112,7 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 	o = head;
 	b->head = *(void **)o;
 	b->count = n - 1;
+	alloc_grew();
 	return o;
 }
 
