@@ -213,8 +213,8 @@ static void *small_alloc(unsigned cls)
 	struct tcache *tc = tcache_get();
 	void *p;
 
-	if (tc && tc->bins[cls].max) {
-		struct tbin *b = &tc->bins[cls];
+	if (tc && tcache_bin(tc, cls)->max) {
+		struct tbin *b = tcache_bin(tc, cls);
 
 		p = b->head;
 		if (p) {
@@ -234,8 +234,8 @@ static void small_free(void *p, unsigned cls)
 {
 	struct tcache *tc = tcache_get();
 
-	if (tc && tc->bins[cls].max) {
-		struct tbin *b = &tc->bins[cls];
+	if (tc && tcache_bin(tc, cls)->max) {
+		struct tbin *b = tcache_bin(tc, cls);
 
 		if (b->count >= b->max)
 			tcache_overflow(tc, cls);
@@ -360,10 +360,11 @@ void *alloc_malloc_slow(size_t size)
 	struct tcache *tc = tls_tcache;
 
 	/* The inline path covers sizes to 1 KiB; the cached classes above
-	 * still come from the thread cache here. */
-	if (likely(tc && size <= SMALL_MAX)) {
+	 * still come from the thread cache here (tcache_none's bins have
+	 * nothing and no room). */
+	if (likely(size <= SMALL_MAX)) {
 		unsigned cls = sizeclass_of(size);
-		struct tbin *b = &tc->bins[cls];
+		struct tbin *b = tcache_bin(tc, cls);
 		void *p = b->head;
 
 		if (p) {

@@ -26,7 +26,10 @@ uint64_t alloc_resident_bytes(void)
 	struct pageheap_stats ph;
 
 	pageheap_get_stats(&ph);
-	return (ph.arena_pages - ph.released_pages) * MG_PAGE_SIZE + huge_bytes();
+	/* Released pages are counted in 4 KiB pages, those inside partly
+	 * used small spans apart. */
+	return ph.arena_pages * MG_PAGE_SIZE - (ph.released_os + ph.small_released_os) * MG_OS_PAGE +
+	       huge_bytes();
 }
 
 void alloc_watch_check(void)
