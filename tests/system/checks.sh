@@ -126,11 +126,14 @@ journal_has() {
 	out=$(ct journalctl -u memguardd -o json --no-pager --after-cursor="$mark" 2>&1) || { echo "$out"; return 1; }
 	python3 -c '
 import json, sys
+last = []
 for line in sys.stdin:
     e = json.loads(line)
     if eval(sys.argv[1]):
         sys.exit(0)
-sys.exit("no journal entry of memguardd.service with: " + sys.argv[1])
+    last = (last + [str(e.get("MESSAGE"))])[-5:]
+sys.exit("no journal entry of memguardd.service with: %s\nlast messages:\n%s"
+         % (sys.argv[1], "\n".join(last)))
 ' "$1" <<<"$out"
 }
 
