@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 # tests/vm/hog.py: a service that ignores memguard's directives, for
-# tests/vm/inside.  It holds --hold MiB of touched memory (through malloc,
-# so under the preload library its allocator's), drops it on SIGUSR1 and
-# takes it again on SIGUSR2.  --churn: every 50 ms it maps, touches and
-# unmaps 1 MiB more, so that new charges keep meeting the cgroup's
-# memory.high or memory.max.  --reader FILE: a child process in a child
+# tests/vm/inside (under the preload library, which registers it).  It
+# holds --hold MiB of touched anonymous memory, mapped directly so that
+# dropping it (SIGUSR1) gives it back to the kernel at once, even while
+# memory.high throttles the process (its allocator's free pages would wait
+# for the scavenger, which the throttle stalls too); SIGUSR2 takes it
+# again.  --churn: every 50 ms it maps, touches and unmaps 1 MiB more, so
+# that new charges keep meeting the cgroup's memory.high or memory.max;
+# SIGUSR1 stops that too, SIGUSR2 starts it again.  --reader FILE: a child process in a child
 # cgroup "reader" of its own (the unit needs Delegate=yes) reads FILE over
 # and over, so that page cache charges meet memory.max.
 import argparse
@@ -22,19 +25,28 @@ p.add_argument("--reader")
 a = p.parse_args()
 
 held = []
+churn = a.churn
 
 
-def take():
+def take(*_):
+    global churn
     for _ in range(a.hold):
-        held.append(b"\x01" * (1 << 20))
+        m = mmap.mmap(-1, 1 << 20)
+        m.write(b"\x01" * (1 << 20))
+        held.append(m)
+    churn = a.churn
 
 
 def drop(*_):
+    global churn
+    churn = False
+    for m in held:
+        m.close()
     held.clear()
 
 
 signal.signal(signal.SIGUSR1, drop)
-signal.signal(signal.SIGUSR2, lambda *_: take())
+signal.signal(signal.SIGUSR2, take)
 take()
 
 if a.reader:
@@ -45,7 +57,7 @@ if a.reader:
                           'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader])
 print("hog: holding %d MiB" % a.hold, flush=True)
 while True:
-    if a.churn:
+    if churn:
         m = mmap.mmap(-1, 1 << 20)
         m.write(b"\x02" * (1 << 20))
         m.close()
