@@ -1,45 +1,72 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 # tests/vm/hog.py: a service that ignores memguard's directives, for
-# tests/vm/inside (under the preload library, which registers it).  It
-# holds --hold MiB of touched anonymous memory, mapped directly so that
-# dropping it (SIGUSR1) gives it back to the kernel at once, even while
-# memory.high throttles the process (its allocator's free pages would wait
-# for the scavenger, which the throttle stalls too); SIGUSR2 takes it
-# again.  --churn: every 50 ms it maps, touches and unmaps 1 MiB more, so
-# that new charges keep meeting the cgroup's memory.high or memory.max;
-# SIGUSR1 stops that too, SIGUSR2 starts it again.  --reader FILE: a child process in a child
-# cgroup "reader" of its own (the unit needs Delegate=yes) reads FILE over
-# and over, so that page cache charges meet memory.max.
+# tests/vm/inside (under the preload library, which registers it).
+#
+# It holds --hold MiB of anonymous memory, mapped and populated directly so
+# that dropping it (SIGUSR1) gives it back to the kernel at once; SIGUSR2
+# takes it again.  The holder itself then only sleeps: it charges nothing,
+# so memory.high never throttles it and it always answers its signals.
+# --churn: a child process (oom_score_adj 1000) maps and populates
+# --churn-mb MiB every 50 ms and unmaps it, so that new charges keep
+# meeting the cgroup's memory.high or memory.max (and, over memory.max, the
+# kernel's OOM killer picks that child, which the holder starts again);
+# SIGUSR1 stops it, SIGUSR2 starts it again.  --reader FILE: started first,
+# a child process in a child cgroup "reader" of its own (the unit needs
+# Delegate=yes) reads FILE over and over.
 import argparse
 import mmap
 import os
 import signal
 import subprocess
+import sys
 import time
+
+FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
 
 p = argparse.ArgumentParser()
 p.add_argument("--hold", type=int, default=0)
 p.add_argument("--churn", action="store_true")
+p.add_argument("--churn-mb", type=int, default=1)
+p.add_argument("--churn-child", action="store_true", help=argparse.SUPPRESS)
 p.add_argument("--reader")
 a = p.parse_args()
 
+if a.churn_child:
+    while True:
+        m = mmap.mmap(-1, a.churn_mb << 20, flags=FLAGS)
+        m.close()
+        time.sleep(0.05)
+
+
+def lowest_priority():
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+
+
 held = []
+churner = None
 churn = a.churn
+
+
+def start_churn():
+    global churner
+    churner = subprocess.Popen([sys.executable, __file__, "--churn-child",
+                                "--churn-mb", str(a.churn_mb)], preexec_fn=lowest_priority)
 
 
 def take(*_):
     global churn
     for _ in range(a.hold):
-        m = mmap.mmap(-1, 1 << 20)
-        m.write(b"\x01" * (1 << 20))
-        held.append(m)
+        held.append(mmap.mmap(-1, 1 << 20, flags=FLAGS))
     churn = a.churn
 
 
 def drop(*_):
     global churn
     churn = False
+    if churner and churner.poll() is None:
+        churner.kill()
     for m in held:
         m.close()
     held.clear()
@@ -47,18 +74,18 @@ def drop(*_):
 
 signal.signal(signal.SIGUSR1, drop)
 signal.signal(signal.SIGUSR2, take)
-take()
 
 if a.reader:
     own = open("/proc/self/cgroup").read().strip().split("::", 1)[1]
     child = "/sys/fs/cgroup%s/reader" % own
     os.mkdir(child)
-    r = subprocess.Popen(["sh", "-c", 'echo $$ > %s/cgroup.procs && '
-                          'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader])
+    subprocess.Popen(["sh", "-c", 'echo $$ > %s/cgroup.procs && '
+                      'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader],
+                     preexec_fn=lowest_priority)
+take()
 print("hog: holding %d MiB" % a.hold, flush=True)
 while True:
-    if churn:
-        m = mmap.mmap(-1, 1 << 20)
-        m.write(b"\x02" * (1 << 20))
-        m.close()
-    time.sleep(0.05)
+    # A churner the OOM killer took, or one SIGUSR2 wants back.
+    if churn and (churner is None or churner.poll() is not None):
+        start_churn()
+    time.sleep(0.2)
