@@ -3,21 +3,17 @@
 # tests/vm/hog.py: a service that ignores memguard's directives, for
 # tests/vm/inside (under the preload library, which registers it).
 #
-# It holds --hold MiB of anonymous memory, mapped and populated directly so
-# that dropping it (SIGUSR1) gives it back to the kernel at once; SIGUSR2
-# takes it again.  The holder itself then only sleeps: it charges nothing,
-# so memory.high never throttles it and it always answers its signals.
-# --churn: a child process (oom_score_adj 1000) maps and populates
-# --churn-mb MiB every 50 ms and unmaps it, so that new charges keep
-# meeting the cgroup's memory.high or memory.max (and, over memory.max, the
-# kernel's OOM killer picks that child, which the holder starts again);
-# SIGUSR1 stops it, SIGUSR2 starts it again.  --reader FILE: started first,
+# It holds --hold MiB of anonymous memory, mapped and populated directly,
+# and then only sleeps.  --churn: a child process (oom_score_adj 1000) maps
+# and populates --churn-mb MiB every 50 ms and unmaps it, so that new
+# charges keep meeting the cgroup's memory.high or memory.max (and, over
+# memory.max, the kernel's OOM killer picks that child, which the holder
+# starts again).  --reader FILE: started first,
 # a child process in a child cgroup "reader" of its own (the unit needs
 # Delegate=yes) reads FILE over and over.
 import argparse
 import mmap
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -46,7 +42,6 @@ def lowest_priority():
 
 held = []
 churner = None
-churn = a.churn
 
 
 def start_churn():
@@ -55,26 +50,6 @@ def start_churn():
                                 "--churn-mb", str(a.churn_mb)], preexec_fn=lowest_priority)
 
 
-def take(*_):
-    global churn
-    for _ in range(a.hold):
-        held.append(mmap.mmap(-1, 1 << 20, flags=FLAGS))
-    churn = a.churn
-
-
-def drop(*_):
-    global churn
-    churn = False
-    if churner and churner.poll() is None:
-        churner.kill()
-    for m in held:
-        m.close()
-    held.clear()
-
-
-signal.signal(signal.SIGUSR1, drop)
-signal.signal(signal.SIGUSR2, take)
-
 if a.reader:
     own = open("/proc/self/cgroup").read().strip().split("::", 1)[1]
     child = "/sys/fs/cgroup%s/reader" % own
@@ -82,10 +57,11 @@ if a.reader:
     subprocess.Popen(["sh", "-c", 'echo $$ > %s/cgroup.procs && '
                       'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader],
                      preexec_fn=lowest_priority)
-take()
+for _ in range(a.hold):
+    held.append(mmap.mmap(-1, 1 << 20, flags=FLAGS))
 print("hog: holding %d MiB" % a.hold, flush=True)
 while True:
-    # A churner the OOM killer took, or one SIGUSR2 wants back.
-    if churn and (churner is None or churner.poll() is not None):
+    # The first churner, or one the OOM killer took.
+    if a.churn and (churner is None or churner.poll() is not None):
         start_churn()
     time.sleep(0.2)
