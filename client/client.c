@@ -313,7 +313,7 @@ void client_resume_after_fork(void)
 /*
  * Tell the hooks what they have not been told yet.  Each hook remembers
  * the value it last got (a new hook has got the defaults), so a hook set
- * after the WELCOME still learns the directive in force, and none is
+ * after the first DIRECTIVE still learns the directive in force, and none is
  * called twice for the same value.
  */
 static void sync_hooks(struct mg_client *c)
@@ -374,8 +374,7 @@ static uint64_t release(struct mg_client *c, uint64_t want)
  * Apply a directive, in the order the daemon expects: the scavenger's goal
  * and the gate, the hooks, the release of what is owed, RELEASED (for a
  * DIRECTIVE that demanded bytes, `seq` naming it) and a REPORT showing the
- * result.  A WELCOME's or the local fallback's directive demands nothing
- * (`seq` 0).
+ * result.  The local fallback's directive demands nothing (`seq` 0).
  */
 static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t seq)
 {
@@ -447,7 +446,6 @@ static void lapse(struct mg_client *c)
 static int on_welcome(struct mg_client *c, const struct mg_msg *m)
 {
 	const struct mg_welcome *w = &m->welcome;
-	struct mg_directive d = w->directive;
 
 	if (c->state != CONN_HELLO || m->hdr.seq != c->hello_seq) {
 		conn_drop(c, LOG_WARNING, 0, false, "Unexpected WELCOME from memguardd");
@@ -463,12 +461,12 @@ static int on_welcome(struct mg_client *c, const struct mg_msg *m)
 	client_log(c, LOG_INFO,
 		   "Registered with memguardd as client %llu of service '%s' (budget %llu bytes)",
 		   (unsigned long long)w->client_id, w->service, (unsigned long long)w->budget);
-	/* The daemon never demands bytes in a WELCOME; if one did, there
-	 * would be no directive seq for RELEASED to name. */
-	d.release = 0;
-	d.deadline_ms = 0;
-	apply(c, &d, 0);
-	return c->sock >= 0 ? 0 : -ENOTCONN;
+	/* The directive in force comes next, in a DIRECTIVE of its own; until
+	 * then what was applied stays (after a daemon restart, the state the
+	 * last daemon set, within its grace period), so that no hook hears a
+	 * value twice.  Applying it sends the first REPORT. */
+	c->next_report_us = conn_now_us() + 1000ULL * c->report_ms;
+	return 0;
 }
 
 static int on_error(struct mg_client *c, const struct mg_error *e)

@@ -34,6 +34,7 @@
 #include "proto/proto.h"
 
 #define CTL_TIMEOUT_MS 5000             /* ms to wait for the daemon, by default */
+#define CTL_ANSWERS_MAX 16384           /* answers kept for one request */
 #define CTL_WATCH_MS 1000               /* ms between --watch frames, by default */
 #define CTL_WATCH_MIN_MS 100            /* ms, the shortest --watch interval */
 #define CTL_WATCH_MAX_MS (24 * 3600 * 1000) /* ms, the longest --watch interval */
@@ -99,10 +100,11 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 /*
  * Copy `s` into `buf` for a person's terminal: control characters (C0,
  * DEL, C1) and bytes that are not UTF-8 become \xNN, so that a text from
- * the daemon cannot move the cursor or change the terminal.  Truncates to
- * `size` (at least 1).  Returns `buf`.
+ * the daemon cannot move the cursor or change the terminal; with `lines`,
+ * a newline stays one (a RESULT's text may list problems a line each).
+ * Truncates to `size` (at least 1).  Returns `buf`.
  */
-static char *escape_text(const char *s, char *buf, size_t size)
+static char *escape(const char *s, bool lines, char *buf, size_t size)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s), o = 0;
@@ -110,8 +112,9 @@ static char *escape_text(const char *s, char *buf, size_t size)
 	while (*p) {
 		size_t len = utf8_len(p, n);
 		bool c1 = len == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+		bool keep = lines && *p == '\n';
 
-		if (len == 0 || c1 || *p < 0x20 || *p == 0x7f) {
+		if (!keep && (len == 0 || c1 || *p < 0x20 || *p == 0x7f)) {
 			if (o + 4 >= size)
 				break;
 			snprintf(buf + o, size - o, "\\x%02x", *p);
@@ -129,6 +132,11 @@ static char *escape_text(const char *s, char *buf, size_t size)
 	}
 	buf[o] = 0;
 	return buf;
+}
+
+static char *escape_text(const char *s, char *buf, size_t size)
+{
+	return escape(s, false, buf, size);
 }
 
 /* Characters a terminal shows for `s`: UTF-8 continuation bytes take none. */
@@ -451,13 +459,13 @@ static int64_t now_ms(void)
 }
 
 /*
- * Wait up to the timeout for one datagram and decode it.  Returns 0, or
- * -ETIMEDOUT, -ECONNRESET (the daemon closed the connection), -EBADMSG
- * (a datagram that does not decode), or another -errno of recvmsg().
+ * Wait until `deadline` (now_ms()) for one datagram and decode it.
+ * Returns 0, or -ETIMEDOUT, -ECONNRESET (the daemon closed the
+ * connection), -EBADMSG (a datagram that does not decode), or another
+ * -errno of recvmsg().
  */
-static int ctl_recv(struct ctl *c, struct mg_msg *ret)
+static int ctl_recv(struct ctl *c, int64_t deadline, struct mg_msg *ret)
 {
-	int64_t deadline = now_ms() + c->timeout_ms;
 	uint8_t buf[MG_MSG_MAX];
 
 	for (;;) {
@@ -492,14 +500,20 @@ static int ctl_recv(struct ctl *c, struct mg_msg *ret)
 /*
  * Send `req` (its seq is chosen here) and read its answers until the
  * RESULT, passing the others to `fn`.  An ERROR from the daemon counts as
- * its RESULT.  Returns 0 with `*ret` set, or -errno: those of ctl_recv(),
- * -EPIPE when the daemon had closed the connection, -ESHUTDOWN when it
- * said BYE (it is stopping), or what `fn` returned.
+ * its RESULT.  The whole exchange has c->timeout_ms, however many answers
+ * come, and at most CTL_ANSWERS_MAX answers: a daemon (or something in
+ * its place) that streams answers without a RESULT cannot hold us, nor
+ * make us keep them all.  Returns 0 with `*ret` set, or -errno: those of
+ * ctl_recv(), -EPIPE when the daemon had closed the connection,
+ * -ESHUTDOWN when it said BYE (it is stopping), -E2BIG past the cap, or
+ * what `fn` returned.
  */
 static int ctl_request(struct ctl *c, struct mg_msg *req, answer_fn fn, void *userdata,
 		       struct mg_result *ret)
 {
+	int64_t deadline = now_ms() + c->timeout_ms;
 	uint8_t buf[MG_MSG_MAX];
+	size_t answers = 0;
 	struct mg_msg m;
 	int n, r;
 
@@ -513,7 +527,7 @@ static int ctl_request(struct ctl *c, struct mg_msg *req, answer_fn fn, void *us
 		return errno == EAGAIN ? -ETIMEDOUT : -errno;
 
 	for (;;) {
-		r = ctl_recv(c, &m);
+		r = ctl_recv(c, deadline, &m);
 		if (r < 0)
 			return r;
 		switch (m.hdr.type) {
@@ -538,6 +552,8 @@ static int ctl_request(struct ctl *c, struct mg_msg *req, answer_fn fn, void *us
 		}
 		if (proto_type_sender(m.hdr.type) != MG_SENDER_DAEMON)
 			return -EBADMSG;
+		if (++answers > CTL_ANSWERS_MAX)
+			return -E2BIG;
 		if (fn) {
 			r = fn(userdata, &m);
 			if (r < 0)
@@ -588,6 +604,10 @@ static int ctl_errno(struct ctl *c, int r, bool connecting)
 		ctl_set_error(c, "memguardd on %s sent an answer that cannot be read "
 				 "(another protocol version?)", c->socket);
 		return CTL_EXIT_FAILED;
+	case -E2BIG:
+		ctl_set_error(c, "memguardd on %s sent more than %d answers to one request",
+			      c->socket, CTL_ANSWERS_MAX);
+		return CTL_EXIT_FAILED;
 	case -ENOMEM:
 		ctl_set_error(c, "out of memory");
 		return CTL_EXIT_FAILED;
@@ -604,7 +624,7 @@ static int ctl_result_error(struct ctl *c, const struct mg_result *res)
 	char text[CTL_ESCAPED_MAX];
 	const char *name = proto_err_name(res->code);
 
-	escape_text(res->text, text, sizeof(text));
+	escape(res->text, /* lines= */ true, text, sizeof(text));
 	if (res->code == MG_ERR_PERMISSION) {
 		ctl_set_error(c, "permission denied: %s", text[0] ? text
 			      : "admin requests need root or the admin_group of memguard.conf");
@@ -1262,7 +1282,8 @@ static int print_result(const struct ctl *c, const struct mg_result *res)
 		json_string(stdout, res->text);
 		fputs("}\n", stdout);
 	} else {
-		printf("%s\n", res->text[0] ? escape_text(res->text, text, sizeof(text)) : "done");
+		printf("%s\n", res->text[0] ? escape(res->text, /* lines= */ true, text, sizeof(text))
+					     : "done");
 	}
 	return CTL_EXIT_OK;
 }
@@ -1696,7 +1717,8 @@ static void help(void)
 	       "                      are numbers, null means unknown or default\n"
 	       "  -b, --bytes         sizes as numbers of bytes, not as 512.0M\n"
 	       "      --timeout TIME  how long to wait for memguardd to accept the connection\n"
-	       "                      and to answer: seconds, or 2s, 500ms (default 5s)\n"
+	       "                      and to answer a request in full: seconds, or 2s, 500ms\n"
+	       "                      (default 5s)\n"
 	       "  -h, --help          show this help and exit\n"
 	       "  -V, --version       show the version and exit\n"
 	       "\n"

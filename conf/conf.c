@@ -290,8 +290,12 @@ enum {
 	DKEY_ADMIN_GROUP,
 	DKEY_CGROUP_ROOT,
 	DKEY_TICK,
+	DKEY_REPORT_INTERVAL,
 	DKEY_LOG_LEVEL,
 	DKEY_HOST_PRESSURE,
+	DKEY_MAX_CONNECTIONS,
+	DKEY_MAX_CONNECTIONS_PER_UID,
+	DKEY_ADMIN_RESERVED,
 	_DKEY_MAX,
 };
 
@@ -321,8 +325,15 @@ static const struct key daemon_keys[_DKEY_MAX] = {
 	[DKEY_ADMIN_GROUP] = { "admin_group", VALUE_GROUP, D(admin_group), 0, 0 },
 	[DKEY_CGROUP_ROOT] = { "cgroup_root", VALUE_CGROUP_ROOT, D(cgroup_root), 0, 0 },
 	[DKEY_TICK] = { "tick", VALUE_DURATION, D(tick_ms), 10, 60 * 1000 },
+	[DKEY_REPORT_INTERVAL] = { "report_interval", VALUE_DURATION, D(report_interval_ms), 10,
+				   60 * 1000 },
 	[DKEY_LOG_LEVEL] = { "log_level", VALUE_LOG_LEVEL, D(log_level), 0, 7 },
 	[DKEY_HOST_PRESSURE] = { "host_pressure", VALUE_PERCENT, D(host_pressure), 0, 10000 },
+	[DKEY_MAX_CONNECTIONS] = { "max_connections", VALUE_UINT, D(max_connections), 1, 65536 },
+	[DKEY_MAX_CONNECTIONS_PER_UID] = { "max_connections_per_uid", VALUE_UINT,
+					   D(max_connections_per_uid), 1, 65536 },
+	[DKEY_ADMIN_RESERVED] = { "admin_reserved_connections", VALUE_UINT,
+				  D(admin_reserved_connections), 0, 65536 },
 };
 
 static const struct key service_keys[_SKEY_MAX] = {
@@ -453,8 +464,12 @@ static int daemon_init(struct conf_daemon *d)
 		.admin_group = strdup(CONF_DEFAULT_ADMIN_GROUP),
 		.cgroup_root = NULL,
 		.tick_ms = CONF_DEFAULT_TICK_MS,
+		.report_interval_ms = CONF_DEFAULT_REPORT_INTERVAL_MS,
 		.log_level = CONF_DEFAULT_LOG_LEVEL,
 		.host_pressure = CONF_DEFAULT_HOST_PRESSURE,
+		.max_connections = CONF_DEFAULT_MAX_CONNECTIONS,
+		.max_connections_per_uid = CONF_DEFAULT_MAX_CONNECTIONS_PER_UID,
+		.admin_reserved_connections = CONF_DEFAULT_ADMIN_RESERVED,
 	};
 	if (!d->socket || !d->socket_group || !d->admin_group) {
 		daemon_clear(d);

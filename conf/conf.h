@@ -21,8 +21,12 @@
 #define CONF_DEFAULT_SOCKET_GROUP "memguard"
 #define CONF_DEFAULT_ADMIN_GROUP ""          /* root only */
 #define CONF_DEFAULT_TICK_MS 1000            /* ms */
+#define CONF_DEFAULT_REPORT_INTERVAL_MS 1000 /* ms */
 #define CONF_DEFAULT_LOG_LEVEL 6             /* LOG_INFO */
 #define CONF_DEFAULT_HOST_PRESSURE 2000      /* bp of PSI some avg10 */
+#define CONF_DEFAULT_MAX_CONNECTIONS 4096    /* connections at once */
+#define CONF_DEFAULT_MAX_CONNECTIONS_PER_UID 1024 /* from one non-root uid */
+#define CONF_DEFAULT_ADMIN_RESERVED 16       /* connections only root and admin_group get */
 #define CONF_DEFAULT_WARN 8000               /* bp of budget */
 #define CONF_DEFAULT_CRITICAL 9000           /* bp of budget */
 #define CONF_DEFAULT_PRESSURE_SOME 1000      /* bp of PSI some avg10 */
@@ -72,8 +76,13 @@ struct conf_daemon {
 	char *admin_group;               /* group allowed admin requests; "" = root only */
 	char *cgroup_root;               /* NULL = discover the cgroup2 mount */
 	uint32_t tick_ms;                /* 10 ms..60 s */
+	uint32_t report_interval_ms;     /* 10 ms..60 s, asked of clients in WELCOME */
 	int log_level;                   /* syslog priority, 0..7 */
 	uint32_t host_pressure;          /* bp of host PSI some avg10 that starts squeezing */
+	uint32_t max_connections;        /* connections served at once, 1..65536 */
+	uint32_t max_connections_per_uid; /* from one uid but root, 1..65536 */
+	uint32_t admin_reserved_connections; /* of max_connections, for root and
+					      * admin_group only, 0..65536 */
 };
 
 struct mg_conf {

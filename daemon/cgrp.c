@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -56,27 +57,126 @@ int cgrp_write_high(const char *dir, uint64_t bytes)
 	return write_file(dir, "memory.high", v);
 }
 
-int cgrp_kill(const char *dir)
+/* The pids signalled so far: a dead process stays listed until it is
+ * reaped, and must not count twice nor make the walk go on. */
+struct killed {
+	pid_t *pids;
+	size_t n, cap;
+};
+
+static bool killed_has(const struct killed *k, pid_t pid)
+{
+	for (size_t i = 0; i < k->n; i++)
+		if (k->pids[i] == pid)
+			return true;
+	return false;
+}
+
+static void killed_add(struct killed *k, pid_t pid)
+{
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 64;
+		pid_t *p = realloc(k->pids, cap * sizeof(*p));
+
+		if (!p)
+			return;         /* counted again next walk, at worst */
+		k->pids = p;
+		k->cap = cap;
+	}
+	k->pids[k->n++] = pid;
+}
+
+/* SIGKILL the pids not signalled yet of `dirfd`'s cgroup.procs and of the
+ * cgroups below it; the count signalled, or -errno when `dirfd`'s own list
+ * cannot be read. */
+static int kill_tree(int dirfd, unsigned depth, struct killed *k)
 {
 	_cleanup_fclose_ FILE *f = NULL;
-	char path[4096];
-	int n = 0, r, pid;
+	DIR *d;
+	struct dirent *e;
+	int n = 0, fd, pid;
+
+	fd = openat(dirfd, "cgroup.procs", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "re");
+	if (!f) {
+		close(fd);
+		return -errno;
+	}
+	while (fscanf(f, "%d", &pid) == 1)
+		if (pid > 0 && !killed_has(k, pid) && kill(pid, SIGKILL) == 0) {
+			killed_add(k, pid);
+			n++;
+		}
+	if (depth >= CGRP_KILL_DEPTH)
+		return n;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return n;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return n;
+	}
+	while ((e = readdir(d))) {
+		int sub, r;
+
+		if (e->d_name[0] == '.' || (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN))
+			continue;
+		/* Never through a symlink: only the cgroups below. */
+		sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		r = kill_tree(sub, depth + 1, k);
+		close(sub);
+		if (r > 0)
+			n += r;
+	}
+	closedir(d);
+	return n;
+}
+
+int cgrp_kill(const char *dir, const char *freeze_dir, bool *ret_frozen)
+{
+	_cleanup_close_ int dirfd = -1;
+	struct killed k = { 0 };
+	bool frozen = false;
+	int total = 0, r;
 
 	r = write_file(dir, "cgroup.kill", "1\n");
-	if (r == 0)
+	if (r == 0) {
+		if (ret_frozen)
+			*ret_frozen = false;
 		return 1;
+	}
 	if (r != -ENOENT)
 		return r;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= sizeof(path))
-		return -ENAMETOOLONG;
-	f = fopen(path, "re");
-	if (!f)
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
 		return -errno;
-	while (fscanf(f, "%d", &pid) == 1)
-		if (pid > 0 && kill(pid, SIGKILL) == 0)
-			n++;
-	return n;
+	/* Frozen, nobody forks a new process between the walk and the
+	 * kill; SIGKILL still ends a frozen process. */
+	frozen = freeze_dir && write_file(freeze_dir, "cgroup.freeze", "1\n") == 0;
+	for (int round = 0; round < CGRP_KILL_ROUNDS; round++) {
+		r = kill_tree(dirfd, 0, &k);
+		if (r < 0) {
+			if (round == 0)
+				total = r;
+			break;
+		}
+		total += r;
+		if (r == 0)
+			break;
+	}
+	free(k.pids);
+	if (frozen)
+		(void)write_file(freeze_dir, "cgroup.freeze", "0\n");
+	if (ret_frozen)
+		*ret_frozen = frozen;
+	return total;
 }
 
 /* libcgroup's codes as errno values. */

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -16,13 +17,22 @@
  */
 int cgrp_write_high(const char *dir, uint64_t bytes);
 
+#define CGRP_KILL_ROUNDS 10             /* walks of the subtree, at most */
+#define CGRP_KILL_DEPTH 32              /* nested cgroups walked, at most */
+
 /*
- * Kill every process of the cgroup at `dir`: write "1" to cgroup.kill
- * (Linux 5.14+) or, without it, SIGKILL each pid of cgroup.procs.  Returns
- * the number of processes signalled (cgroup.kill: 1 when written), or
- * -errno.
+ * Kill every process of the cgroup at `dir` and of every cgroup below it:
+ * write "1" to cgroup.kill (Linux 5.14+, which takes the subtree); or,
+ * without it (cgroup v1), freeze the subtree with cgroup.freeze of
+ * `freeze_dir` (its cgroup2 mirror on a hybrid host; NULL or absent: no
+ * freezing), SIGKILL each pid of each cgroup.procs of the subtree, walking
+ * it again until a walk finds nobody new (at most CGRP_KILL_ROUNDS: a process
+ * that forks while not frozen is caught by the next walk), then thaw.
+ * Returns the number of processes signalled (cgroup.kill: 1 when written),
+ * or -errno.  `*ret_frozen` (may be NULL) says whether the subtree was
+ * frozen.
  */
-int cgrp_kill(const char *dir);
+int cgrp_kill(const char *dir, const char *freeze_dir, bool *ret_frozen);
 
 /*
  * The cgroup v1 memory controller path of `pid` ("/system.slice/x.service",

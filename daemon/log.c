@@ -20,16 +20,6 @@ void log_set_max_level(int level)
 	max_level = level;
 }
 
-int log_get_max_level(void)
-{
-	return max_level;
-}
-
-void log_set_journal(bool journal)
-{
-	use_journal = journal;
-}
-
 /* systemd sets JOURNAL_STREAM=dev:ino of the stream our stderr is connected
  * to; only then is the journal where the operator looks for our lines. */
 void log_open(void)
@@ -59,10 +49,9 @@ static const char *prefix(int level)
 	}
 }
 
-int log_internal(int level, int error, const char *fmt, ...)
+static int _printf_(3, 0) log_va(int level, int error, const char *fmt, va_list ap)
 {
 	char msg[2048];
-	va_list ap;
 
 	if (error < 0)
 		error = -error;
@@ -70,9 +59,7 @@ int log_internal(int level, int error, const char *fmt, ...)
 		return -error;
 
 	errno = error;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 
 	if (use_journal) {
 		if (error)
@@ -83,6 +70,28 @@ int log_internal(int level, int error, const char *fmt, ...)
 	} else
 		fprintf(stderr, "memguardd: %s%s\n", prefix(level), msg);
 	return -error;
+}
+
+int log_internal(int level, int error, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = log_va(level, error, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int log_internal_errno(int level, int error, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = log_va(level, error, fmt, ap);
+	va_end(ap);
+	return r ? r : -EIO;
 }
 
 void log_service(int level, const char *service, const char *service_level,

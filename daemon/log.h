@@ -13,10 +13,9 @@
 
 /* Messages above this syslog priority are dropped (LOG_INFO by default). */
 void log_set_max_level(int level);
-int log_get_max_level(void);
 
-/* Send to the journal (true) or stderr (false); log_open() picks by itself. */
-void log_set_journal(bool journal);
+/* Send to the journal when systemd connected our stderr to it, else to
+ * stderr. */
 void log_open(void);
 
 /*
@@ -25,6 +24,13 @@ void log_open(void);
  * `return log_errno(r, "Failed to open '%s': %m", path);`.
  */
 int log_internal(int level, int error, const char *fmt, ...) _printf_(3, 4);
+
+/*
+ * As log_internal(), for the *_errno() macros: returns a failure whatever
+ * `error` is, -EIO for 0, so that `return log_errno(r, …)` can never
+ * return success by mistake.
+ */
+int log_internal_errno(int level, int error, const char *fmt, ...) _printf_(3, 4);
 
 /*
  * Log one line about a service with the structured fields SERVICE=, LEVEL=,
@@ -39,6 +45,6 @@ void log_service(int level, const char *service, const char *service_level,
 #define log_notice(...) log_internal(LOG_NOTICE, 0, __VA_ARGS__)
 #define log_warning(...) log_internal(LOG_WARNING, 0, __VA_ARGS__)
 #define log_error(...) log_internal(LOG_ERR, 0, __VA_ARGS__)
-#define log_errno(e, ...) log_internal(LOG_ERR, (e), __VA_ARGS__)
-#define log_warning_errno(e, ...) log_internal(LOG_WARNING, (e), __VA_ARGS__)
-#define log_debug_errno(e, ...) log_internal(LOG_DEBUG, (e), __VA_ARGS__)
+#define log_errno(e, ...) log_internal_errno(LOG_ERR, (e), __VA_ARGS__)
+#define log_warning_errno(e, ...) log_internal_errno(LOG_WARNING, (e), __VA_ARGS__)
+#define log_debug_errno(e, ...) log_internal_errno(LOG_DEBUG, (e), __VA_ARGS__)

@@ -188,7 +188,7 @@ static gid_t group_id(const char *name, const char *key)
 	return g->gr_gid;
 }
 
-/* Enough descriptors for SERVER_MAX_CLIENTS and the cgroup files. */
+/* Enough descriptors for max_connections and the cgroup files. */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
@@ -282,6 +282,25 @@ int main(int argc, char **argv)
 		sigprocmask(SIG_BLOCK, &ss, NULL);
 	}
 
+	/* The socket's directory holds the escalation record too: whoever
+	 * may write there could plant one, or a symlink where we write.  A
+	 * directory still to be made is made by us (mode 0755). */
+	{
+		const char *why = "";
+
+		r = server_check_runtime_dir(conf->daemon.socket, &why);
+		if (r < 0 && r != -ENOENT) {
+			int len = (int)(strrchr(conf->daemon.socket, '/') - conf->daemon.socket);
+
+			log_errno(r, "Refusing to start: %.*s, the directory of %s: %s; it must be "
+				  "owned by root and writable by nobody else", len ? len : 1,
+				  conf->daemon.socket, conf->daemon.socket,
+				  r == -EPERM || r == -ENOTDIR ? why : strerror(-r));
+			conf_free(conf);
+			return 1;
+		}
+	}
+
 	n = sd_listen_fds(true);
 	if (n < 0) {
 		log_errno(n, "Failed to read the sockets passed by systemd: %m");
@@ -326,15 +345,19 @@ int main(int argc, char **argv)
 		if (r < 0) {
 			close(fd);
 			if (own_socket && socket_path)
-				unlink(socket_path);
+				(void)server_unlink_socket(socket_path);
 			return 1;
 		}
 		r = manager_start(m, fd);
 		if (r >= 0)
 			r = manager_run(m);
 		m = manager_free(m);
-		if (own_socket && socket_path && unlink(socket_path) < 0 && errno != ENOENT)
-			log_warning_errno(errno, "Failed to remove %s, ignoring: %m", socket_path);
+		if (own_socket && socket_path) {
+			int u = server_unlink_socket(socket_path);
+
+			if (u < 0 && u != -ENOENT)
+				log_warning_errno(u, "Failed to remove %s, ignoring: %m", socket_path);
+		}
 	}
 	log_info("memguardd stopped");
 	return r < 0 ? 1 : 0;

@@ -2,14 +2,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cgrp.h"
 #include "log.h"
@@ -20,7 +23,6 @@
 
 #define FAST_TICK_MS 100                /* ms, tick while a service is above NORMAL */
 #define PSI_WINDOW_US 1000000           /* us; rounded to 2 s without CAP_SYS_RESOURCE */
-#define REPORT_INTERVAL_MS 1000         /* ms, asked of clients in WELCOME */
 
 struct service;
 
@@ -141,23 +143,34 @@ static void service_unwatch(struct service *s)
 }
 
 /*
- * The memory.high values the daemon replaced, in a file beside the socket,
- * so a daemon that was killed (crash, watchdog, SIGKILL) can put them back
- * when it starts again.  Rewritten whole on every change, by rename.
+ * The memory.high values the daemon replaced, in a file beside the socket
+ * named after it (SOCKET.escalations: two daemons with sockets in one
+ * directory keep a record each), so a daemon that was killed (crash,
+ * watchdog, SIGKILL) can put them back when it starts again.  Its first
+ * line names the socket.  Rewritten whole on every change: a new file,
+ * made with O_EXCL|O_NOFOLLOW (nothing planted at its name is followed or
+ * reused), renamed into place.
  */
 static void manager_save_escalations(struct manager *m)
 {
 	_cleanup_free_ char *tmp = NULL;
 	FILE *f;
 	size_t n = 0;
+	int fd;
 
 	if (!m->state_path || asprintf(&tmp, "%s.new", m->state_path) < 0)
 		return;
-	f = fopen(tmp, "we");
+	/* A leftover of a crash mid-write; unlink removes a symlink itself. */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "we") : NULL;
 	if (!f) {
 		log_warning_errno(errno, "Failed to write %s, ignoring: %m", tmp);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
+	fprintf(f, "socket %s\n", m->conf->daemon.socket);
 	for (size_t i = 0; i < m->n_services; i++) {
 		const struct service *s = m->services[i];
 
@@ -180,18 +193,80 @@ static void manager_save_escalations(struct manager *m)
 	}
 }
 
-/* Put back what a killed predecessor left in memory.high. */
+/* A memory.high value as the record holds it: "max" or a size of 1 byte
+ * or more in digits, nothing else (no sign, no space, no 0). */
+static bool parse_high(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (strcmp(s, "max") == 0) {
+		*ret = MONITOR_UNLIMITED;
+		return true;
+	}
+	if (!*s || strlen(s) > 20)
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v == 0)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* The configured service whose cgroup directory is `dir`, or NULL. */
+static struct service *service_by_dir(struct manager *m, const char *dir)
+{
+	for (size_t i = 0; i < m->n_services; i++)
+		if (!m->services[i]->implicit && strcmp(m->services[i]->v2_dir, dir) == 0)
+			return m->services[i];
+	return NULL;
+}
+
+/*
+ * Put back what a killed predecessor on the same socket left in
+ * memory.high.  The record is trusted only as far as it must be: a regular
+ * file of ours that nobody else may write, naming our socket; and each
+ * entry only for the cgroup of a configured service, below the cgroup
+ * root, with a value that parses.  Anything else is logged and skipped.
+ */
 static void manager_restore_leftovers(struct manager *m)
 {
 	_cleanup_fclose_ FILE *f = NULL;
 	char line[MG_PATH_MAX + 4096];
+	struct stat st;
+	int fd;
 
-	f = fopen(m->state_path, "re");
-	if (!f)
+	fd = open(m->state_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warning_errno(errno, "Failed to open %s, ignoring it: %m", m->state_path);
 		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+		log_warning("%s is not a regular file of ours that only we may write; ignoring it",
+			    m->state_path);
+		close(fd);
+		return;
+	}
+	f = fdopen(fd, "re");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	if (!fgets(line, sizeof(line), f) || strncmp(line, "socket ", 7) != 0 ||
+	    strcspn(line + 7, "\n") != strlen(m->conf->daemon.socket) ||
+	    strncmp(line + 7, m->conf->daemon.socket, strlen(m->conf->daemon.socket)) != 0) {
+		log_warning("%s is not the record of socket %s; ignoring it", m->state_path,
+			    m->conf->daemon.socket);
+		return;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		char *dir = strchr(line, ' '), *end;
-		uint64_t v = UINT64_MAX;
+		uint64_t v;
 		int r;
 
 		if (!dir)
@@ -200,16 +275,13 @@ static void manager_restore_leftovers(struct manager *m)
 		end = strchr(dir, '\n');
 		if (end)
 			*end = 0;
-		/* Only below our cgroup root, and never upwards. */
-		if (!path_within(dir, m->v2_root) || strstr(dir, "/.."))
+		/* Only a configured service's cgroup, below our cgroup root,
+		 * never upwards, and only to a value that parses. */
+		if (!path_within(dir, m->v2_root) || strstr(dir, "/..") ||
+		    !service_by_dir(m, dir) || !parse_high(line, &v)) {
+			log_warning("%s: entry '%s %s' is not a configured service's cgroup with a "
+				    "memory.high value; skipped", m->state_path, line, dir);
 			continue;
-		if (strcmp(line, "max") != 0) {
-			char *e;
-
-			errno = 0;
-			v = strtoull(line, &e, 10);
-			if (errno || *e)
-				continue;
 		}
 		r = cgrp_write_high(dir, v);
 		if (r < 0)
@@ -437,6 +509,15 @@ static void service_resolve_budget(struct service *s)
 
 /* --- directives ------------------------------------------------------- */
 
+/* A client's last REPORT with its figures clamped to what the service's
+ * cgroup holds now (its budget while it was never read). */
+static void service_client_report(const struct service *s, const struct mclient *mc,
+				  struct mg_report *ret)
+{
+	*ret = mc->report;
+	policy_report_clamp(ret, s->have_sample ? s->sample.current : s->budget);
+}
+
 static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 {
 	struct mg_msg msg = { .hdr = { .type = MG_MSG_DIRECTIVE } };
@@ -453,7 +534,8 @@ static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
 		mc->asked++;
-		mc->asked_bytes += d->release == UINT64_MAX ? 0 : d->release;
+		mc->asked_bytes = policy_add_sat(mc->asked_bytes,
+						 d->release == UINT64_MAX ? 0 : d->release);
 	}
 	return 0;
 }
@@ -467,8 +549,11 @@ static void mclient_send_normal(struct mclient *mc)
 	mclient_send(mc, &d);
 }
 
-/* Split the service's directive over its clients and send what changed. */
-static void service_direct(struct service *s, const struct mg_directive *d)
+/* Split the service's directive over its clients and send what changed:
+ * to every client, or to `only` (the others hear their new share on the
+ * next tick). */
+static void service_direct_to(struct service *s, const struct mg_directive *d,
+			      const struct mclient *only)
 {
 	_cleanup_free_ struct mg_report *reports = NULL;
 	_cleanup_free_ struct mg_directive *out = NULL;
@@ -481,7 +566,7 @@ static void service_direct(struct service *s, const struct mg_directive *d)
 	if (!reports || !out || (
 		    ({
 			    for (size_t i = 0; i < n; i++)
-				    reports[i] = s->clients[i]->report;
+				    service_client_report(s, s->clients[i], &reports[i]);
 			    policy_client_directives(d, reports, n, out);
 		    }) < 0)) {
 		log_error("%s: out of memory splitting a directive", s->conf.name);
@@ -495,10 +580,16 @@ static void service_direct(struct service *s, const struct mg_directive *d)
 			return;
 		memcpy(cl, s->clients, n * sizeof(*cl));
 		for (size_t i = 0; i < n; i++)
-			if (!cl[i]->have_directive ||
-			    policy_directive_changed(&cl[i]->directive, &out[i]))
+			if ((!only || cl[i] == only) &&
+			    (!cl[i]->have_directive ||
+			     policy_directive_changed(&cl[i]->directive, &out[i])))
 				mclient_send(cl[i], &out[i]);
 	}
+}
+
+static void service_direct(struct service *s, const struct mg_directive *d)
+{
+	service_direct_to(s, d, NULL);
 }
 
 /* --- escalation --------------------------------------------------------- */
@@ -542,6 +633,16 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 			break;
 		}
 		s->high_noop = false;
+		if (s->sample.high == s->budget) {
+			/* Our own value, left by a predecessor that could not
+			 * put it back: recorded as the original, it would
+			 * become permanent.  Keep what we know, if anything. */
+			if (!s->saved_high_valid)
+				log_service(LOG_NOTICE, s->conf.name, lvl, u, "escalate",
+					    "memory.high is already the budget %" PRIu64
+					    "; nothing to put back later", s->budget);
+			break;
+		}
 		s->saved_high = s->sample.high;
 		s->saved_high_valid = true;
 		/* Recorded before the write: a crash right after it still
@@ -572,15 +673,28 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 		s->high_noop = false;
 		manager_save_escalations(s->m);
 		break;
-	case POLICY_ACTION_KILL:
-		r = cgrp_kill(s->v1_dir && !s->sample.high_known ? s->v1_dir : s->v2_dir);
+	case POLICY_ACTION_KILL: {
+		bool v1 = s->v1_dir && !s->sample.high_known, frozen = false;
+
+		/* v1 has no cgroup.kill: the subtree is walked, frozen through
+		 * its cgroup2 mirror where that has cgroup.freeze. */
+		r = cgrp_kill(v1 ? s->v1_dir : s->v2_dir, v1 ? s->v2_dir : NULL, &frozen);
 		if (r < 0)
 			return escalate_failed(s, r, "kill the cgroup");
-		log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
-			    "killed the cgroup: working set %" PRIu64 " above budget %" PRIu64
-			    " past the deadline while memory.events max/oom grew",
-			    s->sample.working_set, s->budget);
+		if (v1)
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed %d process(es) of the cgroup and its subtree%s: working "
+				    "set %" PRIu64 " above budget %" PRIu64 " past the deadline "
+				    "while memory.events max/oom grew", r,
+				    frozen ? " (frozen first)" : "", s->sample.working_set,
+				    s->budget);
+		else
+			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
+				    "killed the cgroup and its subtree: working set %" PRIu64
+				    " above budget %" PRIu64 " past the deadline while "
+				    "memory.events max/oom grew", s->sample.working_set, s->budget);
 		break;
+	}
 	default:
 		return 0;
 	}
@@ -590,6 +704,31 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 }
 
 /* --- the tick ------------------------------------------------------------ */
+
+/*
+ * The service's cgroup is absent (went away, or never was): nothing of the
+ * last sample holds any more.  Its state is NORMAL with no figures, as
+ * STATUS shows it, and its clients are told NORMAL (each only once: what
+ * did not change is not sent again).  An escalation in force went with the
+ * cgroup, so there is nothing to put back.
+ */
+static void service_absent(struct service *s)
+{
+	bool recorded = s->saved_high_valid;
+
+	s->have_sample = false;
+	s->saved_high_valid = false;
+	s->high_noop = false;
+	policy_state_init(&s->ps);
+	s->last = (struct policy_decision){
+		.level = MG_LEVEL_NORMAL,
+		.utilization = POLICY_UTIL_UNKNOWN,
+		.directive = { .level = MG_LEVEL_NORMAL, .gc_percent = MG_GC_DEFAULT },
+	};
+	if (recorded)
+		manager_save_escalations(s->m);
+	service_direct(s, &s->last.directive);
+}
 
 static void service_sample(struct service *s)
 {
@@ -609,6 +748,8 @@ static void service_sample(struct service *s)
 						  "tick: %m", s->conf.name, s->conf.cgroup);
 			s->absent_said = r == -ENODEV;
 			s->open_failed_said = r != -ENODEV;
+			if (r == -ENODEV)
+				service_absent(s);
 			return;
 		}
 		s->open_failed_said = false;
@@ -621,6 +762,7 @@ static void service_sample(struct service *s)
 		service_unwatch(s);
 		/* Said: the ticks that find it absent say nothing more. */
 		s->absent_said = true;
+		service_absent(s);
 		return;
 	}
 	if (r < 0) {
@@ -654,7 +796,11 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	in.events.max = s->sample.events.max;
 	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
 	for (size_t i = 0; i < s->n_clients; i++) {
-		uint64_t r = policy_releasable(&s->clients[i]->report);
+		struct mg_report rep;
+		uint64_t r;
+
+		service_client_report(s, s->clients[i], &rep);
+		r = policy_releasable(&rep);
 
 		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
 	}
@@ -761,10 +907,38 @@ static void manager_notify_status(struct manager *m)
 
 static void manager_tick_now(struct manager *m);
 
+static void manager_collect_implicit(struct manager *m);
+
 static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
 {
+	manager_collect_implicit(userdata);
 	manager_tick_now(userdata);
 	return 0;
+}
+
+/*
+ * Drop the implicit services whose last client left, with their cgroup
+ * files: a service made for a client lives as long as it has clients, or
+ * a peer that registers from many cgroups in turn would keep descriptors
+ * and memory without end.  On the timer's tick only, where no caller
+ * holds a service: a client can go in the middle of a walk over its
+ * service's clients, and a PSI or SET_BUDGET tick holds its service.
+ */
+static void manager_collect_implicit(struct manager *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		if (s->implicit && s->n_clients == 0) {
+			log_info("%s: implicit service dropped: its last client left", s->conf.name);
+			service_free(s);
+			continue;
+		}
+		m->services[n++] = s;
+	}
+	m->n_services = n;
 }
 
 static void manager_tick_now(struct manager *m)
@@ -805,6 +979,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 			   s->conf.cgroup);
 		service_unwatch(s);
 		s->absent_said = true;
+		service_absent(s);
 		return 0;
 	}
 	manager_tick_now(s->m);
@@ -824,11 +999,36 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 /* --- clients --------------------------------------------------------------- */
 
+/*
+ * An implicit service's name from its cgroup path: the wire carries
+ * printable ASCII only, so any other byte (and the backslash) is written
+ * as \xHH, as systemd-escape does.  -ENAMETOOLONG when the result does not
+ * fit a name.
+ */
+static int implicit_name(const char *cgroup, char ret[MG_NAME_MAX + 1])
+{
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)cgroup; *p; p++) {
+		bool plain = *p >= 0x20 && *p < 0x7f && *p != '\\';
+
+		if (n + (plain ? 1 : 4) > MG_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (plain)
+			ret[n++] = (char)*p;
+		else
+			n += (size_t)snprintf(ret + n, 5, "\\x%02x", *p);
+	}
+	ret[n] = 0;
+	return 0;
+}
+
 static int implicit_service(struct manager *m, const struct mclient *mc, struct service **ret)
 {
 	struct conf_service conf;
 	const char *dir = mc->v2[0] ? mc->v2 : mc->v1;
 	const char *root = mc->v2[0] ? m->v2_root : m->v1_root;
+	char name[MG_NAME_MAX + 1];
 	struct service *s;
 	int r;
 
@@ -840,9 +1040,10 @@ static int implicit_service(struct manager *m, const struct mclient *mc, struct 
 	conf.cgroup = (char *)dir + strlen(root);
 	while (*conf.cgroup == '/')
 		conf.cgroup++;
-	conf.name = *conf.cgroup ? conf.cgroup : (char *)"root";
-	if (strlen(conf.name) > MG_NAME_MAX)
-		return -ENAMETOOLONG;
+	r = implicit_name(*conf.cgroup ? conf.cgroup : "root", name);
+	if (r < 0)
+		return r;
+	conf.name = name;
 
 	r = service_new(m, &conf, /* implicit= */ true, &s);
 	if (r < 0)
@@ -899,7 +1100,23 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	if (!mc)
 		return MG_ERR_INTERNAL;
 	mc->c = c;
-	r = peer_dirs(m, c->cred.pid, mc);
+	/* The cgroup is read from /proc/PID: only while PID is still the
+	 * peer that connected, checked before and after (a peer can pass
+	 * its socket on and exit, and its pid be given to another process). */
+	r = server_peer_check(c);
+	if (r >= 0)
+		r = peer_dirs(m, c->cred.pid, mc);
+	if (r >= 0)
+		r = server_peer_check(c);
+	if (r == -ESRCH) {
+		free(mc);
+		log_notice("Client %" PRIu64 ": the process %d that connected is gone or was "
+			   "replaced; HELLO refused", c->id, (int)c->cred.pid);
+		snprintf(text, MG_TEXT_MAX + 1,
+			 "the process that connected (pid %d) is gone or was replaced",
+			 (int)c->cred.pid);
+		return MG_ERR_PROTOCOL;
+	}
 	if (r < 0) {
 		free(mc);
 		snprintf(text, MG_TEXT_MAX + 1, "cannot read the cgroup of pid %d: %s",
@@ -943,15 +1160,8 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	c->data = mc;
 
 	w->budget = s->budget;
-	w->report_interval_ms = REPORT_INTERVAL_MS;
-	w->directive = s->last.directive;
-	w->directive.release = 0;
-	w->directive.deadline_ms = 0;
-	if (w->directive.soft_limit)
-		w->directive.soft_limit /= s->n_clients;
+	w->report_interval_ms = m->conf->daemon.report_interval_ms;
 	snprintf(w->service, sizeof(w->service), "%s", s->conf.name);
-	mc->directive = w->directive;
-	mc->have_directive = true;
 	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "register",
 		    "client %" PRIu64 " registered (pid %d, %s)", c->id,
@@ -964,6 +1174,11 @@ static void on_report(void *userdata, struct client *c, const struct mg_report *
 	struct mclient *mc = c->data;
 
 	mc->report = *r;
+	/* Clamped again where it is used (the cgroup's usage moves); here
+	 * so that CLIENTS shows no figure the cgroup cannot hold either. */
+	if (mc->svc)
+		policy_report_clamp(&mc->report, mc->svc->have_sample ? mc->svc->sample.current
+								      : mc->svc->budget);
 }
 
 static void on_released(void *userdata, struct client *c, uint32_t seq,
@@ -980,14 +1195,15 @@ static void on_released(void *userdata, struct client *c, uint32_t seq,
 	took = now_usec() - mc->pending_usec;
 	mc->pending_seq = 0;
 	mc->answered++;
-	mc->released_bytes += r->bytes;
-	mc->response_us_total += took;
+	mc->released_bytes = policy_add_sat(mc->released_bytes, r->bytes);
+	mc->response_us_total = policy_add_sat(mc->response_us_total, took);
 	if (mc->svc) {
-		mc->svc->released_total += r->bytes;
+		mc->svc->released_total = policy_add_sat(mc->svc->released_total, r->bytes);
 		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
 			    util_ratio(mc->svc->last.utilization), "released",
-			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64 " ms",
-			    c->id, r->bytes, took / 1000);
+			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64
+			    " ms (%" PRIu64 " ms of it releasing)",
+			    c->id, r->bytes, took / 1000, r->usec / 1000);
 	}
 }
 
@@ -1004,9 +1220,30 @@ static void on_gone(void *userdata, struct client *c)
 
 /* --- admin ------------------------------------------------------------------ */
 
+/*
+ * Send one answer of a series that ends with RESULT.  An answer that does
+ * not encode (a name the wire cannot carry) is logged and counted in
+ * `skipped`, so the series still ends; returns -EPIPE only when the peer
+ * is gone and nothing more can be sent.
+ */
+static int admin_send(struct client *c, struct mg_msg *msg, size_t *skipped)
+{
+	int r = server_send(c, msg);
+
+	if (r == -EPIPE)
+		return r;
+	if (r < 0) {
+		log_warning_errno(r, "Client %" PRIu64 ": a %s answer does not encode, skipped: %m",
+				  c->id, proto_type_name(msg->hdr.type));
+		(*skipped)++;
+	}
+	return 0;
+}
+
 static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 {
 	struct mg_msg d = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = seq } };
+	size_t skipped = 0;
 
 	d.status_daemon.services = (uint32_t)m->n_services;
 	d.status_daemon.clients = (uint32_t)manager_n_clients(m);
@@ -1018,7 +1255,7 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 	}
 	d.status_daemon.tick_ms = m->conf->daemon.tick_ms;
 	snprintf(d.status_daemon.version, sizeof(d.status_daemon.version), "%s", PACKAGE_VERSION);
-	if (server_send(c, &d) < 0)
+	if (admin_send(c, &d, &skipped) < 0)
 		return;
 
 	for (size_t i = 0; i < m->n_services; i++) {
@@ -1043,16 +1280,24 @@ static void admin_status(struct manager *m, struct client *c, uint32_t seq)
 		o->released_total = s->released_total;
 		snprintf(o->name, sizeof(o->name), "%s", s->conf.name);
 		snprintf(o->cgroup, sizeof(o->cgroup), "%s", s->conf.cgroup);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu services, %zu not shown (see the log)",
+				   m->n_services, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu services", m->n_services);
 }
 
 static void admin_clients(struct manager *m, struct client *c, uint32_t seq, const char *service)
 {
-	size_t n = 0;
+	size_t n = 0, skipped = 0;
 
+	if (service[0] && !service_by_name(m, service)) {
+		server_send_result(c, seq, MG_ERR_NO_SERVICE, "no service '%s'", service);
+		return;
+	}
 	server_for_each(o, m->server) {
 		const struct mclient *mc = o->data;
 		struct mg_msg r = { .hdr = { .type = MG_MSG_CLIENT_INFO, .seq = seq } };
@@ -1075,11 +1320,15 @@ static void admin_clients(struct manager *m, struct client *c, uint32_t seq, con
 		ci->response_us = mc->answered ? (uint32_t)(mc->response_us_total / mc->answered) : 0;
 		snprintf(ci->service, sizeof(ci->service), "%s", mc->svc ? mc->svc->conf.name : "");
 		snprintf(ci->process, sizeof(ci->process), "%s", o->process);
-		if (server_send(c, &r) < 0)
+		if (admin_send(c, &r, &skipped) < 0)
 			return;
 		n++;
 	}
-	server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
+	if (skipped)
+		server_send_result(c, seq, MG_ERR_INTERNAL, "%zu clients, %zu not shown (see the log)",
+				   n - skipped, skipped);
+	else
+		server_send_result(c, seq, MG_ERR_OK, "%zu clients", n);
 }
 
 static void admin_release(struct manager *m, struct client *c, uint32_t seq,
@@ -1149,11 +1398,6 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 			   s->conf.name, req->budget);
 }
 
-struct reload_errors {
-	char first[MG_TEXT_MAX + 1];
-	unsigned n;
-};
-
 static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 {
 	struct manager *m = userdata;
@@ -1173,12 +1417,14 @@ static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 	case MG_MSG_SET_BUDGET:
 		admin_set_budget(m, c, seq, &msg->set_budget);
 		break;
-	case MG_MSG_RELOAD:
-		r = manager_reload(m);
+	case MG_MSG_RELOAD: {
+		char problems[MG_TEXT_MAX + 1] = "";
+
+		r = manager_reload(m, problems, sizeof(problems));
 		if (r == -EINVAL)
 			server_send_result(c, seq, MG_ERR_CONFIG,
-					   "%s is broken; the running configuration stays (see the log)",
-					   m->paths.config);
+					   "%s is broken; the running configuration stays:\n%s",
+					   m->paths.config, problems);
 		else if (r < 0)
 			server_send_result(c, seq, MG_ERR_INTERNAL, "reload failed: %s",
 					   strerror(-r));
@@ -1186,14 +1432,38 @@ static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
 			server_send_result(c, seq, MG_ERR_OK, "reloaded %s: %zu services",
 					   m->paths.config, m->n_services);
 		break;
+	}
 	default:
 		server_send_result(c, seq, MG_ERR_PROTOCOL, "unknown admin request");
 		break;
 	}
 }
 
+/*
+ * The new client's WELCOME is out: send it the service's directive in
+ * force, its share split by the same rule as every tick's.  The others'
+ * shares move too; they hear theirs on the next tick, so that a crowd
+ * registering at once costs one message each, not one per arrival.  The
+ * state only: a demand was made of the clients that were there when it
+ * was made, and a new client's first DIRECTIVE never demands bytes.
+ */
+static void on_welcomed(void *userdata, struct client *c)
+{
+	struct mclient *mc = c->data;
+	struct mg_directive d;
+
+	(void)userdata;
+	if (!mc || !mc->svc)
+		return;
+	d = mc->svc->last.directive;
+	d.release = 0;
+	d.deadline_ms = 0;
+	service_direct_to(mc->svc, &d, mc);
+}
+
 static const struct server_ops ops = {
 	.hello = on_hello,
+	.welcomed = on_welcomed,
 	.report = on_report,
 	.released = on_released,
 	.admin = on_admin,
@@ -1202,12 +1472,29 @@ static const struct server_ops ops = {
 
 /* --- life cycle ------------------------------------------------------------ */
 
+/* Where a reload collects its problems for RELOAD's answer. */
+struct problems {
+	char *text;                      /* NULL: log only */
+	size_t size, len;
+};
+
+/* Log one problem of a config file, and append it to a RELOAD's answer
+ * as a line of its own (what does not fit is cut, the log has it all). */
 static void report_problem(void *userdata, const char *file, unsigned line, const char *msg)
 {
+	struct problems *p = userdata;
+	char where[32] = "";
+
 	if (line)
-		log_error("%s:%u: %s", file, line, msg);
-	else
-		log_error("%s: %s", file, msg);
+		snprintf(where, sizeof(where), ":%u", line);
+	log_error("%s%s: %s", file, where, msg);
+	if (p && p->text && p->len + 1 < p->size) {
+		int n = snprintf(p->text + p->len, p->size - p->len, "%s%s%s: %s",
+				 p->len ? "\n" : "", file, where, msg);
+
+		if (n > 0)
+			p->len = p->len + (size_t)n < p->size ? p->len + (size_t)n : p->size - 1;
+	}
 }
 
 static int manager_set_roots(struct manager *m)
@@ -1291,17 +1578,14 @@ int manager_new(struct mg_conf *conf, const struct manager_paths *paths, struct 
 		_cleanup_free_ char *dir = strdup(conf->daemon.socket);
 		char *slash = dir ? strrchr(dir, '/') : NULL;
 
-		if (slash) {
-			*slash = 0;
-			if (asprintf(&m->state_path, "%s/escalations", *dir ? dir : "") < 0)
-				m->state_path = NULL;
-		}
-		if (m->state_path)
-			manager_restore_leftovers(m);
+		if (slash && asprintf(&m->state_path, "%s.escalations", conf->daemon.socket) < 0)
+			m->state_path = NULL;
 	}
 	r = services_from_conf(m);
 	if (r < 0)
 		return log_errno(r, "Failed to set up services: %m");
+	if (m->state_path)
+		manager_restore_leftovers(m);
 	*ret = TAKE_PTR(m);
 	return 0;
 }
@@ -1312,13 +1596,22 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
 
 	if (si->ssi_signo == SIGHUP) {
 		sd_notify(false, "RELOADING=1");
-		manager_reload(m);
+		manager_reload(m, NULL, 0);
 		sd_notify(false, "READY=1");
 		return 0;
 	}
 	log_info("Received %s, stopping", strsignal((int)si->ssi_signo));
 	sd_notify(false, "STOPPING=1");
 	return sd_event_exit(sd_event_source_get_event(src), 0);
+}
+
+static void set_limits(struct manager *m, const struct mg_conf *conf)
+{
+	server_set_limits(m->server, &(struct server_limits){
+		.max_connections = conf->daemon.max_connections,
+		.max_connections_per_uid = conf->daemon.max_connections_per_uid,
+		.admin_reserved_connections = conf->daemon.admin_reserved_connections,
+	});
 }
 
 /* The gid of admin_group, or (gid_t)-1 (root only). */
@@ -1345,6 +1638,7 @@ int manager_start(struct manager *m, int listen_fd)
 	r = server_new(m->event, listen_fd, admin_gid(m->conf), &ops, m, &m->server);
 	if (r < 0)
 		return log_errno(r, "Failed to serve the socket: %m");
+	set_limits(m, m->conf);
 
 	/* main() blocked them before listening; block again for callers
 	 * that did not (sd_event_add_signal needs them blocked). */
@@ -1482,14 +1776,17 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	return 0;
 }
 
-int manager_reload(struct manager *m)
+int manager_reload(struct manager *m, char *problems, size_t size)
 {
+	struct problems p = { .text = problems, .size = size };
 	struct mg_conf *conf = NULL;
 	int r;
 
+	if (problems && size)
+		problems[0] = 0;
 	if (!m->paths.config)
 		return 0;
-	r = conf_load(m->paths.config, report_problem, NULL, &conf);
+	r = conf_load(m->paths.config, report_problem, &p, &conf);
 	if (r == -ENOENT)
 		r = conf_new_default(&conf);
 	if (r == -EINVAL) {
@@ -1503,6 +1800,7 @@ int manager_reload(struct manager *m)
 	 * its log level and admin group at once (--log-level wins). */
 	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : conf->daemon.log_level);
 	server_set_admin_gid(m->server, admin_gid(conf));
+	set_limits(m, conf);
 	r = manager_apply(m, conf);
 	if (r < 0)
 		return r;

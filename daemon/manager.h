@@ -49,10 +49,12 @@ int manager_run(struct manager *m);
 
 /*
  * Read the config file again.  A broken file is reported (every problem
- * logged as FILE:LINE) and the running configuration stays; a good one is
- * applied without dropping clients.  Returns 0 or -errno.
+ * logged as FILE:LINE: message, and written to `problems`, when not NULL,
+ * one per line, cut to `size` bytes with a NUL) and the running
+ * configuration stays: -EINVAL.  A good one is applied without dropping
+ * clients.  Returns 0 or -errno.
  */
-int manager_reload(struct manager *m);
+int manager_reload(struct manager *m, char *problems, size_t size);
 
 /* Restore what the daemon changed in cgroups, say BYE, free; accepts
  * NULL; returns NULL. */

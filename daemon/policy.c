@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon/policy.h"
 #include "proto/macro.h"
@@ -16,6 +17,11 @@
 static uint64_t add_sat(uint64_t a, uint64_t b)
 {
 	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+uint64_t policy_add_sat(uint64_t a, uint64_t b)
+{
+	return add_sat(a, b);
 }
 
 static uint32_t sub_sat32(uint32_t a, uint32_t b)
@@ -34,43 +40,15 @@ static enum mg_level level_max(enum mg_level a, enum mg_level b)
  * (a target times one client's weight) need 128 bits; doubles would round
  * and break "the shares add up to the target exactly".
  */
-#if defined(__SIZEOF_INT128__) && !defined(POLICY_NO_INT128)
+#ifndef __SIZEOF_INT128__
+#error "memguardd needs unsigned __int128 (any 64-bit target of GCC or clang)"
+#endif
 static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
 {
 	unsigned __int128 q = (unsigned __int128)a * b / c;
 
 	return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
 }
-#else
-static uint64_t muldiv(uint64_t a, uint64_t b, uint64_t c)
-{
-	uint64_t a_lo = a & UINT32_MAX, a_hi = a >> 32;
-	uint64_t b_lo = b & UINT32_MAX, b_hi = b >> 32;
-	uint64_t p0 = a_lo * b_lo, p1 = a_lo * b_hi, p2 = a_hi * b_lo, p3 = a_hi * b_hi;
-	uint64_t mid = (p0 >> 32) + (p1 & UINT32_MAX) + (p2 & UINT32_MAX);
-	uint64_t lo = (p0 & UINT32_MAX) | (mid << 32);
-	uint64_t hi = p3 + (p1 >> 32) + (p2 >> 32) + (mid >> 32);
-	uint64_t q = 0, r = hi;
-
-	if (hi >= c)
-		return UINT64_MAX;
-
-	/* Long division of hi:lo by c, one bit of lo at a time; r < c. */
-	for (int i = 63; i >= 0; i--) {
-		bool carry = r >> 63;
-
-		r = (r << 1) | ((lo >> i) & 1);
-		q <<= 1;
-		if (carry || r >= c) {
-			/* Wraps back into range when carry is set: the true
-			 * value is below 2c. */
-			r -= c;
-			q |= 1;
-		}
-	}
-	return q;
-}
-#endif
 
 /* Round to the nearest integer, halves up; NaN and negatives give 0. */
 static uint32_t round_pos(double x)
@@ -297,6 +275,22 @@ uint32_t policy_deadline_ms(enum mg_level level,
 	return level >= MG_LEVEL_CRITICAL ? release_deadline_ms : 0;
 }
 
+static uint64_t clamp_u64(uint64_t v, uint64_t cap)
+{
+	return v > cap ? cap : v;
+}
+
+void policy_report_clamp(struct mg_report *r, uint64_t cap)
+{
+	if (cap == 0)
+		return;
+	/* Only what is resident: heap_sys and heap_released count pages
+	 * given back to the kernel, which can exceed memory.current. */
+	r->heap_inuse = clamp_u64(r->heap_inuse, cap);
+	r->heap_idle = clamp_u64(r->heap_idle, cap);
+	r->external = clamp_u64(r->external, cap);
+}
+
 uint64_t policy_releasable(const struct mg_report *r)
 {
 	return add_sat(r->heap_idle, r->external);
@@ -368,7 +362,10 @@ int policy_client_directives(const struct mg_directive *d,
 
 	for (size_t i = 0; i < n; i++) {
 		ret[i] = *d;
-		ret[i].soft_limit = soft[i];
+		/* 0 is "no limit" on the wire: the smallest limit there is,
+		 * one byte, tells the scavenger to keep no idle page, which
+		 * is what a share below a byte means. */
+		ret[i].soft_limit = d->soft_limit > 0 && soft[i] == 0 ? 1 : soft[i];
 		ret[i].release = release[i];
 		ret[i].deadline_ms = release[i] > 0 ? d->deadline_ms : 0;
 	}
@@ -528,6 +525,12 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	uint64_t target;
 	double raw;
 
+	if (s->have_budget && s->budget != in->budget) {
+		s->level = policy_level_raw(svc, &sig);
+		s->calm_ticks = 0;
+	}
+	s->have_budget = true;
+	s->budget = in->budget;
 	level = policy_level_step(s, p, svc, &sig);
 	s->events = in->events;
 	s->have_events = true;
@@ -622,15 +625,36 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 	}
 }
 
+/* The state a directive sets, as the wire carries it: every field of the
+ * field table but the demand (release, deadline_ms), which is an event.
+ * Encoding instead of comparing members keeps this in step with any field
+ * appended to DIRECTIVE.  Returns the body's length, or 0 when `d` does
+ * not encode (then it is news whatever it is compared with). */
+static size_t directive_state(const struct mg_directive *d, uint8_t buf[static 128])
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_DIRECTIVE } };
+	int n;
+
+	m.directive = *d;
+	m.directive.release = 0;
+	m.directive.deadline_ms = 0;
+	n = proto_msg_encode(&m, buf, 128);
+	return n > 0 ? (size_t)n : 0;
+}
+
 bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new)
 {
+	uint8_t a[128], b[128];
+	size_t na, nb;
+
 	if (!old)
 		return true;
 	/* A demand is news even when it repeats the last one's bytes:
 	 * policy_tick() only makes one once per deadline. */
 	if (new->release > 0)
 		return true;
-	return old->level != new->level || old->gc_percent != new->gc_percent ||
-	       old->throttle != new->throttle || old->soft_limit != new->soft_limit;
+	na = directive_state(old, a);
+	nb = directive_state(new, b);
+	return na == 0 || na != nb || memcmp(a, b, na) != 0;
 }

@@ -110,6 +110,8 @@ struct policy_state {
 	enum mg_escalation escalation;   /* in force, as the caller carried out */
 	bool demand_active;              /* a release was demanded at demand_ms */
 	uint64_t demand_ms;
+	bool have_budget;                /* `budget` is the previous tick's */
+	uint64_t budget;
 };
 
 /* Next escalation step; the caller carries it out, then policy_escalated(). */
@@ -265,6 +267,21 @@ uint32_t policy_deadline_ms(enum mg_level level,
 			    uint32_t release_deadline_ms);
 
 /*
+ * Clamp the resident figures of a client's REPORT (heap in use, idle,
+ * external) to `cap`, what its cgroup can hold (the service's
+ * memory.current, or its budget when that is unknown; 0 = leave the report
+ * as it is).  A client's figures are its own word: one that reports more
+ * than its cgroup holds must not shrink its neighbours' shares.
+ */
+void policy_report_clamp(struct mg_report *r, uint64_t cap);
+
+/*
+ * a + b, UINT64_MAX when the sum does not fit: byte and time counters that
+ * are exported (released_total is a Prometheus counter) never go back.
+ */
+uint64_t policy_add_sat(uint64_t a, uint64_t b);
+
+/*
  * Bytes a client can give back quickly, from its REPORT: heap_idle (free
  * pages still resident) + external (caches the application counts and can
  * drop), saturating.  In-use heap is not counted: only a GC can shrink it,
@@ -288,8 +305,13 @@ void policy_split(uint64_t total, const uint64_t *weights, size_t n,
  * Level, gc % and throttle are copied.  d->soft_limit is split in
  * proportion to heap_inuse (live data earns allowance, idle pages do not,
  * so the scavenger's goal pulls them out); d->release in proportion to
- * policy_releasable(); both with policy_split().  A client whose release
- * share is 0 gets no deadline.  Returns 0, or -ENOMEM.
+ * policy_releasable(); both with policy_split().  A soft-limit share never
+ * rounds to 0, which the wire reads as "no limit": a client whose share is
+ * below a byte (no REPORT yet, or a tiny heap next to a big one) gets 1,
+ * so the shares can add up to a little more than d->soft_limit (fewer
+ * than n bytes).  A client whose release share is 0 gets no deadline.
+ * The caller clamps the reports first (policy_report_clamp()).  Returns 0,
+ * or -ENOMEM.
  */
 int policy_client_directives(const struct mg_directive *d,
 			     const struct mg_report *reports, size_t n,
@@ -339,7 +361,12 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in);
  * updates `*s`.  A release is demanded when the level rose, or when the
  * previous demand is at least release_deadline_ms old; ticks in between
  * carry release 0, so a demand is not answered twice while the working
- * set catches up.  The escalation clock starts when the level reaches
+ * set catches up.  When the budget differs from the previous tick's (a
+ * SET_BUDGET, a reload, a new memory.max) the level is the raw level of
+ * the new budget at once, down as well as up: hysteresis smooths usage,
+ * not an admin's decision, and a level held for a budget that no longer
+ * applies would send a directive whose fields disagree with it
+ * (EMERGENCY with gc 100 % and no throttle).  The escalation clock starts when the level reaches
  * EMERGENCY and stops when it falls below CRITICAL.
  */
 void policy_tick(struct policy_state *s, const struct policy_params *p,
@@ -358,8 +385,10 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 
 /*
  * Whether `new` must be sent to a client that last got `old` (NULL: none
- * yet): true when the level, gc %, throttle or soft limit differ, or when
- * `new` demands bytes.  A release falling back to 0 alone is not news.
+ * yet): true when any field of the directive's state differs (every wire
+ * field but release and deadline_ms, compared in their encoded form, so a
+ * field appended to DIRECTIVE counts without touching this function), or
+ * when `new` demands bytes.  A release falling back to 0 alone is not news.
  */
 bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new);

@@ -8,22 +8,39 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "log.h"
 #include "proto/macro.h"
 #include "server.h"
 
 #define RECV_BATCH 16                   /* datagrams read per wakeup, for fairness */
 
+/*
+ * A log line said at most once per SERVER_LOG_INTERVAL_USEC; what happened
+ * in between is counted and told with the next line.  A peer that can make
+ * the daemon log cannot make it fill the disk.
+ */
+struct ratelimit {
+	uint64_t last_usec;              /* when a line was last said, 0 = never */
+	unsigned suppressed;             /* events since, not said */
+};
+
 struct server {
 	sd_event *event;
 	int fd;
 	sd_event_source *listen_io;
+	sd_event_source *accept_timer;   /* resumes listening after a pause */
+	struct ratelimit accept_failed;
+	struct ratelimit refused;        /* connections over a limit */
+	struct server_limits limits;
 	sd_event_source *reaper;         /* deferred: frees dropped clients */
 	gid_t admin_gid;
 	const struct server_ops *ops;
@@ -40,6 +57,73 @@ static uint64_t now_usec(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Whether to say the event now; returns true with `*ret_suppressed` the
+ * events not said since the last line, else counts this one. */
+static bool ratelimit_pass(struct ratelimit *rl, unsigned *ret_suppressed)
+{
+	uint64_t now = now_usec();
+
+	if (rl->last_usec && now - rl->last_usec < SERVER_LOG_INTERVAL_USEC) {
+		rl->suppressed++;
+		return false;
+	}
+	*ret_suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_usec = now;
+	return true;
+}
+
+int server_check_runtime_dir(const char *path, const char **ret_why)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	struct stat st;
+
+	if (!dir)
+		return -ENOMEM;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode)) {
+		*ret_why = "it is not a directory (a symlink is not followed)";
+		return -ENOTDIR;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		*ret_why = "it is not owned by root";
+		return -EPERM;
+	}
+	if (st.st_mode & 022) {
+		*ret_why = "its group or others may write to it";
+		return -EPERM;
+	}
+	return 0;
+}
+
+int server_unlink_socket(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+/* bind() with the socket file made with `mode` at once (the umask), so it
+ * needs no chmod by name afterwards; errno as bind's. */
+static int bind_mode(int fd, const struct sockaddr_un *sa, mode_t mode)
+{
+	mode_t old = umask(~mode & 0777);
+	int r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+
+	umask(old);
+	errno = e;
+	return r;
 }
 
 int server_listen(const char *path, mode_t mode, gid_t gid)
@@ -67,8 +151,9 @@ int server_listen(const char *path, mode_t mode, gid_t gid)
 	if (fd < 0)
 		return -errno;
 
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (bind_mode(fd, &sa, mode) < 0) {
 		_cleanup_close_ int probe = -1;
+		int r;
 
 		if (errno != EADDRINUSE)
 			return -errno;
@@ -81,18 +166,69 @@ int server_listen(const char *path, mode_t mode, gid_t gid)
 			return -EADDRINUSE;
 		if (errno != ECONNREFUSED)
 			return -EADDRINUSE;
-		if (unlink(path) < 0)
-			return -errno;
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		/* A regular file refuses a connect too: only a socket is
+		 * stale, anything else is someone's and stays. */
+		r = server_unlink_socket(path);
+		if (r < 0)
+			return r;
+		if (bind_mode(fd, &sa, mode) < 0)
 			return -errno;
 	}
-	if (chmod(path, mode) < 0)
-		return -errno;
-	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0)
+	/* The name may have been replaced since bind (a symlink): never
+	 * follow it to chown something else. */
+	if (gid != (gid_t)-1 && fchownat(AT_FDCWD, path, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (listen(fd, SOMAXCONN) < 0)
 		return -errno;
 	return TAKE_FD(fd);
+}
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77                 /* Linux 6.5, asm-generic/socket.h */
+#endif
+
+/* Field 22 of /proc/PID/stat: when the process started, in clock ticks
+ * since boot.  Always the real /proc: it is the kernel's word on the pid. */
+static int pid_start_time(pid_t pid, uint64_t *ret)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long v;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -ESRCH;
+	buf[n] = 0;
+	/* The name (field 2) may hold spaces and parentheses: skip to the
+	 * last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+			 "%*d %*d %*d %*d %llu", &v) != 1)
+		return -EIO;
+	*ret = v;
+	return 0;
+}
+
+int server_peer_check(const struct client *c)
+{
+	uint64_t t;
+
+	if (c->pidfd >= 0) {
+		/* Signal 0 to a pidfd: ESRCH once that very process exited,
+		 * whatever now has its number. */
+		if (syscall(SYS_pidfd_send_signal, c->pidfd, 0, NULL, 0) < 0 && errno == ESRCH)
+			return -ESRCH;
+		return 0;
+	}
+	if (pid_start_time(c->cred.pid, &t) < 0 || t != c->start_time)
+		return -ESRCH;
+	return 0;
 }
 
 static bool peer_is_admin(const struct server *s, int fd, const struct ucred *cred)
@@ -138,6 +274,8 @@ static void client_free(struct client *c)
 	sd_event_source_disable_unref(c->io);
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	queue_clear(c);
 	free(c->queue);
 	free(c);
@@ -227,6 +365,14 @@ static int flush(struct client *c)
 	return update_events(c);
 }
 
+/* The daemon's next sequence number: 32 bits, wrapping, never 0. */
+static uint32_t next_seq(struct server *s)
+{
+	if (++s->next_seq == 0)
+		s->next_seq = 1;
+	return s->next_seq;
+}
+
 int server_send(struct client *c, struct mg_msg *m)
 {
 	uint8_t buf[MG_MSG_MAX];
@@ -235,11 +381,8 @@ int server_send(struct client *c, struct mg_msg *m)
 
 	if (c->dead)
 		return -EPIPE;
-	if (m->hdr.seq == 0) {
-		if (++c->server->next_seq == 0)
-			c->server->next_seq = 1;
-		m->hdr.seq = c->server->next_seq;
-	}
+	if (m->hdr.seq == 0)
+		m->hdr.seq = next_seq(c->server);
 	n = proto_msg_encode(m, buf, sizeof(buf));
 	if (n < 0)
 		return n;
@@ -308,7 +451,7 @@ static void handle_hello(struct client *c, const struct mg_msg *m)
 	struct server *s = c->server;
 	struct mg_msg w = { .hdr = { .type = MG_MSG_WELCOME, .seq = m->hdr.seq } };
 	char text[MG_TEXT_MAX + 1] = "";
-	int code;
+	int code, r;
 
 	if (c->hello) {
 		refuse(c, m->hdr.seq, MG_ERR_PROTOCOL, "second HELLO on one connection");
@@ -327,7 +470,13 @@ static void handle_hello(struct client *c, const struct mg_msg *m)
 	 * also send admin requests (a service running as root). */
 	c->q_max = SERVER_QUEUE_MAX;
 	w.welcome.client_id = c->id;
-	server_send(c, &w);
+	/* A WELCOME that does not encode would leave the client waiting
+	 * forever: it hears why, and goes. */
+	r = server_send(c, &w);
+	if (r == -EINVAL)
+		refuse(c, m->hdr.seq, MG_ERR_INTERNAL, "the daemon cannot encode its WELCOME");
+	else if (r == 0 && s->ops->welcomed)
+		s->ops->welcomed(s->userdata, c);
 }
 
 static void handle(struct client *c, const struct mg_msg *m)
@@ -337,6 +486,7 @@ static void handle(struct client *c, const struct mg_msg *m)
 
 	switch (sender) {
 	case MG_SENDER_ADMIN:
+		c->last_request_usec = c->last_rx_usec;
 		if (!c->admin) {
 			server_send_result(c, m->hdr.seq, MG_ERR_PERMISSION,
 					   "admin requests need uid 0 or the admin group");
@@ -400,6 +550,7 @@ static const char *decode_error(int r)
 
 static void receive(struct client *c)
 {
+	struct server *s = c->server;
 	uint8_t buf[MG_MSG_MAX];
 
 	for (int i = 0; i < RECV_BATCH && !c->dead && !c->closing; i++) {
@@ -428,16 +579,19 @@ static void receive(struct client *c)
 
 		r = proto_msg_decode(buf, (size_t)n, &m);
 		if (r < 0) {
-			struct mg_header h;
+			uint32_t seq = proto_peek_seq(buf, (size_t)n);
 
 			/* Answer with what we understood, then close: the peer is
 			 * broken or hostile, and nothing it says next can be trusted. */
-			if (proto_header_decode(buf, (size_t)n, &h) < 0)
-				h.seq = 0;
-			refuse(c, h.seq, r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
+			refuse(c, seq ? seq : next_seq(s),
+			       r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
 			       decode_error(r));
 			return;
 		}
+		/* A request numbered 0 gets one number of the daemon's, which
+		 * every answer to it carries, so they can still be grouped. */
+		if (m.hdr.seq == 0)
+			m.hdr.seq = next_seq(s);
 		handle(c, &m);
 	}
 }
@@ -467,14 +621,55 @@ static int on_client_io(sd_event_source *src, int fd, uint32_t revents, void *us
 	return 0;
 }
 
+/* Connections of `uid` open now. */
+static unsigned uid_connections(struct server *s, uid_t uid)
+{
+	unsigned n = 0;
+
+	server_for_each(c, s)
+		n += c->cred.uid == uid;
+	return n;
+}
+
+/* Why a peer may not have a connection now, or NULL. */
+static const char *over_limit(struct server *s, const struct ucred *cred, bool admin)
+{
+	const struct server_limits *l = &s->limits;
+
+	if (s->n_clients >= l->max_connections)
+		return "max_connections reached";
+	/* The last slots wait for root or an admin, so that no flood of
+	 * other peers can keep `memguardctl status` out. */
+	if (!admin && (l->admin_reserved_connections >= l->max_connections ||
+		       s->n_clients >= l->max_connections - l->admin_reserved_connections))
+		return "the connections left are kept for root and admin_group";
+	if (cred->uid != 0 && uid_connections(s, cred->uid) >= l->max_connections_per_uid)
+		return "max_connections_per_uid reached for its uid";
+	return NULL;
+}
+
 static void accept_one(struct server *s, int fd)
 {
 	struct client *c;
-	socklen_t len;
+	struct ucred cred;
+	const char *why;
+	socklen_t len = sizeof(cred);
+	unsigned suppressed;
+	bool admin;
 	int r;
 
-	if (s->n_clients >= SERVER_MAX_CLIENTS) {
-		log_warning("Refusing a connection: %d clients already", SERVER_MAX_CLIENTS);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		log_warning_errno(errno, "Failed to read a peer's credentials, refusing it: %m");
+		close(fd);
+		return;
+	}
+	admin = peer_is_admin(s, fd, &cred);
+	why = over_limit(s, &cred, admin);
+	if (why) {
+		if (ratelimit_pass(&s->refused, &suppressed))
+			log_warning("Refusing a connection of pid %d, uid %d: %s (%u more refused "
+				    "since the last message)", (int)cred.pid, (int)cred.uid, why,
+				    suppressed);
 		close(fd);
 		return;
 	}
@@ -486,18 +681,21 @@ static void accept_one(struct server *s, int fd)
 	c->server = s;
 	c->fd = fd;
 	c->id = ++s->next_id;
-	len = sizeof(c->cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-		log_warning_errno(errno, "Failed to read a peer's credentials, refusing it: %m");
-		close(fd);
-		free(c);
-		return;
+	c->cred = cred;
+	c->admin = admin;
+	/* Pin the peer now: its pid may be another process's by HELLO. */
+	len = sizeof(c->pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) == 0) {
+		(void)fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+	} else {
+		c->pidfd = -1;
+		if (pid_start_time(cred.pid, &c->start_time) < 0)
+			c->start_time = UINT64_MAX;  /* already gone: never matches */
 	}
-	c->admin = peer_is_admin(s, fd, &c->cred);
 	/* Admin answers (STATUS, CLIENTS) come in bursts of one message per
 	 * service or client; registered clients get the small bound. */
 	c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
-	c->last_rx_usec = now_usec();
+	c->last_rx_usec = c->accept_usec = c->last_request_usec = now_usec();
 
 	c->next = s->clients;
 	if (s->clients)
@@ -518,6 +716,42 @@ static void accept_one(struct server *s, int fd)
 		  (int)c->cred.uid, c->admin ? ", admin" : "");
 }
 
+static int on_accept_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	struct server *s = userdata;
+
+	return sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
+}
+
+/*
+ * accept() failed for want of a resource (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM).  The listening socket is level-triggered and stays readable
+ * while connections wait, so retrying at once would spin: stop listening
+ * for SERVER_ACCEPT_PAUSE_USEC, keep serving who we have (a closed client
+ * frees a descriptor), and say so once per SERVER_LOG_INTERVAL_USEC with
+ * the count.  The waiting connections stay in the backlog meanwhile.
+ */
+static void accept_pause(struct server *s, int err)
+{
+	unsigned suppressed;
+	int r;
+
+	if (ratelimit_pass(&s->accept_failed, &suppressed))
+		log_warning_errno(err, "Failed to accept a connection (%u more since the last "
+				  "message), pausing new connections for %llu ms: %m", suppressed,
+				  SERVER_ACCEPT_PAUSE_USEC / 1000);
+	r = sd_event_source_set_enabled(s->listen_io, SD_EVENT_OFF);
+	if (r >= 0)
+		r = sd_event_source_set_time_relative(s->accept_timer, SERVER_ACCEPT_PAUSE_USEC);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->accept_timer, SD_EVENT_ONESHOT);
+	if (r < 0) {
+		/* Without the timer, listening must go on, spin or not. */
+		sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
+		log_warning_errno(r, "Failed to arm the accept pause, ignoring: %m");
+	}
+}
+
 static int on_listen(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 {
 	struct server *s = userdata;
@@ -528,8 +762,7 @@ static int on_listen(sd_event_source *src, int fd, uint32_t revents, void *userd
 		if (cfd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return 0;
-			/* EMFILE and friends: keep serving who we have. */
-			log_warning_errno(errno, "Failed to accept a connection, ignoring: %m");
+			accept_pause(s, errno);
 			return 0;
 		}
 		accept_one(s, cfd);
@@ -550,12 +783,22 @@ int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct ser
 	s->event = sd_event_ref(event);
 	s->fd = listen_fd;
 	s->admin_gid = admin_gid;
+	s->limits = (struct server_limits){
+		.max_connections = CONF_DEFAULT_MAX_CONNECTIONS,
+		.max_connections_per_uid = CONF_DEFAULT_MAX_CONNECTIONS_PER_UID,
+		.admin_reserved_connections = CONF_DEFAULT_ADMIN_RESERVED,
+	};
 	s->ops = ops;
 	s->userdata = userdata;
 
 	r = fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 	if (r >= 0)
 		r = sd_event_add_io(event, &s->listen_io, listen_fd, EPOLLIN, on_listen, s);
+	if (r >= 0)
+		r = sd_event_add_time_relative(event, &s->accept_timer, CLOCK_MONOTONIC,
+					       SERVER_ACCEPT_PAUSE_USEC, 0, on_accept_timer, s);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->accept_timer, SD_EVENT_OFF);
 	if (r >= 0)
 		r = sd_event_add_defer(event, &s->reaper, on_reap, s);
 	if (r >= 0)
@@ -592,6 +835,7 @@ struct server *server_free(struct server *s)
 		client_free(c);
 	}
 	sd_event_source_disable_unref(s->listen_io);
+	sd_event_source_disable_unref(s->accept_timer);
 	sd_event_source_disable_unref(s->reaper);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -605,11 +849,24 @@ void server_set_admin_gid(struct server *s, gid_t gid)
 	s->admin_gid = gid;
 }
 
+void server_set_limits(struct server *s, const struct server_limits *l)
+{
+	s->limits = *l;
+	if (s->limits.max_connections == 0)
+		s->limits.max_connections = 1;
+	if (s->limits.max_connections_per_uid == 0)
+		s->limits.max_connections_per_uid = 1;
+}
+
 void server_tick(struct server *s, uint64_t now)
 {
 	server_for_each(c, s) {
 		if (!c->hello) {
-			if (now - c->last_rx_usec > SERVER_ADMIN_IDLE_USEC)
+			/* Only HELLO or an admin request counts as life here:
+			 * a PONG every few seconds must not hold a slot. */
+			if (!c->admin && now - c->accept_usec > SERVER_HELLO_USEC)
+				server_drop(c, LOG_DEBUG, "no HELLO in time");
+			else if (c->admin && now - c->last_request_usec > SERVER_ADMIN_IDLE_USEC)
 				server_drop(c, LOG_DEBUG, "idle without HELLO");
 			continue;
 		}

@@ -28,10 +28,6 @@ struct field {
 #define U64(m) { F_U64, offsetof(struct mg_msg, m), 0 }
 #define STR(m, n) { F_STR, offsetof(struct mg_msg, m), n }
 
-#define DIRECTIVE_FIELDS(p) \
-	U8(p.level), U16(p.gc_percent), U16(p.throttle), U64(p.soft_limit), \
-	U64(p.release), U32(p.deadline_ms)
-
 static const struct field hello_fields[] = {
 	U32(hello.capabilities), STR(hello.service, MG_NAME_MAX),
 	STR(hello.process, MG_NAME_MAX),
@@ -52,10 +48,11 @@ static const struct field bye_fields[] = {
 };
 static const struct field welcome_fields[] = {
 	U64(welcome.client_id), U64(welcome.budget), U32(welcome.report_interval_ms),
-	DIRECTIVE_FIELDS(welcome.directive), STR(welcome.service, MG_NAME_MAX),
+	STR(welcome.service, MG_NAME_MAX),
 };
 static const struct field directive_fields[] = {
-	DIRECTIVE_FIELDS(directive),
+	U8(directive.level), U16(directive.gc_percent), U16(directive.throttle),
+	U64(directive.soft_limit), U64(directive.release), U32(directive.deadline_ms),
 };
 static const struct field error_fields[] = {
 	U32(error.code), STR(error.text, MG_TEXT_MAX),
@@ -191,6 +188,11 @@ static bool name_ok(const char *s)
 	return true;
 }
 
+/* docs/protocol.md §8.2: levels 0..3 on the wire, the API's values. */
+_Static_assert(MG_LEVEL_NORMAL == 0 && MG_LEVEL_WARN == 1 && MG_LEVEL_CRITICAL == 2 &&
+		       MG_LEVEL_EMERGENCY == 3,
+	       "the wire's levels are the API's");
+
 static bool directive_ok(const struct mg_directive *d)
 {
 	return d->level <= MG_LEVEL_EMERGENCY && d->throttle <= MG_THROTTLE_MAX;
@@ -218,7 +220,7 @@ int proto_msg_validate(const struct mg_msg *m)
 			return -EINVAL;
 		break;
 	case MG_MSG_WELCOME:
-		if (!directive_ok(&m->welcome.directive) || !name_ok(m->welcome.service))
+		if (!name_ok(m->welcome.service))
 			return -EINVAL;
 		break;
 	case MG_MSG_DIRECTIVE:
@@ -407,6 +409,11 @@ int proto_header_decode(const void *buf, size_t len, struct mg_header *ret)
 
 	*ret = h;
 	return 0;
+}
+
+uint32_t proto_peek_seq(const void *buf, size_t len)
+{
+	return len < MG_HEADER_SIZE ? 0 : (uint32_t)get_le((const uint8_t *)buf + 8, 4);
 }
 
 int proto_msg_decode(const void *buf, size_t len, struct mg_msg *ret)

@@ -55,16 +55,10 @@ enum mg_msg_type {
 #define MG_CAP_HEAP (UINT32_C(1) << 3)         /* allocates from the memguard heap */
 #define MG_CAP_ALL (MG_CAP_GC_HOOK | MG_CAP_RELEASE_HOOK | MG_CAP_ADMIT | MG_CAP_HEAP)
 
-/* Also defined, identically, by the installed memguard/client.h. */
-#ifndef MEMGUARD_LEVEL_DEFINED
-#define MEMGUARD_LEVEL_DEFINED
-enum mg_level {
-	MG_LEVEL_NORMAL = 0,
-	MG_LEVEL_WARN = 1,
-	MG_LEVEL_CRITICAL = 2,
-	MG_LEVEL_EMERGENCY = 3,
-};
-#endif
+/* enum mg_level (MG_LEVEL_NORMAL … MG_LEVEL_EMERGENCY) is the public API's,
+ * in the installed header; the wire carries the same values (proto.c
+ * asserts the range it accepts). */
+#include "client/memguard/client.h"
 
 enum mg_enforce {
 	MG_ENFORCE_NOTIFY = 0,
@@ -118,7 +112,7 @@ struct mg_header {
 	uint32_t flags;                  /* none defined; receivers ignore unknown bits */
 };
 
-/* What the daemon asks a client to do; part of WELCOME and DIRECTIVE. */
+/* What the daemon asks a client to do: the body of DIRECTIVE. */
 struct mg_directive {
 	uint8_t level;                   /* enum mg_level */
 	uint16_t gc_percent;             /* MG_GC_DEFAULT or 1..65535 */
@@ -160,11 +154,12 @@ struct mg_bye {
 	uint32_t reason;                 /* enum mg_bye_reason */
 };
 
+/* The answer to HELLO.  The directive in force follows in a DIRECTIVE of
+ * its own, so that WELCOME and DIRECTIVE each grow at their end. */
 struct mg_welcome {
 	uint64_t client_id;
 	uint64_t budget;                 /* bytes; 0 = none known */
 	uint32_t report_interval_ms;
-	struct mg_directive directive;   /* in force now */
 	char service[MG_NAME_MAX + 1];
 };
 
@@ -303,6 +298,13 @@ int proto_msg_encode(const struct mg_msg *m, void *buf, size_t size);
  * after it.  The version is not checked here.
  */
 int proto_header_decode(const void *buf, size_t len, struct mg_header *ret);
+
+/*
+ * The header's seq of a datagram of `len` bytes, read even when the rest
+ * of the header or the body is malformed (so that an ERROR can name what
+ * it refuses); 0 when `len` is shorter than a header.
+ */
+uint32_t proto_peek_seq(const void *buf, size_t len);
 
 /*
  * Decode one datagram of `len` bytes into `*ret`.  Returns 0 on success;

@@ -229,17 +229,21 @@ static void await_close(struct mg_client *c, int fd)
 	fail_msg("the client did not close the connection");
 }
 
+/* What memguardd does for an accepted HELLO: WELCOME, then a DIRECTIVE
+ * with the state in force (`dir`, or NORMAL when NULL). */
 static void welcome(int fd, uint32_t hello_seq, const struct mg_directive *dir)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_WELCOME, .seq = hello_seq } };
+	struct mg_msg in_force = { .hdr = { .type = MG_MSG_DIRECTIVE, .seq = 7 } };
 
 	m.welcome.client_id = 42;
 	m.welcome.budget = 100 * MiB;
 	m.welcome.report_interval_ms = 60000;  /* REPORTs only when we cause them */
-	if (dir)
-		m.welcome.directive = *dir;
 	strcpy(m.welcome.service, "web");
 	send_msg(fd, &m);
+	if (dir)
+		in_force.directive = *dir;
+	send_msg(fd, &in_force);
 }
 
 static void directive(int fd, uint32_t seq, uint8_t level, uint16_t gc, uint16_t throttle,
@@ -462,7 +466,7 @@ static void test_release_without_hook(void **state)
 	assert_string_equal(t, "goal=0 level=WARN heap_release=4194304");
 }
 
-/* Hooks set after the WELCOME still learn the directive in force. */
+/* Hooks set after registering still learn the directive in force. */
 static void test_late_hooks_are_told(void **state)
 {
 	struct mg_directive warn = { .level = MG_LEVEL_WARN, .gc_percent = 50, .throttle = 0,

@@ -107,8 +107,12 @@ static void assert_daemon_defaults(const struct conf_daemon *d)
 	assert_string_equal(d->admin_group, "");
 	assert_null(d->cgroup_root);
 	assert_int_equal(d->tick_ms, 1000);
+	assert_int_equal(d->report_interval_ms, 1000);
 	assert_int_equal(d->log_level, 6);
 	assert_int_equal(d->host_pressure, 2000);
+	assert_int_equal(d->max_connections, 4096);
+	assert_int_equal(d->max_connections_per_uid, 1024);
+	assert_int_equal(d->admin_reserved_connections, 16);
 }
 
 /* Every field but name, cgroup, line and those in `except` has its default. */
@@ -358,15 +362,19 @@ static void test_full_fixture(void **state)
 	assert_string_equal(c->daemon.admin_group, "wheel");
 	assert_string_equal(c->daemon.cgroup_root, "/sys/fs/cgroup/unified");
 	assert_int_equal(c->daemon.tick_ms, 250);
+	assert_int_equal(c->daemon.report_interval_ms, 500);
 	assert_int_equal(c->daemon.log_level, 7);
 	assert_int_equal(c->daemon.host_pressure, 1250);
+	assert_int_equal(c->daemon.max_connections, 2000);
+	assert_int_equal(c->daemon.max_connections_per_uid, 100);
+	assert_int_equal(c->daemon.admin_reserved_connections, 8);
 
 	assert_int_equal(c->n_services, 3);
 
 	s = &c->services[0];
 	assert_string_equal(s->name, "web-api");
 	assert_string_equal(s->cgroup, "system.slice/web-api.service");
-	assert_int_equal(s->line, 12);
+	assert_int_equal(s->line, 15);
 	assert_int_equal(s->budget.kind, CONF_SIZE_BYTES);
 	assert_true(s->budget.bytes == UINT64_C(1610612736));
 	assert_int_equal(s->budget.percent, 0);
@@ -386,7 +394,7 @@ static void test_full_fixture(void **state)
 	s = &c->services[1];
 	assert_string_equal(s->name, "batch@1");
 	assert_string_equal(s->cgroup, "system.slice/batch@1.service");
-	assert_int_equal(s->line, 26);
+	assert_int_equal(s->line, 29);
 	assert_int_equal(s->budget.kind, CONF_SIZE_PERCENT);
 	assert_int_equal(s->budget.bytes, 0);
 	assert_int_equal(s->budget.percent, 2500);
@@ -400,7 +408,7 @@ static void test_full_fixture(void **state)
 	s = &c->services[2];
 	assert_string_equal(s->name, "idle");
 	assert_string_equal(s->cgroup, "system.slice/idle.service");
-	assert_int_equal(s->line, 32);
+	assert_int_equal(s->line, 35);
 	assert_service_defaults(s, 0);
 
 	assert_ptr_equal(conf_find_service(c, "batch@1"), &c->services[1]);
@@ -691,6 +699,8 @@ static const struct bad bad[] = {
 	{ "release_deadline too long", "[web]\nrelease_deadline = 11m\n", 0, 2,
 	  "release_deadline '11m' out of range (10ms..10m)" },
 	{ "tick too short", "[daemon]\ntick = 5ms\n", 0, 2, "tick '5ms' out of range (10ms..60s)" },
+	{ "report_interval too long", "[daemon]\nreport_interval = 2m\n", 0, 2,
+	  "report_interval '2m' out of range (10ms..60s)" },
 	{ "tick too long", "[daemon]\ntick = 61s\n", 0, 2, "tick '61s' out of range (10ms..60s)" },
 	{ "tick overflow", "[daemon]\ntick = 5000000s\n", 0, 2,
 	  "tick '5000000s' out of range (10ms..60s)" },

@@ -29,6 +29,7 @@
 #define UNK POLICY_UTIL_UNKNOWN
 
 #define GIB (UINT64_C(1) << 30)
+#define MIB (UINT64_C(1) << 20)
 
 static const struct conf_service svc_default = {
 	.warn = 8000,
@@ -494,6 +495,44 @@ static void test_releasable(void **state)
 	}
 }
 
+/* What a client reports is clamped to what its cgroup holds: a liar's
+ * figures cannot outweigh its neighbours'. */
+static void test_report_clamp(void **state)
+{
+	static const struct {
+		struct mg_report r;
+		uint64_t cap;
+		struct mg_report want;
+	} t[] = {
+		{ { .heap_sys = UINT64_MAX, .heap_inuse = UINT64_MAX, .heap_idle = UINT64_MAX,
+		    .heap_released = UINT64_MAX, .external = UINT64_MAX, .admitted = 7 },
+		  85 * MIB,
+		  { .heap_sys = UINT64_MAX, .heap_inuse = 85 * MIB, .heap_idle = 85 * MIB,
+		    .heap_released = UINT64_MAX, .external = 85 * MIB, .admitted = 7 } },
+		{ { .heap_inuse = 10, .heap_idle = 20, .external = 30 }, 100,
+		  { .heap_inuse = 10, .heap_idle = 20, .external = 30 } },
+		{ { .heap_inuse = UINT64_MAX }, 0, { .heap_inuse = UINT64_MAX } },  /* no cap */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct mg_report r = t[i].r;
+
+		policy_report_clamp(&r, t[i].cap);
+		assert_true(r.heap_sys == t[i].want.heap_sys);
+		assert_true(r.heap_inuse == t[i].want.heap_inuse);
+		assert_true(r.heap_idle == t[i].want.heap_idle);
+		assert_true(r.heap_released == t[i].want.heap_released);
+		assert_true(r.external == t[i].want.external);
+		assert_true(r.admitted == t[i].want.admitted);
+	}
+	/* Sums of reported figures saturate: a counter never goes back. */
+	assert_true(policy_add_sat(1, 2) == 3);
+	assert_true(policy_add_sat(UINT64_MAX, UINT64_MAX) == UINT64_MAX);
+	assert_true(policy_add_sat(policy_add_sat(UINT64_MAX, UINT64_MAX), UINT64_MAX) ==
+		    UINT64_MAX);
+	assert_true(policy_add_sat(UINT64_MAX - 1, 1) == UINT64_MAX);
+}
+
 static void test_split(void **state)
 {
 	static const struct {
@@ -557,7 +596,26 @@ static void test_client_directives(void **state)
 		    { 0 } },
 		  { { .level = W, .gc_percent = 92, .soft_limit = 600, .release = 30 },
 		    { .level = W, .gc_percent = 92, .soft_limit = 200, .release = 20 },
-		    { .level = W, .gc_percent = 92, .soft_limit = 0, .release = 0 } } },
+		    /* no REPORT yet: the smallest limit, never 0 ("none") */
+		    { .level = W, .gc_percent = 92, .soft_limit = 1, .release = 0 } } },
+		{ "a tiny client next to a big one is limited too",
+		  { .level = C, .gc_percent = 75, .soft_limit = 80 * MIB },
+		  2,
+		  { { .heap_inuse = 10 }, { .heap_inuse = 50 * GIB } },
+		  { { .level = C, .gc_percent = 75, .soft_limit = 1 },
+		    { .level = C, .gc_percent = 75, .soft_limit = 80 * MIB } } },
+		{ "a liar's 2^64 - 1 in use, clamped by the caller to 85 MiB",
+		  { .level = W, .gc_percent = 92, .soft_limit = 80 * MIB },
+		  2,
+		  { { .heap_inuse = 85 * MIB }, { .heap_inuse = 17 * MIB } },
+		  { { .level = W, .gc_percent = 92, .soft_limit = 69905067 },
+		    { .level = W, .gc_percent = 92, .soft_limit = 13981013 } } },
+		{ "a liar's 2^64 - 1 unclamped still leaves the honest one a limit",
+		  { .level = W, .gc_percent = 92, .soft_limit = 80 * MIB },
+		  2,
+		  { { .heap_inuse = UINT64_MAX }, { .heap_inuse = 17 * MIB } },
+		  { { .level = W, .gc_percent = 92, .soft_limit = 80 * MIB },
+		    { .level = W, .gc_percent = 92, .soft_limit = 1 } } },
 		{ "deadline only with a share; level, gc, throttle copied",
 		  { .level = C, .gc_percent = 75, .throttle = 250, .soft_limit = 800,
 		    .release = 100, .deadline_ms = 5000 },
@@ -984,7 +1042,21 @@ static const struct tick_step ticks_events_reset[] = {
 	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL } },
 };
 
+/* A budget raised under EMERGENCY (SET_BUDGET): the next tick's level is
+ * the new budget's at once, not EMERGENCY held with gc 100 % and no
+ * throttle, which disagree with it; lowered again, it rises at once. */
+static const struct tick_step ticks_budget_changed[] = {
+	{ 0, IN(.working_set = 1100), { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 100, { .budget = 2000, .working_set = 1100 },
+	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 200, { .budget = 2000, .working_set = 1100 }, { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	/* u = .9 of 1222: CRITICAL */
+	{ 300, { .budget = 1222, .working_set = 1100 },
+	  { C, 1, 0, 75, 251, 977, 123, 123, 5000, A_NONE } },
+};
+
 static const struct tick_case tick_cases[] = {
+	{ "budget changed", NULL, NULL, ticks_budget_changed, ARRAY_SIZE(ticks_budget_changed) },
 	{ "ladder to kill and back", NULL, NULL, ticks_ladder, ARRAY_SIZE(ticks_ladder) },
 	{ "high without max/oom growth", NULL, NULL, ticks_no_kill, ARRAY_SIZE(ticks_no_kill) },
 	{ "no budget", NULL, NULL, ticks_no_budget, ARRAY_SIZE(ticks_no_budget) },
@@ -1113,6 +1185,46 @@ static void test_directive_changed(void **state)
 	assert_true(policy_directive_changed(NULL, &base));
 }
 
+/*
+ * Every field that DIRECTIVE carries is state, but the demand: each bit of
+ * an encoded body changed alone is news, except in deadline_ms (without
+ * bytes demanded).  Driven by the encoder's field table, so a field
+ * appended to DIRECTIVE is checked here without editing this test.
+ */
+static void test_directive_changed_every_field(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_DIRECTIVE } }, d;
+	uint8_t base[MG_MSG_MAX], deadline[MG_MSG_MAX], buf[MG_MSG_MAX];
+	int n, n2, checked = 0;
+
+	m.directive = (struct mg_directive){ .level = W, .gc_percent = 92, .throttle = 10,
+					     .soft_limit = 800, .deadline_ms = 0 };
+	n = proto_msg_encode(&m, base, sizeof(base));
+	assert_true(n > MG_HEADER_SIZE);
+	/* Where deadline_ms lies: the bytes that change with it alone. */
+	m.directive.deadline_ms = UINT32_MAX;
+	n2 = proto_msg_encode(&m, deadline, sizeof(deadline));
+	assert_int_equal(n2, n);
+	m.directive.deadline_ms = 0;
+
+	for (int i = MG_HEADER_SIZE; i < n; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			memcpy(buf, base, (size_t)n);
+			buf[i] ^= (uint8_t)(1u << bit);
+			if (proto_msg_decode(buf, (size_t)n, &d) < 0)
+				continue;  /* out of range: never sent */
+			bool want = base[i] == deadline[i];
+
+			if (policy_directive_changed(&m.directive, &d.directive) != want)
+				fail_msg("body byte %d bit %d: changed should be %d", i - MG_HEADER_SIZE,
+					 bit, want);
+			checked++;
+		}
+	}
+	assert_true(checked > 8 * 20);
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1128,6 +1240,7 @@ int main(void)
 		cmocka_unit_test(test_release_target),
 		cmocka_unit_test(test_soft_limit_deadline),
 		cmocka_unit_test(test_releasable),
+		cmocka_unit_test(test_report_clamp),
 		cmocka_unit_test(test_split),
 		cmocka_unit_test(test_client_directives),
 		cmocka_unit_test(test_squeeze_need),
@@ -1137,6 +1250,7 @@ int main(void)
 		cmocka_unit_test(test_ticks),
 		cmocka_unit_test(test_tick_out),
 		cmocka_unit_test(test_directive_changed),
+		cmocka_unit_test(test_directive_changed_every_field),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

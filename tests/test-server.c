@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/cgrp.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
 
@@ -31,7 +32,7 @@ struct fixture {
 	char path[128];
 	sd_event *event;
 	struct server *server;
-	int hellos, reports, releases, admins, gones;
+	int hellos, welcomes, reports, releases, admins, gones;
 	bool refuse_hello;
 	struct mg_report last_report;
 };
@@ -52,6 +53,16 @@ static int t_hello(void *ud, struct client *c, const struct mg_hello *h,
 	return 0;
 }
 
+/* As the manager does: the directive in force follows WELCOME. */
+static void t_welcomed(void *ud, struct client *c)
+{
+	struct mg_msg d = { .hdr = { .type = MG_MSG_DIRECTIVE } };
+
+	((struct fixture *)ud)->welcomes++;
+	d.directive.level = MG_LEVEL_WARN;
+	server_send(c, &d);
+}
+
 static void t_report(void *ud, struct client *c, const struct mg_report *r)
 {
 	struct fixture *f = ud;
@@ -65,9 +76,13 @@ static void t_released(void *ud, struct client *c, uint32_t seq, const struct mg
 	((struct fixture *)ud)->releases++;
 }
 
+/* Two answers, as STATUS has: both must carry the request's number. */
 static void t_admin(void *ud, struct client *c, const struct mg_msg *m)
 {
+	struct mg_msg first = { .hdr = { .type = MG_MSG_STATUS_DAEMON, .seq = m->hdr.seq } };
+
 	((struct fixture *)ud)->admins++;
+	server_send(c, &first);
 	server_send_result(c, m->hdr.seq, MG_ERR_OK, "ok");
 }
 
@@ -78,6 +93,7 @@ static void t_gone(void *ud, struct client *c)
 
 static const struct server_ops ops = {
 	.hello = t_hello,
+	.welcomed = t_welcomed,
 	.report = t_report,
 	.released = t_released,
 	.admin = t_admin,
@@ -180,6 +196,13 @@ static void test_hello_welcome_report(void **state)
 	assert_string_equal(m.welcome.service, "web");
 	assert_int_equal(m.welcome.budget, 1 << 20);
 	assert_true(m.welcome.client_id > 0);
+	/* The welcomed hook ran after WELCOME was queued: its DIRECTIVE comes
+	 * second, with a daemon seq of its own. */
+	assert_int_equal(f->welcomes, 1);
+	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_WARN);
+	assert_true(m.hdr.seq != 0 && m.hdr.seq != 7);
 
 	memset(&m, 0, sizeof(m));
 	m.hdr.type = MG_MSG_REPORT;
@@ -210,6 +233,7 @@ static void test_hello_refused(void **state)
 	assert_int_equal(m.error.code, MG_ERR_SERVICE);
 	assert_string_equal(m.error.text, "service 'db' is not yours");
 	assert_int_equal(recv_msg(fd, &m), -ECONNRESET);
+	assert_int_equal(f->welcomes, 0);
 	assert_int_equal(f->gones, 1);
 	close(fd);
 }
@@ -252,6 +276,8 @@ static void test_malformed_closes_only_that_peer(void **state)
 	assert_int_equal(recv_msg(bad, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_ERROR);
 	assert_int_equal(m.error.code, MG_ERR_PROTOCOL);
+	/* Its length field is wrong, yet the ERROR names its seq. */
+	assert_int_equal(m.hdr.seq, 1);
 	assert_int_equal(recv_msg(bad, &m), -ECONNRESET);
 	assert_int_equal(recv_msg(big, &m), -ECONNRESET);
 	assert_int_equal(recv_msg(daemon_type, &m), 0);
@@ -338,9 +364,41 @@ static void test_admin_as_root(void **state)
 	spin(f);
 	assert_int_equal(f->admins, 1);
 	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_STATUS_DAEMON);
+	assert_int_equal(m.hdr.seq, 42);
+	assert_int_equal(recv_msg(fd, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_RESULT);
 	assert_int_equal(m.hdr.seq, 42);
 	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(fd);
+}
+
+/* Requests numbered 0: each gets one daemon number, which all of its
+ * answers carry, and the next request another. */
+static void test_admin_seq_zero(void **state)
+{
+	struct fixture *f = *state;
+	uint32_t seen[2];
+	int fd = peer(f);
+
+	if (getuid() != 0) {
+		close(fd);
+		skip();
+	}
+	for (int i = 0; i < 2; i++) {
+		struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 0 } };
+
+		send_msg(fd, &m);
+		spin(f);
+		assert_int_equal(recv_msg(fd, &m), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_STATUS_DAEMON);
+		assert_int_not_equal(m.hdr.seq, 0);
+		seen[i] = m.hdr.seq;
+		assert_int_equal(recv_msg(fd, &m), 0);
+		assert_int_equal(m.hdr.type, MG_MSG_RESULT);
+		assert_int_equal(m.hdr.seq, seen[i]);
+	}
+	assert_int_not_equal(seen[0], seen[1]);
 	close(fd);
 }
 
@@ -406,7 +464,8 @@ static void test_ping_timeout(void **state)
 
 	hello(fd, "web");
 	spin(f);
-	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(recv_msg(fd, &m), 0);  /* WELCOME */
+	assert_int_equal(recv_msg(fd, &m), 0);  /* the directive in force */
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
@@ -462,7 +521,8 @@ static void test_bye_on_free(void **state)
 
 	hello(fd, "web");
 	spin(f);
-	assert_int_equal(recv_msg(fd, &m), 0);
+	assert_int_equal(recv_msg(fd, &m), 0);  /* WELCOME */
+	assert_int_equal(recv_msg(fd, &m), 0);  /* the directive in force */
 	f->server = server_free(f->server);
 	assert_int_equal(recv_msg(fd, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_BYE);
@@ -472,9 +532,85 @@ static void test_bye_on_free(void **state)
 	close(fd);
 }
 
+/* A cgroup of the tree at `dir` whose cgroup.procs lists `pid`. */
+static void procs_file(const char *dir, pid_t pid)
+{
+	char path[512];
+	FILE *f;
+
+	assert_true(mkdir(dir, 0755) == 0 || errno == EEXIST);
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "we");
+	assert_non_null(f);
+	fprintf(f, "%d\n", (int)pid);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Issue 13, item 8: without cgroup.kill (cgroup v1) a kill takes the
+ * whole subtree, not only the processes directly in the service's cgroup:
+ * three processes, one in the cgroup, one in a child, one in a grandchild,
+ * all die; the freezer file is left thawed.  A fixture tree plays v1.
+ */
+static void test_kill_walks_subtree(void **state)
+{
+	char dir[] = "/tmp/mg-test-kill-XXXXXX", sub[128], subsub[160], cmd[64], buf[8] = "";
+	const char *dirs[3] = { dir, sub, subsub };
+	pid_t pids[3];
+	bool frozen = false;
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/child", dir);
+	snprintf(subsub, sizeof(subsub), "%s/grand", sub);
+	for (int i = 0; i < 3; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			pause();
+			_exit(0);
+		}
+		procs_file(dirs[i], pids[i]);
+	}
+	snprintf(cmd, sizeof(cmd), "%s/freeze", dir);
+	assert_int_equal(mkdir(cmd, 0755), 0);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/cgroup.freeze", cmd);
+		f = fopen(path, "we");
+		assert_non_null(f);
+		fputs("0\n", f);
+		assert_int_equal(fclose(f), 0);
+	}
+
+	assert_int_equal(cgrp_kill(dir, cmd, &frozen), 3);
+	assert_true(frozen);
+	for (int i = 0; i < 3; i++) {
+		int status;
+
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGKILL);
+	}
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/cgroup.freeze", cmd);
+		f = fopen(path, "re");
+		assert_non_null(f);
+		assert_non_null(fgets(buf, sizeof(buf), f));
+		fclose(f);
+		assert_string_equal(buf, "0\n");   /* thawed again */
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_kill_walks_subtree),
 		cmocka_unit_test_setup_teardown(test_hello_welcome_report, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_report_before_hello, setup, teardown),
@@ -483,6 +619,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wrong_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_reader_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_as_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_seq_zero, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_refused_for_other_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_live_and_stale, setup, teardown),

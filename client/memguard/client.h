@@ -28,15 +28,12 @@ extern "C" {
 #endif
 
 /* How hard the daemon is pushing; the same values as on the wire. */
-#ifndef MEMGUARD_LEVEL_DEFINED
-#define MEMGUARD_LEVEL_DEFINED
 enum mg_level {
 	MG_LEVEL_NORMAL = 0,             /* within budget: grow caches back, default GC */
 	MG_LEVEL_WARN = 1,               /* near the budget: collect more, give pages back */
 	MG_LEVEL_CRITICAL = 2,           /* close to it: also shed a share of new work */
 	MG_LEVEL_EMERGENCY = 3,          /* at or over it: release everything now */
 };
-#endif
 
 /* ---- allocator --------------------------------------------------------- */
 

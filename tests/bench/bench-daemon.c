@@ -175,6 +175,9 @@ int main(int argc, char **argv)
 		recv_wait(fds[i], &m);
 		if (m.hdr.type != MG_MSG_WELCOME)
 			die("client %d not welcomed: %s", i, m.error.text);
+		recv_wait(fds[i], &m);  /* the directive in force follows */
+		if (m.hdr.type != MG_MSG_DIRECTIVE)
+			die("client %d: no DIRECTIVE after WELCOME", i);
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 	}
 	admin = fixture_connect(&fx, NULL);

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -535,6 +536,98 @@ static void test_real_cgroup_recreated(void **state)
 	assert_int_equal(log_lines(watching, watching), watched + 1);
 }
 
+/*
+ * A client that grew its service to CRITICAL leaves the cgroup (to ours),
+ * says so on `ready`, and waits for the NORMAL the daemon owes it once the
+ * cgroup is gone.  It keeps its memory until then, so nothing but the
+ * removal can bring NORMAL.
+ */
+static int client_outlives_cgroup(int ready)
+{
+	struct mg_msg m;
+	uint8_t *mem;
+	char pid[32];
+	int fd = join_and_register(t.name, "it", 64 * MiB);
+
+	if (fd < 0)
+		return -fd;
+	mem = mmap(NULL, 60 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return 40;
+	memset(mem, 0x5a, 60 * MiB);
+	do
+		if (recv_msg(fd, &m, 5000) < 0)
+			return 41;
+	while (m.hdr.type != MG_MSG_DIRECTIVE || m.directive.level < MG_LEVEL_CRITICAL);
+
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (write_str(t.v2_root, "cgroup.procs", pid) < 0 ||
+	    (t.v1_root[0] && write_str(t.v1_root, "cgroup.procs", pid) < 0))
+		return 42;
+	if (write(ready, "x", 1) != 1)
+		return 43;
+	for (;;) {
+		if (recv_msg(fd, &m, 10000) < 0)
+			return 44;      /* never told NORMAL */
+		if (m.hdr.type == MG_MSG_DIRECTIVE && m.directive.level == MG_LEVEL_NORMAL)
+			return mem[0] == 0x5a ? 0 : 45;
+	}
+}
+
+/*
+ * A service's cgroup goes away (a systemctl stop) while it is CRITICAL:
+ * STATUS shows it absent and NORMAL, with no figures left from before, and
+ * its client, which outlived it elsewhere, is told NORMAL.
+ */
+static void test_real_cgroup_gone_shows_absent(void **state)
+{
+	struct mg_status_service st;
+	int status, ready[2];
+	char c;
+	pid_t pid;
+
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(ready[0]);
+		_exit(client_outlives_cgroup(ready[1]));
+	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1) {
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		print_log();
+		fail_msg("the client did not reach CRITICAL and leave (status %#x)", status);
+	}
+	close(ready[0]);
+	assert_true(service_status("it", &st));
+	print_message("before: level %u, working set %" PRIu64 "\n", st.level, st.working_set);
+	assert_true(st.level >= MG_LEVEL_CRITICAL);
+
+	remove_cgroup(t.name);
+	if (!await_absent("it", true, 5000, &st)) {
+		print_log();
+		fail_msg("cgroup %s not shown absent", t.name);
+	}
+	print_message("absent: level %u, gc %u, throttle %u, working set %" PRIu64
+		      ", utilization %u, escalation %u\n", st.level, st.gc_percent, st.throttle,
+		      st.working_set, st.utilization, st.escalation);
+	assert_int_equal(st.level, MG_LEVEL_NORMAL);
+	assert_int_equal(st.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(st.throttle, 0);
+	assert_true(st.working_set == 0);
+	assert_int_equal(st.utilization, 0);
+	assert_int_equal(st.escalation, MG_ESCALATION_NONE);
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		print_log();
+		fail_msg("the client was not told NORMAL (status %#x)", status);
+	}
+	/* Made again for the tests that follow. */
+	assert_null(make_cgroup(t.name));
+}
+
 static void test_real_cgroup_client(void **state)
 {
 	int status;
@@ -554,6 +647,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_real_cgroup_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_stall_raises_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_cgroup_recreated, setup_logged, teardown),
+		cmocka_unit_test_setup_teardown(test_real_cgroup_gone_shows_absent, setup_logged,
+						teardown),
 	};
 	const char *why = prepare();
 	int r;

@@ -131,7 +131,11 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
 	assert_string_equal(m.welcome.service, "web");
 	assert_int_equal(m.welcome.budget, BUDGET);
-	assert_int_equal(m.welcome.directive.level, MG_LEVEL_NORMAL);
+	/* The directive in force follows WELCOME, and demands nothing. */
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_NORMAL);
+	assert_int_equal(m.directive.release, 0);
 
 	/* 85 % of the budget: WARN with the law's gc percent. */
 	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
@@ -301,6 +305,21 @@ static void test_wrong_service_refused(void **state)
 	close(fd);
 }
 
+/* CLIENTS of a service that does not exist: RESULT NO_SERVICE alone. */
+static void test_clients_unknown_service(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_CLIENTS, .seq = 6 } };
+	int fd = fixture_connect(&fx, NULL);
+
+	strcpy(m.clients.service, "nosuch");
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_RESULT);
+	assert_int_equal(m.hdr.seq, 6);
+	assert_int_equal(m.result.code, MG_ERR_NO_SERVICE);
+	close(fd);
+}
+
 static void test_dead_client_removed(void **state)
 {
 	struct mg_status_service web = { 0 };
@@ -428,7 +447,7 @@ static void test_sigterm_restores_memory_high(void **state)
  * old value back. */
 static void test_sigkill_then_restart_puts_memory_high_back(void **state)
 {
-	char buf[64], state_file[128];
+	char buf[64], state_file[160];
 	struct mg_directive d;
 	struct mg_msg m;
 	int status_code, fd = hello("web", &m);
@@ -437,7 +456,7 @@ static void test_sigkill_then_restart_puts_memory_high_back(void **state)
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
 				  NULL, 10), BUDGET);
-	snprintf(state_file, sizeof(state_file), "%s/escalations", fx.dir);
+	snprintf(state_file, sizeof(state_file), "%s.escalations", fx.sock);
 	assert_int_equal(access(state_file, F_OK), 0);
 	close(fd);
 
@@ -486,6 +505,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_enforce_kill_needs_growth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_non_admin_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_service_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clients_unknown_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_client_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_good_and_broken, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_config_is_the_default, setup, teardown),

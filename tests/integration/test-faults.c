@@ -463,8 +463,10 @@ static void test_runtime_dir_read_only_or_full(void **state)
 	snprintf(full, sizeof(full), "%s/full", fx.dir);
 	assert_int_equal(mkdir(ro, 0755), 0);
 	assert_int_equal(mkdir(full, 0755), 0);
-	assert_int_equal(mount("tmpfs", ro, "tmpfs", MS_RDONLY, "size=64k"), 0);
-	assert_int_equal(mount("tmpfs", full, "tmpfs", 0, "size=64k,nr_inodes=16"), 0);
+	/* mode=0755: a runtime directory others may write is refused
+	 * before anything is tried in it (memguardd(8), SECURITY). */
+	assert_int_equal(mount("tmpfs", ro, "tmpfs", MS_RDONLY, "size=64k,mode=0755"), 0);
+	assert_int_equal(mount("tmpfs", full, "tmpfs", 0, "size=64k,nr_inodes=16,mode=0755"), 0);
 	for (;; n++) {
 		int fd;
 

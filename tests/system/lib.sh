@@ -76,7 +76,8 @@ mg_debian_root() {
 			--include="$mg_include" "$mg_suite" "$mg_bootstrap/root" "$mg_mirror" \
 			>"$cachedir/debootstrap.log" 2>&1 </dev/null; then
 			rm -f "$mg_bootstrap"/root/var/cache/apt/archives/*.deb
-			tar -C "$mg_bootstrap/root" -cf "$mg_bootstrap/root.tar" . &&
+			# debootstrap may leave its target's /proc and /sys mounted.
+			tar --one-file-system -C "$mg_bootstrap/root" -cf "$mg_bootstrap/root.tar" . &&
 				mv "$mg_bootstrap/root.tar" "$mg_root_tar" || rc=2
 		else
 			rc=$?

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+
+// Package memguard makes a Go program a client of memguardd, the daemon
+// that keeps the services of a Linux host inside their memory budgets.
+//
+// A service calls Start once and Close when it exits:
+//
+//	c, err := memguard.Start(memguard.Options{})
+//	if err != nil { ... }        // bad options only
+//	defer c.Close()
+//	http.ListenAndServe(addr, memguard.Middleware(mux))
+//
+// The client speaks docs/protocol.md over a SOCK_SEQPACKET Unix socket
+// ("unixpacket"), with the Go standard library only.  It turns the
+// daemon's directives into the Go runtime's own levers: the GC percent
+// into debug.SetGCPercent, the soft limit into debug.SetMemoryLimit (so
+// the runtime's scavenger returns pages by itself), a release demand into
+// the application's OnRelease hook and then, for what is still owed,
+// debug.FreeOSMemory, and the throttle into Admit, Middleware and Check.
+// At Normal the program's own GOGC and GOMEMLIMIT come back as they were.
+// Every report interval it sends the runtime's memory figures
+// (runtime/metrics) to the daemon.
+//
+// Without a daemon nothing changes: Admit admits, the runtime keeps its
+// settings, and the client reconnects in the background.  Problems go to
+// Options.Log as error values; the package never panics on the daemon's
+// account and never writes to stderr.
+//
+// A Go program does not fork without exec, so the C library's fork rules
+// have no counterpart here: a child started with os/exec is a new program
+// that starts its own client.
+package memguard

@@ -1,0 +1,3 @@
+module memguard.dev/memguard
+
+go 1.19
