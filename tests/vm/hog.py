@@ -8,9 +8,9 @@
 # and populates --churn-mb MiB every 50 ms and unmaps it, so that new
 # charges keep meeting the cgroup's memory.high or memory.max (and, over
 # memory.max, the kernel's OOM killer picks that child, which the holder
-# starts again).  --reader FILE: started first,
-# a child process in a child cgroup "reader" of its own (the unit needs
-# Delegate=yes) reads FILE over and over.
+# starts again).  --reader FILE: started first, a child process in a child
+# cgroup "reader" of its own (the unit needs Delegate=yes), not under the
+# preload library, reads FILE over and over.
 import argparse
 import mmap
 import os
@@ -54,9 +54,12 @@ if a.reader:
     own = open("/proc/self/cgroup").read().strip().split("::", 1)[1]
     child = "/sys/fs/cgroup%s/reader" % own
     os.mkdir(child)
+    # Not under the preload library: a client for every cat would come
+    # and go many times a second.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MEMGUARD_SOCKET")}
     subprocess.Popen(["sh", "-c", 'echo $$ > %s/cgroup.procs && '
                       'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader],
-                     preexec_fn=lowest_priority)
+                     preexec_fn=lowest_priority, env=env)
 for _ in range(a.hold):
     held.append(mmap.mmap(-1, 1 << 20, flags=FLAGS))
 print("hog: holding %d MiB" % a.hold, flush=True)
