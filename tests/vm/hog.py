@@ -8,7 +8,8 @@
 # and populates --churn-mb MiB every 50 ms and unmaps it, so that new
 # charges keep meeting the cgroup's memory.high or memory.max (and, over
 # memory.max, the kernel's OOM killer picks that child, which the holder
-# starts again).  --reader FILE: started first, a child process in a child
+# starts again); it starts before the memory is held.  --reader FILE:
+# started first, a child process in a child
 # cgroup "reader" of its own (the unit needs Delegate=yes), not under the
 # preload library, reads FILE over and over.
 import argparse
@@ -60,11 +61,15 @@ if a.reader:
     subprocess.Popen(["sh", "-c", 'echo $$ > %s/cgroup.procs && '
                       'while :; do cat "$1" >/dev/null; done' % child, "sh", a.reader],
                      preexec_fn=lowest_priority, env=env)
+# The churner starts before the memory is held: a new process under
+# memory.high, over it, hardly gets through its start.
+if a.churn:
+    start_churn()
 for _ in range(a.hold):
     held.append(mmap.mmap(-1, 1 << 20, flags=FLAGS))
 print("hog: holding %d MiB" % a.hold, flush=True)
 while True:
-    # The first churner, or one the OOM killer took.
+    # A churner the OOM killer took.
     if a.churn and (churner is None or churner.poll() is not None):
         start_churn()
     time.sleep(0.2)
