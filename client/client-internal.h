@@ -45,6 +45,16 @@
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
+/* ms between two looks at whether the program's threads are all gone (the
+ * library's own must not keep the process alive). */
+#define CLIENT_LONE_CHECK_MS 1000
+/* ms the preload library's client waits before it connects, unless
+ * MEMGUARD_REGISTER_DELAY_MS says otherwise.  A process that ends sooner
+ * never registers.  A make -j2 of this tree under the preload saw 70-89
+ * registrations at 1 s (compilers that ran a little longer on a busy
+ * machine), 2-8 at 5 s; a service loses nothing by joining 5 s late. */
+#define CLIENT_AUTO_DELAY_MS 5000
+#define CLIENT_AUTO_DELAY_MAX_MS 3600000 /* ms, the longest delay accepted */
 /* ms a directive outlives its daemon: a restart (about a second) keeps the
  * service where it was instead of growing caches back for a moment. */
 #define CLIENT_ORPHAN_GRACE_MS 10000
@@ -70,8 +80,10 @@ struct mg_client {
 	char service[MG_NAME_MAX + 1];   /* "" = the daemon maps our cgroup */
 	char process[MG_NAME_MAX + 1];
 
-	/* File descriptors.  epfd, timerfd and evfd keep their numbers for the
-	 * client's life, across fork() too (conn_fds_renew()). */
+	/* File descriptors, all at MG_FD_FLOOR or above (alloc_fd_high()).  epfd, timerfd and
+	 * evfd keep their numbers for the client's life, across fork() too
+	 * (conn_fds_renew()), except in a client with a delay: its thread
+	 * makes them when the delay is over, in a child of fork() too. */
 	int epfd;                        /* mg_client_fd(): timerfd, evfd, sock */
 	int timerfd;                     /* CLOCK_MONOTONIC, armed for the next deadline */
 	int evfd;                        /* wakes the library thread */
@@ -96,8 +108,13 @@ struct mg_client {
 	bool out_armed;                  /* EPOLLOUT requested */
 	uint64_t rng;                    /* jitter */
 
-	/* The directive in force, as applied. */
+	/* The directive in force, as applied: the daemon's with the local
+	 * limit's level on top (limit.c). */
 	struct mg_directive applied;
+	struct mg_directive daemon;      /* the daemon's last, as received */
+	uint8_t local_level;             /* enum mg_level the local limit holds; NORMAL = none */
+	unsigned local_seen;             /* limit_hits when last looked at */
+	atomic_uint_least64_t local_heap; /* resident heap bytes at the last look */
 	atomic_int level;                /* enum mg_level, for mg_client_level() */
 	atomic_uint throttle;            /* ‰ this client asks of the gate; 0 offline */
 	atomic_uint_least64_t external;  /* mg_client_set_external_bytes() */
@@ -118,7 +135,13 @@ struct mg_client {
 	uint8_t told_level;
 	uint16_t told_gc;
 
+	/* The preload library's client: its thread waits this long before it
+	 * makes its descriptors and connects (0: at once, as any other). */
+	uint32_t delay_ms;
+	uint64_t start_us;               /* the end of that wait */
+
 	/* MG_THREAD_OWN. */
+	pthread_cond_t wake;             /* a thread in its delay; with lock */
 	pthread_t thread;
 	bool thread_running;
 	bool resume_thread;              /* fork() child: start it on first use */
@@ -167,9 +190,72 @@ void client_resume_after_fork(void);
 /* The preload library's client (MEMGUARD_SOCKET or MEMGUARD_SERVICE set
  * in an unmodified program): started by its constructor, said BYE to by
  * its destructor, and replaced as soon as the application calls
- * mg_client_new() itself.  Returns 0 or -errno. */
-int client_auto_start(void);
+ * mg_client_new() itself.  Its thread makes no descriptor and does not
+ * connect before `delay_ms` have passed, after the start and after each
+ * fork().  Returns 0 or -errno. */
+int client_auto_start(uint32_t delay_ms);
 void client_auto_stop(void);
+
+/* Wake every client's thread or event loop (limit.c, from any thread that
+ * allocates).  Skipped when the registry is busy: the clients then look at
+ * their next dispatch or REPORT anyway. */
+void client_wake_all(void);
+
+/* The lowest limit_next() of the process's clients, 0 when none has one. */
+uint64_t client_soft_limit_min(void);
+
+/* ---- limit.c ------------------------------------------------------------ */
+
+/*
+ * The local limit (design.md, "Two speeds of control"): the soft limit the
+ * daemon gives each client, checked where the heap grows, with no round
+ * trip.  Heap here means the allocator's resident bytes (sys − released)
+ * plus mg_client_set_external_bytes().  Past the soft limit the client
+ * acts as on a WARN directive, past LIMIT_CRIT_NUM/LIMIT_CRIT_DEN of it as
+ * on a CRITICAL one (the defaults' critical/warn, 90/80), at once, and
+ * says so in its next REPORT (MG_FLAG_LOCAL_LIMIT).  The local level rises
+ * on its own and falls from CRITICAL to WARN once the heap is back under
+ * 17/16 of the limit; it ends when the daemon's directive is NORMAL and the
+ * heap is back under the soft limit.
+ */
+#define LIMIT_CRIT_NUM 9
+#define LIMIT_CRIT_DEN 8
+#define LIMIT_CALM_NUM 17               /* CRITICAL falls to WARN under 17/16 */
+#define LIMIT_CALM_DEN 16
+#define LIMIT_WARN_GC 50                /* percent, local WARN's GC target */
+#define LIMIT_CRIT_GC 25                /* percent, local CRITICAL's (the default gc floor) */
+#define LIMIT_CRIT_THROTTLE 250         /* ‰, local CRITICAL's admission throttle */
+
+/* The allocator's watch (client/alloc/watch.c): `fn` runs on an allocating
+ * thread, no allocator lock held, when a refill leaves the resident heap
+ * above `bytes`; 0 or NULL: no watch. */
+void alloc_watch_set(uint64_t bytes, void (*fn)(uint64_t resident));
+
+/* The heap at which `c`'s local level would rise next: the soft limit at
+ * NORMAL, 9/8 of it at WARN, 0 (nothing to watch) at CRITICAL or without
+ * a soft limit. */
+uint64_t limit_next(const struct mg_client *c);
+
+/* Set the allocator's watch to the process's lowest limit_next(). */
+void limit_watch_update(void);
+
+/* Whether the allocator or mg_client_set_external_bytes() crossed the
+ * limit since `c` last looked. */
+bool limit_pending(const struct mg_client *c);
+
+/* Look at the heap and move c->local_level by the rules above; true when
+ * it changed.  Call with c->lock held. */
+bool limit_evaluate(struct mg_client *c);
+
+/* The directive to act on: `d` (the daemon's) with c->local_level's
+ * actions on top: the higher level, the lower non-default GC target, the
+ * higher throttle. */
+void limit_merge(const struct mg_client *c, const struct mg_directive *d,
+		 struct mg_directive *ret);
+
+/* mg_client_set_external_bytes() set `bytes`: poke the client when they
+ * and the heap last seen are over its soft limit. */
+void limit_external(struct mg_client *c, uint64_t bytes);
 
 /* ---- conn.c ------------------------------------------------------------- */
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client-internal.h"
+#include "client/alloc/alloc.h"
 #include "proto/macro.h"
 
 /* Every client of the process, for fork() and the gate.  Modified with
@@ -159,6 +160,33 @@ void client_gate_update(void)
 	pthread_mutex_unlock(&gate_lock);
 }
 
+void client_wake_all(void)
+{
+	/* From an allocating thread: never wait for the registry (its
+	 * holder may be allocating too). */
+	if (pthread_mutex_trylock(&gate_lock) != 0)
+		return;
+	for (struct mg_client *c = registry; c; c = c->next)
+		if (c->evfd >= 0)
+			conn_wake(c);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+uint64_t client_soft_limit_min(void)
+{
+	uint64_t min = 0;
+
+	pthread_mutex_lock(&gate_lock);
+	for (struct mg_client *c = registry; c; c = c->next) {
+		uint64_t s = limit_next(c);
+
+		if (s && (!min || s < min))
+			min = s;
+	}
+	pthread_mutex_unlock(&gate_lock);
+	return min;
+}
+
 static void registry_add(struct mg_client *c)
 {
 	pthread_mutex_lock(&registry_lock);
@@ -207,6 +235,17 @@ static void atfork_parent(void)
 	pthread_mutex_unlock(&registry_lock);
 }
 
+/* Waits on CLOCK_MONOTONIC, as conn_now_us() counts. */
+static void cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
 static void lock_init(pthread_mutex_t *m)
 {
 	pthread_mutexattr_t a;
@@ -235,6 +274,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&gate_lock, NULL);
 	for (struct mg_client *c = registry; c; c = c->next) {
 		lock_init(&c->lock);
+		cond_init(&c->wake);
 		atomic_store(&c->dispatcher, 0);
 		atomic_store(&c->throttle, 0);
 		c->next_connect_us = now;
@@ -243,7 +283,16 @@ static void atfork_child(void)
 		c->backoff_ms = CONN_BACKOFF_MIN_MS;
 		c->rng ^= (uint64_t)getpid() << 17;
 		orphan(c, now);
-		if (conn_fds_renew(c) < 0) {
+		if (c->delay_ms) {
+			/* A child gets the same delay as a new process: one
+			 * that execs or exits within it never registers, and
+			 * it has none of our descriptors until then. */
+			conn_fds_close(c);
+			c->state = CONN_IDLE;
+			c->out_len = 0;
+			c->out_armed = false;
+			c->start_us = now + 1000ULL * c->delay_ms;
+		} else if (conn_fds_renew(c) < 0) {
 			c->thread_running = false;
 			continue;
 		}
@@ -253,7 +302,7 @@ static void atfork_child(void)
 			c->thread_running = false;
 			c->resume_thread = true;
 			resume = true;
-		} else
+		} else if (c->epfd >= 0)
 			conn_arm(c, now);
 	}
 	atomic_store(&resume_pending, resume);
@@ -342,6 +391,8 @@ static int send_report(struct mg_client *c)
 	admit_counts(&m.report.admitted, &m.report.rejected);
 	m.report.released_total = c->released_total;
 	m.report.gc_percent = c->applied.gc_percent;
+	if (c->local_level != MG_LEVEL_NORMAL)
+		m.hdr.flags |= MG_FLAG_LOCAL_LIMIT;
 	c->next_report_us = conn_now_us() + 1000ULL * c->report_ms;
 	return conn_send(c, &m);
 }
@@ -380,17 +431,24 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 {
 	uint64_t t0 = conn_now_us();
 	uint8_t before = c->applied.level;
+	struct mg_directive e;
 
-	c->applied = *d;
-	mg_heap_set_goal(to_size(d->soft_limit));
-	atomic_store(&c->throttle, d->throttle);
+	/* The daemon's directive, with what the local limit holds on top. */
+	c->daemon = *d;
+	limit_evaluate(c);
+	limit_merge(c, d, &e);
+	c->applied = e;
+	limit_watch_update();
+	mg_heap_set_goal(to_size(e.soft_limit));
+	atomic_store(&c->throttle, e.throttle);
 	client_gate_update();
-	atomic_store(&c->level, d->level);
-	if (d->level != before)
-		client_log(c, d->level > before ? LOG_NOTICE : LOG_INFO,
-			   "Level %s -> %s: gc %u%%, throttle %u.%u%%, soft limit %llu bytes",
-			   proto_level_name(before), proto_level_name(d->level), d->gc_percent,
-			   d->throttle / 10, d->throttle % 10, (unsigned long long)d->soft_limit);
+	atomic_store(&c->level, e.level);
+	if (e.level != before)
+		client_log(c, e.level > before ? LOG_NOTICE : LOG_INFO,
+			   "Level %s -> %s: gc %u%%, throttle %u.%u%%, soft limit %llu bytes%s",
+			   proto_level_name(before), proto_level_name(e.level), e.gc_percent,
+			   e.throttle / 10, e.throttle % 10, (unsigned long long)e.soft_limit,
+			   c->local_level ? " (local limit)" : "");
 
 	sync_hooks(c);
 
@@ -412,6 +470,17 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 	}
 	if (c->state == CONN_READY)
 		(void)send_report(c);
+}
+
+/* The local limit moved: act on the daemon's last directive again, with
+ * nothing demanded, and REPORT at once. */
+static void reapply(struct mg_client *c)
+{
+	struct mg_directive d = c->daemon;
+
+	d.release = 0;
+	d.deadline_ms = 0;
+	apply(c, &d, 0);
 }
 
 /* Without a daemon, the directive in force holds for a grace period (a
@@ -551,8 +620,13 @@ static uint64_t run_timers(struct mg_client *c)
 		(void)conn_open(c);
 	else if (c->state == CONN_HELLO && now >= c->hello_deadline_us)
 		conn_drop(c, LOG_WARNING, 0, false, "memguardd did not answer HELLO in time");
-	else if (c->state == CONN_READY && now >= c->next_report_us)
-		(void)send_report(c);
+	else if (c->state == CONN_READY && now >= c->next_report_us) {
+		/* Each REPORT looks at the local limit: it may end now. */
+		if (limit_evaluate(c))
+			reapply(c);
+		else
+			(void)send_report(c);
+	}
 	if (c->orphan_us && c->state != CONN_READY && conn_now_us() >= c->orphan_us)
 		lapse(c);
 
@@ -603,6 +677,9 @@ static int client_dispatch(struct mg_client *c)
 		if (client_handle(c, &m) < 0)
 			break;
 	}
+	/* The heap crossed the local limit: act now, not at the next tick. */
+	if (!c->free_pending && limit_pending(c) && limit_evaluate(c))
+		reapply(c);
 	/* New hooks learn the directive in force. */
 	sync_hooks(c);
 
@@ -629,16 +706,86 @@ static void client_destroy(struct mg_client *c)
 	conn_fds_close(c);
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->wake);
 	free(c);
-	/* Its throttle no longer counts. */
+	/* Its throttle and its soft limit no longer count. */
 	client_gate_update();
+	limit_watch_update();
+}
+
+/*
+ * Called from our thread with no lock held: when the program is gone, this
+ * thread must not keep the process alive (alloc_lone_claim()).  It ends
+ * the process as glibc would have after the program's last thread:
+ * exit(0), whose exit handlers (ours among them: BYE, close) run here.
+ */
+static void client_exit_if_lone(struct mg_client *c, uint64_t *next_check)
+{
+	uint64_t now = conn_now_us();
+
+	if (now < *next_check)
+		return;
+	*next_check = now + 1000ULL * CLIENT_LONE_CHECK_MS;
+	if (!alloc_lone_claim())
+		return;
+	pthread_mutex_lock(&c->lock);
+	/* Nobody joins us: mg_client_free() from our exit handler sees this. */
+	c->thread_running = false;
+	pthread_detach(pthread_self());
+	pthread_mutex_unlock(&c->lock);
+	exit(0);
+}
+
+/*
+ * The delay of the preload library's client: no descriptor, no connection
+ * until it has passed.  Returns false when the thread is to end instead
+ * (stopped, or no descriptors).
+ */
+static bool client_wait_start(struct mg_client *c, uint64_t *next_check)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		uint64_t now = conn_now_us(), until;
+		struct timespec ts;
+
+		if (atomic_load(&c->stop) || now >= c->start_us)
+			break;
+		until = MIN(c->start_us, now + 1000ULL * CLIENT_LONE_CHECK_MS);
+		ts.tv_sec = (time_t)(until / 1000000);
+		ts.tv_nsec = (long)(until % 1000000) * 1000;
+		(void)pthread_cond_timedwait(&c->wake, &c->lock, &ts);
+		if (atomic_load(&c->stop))
+			break;
+		pthread_mutex_unlock(&c->lock);
+		client_exit_if_lone(c, next_check);
+		pthread_mutex_lock(&c->lock);
+	}
+	if (atomic_load(&c->stop))
+		ok = false;
+	else if (c->epfd < 0) {
+		/* Made here, by the thread: a process that ended sooner never
+		 * had them. */
+		if (conn_fds_open(c) < 0)
+			ok = false;
+		else {
+			c->next_connect_us = conn_now_us();
+			conn_arm(c, c->next_connect_us);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ok;
 }
 
 static void *client_thread(void *p)
 {
 	struct mg_client *c = p;
+	uint64_t next_check = conn_now_us() + 1000ULL * CLIENT_LONE_CHECK_MS;
 
 	(void)pthread_setname_np(pthread_self(), "memguard");
+	if (!client_wait_start(c, &next_check))
+		return NULL;
 	while (!atomic_load(&c->stop)) {
 		struct pollfd pfd = { .fd = c->epfd, .events = POLLIN };
 		int ms = client_dispatch(c);
@@ -652,7 +799,9 @@ static void *client_thread(void *p)
 		}
 		if (atomic_load(&c->stop))
 			break;
-		if (poll(&pfd, 1, ms < 0 ? 1000 : ms) > 0 && (pfd.revents & POLLNVAL)) {
+		if (ms < 0 || ms > CLIENT_LONE_CHECK_MS)
+			ms = CLIENT_LONE_CHECK_MS;
+		if (poll(&pfd, 1, ms) > 0 && (pfd.revents & POLLNVAL)) {
 			/* Someone closed our descriptor (a "close every fd"
 			 * loop): stop rather than spin, or touch what reuses
 			 * the number. */
@@ -662,6 +811,7 @@ static void *client_thread(void *p)
 			pthread_mutex_unlock(&c->lock);
 			break;
 		}
+		client_exit_if_lone(c, &next_check);
 	}
 	return NULL;
 }
@@ -681,7 +831,8 @@ static int client_start_thread(struct mg_client *c)
 	return r;
 }
 
-static int client_create(int fd, const struct mg_client_opts *opts, struct mg_client **ret)
+static int client_create(int fd, const struct mg_client_opts *opts, uint32_t delay_ms,
+			 struct mg_client **ret)
 {
 	struct mg_client *c;
 	struct timespec ts;
@@ -702,6 +853,7 @@ static int client_create(int fd, const struct mg_client_opts *opts, struct mg_cl
 		return -ENOMEM;
 	}
 	lock_init(&c->lock);
+	cond_init(&c->wake);
 	c->epfd = c->timerfd = c->evfd = c->sock = c->adopt_fd = -1;
 	c->state = CONN_IDLE;
 	c->report_ms = CONN_REPORT_DEFAULT_MS;
@@ -711,7 +863,11 @@ static int client_create(int fd, const struct mg_client_opts *opts, struct mg_cl
 	c->rng |= 1;
 
 	r = opts_apply(c, opts);
-	if (r == 0)
+	if (r == 0 && delay_ms && c->threading == MG_THREAD_OWN) {
+		/* The thread makes the descriptors when the delay is over. */
+		c->delay_ms = delay_ms;
+		c->start_us = conn_now_us() + 1000ULL * delay_ms;
+	} else if (r == 0)
 		r = conn_fds_open(c);
 	if (r == 0)
 		c->adopt_fd = TAKE_FD(fd);
@@ -720,12 +876,14 @@ static int client_create(int fd, const struct mg_client_opts *opts, struct mg_cl
 			close(fd);
 		conn_fds_close(c);
 		pthread_mutex_destroy(&c->lock);
+		pthread_cond_destroy(&c->wake);
 		free(c);
 		return r;
 	}
 	/* Connect at the first dispatch: now. */
 	c->next_connect_us = conn_now_us();
-	conn_arm(c, c->next_connect_us);
+	if (c->epfd >= 0)
+		conn_arm(c, c->next_connect_us);
 
 	registry_add(c);
 	if (c->threading == MG_THREAD_OWN) {
@@ -734,6 +892,7 @@ static int client_create(int fd, const struct mg_client_opts *opts, struct mg_cl
 			registry_remove(c);
 			conn_fds_close(c);
 			pthread_mutex_destroy(&c->lock);
+			pthread_cond_destroy(&c->wake);
 			free(c);
 			return r;
 		}
@@ -749,7 +908,7 @@ int client_new_fd(int fd, const struct mg_client_opts *opts, struct mg_client **
 			close(fd);
 		return -EINVAL;
 	}
-	return client_create(fd, opts, ret);
+	return client_create(fd, opts, /* delay_ms= */ 0, ret);
 }
 
 _public_ int mg_client_new(struct mg_client **ret, const struct mg_client_opts *opts)
@@ -759,7 +918,7 @@ _public_ int mg_client_new(struct mg_client **ret, const struct mg_client_opts *
 
 	if (!ret)
 		return -EINVAL;
-	r = client_create(-1, opts, &c);
+	r = client_create(-1, opts, /* delay_ms= */ 0, &c);
 	if (r < 0)
 		return r;
 
@@ -774,12 +933,12 @@ _public_ int mg_client_new(struct mg_client **ret, const struct mg_client_opts *
 	return 0;
 }
 
-int client_auto_start(void)
+int client_auto_start(uint32_t delay_ms)
 {
 	struct mg_client *c;
 	int r;
 
-	r = client_create(-1, NULL, &c);
+	r = client_create(-1, NULL, delay_ms, &c);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&registry_lock);
@@ -810,7 +969,12 @@ _public_ void mg_client_free(struct mg_client *c)
 	}
 	if (c->thread_running) {
 		atomic_store(&c->stop, true);
-		conn_wake(c);
+		/* In its delay, or past it and polling its descriptors. */
+		pthread_mutex_lock(&c->lock);
+		pthread_cond_broadcast(&c->wake);
+		if (c->evfd >= 0)
+			conn_wake(c);
+		pthread_mutex_unlock(&c->lock);
 		pthread_join(c->thread, NULL);
 		c->thread_running = false;
 	}
@@ -895,6 +1059,7 @@ _public_ void mg_client_set_external_bytes(struct mg_client *c, uint64_t bytes)
 		return;
 	client_resume_after_fork();
 	atomic_store(&c->external, bytes);
+	limit_external(c, bytes);
 }
 
 _public_ enum mg_level mg_client_level(const struct mg_client *c)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "client-internal.h"
+#include "client/alloc/alloc.h"
 
 uint64_t conn_now_us(void)
 {
@@ -47,13 +48,12 @@ int conn_fds_open(struct mg_client *c)
 {
 	int r;
 
-	c->epfd = epoll_create1(EPOLL_CLOEXEC);
-	c->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (c->epfd < 0 || c->timerfd < 0 || c->evfd < 0) {
-		r = -errno;
+	c->epfd = alloc_fd_high(epoll_create1(EPOLL_CLOEXEC));
+	c->timerfd = alloc_fd_high(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+	c->evfd = alloc_fd_high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+	r = c->epfd < 0 ? c->epfd : c->timerfd < 0 ? c->timerfd : c->evfd < 0 ? c->evfd : 0;
+	if (r < 0)
 		goto out_close;
-	}
 	r = epoll_set(c->epfd, EPOLL_CTL_ADD, c->timerfd, EPOLLIN);
 	if (r == 0)
 		r = epoll_set(c->epfd, EPOLL_CTL_ADD, c->evfd, EPOLLIN);
@@ -213,9 +213,9 @@ int conn_open(struct mg_client *c)
 	int fd, r;
 
 	memcpy(sa.sun_path, c->socket_path, sizeof(sa.sun_path));
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = alloc_fd_high(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	if (fd < 0) {
-		r = -errno;
+		r = fd;
 		client_log(c, LOG_ERR, "Failed to create a socket: %s", strerror(-r));
 		schedule(c, false);
 		return r;

@@ -40,6 +40,7 @@ struct mclient {
 	uint64_t pending_usec;
 	uint32_t asked, answered;
 	uint64_t asked_bytes, released_bytes, response_us_total;
+	bool local;                      /* its last REPORT said MG_FLAG_LOCAL_LIMIT */
 };
 
 struct service {
@@ -70,6 +71,16 @@ struct service {
 	bool absent_said;       /* a failed step is logged once, not every tick */
 	uint64_t squeeze_extra;
 	enum mg_level squeeze_floor;
+	uint64_t unowned;                /* working set outside the clients' heaps, estimated */
+	uint64_t local_tick_usec;        /* the last tick a LOCAL_LIMIT report caused */
+	/* Sampling as fast as the growth (design.md, "Two speeds of control"). */
+	struct policy_growth growth;
+	uint32_t interval_ms;            /* policy_sample_interval() at the last decision */
+	sd_event_source *probe_src;      /* the next sample between ticks */
+	int thr_fd[2];                   /* v1 usage thresholds at warn and critical */
+	sd_event_source *thr_src[2];
+	uint64_t thr_bytes[2];           /* what they are armed at; 0 = not */
+	bool thr_failed_said;
 	struct mclient **clients;
 	size_t n_clients;
 };
@@ -130,8 +141,21 @@ static double util_ratio(uint32_t bp)
 
 /* --- services ------------------------------------------------------------ */
 
+static void service_unwatch_thresholds(struct service *s)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(s->thr_fd); i++) {
+		s->thr_src[i] = sd_event_source_disable_unref(s->thr_src[i]);
+		if (s->thr_fd[i] >= 0)
+			close(s->thr_fd[i]);
+		s->thr_fd[i] = -1;
+		s->thr_bytes[i] = 0;
+	}
+}
+
 static void service_unwatch(struct service *s)
 {
+	service_unwatch_thresholds(s);
+	s->probe_src = sd_event_source_disable_unref(s->probe_src);
 	s->psi_src = sd_event_source_disable_unref(s->psi_src);
 	s->events_src = sd_event_source_disable_unref(s->events_src);
 	if (s->psi_fd >= 0)
@@ -398,6 +422,7 @@ static int service_new(struct manager *m, const struct conf_service *conf, bool 
 		return -ENOMEM;
 	s->m = m;
 	s->psi_fd = -1;
+	s->thr_fd[0] = s->thr_fd[1] = -1;
 	s->implicit = implicit;
 	s->conf = *conf;
 	s->conf.name = strdup(conf->name);
@@ -779,7 +804,23 @@ static void service_sample(struct service *s)
 		sd_event_source_set_enabled(s->events_src, SD_EVENT_ON);
 }
 
-static void service_decide(struct service *s, uint64_t now_ms)
+/* The clients' measured answer time: the slowest mean from DIRECTIVE to
+ * RELEASED among them, in ms (0 before any answered). */
+static uint32_t service_answer_ms(const struct service *s)
+{
+	uint64_t worst = 0;
+
+	for (size_t i = 0; i < s->n_clients; i++) {
+		const struct mclient *mc = s->clients[i];
+
+		if (mc->answered && mc->response_us_total / mc->answered > worst)
+			worst = mc->response_us_total / mc->answered;
+	}
+	worst /= 1000;
+	return worst > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)worst;
+}
+
+static void service_decide(struct service *s, uint64_t now_ms, bool probe)
 {
 	struct policy_input in = { 0 };
 	struct policy_decision d;
@@ -788,6 +829,13 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	if (!s->have_sample)
 		return;
 	service_resolve_budget(s);
+	s->interval_ms = policy_sample_interval(&s->conf, s->sample.working_set, s->budget,
+						policy_growth_update(&s->growth, &s->m->params,
+								     s->sample.working_set, now_ms),
+						s->m->conf->daemon.tick_ms);
+	in.growth = policy_growth_ahead(&s->growth);
+	in.reaction_ms = service_answer_ms(s) + s->interval_ms;
+	in.probe = probe;
 	in.working_set = s->sample.working_set;
 	in.budget = s->budget;
 	in.some_avg10 = s->sample.psi.some.avg10;
@@ -795,14 +843,41 @@ static void service_decide(struct service *s, uint64_t now_ms)
 	in.events.high = s->sample.events.high;
 	in.events.max = s->sample.events.max;
 	in.events.oom = s->sample.events.oom + s->sample.events.oom_kill;
-	for (size_t i = 0; i < s->n_clients; i++) {
-		struct mg_report rep;
-		uint64_t r;
+	{
+		uint64_t owned = 0;
+		bool all_reported = s->n_clients > 0;
 
-		service_client_report(s, s->clients[i], &rep);
-		r = policy_releasable(&rep);
+		for (size_t i = 0; i < s->n_clients; i++) {
+			struct mg_report rep_clamped;
+			const struct mg_report *rep = &rep_clamped;
+			uint64_t r;
 
-		in.releasable = in.releasable + r < in.releasable ? UINT64_MAX : in.releasable + r;
+			service_client_report(s, s->clients[i], &rep_clamped);
+			r = policy_releasable(rep);
+
+			in.releasable = in.releasable + r < in.releasable ? UINT64_MAX
+									  : in.releasable + r;
+			if (rep->heap_sys == 0)
+				all_reported = false;
+			else if (rep->heap_sys > rep->heap_released)
+				owned += rep->heap_sys - rep->heap_released;
+		}
+		/* Until every client has reported, all of it counts as theirs.
+		 * Reports are up to a second old: while the heaps grow, the
+		 * difference overstates what is not theirs, so the estimate
+		 * falls at once but rises by at most 1 % of the budget a
+		 * decision (code, stacks and page cache move slowly), from 0
+		 * when the service's first clients report. */
+		if (all_reported) {
+			uint64_t est = in.working_set > owned ? in.working_set - owned : 0;
+			uint64_t step = s->budget / 100;
+
+			if (est > s->unowned && est - s->unowned > step)
+				est = s->unowned + step;
+			s->unowned = est;
+			in.unowned = est;
+		} else if (s->n_clients == 0)
+			s->unowned = 0;
 	}
 	in.floor = s->squeeze_floor;
 	in.extra_release = s->squeeze_extra;
@@ -814,9 +889,13 @@ static void service_decide(struct service *s, uint64_t now_ms)
 		log_service(d.rose ? LOG_WARNING : LOG_NOTICE, s->conf.name,
 			    proto_level_name(d.level), util_ratio(d.utilization), "level",
 			    "%s -> %s: working set %" PRIu64 " of budget %" PRIu64
+			    " (growing %.0f MiB/s, %" PRIu64 " in %u ms%s)"
 			    ", PSI some %u.%02u%% full %u.%02u%%, gc %u%%, throttle %u.%u%%",
 			    proto_level_name(before), proto_level_name(d.level), in.working_set,
-			    in.budget, in.some_avg10 / 100, in.some_avg10 % 100, in.full_avg10 / 100,
+			    in.budget, in.growth > 0 ? in.growth / (1 << 20) : 0.0,
+			    policy_projected(in.working_set, in.growth, in.reaction_ms),
+			    in.reaction_ms, probe ? ", between ticks" : "",
+			    in.some_avg10 / 100, in.some_avg10 % 100, in.full_avg10 / 100,
 			    in.full_avg10 % 100, d.directive.gc_percent, d.directive.throttle / 10,
 			    d.directive.throttle % 10);
 	if (d.directive.release > 0 && s->n_clients > 0)
@@ -909,6 +988,108 @@ static void manager_tick_now(struct manager *m);
 
 static void manager_collect_implicit(struct manager *m);
 
+static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+	struct service *s = userdata;
+	uint64_t v;
+
+	/* Reading the counter re-arms the eventfd. */
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_debug("%s: reading a usage threshold's eventfd: %m", s->conf.name);
+	manager_tick_now(s->m);
+	return 0;
+}
+
+/*
+ * cgroup v1: the kernel says when usage crosses warn and critical, however
+ * fast it grows (on v2 memory.events and the PSI trigger wake the loop).
+ * Armed again when the budget moves; a refusal is logged once and the
+ * sampling does the work alone.
+ */
+static void service_arm_thresholds(struct service *s)
+{
+	const uint32_t bp[2] = { s->conf.warn, s->conf.critical };
+
+	if (!s->cg || !s->v1_dir || s->budget == 0 || s->thr_failed_said) {
+		if (!s->cg || s->budget == 0)
+			service_unwatch_thresholds(s);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bp); i++) {
+		uint64_t at = (uint64_t)((double)s->budget * bp[i] / 10000.0);
+		int r;
+
+		if (s->thr_fd[i] >= 0 && s->thr_bytes[i] == at)
+			continue;
+		s->thr_src[i] = sd_event_source_disable_unref(s->thr_src[i]);
+		if (s->thr_fd[i] >= 0)
+			close(s->thr_fd[i]);
+		s->thr_fd[i] = -1;
+		s->thr_bytes[i] = 0;
+		r = monitor_cgroup_threshold_open(s->cg, at, &s->thr_fd[i]);
+		if (r >= 0)
+			r = sd_event_add_io(s->m->event, &s->thr_src[i], s->thr_fd[i], EPOLLIN,
+					    on_threshold, s);
+		if (r < 0) {
+			log_internal(LOG_INFO, r, "%s: no v1 usage threshold notification (%m); "
+				       "sampling only", s->conf.name);
+			s->thr_failed_said = true;
+			service_unwatch_thresholds(s);
+			return;
+		}
+		s->thr_bytes[i] = at;
+	}
+}
+
+static int on_probe(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* The next sample of a growing service before the tick's, when its growth
+ * calls for one (policy_sample_interval()). */
+static void service_arm_probe(struct service *s, uint64_t now_us)
+{
+	int r;
+
+	if (!s->cg || !s->have_sample || s->interval_ms >= s->m->conf->daemon.tick_ms) {
+		if (s->probe_src)
+			sd_event_source_set_enabled(s->probe_src, SD_EVENT_OFF);
+		return;
+	}
+	if (!s->probe_src) {
+		r = sd_event_add_time(s->m->event, &s->probe_src, CLOCK_MONOTONIC,
+				      now_us + s->interval_ms * 1000ULL, 1000, on_probe, s);
+		if (r < 0) {
+			log_warning_errno(r, "%s: cannot arm a sample between ticks, "
+					  "ignoring: %m", s->conf.name);
+			return;
+		}
+	} else
+		sd_event_source_set_time(s->probe_src, now_us + s->interval_ms * 1000ULL);
+	sd_event_source_set_enabled(s->probe_src, SD_EVENT_ONESHOT);
+}
+
+/* A sample between ticks: memory.current alone, one decision, directives
+ * out at once. */
+static int on_probe(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	struct service *s = userdata;
+	uint64_t now = now_usec(), current;
+	int r;
+
+	r = monitor_cgroup_read_current(s->cg, &current);
+	if (r < 0) {
+		/* The tick reads everything and finds out what happened. */
+		manager_tick_now(s->m);
+		return 0;
+	}
+	s->sample.current = current;
+	s->sample.working_set = current > s->sample.stat.inactive_file
+					? current - s->sample.stat.inactive_file
+					: 0;
+	service_decide(s, now / 1000, /* probe= */ true);
+	service_arm_probe(s, now);
+	return 0;
+}
+
 static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
 {
 	manager_collect_implicit(userdata);
@@ -956,7 +1137,9 @@ static void manager_tick_now(struct manager *m)
 		service_resolve_budget(m->services[i]);
 	manager_squeeze(m);
 	for (size_t i = 0; i < m->n_services; i++) {
-		service_decide(m->services[i], now / 1000);
+		service_decide(m->services[i], now / 1000, /* probe= */ false);
+		service_arm_thresholds(m->services[i]);
+		service_arm_probe(m->services[i], now);
 		if (m->services[i]->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
 			next_ms = FAST_TICK_MS;
 	}
@@ -1172,6 +1355,7 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 static void on_report(void *userdata, struct client *c, const struct mg_report *r)
 {
 	struct mclient *mc = c->data;
+	bool local = c->rx_flags & MG_FLAG_LOCAL_LIMIT;
 
 	mc->report = *r;
 	/* Clamped again where it is used (the cgroup's usage moves); here
@@ -1179,6 +1363,24 @@ static void on_report(void *userdata, struct client *c, const struct mg_report *
 	if (mc->svc)
 		policy_report_clamp(&mc->report, mc->svc->have_sample ? mc->svc->sample.current
 								      : mc->svc->budget);
+	if (local == mc->local)
+		return;
+	mc->local = local;
+	if (!mc->svc)
+		return;
+	log_service(local ? LOG_NOTICE : LOG_INFO, mc->svc->conf.name,
+		    proto_level_name(mc->svc->ps.level), util_ratio(mc->svc->last.utilization),
+		    "local", "client %" PRIu64 " %s its local limit (heap %" PRIu64 " bytes, "
+		    "soft limit %" PRIu64 ")", c->id, local ? "acts on" : "no longer acts on",
+		    mc->report.heap_sys > mc->report.heap_released
+			    ? mc->report.heap_sys - mc->report.heap_released : 0,
+		    mc->directive.soft_limit);
+	/* A client past its share is news the tick should not wait for; at
+	 * most once per fast tick, whatever a peer's flags do. */
+	if (local && now_usec() - mc->svc->local_tick_usec >= FAST_TICK_MS * 1000ULL) {
+		mc->svc->local_tick_usec = now_usec();
+		manager_tick_now(userdata);
+	}
 }
 
 static void on_released(void *userdata, struct client *c, uint32_t seq,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -1001,6 +1002,55 @@ int monitor_cgroup_read(struct monitor_cgroup *cg, struct monitor_sample *ret)
 	cg->prev_some_total = s.psi.some.total;
 	cg->prev_full_total = s.psi.full.total;
 	*ret = s;
+	return 0;
+}
+
+int monitor_cgroup_read_current(struct monitor_cgroup *cg, uint64_t *ret_current)
+{
+	char buf[64];
+	uint64_t v;
+	size_t n;
+	int r;
+
+	if (!cg || !ret_current)
+		return -EINVAL;
+	r = cg_read(cg, CG_CURRENT, buf, sizeof(buf), &n);
+	if (r < 0)
+		return r;
+	r = monitor_parse_u64(buf, n, &v);
+	if (r < 0)
+		return r;
+	*ret_current = v;
+	return 0;
+}
+
+int monitor_cgroup_threshold_open(const struct monitor_cgroup *cg, uint64_t bytes,
+				  int *ret_fd)
+{
+	_cleanup_close_ int efd = -1, ctl = -1, dfd = -1;
+	char line[96];
+	int n;
+
+	if (!cg || !ret_fd)
+		return -EINVAL;
+	if (!cg->v1_path)
+		return -EOPNOTSUPP;
+	dfd = open(cg->v1_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return is_gone(-errno) ? -ENODEV : -errno;
+	ctl = openat(dfd, "cgroup.event_control", O_WRONLY | O_CLOEXEC);
+	if (ctl < 0)
+		return is_gone(-errno) ? -ENODEV : -errno;
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0)
+		return -errno;
+	/* "<eventfd> <fd of memory.usage_in_bytes> <threshold>": the kernel
+	 * only looks the usage file up while handling the write, so the held
+	 * fd serves, and nothing else stays open. */
+	n = snprintf(line, sizeof(line), "%d %d %" PRIu64, efd, cg->fd[CG_CURRENT], bytes);
+	if (write(ctl, line, (size_t)n) < 0)
+		return is_gone(-errno) ? -ENODEV : -errno;
+	*ret_fd = TAKE_FD(efd);
 	return 0;
 }
 

@@ -249,6 +249,29 @@ int monitor_cgroup_read(struct monitor_cgroup *cg, struct monitor_sample *ret);
  */
 int monitor_cgroup_events_fd(const struct monitor_cgroup *cg);
 
+/*
+ * Between ticks: re-read only memory.current (v1 memory.usage_in_bytes)
+ * into `*ret_current`, one pread.  The working set is then that less the
+ * inactive_file of the last monitor_cgroup_read(); counters and deltas are
+ * left alone.  Returns 0, -ENODEV when the cgroup has been removed,
+ * -EBADMSG/-ERANGE, or another -errno.
+ */
+int monitor_cgroup_read_current(struct monitor_cgroup *cg, uint64_t *ret_current);
+
+/*
+ * cgroup v1 only: a kernel notification when memory.usage_in_bytes crosses
+ * `bytes`, upwards or downwards (cgroup.event_control with an eventfd).
+ * The returned eventfd (O_CLOEXEC|O_NONBLOCK) becomes readable at each
+ * crossing; read its 8-byte counter to re-arm.  Closing it removes the
+ * threshold.  Returns 0; -EOPNOTSUPP without a v1 directory (pure v2:
+ * use memory.events and PSI); -ENODEV when the cgroup is gone; another
+ * -errno from open(), eventfd() or the write (EPERM, EACCES: not allowed).
+ * Usage counts page cache that the working set does not, so the
+ * notification comes no later than the working set's crossing.
+ */
+int monitor_cgroup_threshold_open(const struct monitor_cgroup *cg, uint64_t bytes,
+				  int *ret_fd);
+
 /* The cgroup's v2 directory, e.g. to build the path of memory.pressure for
  * monitor_psi_trigger_open(); valid until monitor_cgroup_free(). */
 const char *monitor_cgroup_v2_path(const struct monitor_cgroup *cg);

@@ -68,6 +68,7 @@ void policy_params_init(struct policy_params *ret)
 		.hysteresis = POLICY_DEFAULT_HYSTERESIS,
 		.drop_ticks = POLICY_DEFAULT_DROP_TICKS,
 		.squeeze_step = POLICY_DEFAULT_SQUEEZE_STEP,
+		.growth_tau_ms = POLICY_DEFAULT_GROWTH_TAU_MS,
 	};
 }
 
@@ -244,7 +245,10 @@ uint16_t policy_throttle(enum mg_level level, double out,
 uint64_t policy_soft_limit(enum mg_level level, uint32_t warn_bp,
 			   uint64_t budget)
 {
-	if (level == MG_LEVEL_NORMAL || budget == 0)
+	/* At NORMAL too: the clients check it where their heap grows, which
+	 * is faster than any sampling (design.md, "Two speeds of control"). */
+	(void)level;
+	if (budget == 0)
 		return 0;
 	return muldiv(budget, warn_bp, BP_ONE);
 }
@@ -496,13 +500,94 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in)
 	}
 }
 
+double policy_growth_update(struct policy_growth *g, const struct policy_params *p,
+			    uint64_t working_set, uint64_t now_ms)
+{
+	double dt, raw, w;
+
+	if (g->have && now_ms > g->ms) {
+		dt = (double)(now_ms - g->ms);
+		raw = ((double)working_set - (double)g->working_set) * 1000.0 / dt;
+		g->rising = working_set > g->working_set ? g->rising + 1 : 0;
+		if (raw > g->rate) {
+			/* Sampling too fast costs a few reads; too slow, the
+			 * service. */
+			g->rate = raw;
+		} else {
+			w = dt / (dt + (p->growth_tau_ms ? p->growth_tau_ms : 1));
+			g->rate += w * (raw - g->rate);
+		}
+	} else if (g->have)
+		/* Two samples in the same millisecond: no rate from them. */
+		return g->rate;
+	g->have = true;
+	g->working_set = working_set;
+	g->ms = now_ms;
+	return g->rate;
+}
+
+double policy_growth_ahead(const struct policy_growth *g)
+{
+	return g->rising >= 2 && g->rate > 0 ? g->rate : 0;
+}
+
+uint64_t policy_projected(uint64_t working_set, double growth, uint32_t reaction_ms)
+{
+	double ahead;
+
+	if (!(growth > 0))
+		return working_set;
+	ahead = growth * reaction_ms / 1000.0;
+	if (ahead >= (double)(UINT64_MAX - working_set))
+		return UINT64_MAX;
+	return working_set + (uint64_t)ahead;
+}
+
+uint32_t policy_sample_interval(const struct conf_service *svc, uint64_t working_set,
+				uint64_t budget, double growth, uint32_t tick_ms)
+{
+	const uint32_t levels[] = { svc->warn, svc->critical, POLICY_UTIL_FULL };
+	uint32_t floor = tick_ms < POLICY_SAMPLE_MIN_MS ? tick_ms : POLICY_SAMPLE_MIN_MS;
+	double ms;
+
+	if (budget == 0 || !(growth > 0))
+		return tick_ms;
+	for (size_t i = 0; i < ARRAY_SIZE(levels); i++) {
+		uint64_t at = muldiv(budget, levels[i], BP_ONE);
+
+		if (at <= working_set)
+			continue;
+		ms = (double)(at - working_set) * 1000.0 / growth / 2;
+		if (ms < floor)
+			return floor;
+		return ms < tick_ms ? (uint32_t)ms : tick_ms;
+	}
+	/* Over the budget: no threshold left to be early for. */
+	return tick_ms;
+}
+
+double policy_level_out(double cp, const struct conf_service *svc, enum mg_level level)
+{
+	switch (level) {
+	case MG_LEVEL_EMERGENCY:
+		return POLICY_OUT_MAX;
+	case MG_LEVEL_CRITICAL:
+		return policy_output(cp, svc->warn, svc->critical, BP_ONE);
+	default:
+		return 0;
+	}
+}
+
 static bool events_grew(const struct policy_events *now,
 			const struct policy_events *before, bool high_max)
 {
 	/* A counter that went down belongs to a new cgroup of the same
 	 * name: no growth, and policy_tick() takes it as the new baseline. */
 	if (high_max)
-		return now->high > before->high || now->max > before->max;
+		/* oom too: on cgroup v1 without swap, an OOM kill is the only
+		 * counter that moves (failcnt stays 0 with a memsw limit). */
+		return now->high > before->high || now->max > before->max ||
+		       now->oom > before->oom;
 	return now->max > before->max || now->oom > before->oom;
 }
 
@@ -518,8 +603,9 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		 const struct conf_service *svc, const struct policy_input *in,
 		 uint64_t now_ms, struct policy_decision *ret)
 {
+	uint64_t ahead = policy_projected(in->working_set, in->growth, in->reaction_ms);
 	struct policy_signals sig = {
-		.utilization = policy_utilization_bp(in->working_set, in->budget),
+		.utilization = policy_utilization_bp(ahead, in->budget),
 		.some_avg10 = in->some_avg10,
 		.full_avg10 = in->full_avg10,
 		.events_grew = s->have_events &&
@@ -530,7 +616,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	struct mg_directive *d = &ret->directive;
 	bool demand;
 	uint64_t target;
-	double raw;
+	double raw, out;
 
 	if (s->have_budget && s->budget != in->budget) {
 		s->level = policy_level_raw(svc, &sig);
@@ -538,7 +624,12 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	}
 	s->have_budget = true;
 	s->budget = in->budget;
-	level = policy_level_step(s, p, svc, &sig);
+	if (!in->probe || policy_level_raw(svc, &sig) > s->level)
+		level = policy_level_step(s, p, svc, &sig);
+	else
+		/* A probe raises as a tick does; anything else waits for
+		 * the tick. */
+		level = s->level;
 	s->events = in->events;
 	s->have_events = true;
 	if (s->clock_running && (in->events.max < s->clock_events.max ||
@@ -549,8 +640,10 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	/* The EMA runs on every tick, NORMAL ones included (where the raw
 	 * output is 0), so a service coming back starts from a decayed
 	 * value instead of a stale peak. */
-	raw = policy_output(p->cp, svc->warn, in->working_set, in->budget);
-	s->out = policy_output_smooth(s->out, raw, p->ema_alpha);
+	raw = policy_output(p->cp, svc->warn, ahead, in->budget);
+	out = policy_output_smooth(s->out, raw, p->ema_alpha);
+	if (!in->probe)
+		s->out = out;
 
 	if (level == MG_LEVEL_EMERGENCY && !s->clock_running)
 		clock_start(s, svc, &in->events, now_ms);
@@ -559,7 +652,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		 * but nothing further is started. */
 		s->clock_running = false;
 
-	target = policy_release_target(level, svc->warn, in->working_set, in->budget,
+	target = policy_release_target(level, svc->warn, ahead, in->budget,
 				       in->releasable);
 	if (level > MG_LEVEL_NORMAL)
 		target = add_sat(target, in->extra_release);
@@ -584,14 +677,29 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		.level = level,
 		.rose = level > old,
 		.cleared = level == MG_LEVEL_NORMAL && old != MG_LEVEL_NORMAL,
-		.utilization = sig.utilization,
-		.out = s->out,
+		.utilization = policy_utilization_bp(in->working_set, in->budget),
+		.out = out,
 		.target = target,
 	};
 	d->level = (uint8_t)level;
-	d->gc_percent = policy_gc_percent(level, s->out, svc->min_gc_percent);
-	d->throttle = policy_throttle(level, s->out, svc->max_throttle);
+	/* Whatever raised the level (an OOM kill whose working set is the
+	 * dying process's, a budget lowered at runtime), the directive acts
+	 * at least as hard as the level's own threshold would make it. */
+	if (out < policy_level_out(p->cp, svc, level))
+		out = policy_level_out(p->cp, svc, level);
+	d->gc_percent = policy_gc_percent(level, out, svc->min_gc_percent);
+	d->throttle = policy_throttle(level, out, svc->max_throttle);
 	d->soft_limit = policy_soft_limit(level, svc->warn, in->budget);
+	/* The clients check the limit against their heaps; what the cgroup
+	 * holds besides (code, stacks, page cache, processes that do not
+	 * report) is not theirs to give.  Never below half: a stale or odd
+	 * report must not take the clients' whole allowance. */
+	if (in->unowned > 0) {
+		uint64_t floor = d->soft_limit / 2;
+
+		d->soft_limit = d->soft_limit - floor > in->unowned ? d->soft_limit - in->unowned
+								       : floor;
+	}
 	d->release = demand ? target : 0;
 	d->deadline_ms = demand ?
 		policy_deadline_ms(level, svc->release_deadline_ms) : 0;
@@ -661,6 +769,7 @@ bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new)
 {
 	uint8_t a[128], b[128];
+	struct mg_directive o;
 	size_t na, nb;
 
 	if (!old)
@@ -669,7 +778,18 @@ bool policy_directive_changed(const struct mg_directive *old,
 	 * policy_tick() only makes one once per deadline. */
 	if (new->release > 0)
 		return true;
-	na = directive_state(old, a);
+	/* At NORMAL, shares follow every REPORT's heap: a soft limit that
+	 * moved by less than 1/POLICY_SOFT_SLACK is no news. */
+	o = *old;
+	if (new->level == MG_LEVEL_NORMAL && o.level == MG_LEVEL_NORMAL && o.soft_limit &&
+	    new->soft_limit) {
+		uint64_t d = o.soft_limit > new->soft_limit ? o.soft_limit - new->soft_limit
+							  : new->soft_limit - o.soft_limit;
+
+		if (d < o.soft_limit / POLICY_SOFT_SLACK)
+			o.soft_limit = new->soft_limit;
+	}
+	na = directive_state(&o, a);
 	nb = directive_state(new, b);
 	return na == 0 || na != nb || memcmp(a, b, na) != 0;
 }

@@ -50,7 +50,11 @@
 #define POLICY_DEFAULT_DROP_TICKS 2      /* calm ticks in a row to drop a level */
 #define POLICY_DEFAULT_SQUEEZE_STEP 100  /* bp of MemTotal per host squeeze */
 
+#define POLICY_DEFAULT_GROWTH_TAU_MS 1000 /* ms a burst's growth rate is remembered */
+
 #define POLICY_OUT_MAX 99                /* percent; 100 − out stays ≥ 1 */
+#define POLICY_SAMPLE_MIN_MS 10          /* ms: fastest sampling of a growing service */
+#define POLICY_SOFT_SLACK 16             /* at NORMAL, soft limit moves < 1/16 are no news */
 #define POLICY_UTIL_FULL 10000           /* bp: u = 1, the budget */
 #define POLICY_UTIL_UNKNOWN UINT32_MAX   /* utilization without a budget */
 
@@ -60,6 +64,19 @@ struct policy_params {
 	uint32_t hysteresis;             /* bp */
 	unsigned drop_ticks;             /* 0 is taken as 1 */
 	uint32_t squeeze_step;           /* bp of MemTotal */
+	uint32_t growth_tau_ms;          /* decay of the growth rate; 0 is taken as 1 */
+};
+
+/*
+ * A service's recent growth, from its working-set samples
+ * (policy_growth_update()).  Zero-initialised means nothing seen.
+ */
+struct policy_growth {
+	bool have;                       /* working_set and ms hold a sample */
+	uint64_t working_set;            /* bytes, at the last sample */
+	uint64_t ms;                     /* when it was taken */
+	double rate;                     /* bytes/s; negative while shrinking */
+	unsigned rising;                 /* samples in a row that grew */
 };
 
 /* memory.events counters, cumulative as the kernel gives them. */
@@ -78,7 +95,7 @@ struct policy_signals {
 	uint32_t utilization;            /* bp, or POLICY_UTIL_UNKNOWN */
 	uint32_t some_avg10;             /* bp, the cgroup's PSI some avg10 */
 	uint32_t full_avg10;             /* bp, the cgroup's PSI full avg10 */
-	bool events_grew;                /* memory.events high or max grew this tick */
+	bool events_grew;                /* memory.events high, max or oom grew this tick */
 	enum mg_level floor;             /* lowest level allowed (host squeeze) */
 };
 
@@ -92,6 +109,22 @@ struct policy_input {
 	uint64_t releasable;             /* bytes: Σ policy_releasable() of clients */
 	enum mg_level floor;             /* policy_squeeze()'s floor, else NORMAL */
 	uint64_t extra_release;          /* policy_squeeze()'s bytes, else 0 */
+	/* Look-ahead (design.md, "Two speeds of control"): the level, the
+	 * controller output and the release target are decided on
+	 * policy_projected(working_set, growth, reaction_ms).  0, 0: on the
+	 * working set itself, as a flat service is. */
+	/* Bytes of the working set outside the clients' heaps (working set
+	 * less the resident heaps they reported): taken off the soft limit,
+	 * down to half of it at most, so that the clients' local limit is
+	 * reached when the cgroup reaches warn. */
+	uint64_t unowned;
+	double growth;                   /* bytes/s, policy_growth_update() */
+	uint32_t reaction_ms;            /* clients' answer time + sampling interval */
+	/* A sample between two ticks: it may raise the level (and so send a
+	 * directive at once) but neither counts a calm tick toward a drop nor
+	 * moves the output's EMA, so hysteresis runs at the tick's pace
+	 * however often a growing service is sampled. */
+	bool probe;
 };
 
 /*
@@ -186,7 +219,7 @@ uint32_t policy_utilization_bp(uint64_t working_set, uint64_t budget);
 
 /*
  * The level the signals call for, without hysteresis: EMERGENCY when
- * u ≥ 100 % or events grew; CRITICAL when u ≥ critical or full ≥
+ * u ≥ 100 % or events (high, max, oom) grew; CRITICAL when u ≥ critical or full ≥
  * pressure_full; WARN when u ≥ warn or some ≥ pressure_some; never below
  * sig->floor.
  */
@@ -257,9 +290,10 @@ uint64_t policy_release_target(enum mg_level level, uint32_t warn_bp,
 			       uint64_t releasable);
 
 /*
- * Soft limit for the whole service in bytes: warn · budget at WARN and
- * above (what the law aims usage back under), 0 (none) at NORMAL or
- * without a budget.
+ * Soft limit for the whole service in bytes: warn · budget at every level
+ * (what the law aims usage back under, and at NORMAL the line past which
+ * each client acts on its own at allocation speed, libmemguard-client(3)),
+ * 0 (none) without a budget.
  */
 uint64_t policy_soft_limit(enum mg_level level, uint32_t warn_bp,
 			   uint64_t budget);
@@ -362,6 +396,56 @@ uint64_t policy_squeeze(uint32_t host_some_avg10, uint32_t host_pressure,
 enum policy_action policy_escalate(const struct policy_escalation_input *in);
 
 /*
+ * Feed one working-set sample taken at `now_ms` into `g` and return the
+ * growth rate in bytes/s.  The first sample (or one not later than the
+ * previous) gives the rate unchanged (0 at first).  A rate above the
+ * current one is taken at once (growth is what the daemon must not be
+ * late for); a lower one is approached with the weight
+ * dt / (dt + p->growth_tau_ms), so a burst is remembered for about a τ and
+ * a flat service decays to 0.
+ */
+double policy_growth_update(struct policy_growth *g, const struct policy_params *p,
+			    uint64_t working_set, uint64_t now_ms);
+
+/*
+ * The growth to look ahead with: g->rate while the working set grew at
+ * the last two samples in a row, else 0.  One jump alone (page cache
+ * turning active, a burst that already ended) speeds up the sampling
+ * (policy_sample_interval() takes g->rate) but raises no level before a
+ * second sample confirms the growth.
+ */
+double policy_growth_ahead(const struct policy_growth *g);
+
+/*
+ * Where the working set will be `reaction_ms` from now, growing at
+ * `growth` bytes/s: working_set + growth · reaction_ms / 1000, saturating.
+ * A shrinking or flat service (growth ≤ 0) stays where it is: look-ahead
+ * raises levels early, it never lowers one early.
+ */
+uint64_t policy_projected(uint64_t working_set, double growth, uint32_t reaction_ms);
+
+/*
+ * Milliseconds until the next sample of a service: half the time its
+ * working set, growing at `growth` bytes/s, takes to reach the next of
+ * warn, critical and the budget above it (half, so that one more sample
+ * still falls before the crossing), within [POLICY_SAMPLE_MIN_MS,
+ * tick_ms].  `tick_ms` when the service is flat or shrinking, has no
+ * budget, or is already over it.
+ */
+uint32_t policy_sample_interval(const struct conf_service *svc, uint64_t working_set,
+				uint64_t budget, double growth, uint32_t tick_ms);
+
+/*
+ * The least controller output a directive of `level` carries, so that a
+ * directive agrees with its level whatever raised it (PSI, memory.events,
+ * an OOM kill, a budget lowered at runtime, a smoothed output): 0 below
+ * CRITICAL; at CRITICAL the law's output at u = critical (25 % with the
+ * defaults); at EMERGENCY POLICY_OUT_MAX (the GC floor, the throttle
+ * ceiling).
+ */
+double policy_level_out(double cp, const struct conf_service *svc, enum mg_level level);
+
+/*
  * One tick for one service: level (policy_level_step()), controller
  * output, directive, release demand and escalation action into `*ret`;
  * updates `*s`.  A release is demanded when the level rose, or when the
@@ -372,8 +456,11 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in);
  * the new budget at once, down as well as up: hysteresis smooths usage,
  * not an admin's decision, and a level held for a budget that no longer
  * applies would send a directive whose fields disagree with it
- * (EMERGENCY with gc 100 % and no throttle).  The escalation clock starts when the level reaches
- * EMERGENCY and stops when it falls below CRITICAL.
+ * (EMERGENCY with gc 100 % and no throttle).  The escalation clock starts
+ * when the level reaches EMERGENCY and stops when it falls below CRITICAL.
+ * Level, output and target are decided on the projected working set
+ * (struct policy_input); the decision's utilization is the working set's
+ * own.  gc % and throttle come from max(output, policy_level_out()).
  */
 void policy_tick(struct policy_state *s, const struct policy_params *p,
 		 const struct conf_service *svc, const struct policy_input *in,
@@ -394,7 +481,10 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
  * yet): true when any field of the directive's state differs (every wire
  * field but release and deadline_ms, compared in their encoded form, so a
  * field appended to DIRECTIVE counts without touching this function), or
- * when `new` demands bytes.  A release falling back to 0 alone is not news.
+ * when `new` demands bytes.  A release falling back to 0 alone is not news,
+ * nor at NORMAL a soft limit that moved by less than 1/POLICY_SOFT_SLACK of
+ * the old one (shares follow every REPORT's heap; calm clients must not get
+ * a DIRECTIVE each time).
  */
 bool policy_directive_changed(const struct mg_directive *old,
 			      const struct mg_directive *new);

@@ -530,6 +530,7 @@ static void handle(struct client *c, const struct mg_msg *m)
 		refuse(c, m->hdr.seq, MG_ERR_PROTOCOL, "message before HELLO");
 		return;
 	}
+	c->rx_flags = m->hdr.flags;
 	if (m->hdr.type == MG_MSG_REPORT)
 		s->ops->report(s->userdata, c, &m->report);
 	else if (m->hdr.type == MG_MSG_RELEASED)

@@ -45,6 +45,7 @@ struct client {
 	uint32_t capabilities;           /* from HELLO */
 	char process[MG_NAME_MAX + 1];   /* from HELLO */
 	uint64_t last_rx_usec;           /* CLOCK_MONOTONIC of the last message */
+	uint32_t rx_flags;               /* header flags of the message being handled */
 	uint64_t accept_usec;            /* when it was accepted */
 	uint64_t last_request_usec;      /* its last admin request (or accept) */
 	uint64_t ping_cookie;            /* outstanding PING, 0 = none */

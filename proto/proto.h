@@ -109,8 +109,12 @@ struct mg_header {
 	uint16_t version;
 	uint32_t length;                 /* body bytes after the header */
 	uint32_t seq;
-	uint32_t flags;                  /* none defined; receivers ignore unknown bits */
+	uint32_t flags;                  /* MG_FLAG_*; receivers ignore unknown bits */
 };
+
+/* REPORT: the client acts on its local limit (heap past its soft limit,
+ * libmemguard-client(3)); the daemon samples the service at once. */
+#define MG_FLAG_LOCAL_LIMIT 0x1
 
 /* What the daemon asks a client to do: the body of DIRECTIVE. */
 struct mg_directive {

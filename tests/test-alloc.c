@@ -98,6 +98,10 @@ static void test_sizeclass_table(void **state)
 		assert_true((bytes - (uint64_t)c->objs * c->size) * 8 <= bytes);
 		assert_true(c->batch >= 1);
 		assert_true(c->tcache_max == 0 || c->batch * 2 <= c->tcache_max);
+		/* A span's released 4 KiB pages fit its 64-bit relmask, its
+		 * free objects the sweep's bitmap. */
+		assert_true(c->pages * MG_OS_PER_PAGE <= SPAN_MAX_OS_PAGES);
+		assert_true(c->objs <= 512);
 	}
 	assert_int_equal(sizeclasses[NCLASSES - 1].size, SMALL_MAX);
 	/* Every size lands in the smallest class that holds it, and above
@@ -475,7 +479,7 @@ static void test_stats_add_up(void **state)
 static bool released_bit(const void *p)
 {
 	struct arena *ar = arena_of(p);
-	size_t page = arena_page(ar, p);
+	size_t page = ((uintptr_t)p - ar->base) / MG_OS_PAGE;
 
 	return ar->released[page / 64] >> (page % 64) & 1;
 }
@@ -640,6 +644,214 @@ static void test_goal_is_ceiling(void **state)
 	free(p);
 }
 
+/*
+ * A burst that ends at random: two threads allocate 32 B .. 64 KiB blocks,
+ * then each frees a shuffled 97 % of its own and of the other's, and
+ * exits.  With no call, the scavenger must bring the heap's resident bytes
+ * near the page floor (the 4 KiB pages that hold a kept byte), which only
+ * page-granular release can: few spans come wholly free.  It checks a
+ * ratio once the scavenger says it is done, however long that takes on a
+ * loaded machine, and that the kept blocks and refaulted pages are intact.
+ */
+#define BURST_THREADS 2
+#define BURST_BYTES (48 * MIB)           /* per thread */
+#define BURST_KEEP_PERMILLE 30
+#define BURST_FLOOR_RATIO 1.25
+
+struct burst {
+	struct slot *blocks[BURST_THREADS];
+	size_t n[BURST_THREADS];
+	pthread_barrier_t barrier;
+	long bad;
+};
+
+struct burst_arg {
+	struct burst *b;
+	unsigned id;
+};
+
+static bool burst_kept(const struct slot *s)
+{
+	/* By address, so both threads agree without talking. */
+	return ((uintptr_t)s->tag >> 4) * UINT64_C(0x9e3779b97f4a7c15) >> 54 <
+	       1024 * BURST_KEEP_PERMILLE / 1000;
+}
+
+static void *burst_thread(void *arg)
+{
+	struct burst_arg *ba = arg;
+	struct burst *b = ba->b;
+	uint64_t rng = 1000 + ba->id, total = 0;
+	size_t cap = BURST_BYTES / 256, n = 0, i, nfree = 0;
+	struct slot *mine = calloc(cap, sizeof(*mine));
+	void **frees;
+
+	while (total < BURST_BYTES && n < cap) {
+		uint64_t r = rng_next(&rng);
+		size_t size = 32 + (size_t)(r >> 8) % (r % 8 ? 4064 : 65504);
+		void *p = mg_malloc(size);
+
+		if (!p) {
+			__atomic_fetch_add(&b->bad, 1, __ATOMIC_RELAXED);
+			break;
+		}
+		fill(p, size);
+		mine[n++] = (struct slot){ .p = p, .tag = p, .n = size };
+		total += size;
+	}
+	b->blocks[ba->id] = mine;
+	b->n[ba->id] = n;
+	pthread_barrier_wait(&b->barrier);
+	/* Even slots of its own, odd ones of the other thread's. */
+	frees = calloc(cap * BURST_THREADS, sizeof(*frees));
+	for (unsigned t = 0; t < BURST_THREADS; t++)
+		for (i = (t == ba->id ? 0 : 1); i < b->n[t]; i += 2)
+			if (!burst_kept(&b->blocks[t][i]))
+				frees[nfree++] = b->blocks[t][i].p;
+	for (i = nfree; i > 1; i--) {
+		size_t j = (size_t)(rng_next(&rng) % i);
+		void *tp = frees[i - 1];
+
+		frees[i - 1] = frees[j];
+		frees[j] = tp;
+	}
+	for (i = 0; i < nfree; i++)
+		mg_free(frees[i]);
+	free(frees);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_burst_ends_at_random(void **state)
+{
+	struct burst *b = calloc(1, sizeof(*b));
+	struct burst_arg args[BURST_THREADS];
+	pthread_t t[BURST_THREADS];
+	uint64_t *pages, floor = 0, resident = 0, w0;
+	size_t npages = 0, kept = 0, i, j, k;
+	struct scav_stats ss;
+	struct alloc_stats a;
+	unsigned u, waited;
+
+	mg_heap_set_goal(0);
+	mg_heap_release(0);
+	assert_int_equal(pthread_barrier_init(&b->barrier, NULL, BURST_THREADS), 0);
+	for (u = 0; u < BURST_THREADS; u++) {
+		args[u] = (struct burst_arg){ .b = b, .id = u };
+		assert_int_equal(pthread_create(&t[u], NULL, burst_thread, &args[u]), 0);
+	}
+	for (u = 0; u < BURST_THREADS; u++)
+		pthread_join(t[u], NULL);
+	assert_int_equal(b->bad, 0);
+	scavenger_get_stats(&ss);
+	w0 = ss.wakeups;
+
+	/* The page floor of what is kept. */
+	for (u = 0; u < BURST_THREADS; u++)
+		for (i = 0; i < b->n[u]; i++)
+			if (burst_kept(&b->blocks[u][i]))
+				npages += b->blocks[u][i].n / MG_OS_PAGE + 2;
+	pages = calloc(npages + 1, sizeof(*pages));
+	npages = 0;
+	for (u = 0; u < BURST_THREADS; u++) {
+		for (i = 0; i < b->n[u]; i++) {
+			const struct slot *s = &b->blocks[u][i];
+			uintptr_t p = (uintptr_t)s->p;
+
+			if (!burst_kept(s))
+				continue;
+			kept++;
+			for (j = p / MG_OS_PAGE; j <= (p + s->n - 1) / MG_OS_PAGE; j++)
+				pages[npages++] = j;
+		}
+	}
+	qsort(pages, npages, sizeof(*pages), cmp_u64);
+	for (k = 0; k < npages; k++)
+		if (!k || pages[k] != pages[k - 1])
+			floor += MG_OS_PAGE;
+	free(pages);
+
+	/* No call: wait for the scavenger to say it has nothing left to do
+	 * (a few of its ticks after the frees), however long that takes. */
+	for (waited = 0; waited < 600; waited++) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		scavenger_get_stats(&ss);
+		if (ss.settled && ss.wakeups >= w0 + 3)
+			break;
+	}
+	alloc_get_stats(&a);
+	assert_adds_up(&a);
+	resident = a.heap.sys - a.heap.released;
+	print_message("burst of %d × %" PRIu64 " MiB, %zu kept: floor %" PRIu64 " KiB, resident %"
+		      PRIu64 " KiB (%.2fx), in use %" PRIu64 " KiB, after %u ticks of 100 ms\n",
+		      BURST_THREADS, BURST_BYTES / MIB, kept, floor >> 10, resident >> 10,
+		      (double)resident / (double)floor, a.heap.inuse >> 10, waited);
+	assert_true(ss.settled);
+	assert_true((double)resident <= BURST_FLOOR_RATIO * (double)floor);
+
+	/* A forced release now counts exactly what it gives back, and a
+	 * second one finds nothing: no page is given back twice. */
+	scavenger_disable(true);
+	{
+		struct alloc_stats r1, r2;
+		size_t got;
+
+		alloc_get_stats(&r1);
+		got = mg_heap_release(0);
+		alloc_get_stats(&r2);
+		assert_adds_up(&r2);
+		assert_int_equal(r2.heap.released - r1.heap.released, got);
+		assert_int_equal(mg_heap_release(0), 0);
+		print_message("then mg_heap_release(0): %zu KiB more\n", got >> 10);
+	}
+	scavenger_disable(false);
+
+	/* Kept blocks survived the release around them. */
+	for (u = 0; u < BURST_THREADS; u++)
+		for (i = 0; i < b->n[u]; i++)
+			if (burst_kept(&b->blocks[u][i]) &&
+			    !check(b->blocks[u][i].p, b->blocks[u][i].tag, b->blocks[u][i].n))
+				b->bad++;
+	assert_int_equal(b->bad, 0);
+	/* The released pages come back as the heap grows again: the same
+	 * sizes, filled and checked, all from partly used spans first. */
+	for (i = 0; i < b->n[0]; i++) {
+		struct slot *s = &b->blocks[0][i];
+
+		if (burst_kept(s))
+			continue;
+		s->p = mg_malloc(s->n);
+		assert_non_null(s->p);
+		s->tag = s->p;
+		fill(s->p, s->n);
+	}
+	for (u = 0; u < BURST_THREADS; u++) {
+		for (i = 0; i < b->n[u]; i++) {
+			struct slot *s = &b->blocks[u][i];
+
+			if (u > 0 && !burst_kept(s))
+				continue;
+			if (!check(s->p, s->tag, s->n))
+				b->bad++;
+			mg_free(s->p);
+		}
+		free(b->blocks[u]);
+	}
+	assert_int_equal(b->bad, 0);
+	alloc_get_stats(&a);
+	assert_adds_up(&a);
+	pthread_barrier_destroy(&b->barrier);
+	free(b);
+}
+
 /* ---- mmap failure -------------------------------------------------------- */
 
 static int mmap_calls_left;
@@ -771,6 +983,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_scavenger),
 		cmocka_unit_test(test_set_goal),
 		cmocka_unit_test(test_goal_is_ceiling),
+		cmocka_unit_test(test_burst_ends_at_random),
 		cmocka_unit_test(test_fork),
 	};
 

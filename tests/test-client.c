@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -32,6 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "client/alloc/alloc.h"
 #include "client/client-internal.h"
 #include "proto/macro.h"
 
@@ -92,12 +94,44 @@ size_t mg_heap_release(size_t bytes)
 	return give;
 }
 
+/* The allocator's look at the process's threads: this test's program
+ * always has its own. */
+bool alloc_lone_claim(void)
+{
+	return false;
+}
+
 void mg_heap_set_goal(size_t bytes)
 {
 	pthread_mutex_lock(&trace_lock);
 	heap.goal = bytes;
 	pthread_mutex_unlock(&trace_lock);
 	tracef("goal=%zu", bytes);
+}
+
+/* The allocator's growth watch, as the client sets it; the tests call
+ * `fn` where the allocator would, after a refill past `bytes`. */
+static struct {
+	uint64_t bytes;
+	void (*fn)(uint64_t resident);
+} watch;
+
+void alloc_watch_set(uint64_t bytes, void (*fn)(uint64_t resident))
+{
+	pthread_mutex_lock(&trace_lock);
+	watch.bytes = bytes;
+	watch.fn = fn;
+	pthread_mutex_unlock(&trace_lock);
+}
+
+/* The heap's resident bytes (sys − released) are now `mib` MiB. */
+static void heap_resident(uint64_t mib)
+{
+	pthread_mutex_lock(&trace_lock);
+	heap.stats.sys = mib * MiB;
+	heap.stats.released = 0;
+	heap.stats.inuse = mib * MiB;
+	pthread_mutex_unlock(&trace_lock);
 }
 
 /* ---- hooks that record ------------------------------------------------- */
@@ -311,6 +345,7 @@ static int setup(void **state)
 
 	memset(&hooks, 0, sizeof(hooks));
 	memset(&heap, 0, sizeof(heap));
+	memset(&watch, 0, sizeof(watch));
 	trace[0] = 0;
 	strcpy(d.dir, "/tmp/mg-test-client-XXXXXX");
 	assert_non_null(mkdtemp(d.dir));
@@ -338,6 +373,135 @@ static int teardown(void **state)
 }
 
 /* ---- tests ---------------------------------------------------------------- */
+
+/* The next REPORT; `local` whether it says MG_FLAG_LOCAL_LIMIT. */
+static void await_report(bool local)
+{
+	struct mg_msg m;
+
+	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	if (!!(m.hdr.flags & MG_FLAG_LOCAL_LIMIT) != local)
+		fail_msg("REPORT flags %#x, want local %d", m.hdr.flags, local);
+}
+
+/*
+ * The local limit: the allocator's watch follows the soft limit at every
+ * level; a refill past it acts as WARN at once (GC target, goal), past
+ * 9/8 of it as CRITICAL (throttle too), and says so in the REPORT; the
+ * daemon's directives cannot lower it; it ends on NORMAL with the heap
+ * back under the limit.
+ */
+static void test_local_limit(void **state)
+{
+	char t[sizeof(trace)];
+
+	heap_resident(50);
+	connect_client(MG_THREAD_NONE);
+	assert_int_equal(watch.bytes, 0);        /* no soft limit yet */
+	trace_take(t, sizeof(t));
+
+	directive(d.fd, 70, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(watch.bytes, 80 * MiB);
+	assert_non_null(watch.fn);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080");
+
+	/* 90 MiB: the allocator calls the watch; WARN's actions at once */
+	heap_resident(90);
+	watch.fn(90 * MiB);
+	watch.fn(91 * MiB);                      /* once per crossing */
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 level=WARN gc=50");
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+	assert_non_null(strstr(hooks.log, "Local limit: WARN"));
+	/* the watch moves on to what would change something: 9/8 of it */
+	assert_int_equal(watch.bytes, 90 * MiB);
+
+	/* 95 MiB > 90 (9/8 of 80): CRITICAL, throttling */
+	heap_resident(95);
+	watch.fn(95 * MiB);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 level=CRITICAL gc=25");
+	assert_int_equal(atomic_load(&d.c->throttle), LIMIT_CRIT_THROTTLE);
+	assert_int_equal(watch.bytes, 0);        /* nothing higher to watch for */
+
+	/* the daemon's WARN does not lower what the local limit holds */
+	directive(d.fd, 71, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	assert_int_equal(d.c->applied.gc_percent, 25);
+	assert_int_equal(d.c->applied.throttle, LIMIT_CRIT_THROTTLE);
+
+	/* 88 MiB: under 9/8 (90) but not under 17/16 (85): still shedding */
+	heap_resident(88);
+	directive(d.fd, 76, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+
+	/* under the limit again, but the daemon still says WARN: no more
+	 * shedding of its own, WARN's actions held */
+	heap_resident(70);
+	directive(d.fd, 72, MG_LEVEL_WARN, 92, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	assert_int_equal(d.c->applied.gc_percent, LIMIT_WARN_GC);
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+
+	/* NORMAL and under the limit: the local action ends */
+	directive(d.fd, 73, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+	assert_int_equal(d.c->applied.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+	trace_take(t, sizeof(t));
+	/* (the hooks kept CRITICAL's values through the first WARN) */
+	assert_string_equal(t, "goal=83886080 goal=83886080 goal=83886080 level=WARN gc=50 "
+			       "goal=83886080 level=NORMAL gc=0");
+
+	/* NORMAL but over the limit: it does not end, and a directive that
+	 * arrives over the limit starts it by itself */
+	heap_resident(85);
+	directive(d.fd, 74, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+
+	/* the daemon raises the soft limit: the watch follows, and the next
+	 * REPORT's look ends the local action */
+	directive(d.fd, 75, MG_LEVEL_NORMAL, 0, 0, 160 * MiB, 0);
+	await_report(false);
+	assert_int_equal(watch.bytes, 160 * MiB);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+}
+
+/* A heap the library does not own, reported through
+ * mg_client_set_external_bytes(), counts with the allocator's. */
+static void test_local_limit_external(void **state)
+{
+	heap_resident(50);
+	connect_client(MG_THREAD_NONE);
+	directive(d.fd, 80, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+
+	mg_client_set_external_bytes(d.c, 20 * MiB);     /* 70: under */
+	assert_int_equal(mg_client_dispatch(d.c) >= 0, true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+
+	mg_client_set_external_bytes(d.c, 40 * MiB);     /* 90: over */
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	assert_int_equal(d.c->applied.gc_percent, LIMIT_WARN_GC);
+
+	/* the runtime gave it back, the daemon says NORMAL: over */
+	mg_client_set_external_bytes(d.c, 0);
+	directive(d.fd, 81, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
+	await_report(false);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+}
 
 static void test_hello_and_report(void **state)
 {
@@ -1084,11 +1248,59 @@ static void test_fork_own_thread_resumes(void **state)
 	assert_false(mg_admit());
 }
 
+/* Descriptors open at MG_FD_FLOOR and the 64 numbers above it. */
+static int high_fds(void)
+{
+	int n = 0;
+
+	for (int fd = MG_FD_FLOOR; fd < MG_FD_FLOOR + 64; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/* The preload library's client: nothing (no descriptor, no connection)
+ * before its delay, then its descriptors above the floor and a HELLO;
+ * stopped within its delay, it ends at once. */
+static void test_auto_client_delay(void **state)
+{
+	struct pollfd p = { .fd = -1, .events = POLLIN };
+	uint64_t t0;
+	struct mg_msg m;
+	int fd;
+
+	setenv("MEMGUARD_SOCKET", d.path, 1);
+	assert_int_equal(high_fds(), 0);
+	t0 = now_ms();
+	assert_int_equal(client_auto_start(/* delay_ms= */ 400), 0);
+	p.fd = d.listen_fd;
+	assert_int_equal(poll(&p, 1, 200), 0);
+	if (now_ms() - t0 < 390)
+		assert_int_equal(high_fds(), 0);
+	fd = accept_hello(NULL, &m);
+	assert_true(now_ms() - t0 >= 400);
+	assert_true(high_fds() >= 4);        /* epoll, timerfd, eventfd, socket */
+	client_auto_stop();
+	await_msg(NULL, fd, MG_MSG_BYE, &m);
+	close(fd);
+	assert_int_equal(high_fds(), 0);
+
+	t0 = now_ms();
+	assert_int_equal(client_auto_start(/* delay_ms= */ 60000), 0);
+	usleep(50000);
+	client_auto_stop();
+	assert_true(now_ms() - t0 < 30000);
+	assert_int_equal(poll(&p, 1, 0), 0);
+	assert_int_equal(high_fds(), 0);
+	unsetenv("MEMGUARD_SOCKET");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_hello_and_report),
+		T(test_local_limit),
+		T(test_local_limit_external),
 		T(test_directives_reach_hooks),
 		T(test_release_without_hook),
 		T(test_late_hooks_are_told),
@@ -1106,6 +1318,7 @@ int main(void)
 		T(test_options),
 		T(test_fork_child_reconnects),
 		T(test_fork_own_thread_resumes),
+		T(test_auto_client_delay),
 #undef T
 	};
 

@@ -456,7 +456,7 @@ static void test_soft_limit_deadline(void **state)
 		uint64_t budget, want_soft;
 		uint32_t want_deadline;          /* with release_deadline_ms 5000 */
 	} t[] = {
-		{ N, 8000, 1000, 0, 0 },
+		{ N, 8000, 1000, 800, 0 },       /* NORMAL too: the clients' local limit */
 		{ W, 8000, 1000, 800, 0 },       /* WARN: no deadline */
 		{ C, 8000, 1000, 800, 5000 },
 		{ E, 8000, 1000, 800, 5000 },
@@ -897,7 +897,7 @@ struct tick_case {
  */
 static const struct tick_step ticks_ladder[] = {
 	{ 0, IN(.working_set = 500, .releasable = 300),
-	  { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	  { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
 	/* u = .85: out 8.33; asks for 850 − 800, no deadline at WARN */
 	{ 1000, IN(.working_set = 850, .releasable = 300),
 	  { W, 1, 0, 92, 0, 800, 50, 50, 0, A_NONE } },
@@ -923,14 +923,17 @@ static const struct tick_step ticks_ladder[] = {
 	/* past the deadline, above budget, memory.events max grew */
 	{ 16200, IN(.working_set = 1100, .releasable = 300, EV(0, 1, 0)),
 	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL }, .apply = true },
-	/* killed: empty; one calm tick */
+	/* killed: empty, but oom grew this tick: EMERGENCY holds */
 	{ 16300, IN(.working_set = 0, EV(0, 1, 1)),
-	  { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
-	/* second calm tick: NORMAL, cleared, undo memory.high */
+	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	/* one calm tick */
 	{ 16400, IN(.working_set = 0, EV(0, 1, 1)),
-	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_RESTORE }, .apply = true },
+	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	/* second calm tick: NORMAL, cleared, undo memory.high */
 	{ 16500, IN(.working_set = 0, EV(0, 1, 1)),
-	  { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE }, .apply = true },
+	{ 16600, IN(.working_set = 0, EV(0, 1, 1)),
+	  { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
 };
 
 /* The same climb without max/oom growth: memory.high, but no kill. */
@@ -943,41 +946,43 @@ static const struct tick_step ticks_no_kill[] = {
 	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
 	/* usage falls to 94 %: one calm tick, then CRITICAL; high stays */
 	{ 10100, IN(.working_set = 940, .releasable = 300),
-	  { E, 0, 0, 42, 500, 800, 300, 0, 0, A_NONE } },
+	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
 	{ 10200, IN(.working_set = 940, .releasable = 300),
 	  { C, 0, 0, 42, 500, 800, 140, 0, 0, A_NONE } },
 	/* under the WARN band: after two ticks NORMAL, undo memory.high */
 	{ 10300, IN(.working_set = 700, .releasable = 300),
-	  { C, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	  { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
 	{ 10400, IN(.working_set = 700, .releasable = 300),
-	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_RESTORE } },
+	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE } },
 };
 
 /* No budget: pressure and memory.events alone; never memory.high. */
 static const struct tick_step ticks_no_budget[] = {
 	{ 0, { .some_avg10 = 1500 }, { W, 1, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
 	{ 100, { .some_avg10 = 1500, .full_avg10 = 600 },
-	  { C, 1, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	  { C, 1, 0, 75, 250, 0, 0, 0, 0, A_NONE } },
 	/* memory.events high grew: EMERGENCY, everything releasable */
 	{ 200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
-	  { E, 1, 0, 100, 0, 0, 400, 400, 5000, A_NONE } },
+	  { E, 1, 0, 25, 500, 0, 400, 400, 5000, A_NONE } },
 	{ 5200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
-	  { E, 0, 0, 100, 0, 0, 400, 400, 5000, A_NONE } },
+	  { E, 0, 0, 25, 500, 0, 400, 400, 5000, A_NONE } },
 	{ 5300, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
-	  { C, 0, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
-	{ 5400, { EV(1, 0, 0) }, { C, 0, 0, 100, 0, 0, 0, 0, 0, A_NONE } },
+	  { C, 0, 0, 75, 250, 0, 0, 0, 0, A_NONE } },
+	{ 5400, { EV(1, 0, 0) }, { C, 0, 0, 75, 250, 0, 0, 0, 0, A_NONE } },
 	{ 5500, { EV(1, 0, 0) }, { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
 };
 
 /* memory.events: no growth on the first tick or when counters reset. */
 static const struct tick_step ticks_events[] = {
-	{ 0, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
-	{ 100, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
-	{ 200, IN(EV(0, 0, 0)), { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
-	{ 300, IN(EV(0, 1, 0)), { E, 1, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
-	{ 400, IN(EV(1, 1, 0)), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
-	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
-	{ 600, IN(EV(1, 1, 0)), { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+	{ 0, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
+	{ 100, IN(EV(5, 5, 5)), { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
+	{ 200, IN(EV(0, 0, 0)), { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
+	{ 300, IN(EV(0, 1, 0)), { E, 1, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	{ 400, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	{ 600, IN(EV(1, 1, 0)), { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
+	/* an OOM kill alone (v1 with a memsw limit: failcnt stays 0) */
+	{ 700, IN(EV(1, 1, 1)), { E, 1, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 };
 
 /* A host squeeze: floor WARN and extra bytes, then released. */
@@ -990,19 +995,20 @@ static const struct tick_step ticks_squeeze[] = {
 	  { W, 0, 0, 92, 0, 800, 450, 450, 0, A_NONE } },
 	{ 5100, IN(.working_set = 500), { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
 	{ 5200, IN(.working_set = 500, .extra_release = 400),
-	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
+	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
 };
 
-/* EMA with alpha 0.2 at u = .9 (raw 25), then u = .5 (raw 0). */
+/* EMA with alpha 0.2 at u = .9 (raw 25), then u = .5 (raw 0): the smoothed
+ * output stays under CRITICAL's own 25, so gc and throttle are that floor. */
 static const struct policy_params params_ema = { .cp = 0.05, .ema_alpha = 0.2,
 	.hysteresis = 500, .drop_ticks = 2 };
 static const struct tick_step ticks_ema[] = {
 	/* out 5 */
-	{ 0, IN(.working_set = 900), { C, 1, 0, 95, 50, 800, 100, 100, 5000, A_NONE } },
+	{ 0, IN(.working_set = 900), { C, 1, 0, 75, 250, 800, 100, 100, 5000, A_NONE } },
 	/* out 9 */
-	{ 100, IN(.working_set = 900), { C, 0, 0, 91, 90, 800, 100, 0, 0, A_NONE } },
+	{ 100, IN(.working_set = 900), { C, 0, 0, 75, 250, 800, 100, 0, 0, A_NONE } },
 	/* out 7.2 */
-	{ 200, IN(.working_set = 500), { C, 0, 0, 93, 72, 800, 0, 0, 0, A_NONE } },
+	{ 200, IN(.working_set = 500), { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
 };
 
 /* enforce = notify: the ladder never leaves the daemon. */
@@ -1024,7 +1030,7 @@ static const struct tick_step ticks_notify[] = {
 static const struct tick_step ticks_clock_stops[] = {
 	{ 0, IN(.working_set = 1000),
 	  { E, 1, 0, 25, 500, 800, 200, 200, 5000, A_NONE } },
-	{ 100, IN(.working_set = 780), { E, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 100, IN(.working_set = 780), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 	/* 78 %: WARN holds; the clock stops */
 	{ 200, IN(.working_set = 780), { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
 	/* past the old deadline, CRITICAL again: no clock, no memory.high */
@@ -1058,8 +1064,9 @@ static const struct tick_step ticks_events_reset[] = {
 static const struct tick_step ticks_budget_changed[] = {
 	{ 0, IN(.working_set = 1100), { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
 	{ 100, { .budget = 2000, .working_set = 1100 },
-	  { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
-	{ 200, { .budget = 2000, .working_set = 1100 }, { N, 0, 0, 0, 0, 0, 0, 0, 0, A_NONE } },
+	  { N, 0, 1, 0, 0, 1600, 0, 0, 0, A_NONE } },
+	{ 200, { .budget = 2000, .working_set = 1100 },
+	  { N, 0, 0, 0, 0, 1600, 0, 0, 0, A_NONE } },
 	/* u = .9 of 1222: CRITICAL */
 	{ 300, { .budget = 1222, .working_set = 1100 },
 	  { C, 1, 0, 75, 251, 977, 123, 123, 5000, A_NONE } },
@@ -1110,6 +1117,7 @@ static const char *tick_format(const struct tick_want *w, char *buf, size_t size
 static void test_ticks(void **state)
 {
 	struct policy_params def = params_default();
+	unsigned failed = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(tick_cases); i++) {
 		const struct tick_case *c = &tick_cases[i];
@@ -1127,10 +1135,12 @@ static void test_ticks(void **state)
 			policy_tick(&s, c->params ? c->params : &def, svc, &step->in, step->now,
 				    &d);
 			got = tick_got(&d);
-			if (!tick_equal(&got, &step->want) || d.directive.level != d.level)
-				fail_msg("%s: step %zu (t=%" PRIu64 "): %s, want %s",
-					 c->name, k, step->now, tick_format(&got, a, sizeof(a)),
-					 tick_format(&step->want, b, sizeof(b)));
+			if (!tick_equal(&got, &step->want) || d.directive.level != d.level) {
+				print_error("%s: step %zu (t=%" PRIu64 "): %s, want %s\n",
+					    c->name, k, step->now, tick_format(&got, a, sizeof(a)),
+					    tick_format(&step->want, b, sizeof(b)));
+				failed++;
+			}
 			if (d.utilization !=
 			    policy_utilization_bp(step->in.working_set, step->in.budget))
 				fail_msg("%s: step %zu: utilization %u", c->name, k,
@@ -1139,6 +1149,8 @@ static void test_ticks(void **state)
 				policy_escalated(&s, svc, d.action, step->now);
 		}
 	}
+	if (failed)
+		fail_msg("%u steps differ", failed);
 }
 
 static void test_tick_out(void **state)
@@ -1193,6 +1205,390 @@ static void test_directive_changed(void **state)
 	assert_false(policy_directive_changed(&demand, &base));
 	/* nothing sent yet */
 	assert_true(policy_directive_changed(NULL, &base));
+
+	/* at NORMAL a share that moves by less than 1/16 is no news */
+	struct mg_directive n0 = { .level = N, .soft_limit = 1600 }, n1 = n0;
+	n1.soft_limit = 1699;
+	assert_false(policy_directive_changed(&n0, &n1));
+	n1.soft_limit = 1501;
+	assert_false(policy_directive_changed(&n0, &n1));
+	n1.soft_limit = 1700;
+	assert_true(policy_directive_changed(&n0, &n1));
+	n1.soft_limit = 1500;
+	assert_true(policy_directive_changed(&n0, &n1));
+	n1.soft_limit = 0;                       /* the budget became unknown */
+	assert_true(policy_directive_changed(&n0, &n1));
+	/* at WARN every byte counts, as before */
+	n0.level = n1.level = W;
+	n1.soft_limit = 1601;
+	assert_true(policy_directive_changed(&n0, &n1));
+}
+
+/* --- growth, sampling and look-ahead ----------------------------------- */
+
+#define MIB (UINT64_C(1) << 20)
+
+static void test_projected(void **state)
+{
+	static const struct {
+		uint64_t ws;
+		double growth;
+		uint32_t reaction_ms;
+		uint64_t want;
+	} t[] = {
+		{ 500, 0, 1000, 500 },                   /* flat */
+		{ 500, -1e9, 1000, 500 },                /* shrinking: never lower */
+		{ 500, 1000, 0, 500 },                   /* no reaction time */
+		{ 500 * MIB, 360.0 * MIB, 100, 536 * MIB }, /* 36 MiB in 100 ms */
+		{ 500, 1000, 250, 750 },
+		{ UINT64_MAX - 10, 1e9, 1000, UINT64_MAX }, /* saturates */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint64_t got = policy_projected(t[i].ws, t[i].growth, t[i].reaction_ms);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i, got, t[i].want);
+	}
+}
+
+static void test_sample_interval(void **state)
+{
+	static const struct {
+		uint64_t ws, budget;
+		double growth;                   /* bytes/s */
+		uint32_t tick, want;
+	} t[] = {
+		{ 500, 1000, 0, 1000, 1000 },            /* flat: the tick */
+		{ 500, 1000, -50, 1000, 1000 },          /* shrinking: the tick */
+		{ 500, 0, 1e6, 1000, 1000 },             /* no budget */
+		{ 500, 1000, 100, 1000, 1000 },          /* warn in 3 s: the tick */
+		{ 500, 1000, 400, 1000, 375 },           /* warn in 750 ms */
+		{ 850, 1000, 100, 1000, 250 },           /* critical in 500 ms */
+		{ 950, 1000, 100, 1000, 250 },           /* the budget in 500 ms */
+		{ 1000, 1000, 1e9, 1000, 1000 },         /* over it: nothing to cross */
+		{ 799, 1000, 1000, 1000, 10 },           /* 0.5 ms: the floor */
+		{ 500, 1000, 400, 100, 100 },            /* never over the tick */
+		{ 500, 1000, 1e9, 5, 5 },                /* a tick under the floor */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint32_t got = policy_sample_interval(&svc_default, t[i].ws, t[i].budget,
+						      t[i].growth, t[i].tick);
+
+		if (got != t[i].want)
+			fail_msg("case %zu: %u ms, want %u", i, got, t[i].want);
+	}
+}
+
+/*
+ * Series of samples of a 1000 MiB budget (warn 800, critical 900), each
+ * sample taken when the previous one's interval said; the level decided
+ * with a reaction time of 20 ms (the clients' answer) plus that interval.
+ * Rates and intervals computed by hand from policy.h's rules.
+ */
+struct growth_step {
+	uint64_t ms, ws_mib;
+	double rate_mib;                 /* MiB/s, to 0.1 */
+	uint32_t interval;
+	enum mg_level level;
+};
+
+static const struct growth_step growth_flat[] = {
+	{ 0, 500, 0, 1000, N },
+	{ 1000, 500, 0, 1000, N },
+	{ 2000, 500, 0, 1000, N },
+};
+
+/* 10 MiB/s: warn is 29 s away, the tick is soon enough. */
+static const struct growth_step growth_slow[] = {
+	{ 0, 500, 0, 1000, N },
+	{ 1000, 510, 10, 1000, N },
+	{ 2000, 520, 10, 1000, N },
+};
+
+/* 400 MiB/s: the interval halves toward warn, and the look-ahead says
+ * WARN at 790 MiB (79 %), 25 ms before the working set crosses 800. */
+static const struct growth_step growth_fast[] = {
+	{ 0, 100, 0, 1000, N },
+	{ 1000, 500, 400, 375, N },              /* 300 MiB to go: 750 ms / 2 */
+	{ 1375, 650, 400, 187, N },              /* projected 732.8 */
+	{ 1562, 725, 401.1, 93, N },             /* 75 MiB in 187 ms: faster */
+	{ 1655, 762, 400.8, 47, N },             /* slower: EMA, weight 93/1093 */
+	{ 1702, 781, 404.3, 23, N },             /* projected 798.4 */
+	{ 1725, 790, 404.0, 12, W },             /* projected 802.9 */
+};
+
+/* A burst of 500 MiB/s for 100 ms, then flat: the rate is remembered for
+ * about τ = 1 s, the interval widens back to the tick. */
+static const struct growth_step growth_bursty[] = {
+	{ 0, 500, 0, 1000, N },
+	{ 100, 550, 500, 250, N },               /* 250 MiB to go at 500 MiB/s */
+	{ 350, 550, 400, 312, N },               /* weight 250/1250 toward 0 */
+	{ 662, 550, 304.9, 410, N },
+	{ 1072, 550, 216.2, 578, N },
+	{ 1650, 550, 137.0, 912, N },
+	{ 2562, 550, 71.7, 1000, N },
+	{ 3562, 550, 35.8, 1000, N },
+};
+
+/* One jump to 78 %: sampled fast, but no level before a second sample
+ * confirms the growth; it is flat, so none. */
+static const struct growth_step growth_jump[] = {
+	{ 0, 700, 0, 1000, N },
+	{ 100, 780, 800, 12, N },                /* would project 805.6 */
+	{ 112, 780, 790.5, 12, N },
+	{ 1112, 780, 395.3, 25, N },
+	{ 3112, 780, 131.75, 75, N },
+};
+
+/* A burst of two samples that reaches 78 %: WARN from the look-ahead once
+ * confirmed, and held (78 % is inside the 5-point band) once it is flat,
+ * as today. */
+static const struct growth_step growth_burst_warn[] = {
+	{ 0, 700, 0, 1000, N },
+	{ 50, 740, 800, 37, N },                 /* 60 MiB to go: 75 ms / 2 */
+	{ 100, 780, 800, 12, W },                /* projected 805.6 */
+	{ 112, 780, 790.5, 12, W },
+	{ 1112, 780, 395.3, 25, W },
+	{ 3112, 780, 131.75, 75, W },
+};
+
+static void run_growth(const char *name, const struct growth_step *t, size_t n)
+{
+	struct policy_params p = params_default();
+	struct policy_growth g = { 0 };
+	struct policy_state s;
+
+	policy_state_init(&s);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ws = t[i].ws_mib * MIB;
+		double rate = policy_growth_update(&g, &p, ws, t[i].ms);
+		uint32_t iv = policy_sample_interval(&svc_default, ws, 1000 * MIB, rate, 1000);
+		struct policy_input in = {
+			.working_set = ws, .budget = 1000 * MIB,
+			.growth = policy_growth_ahead(&g), .reaction_ms = 20 + iv,
+		};
+		struct policy_decision d;
+		double mib = rate / MIB;
+
+		policy_tick(&s, &p, &svc_default, &in, t[i].ms, &d);
+		if (mib < t[i].rate_mib - 0.05 || mib > t[i].rate_mib + 0.05 ||
+		    iv != t[i].interval || d.level != t[i].level)
+			fail_msg("%s: step %zu (t=%" PRIu64 "): rate %.2f MiB/s, %u ms, level "
+				 "%d; want %.1f, %u, %d", name, i, t[i].ms, mib, iv, d.level,
+				 t[i].rate_mib, t[i].interval, t[i].level);
+	}
+}
+
+static void test_growth_series(void **state)
+{
+	run_growth("flat", growth_flat, ARRAY_SIZE(growth_flat));
+	run_growth("slow", growth_slow, ARRAY_SIZE(growth_slow));
+	run_growth("fast", growth_fast, ARRAY_SIZE(growth_fast));
+	run_growth("bursty", growth_bursty, ARRAY_SIZE(growth_bursty));
+	run_growth("one jump", growth_jump, ARRAY_SIZE(growth_jump));
+	run_growth("burst to WARN", growth_burst_warn, ARRAY_SIZE(growth_burst_warn));
+}
+
+static void test_growth_update(void **state)
+{
+	struct policy_params p = params_default();
+	struct policy_growth g = { 0 };
+
+	/* first sample: no rate */
+	assert_true(near(policy_growth_update(&g, &p, 1000, 50), 0));
+	assert_true(g.have && g.working_set == 1000 && g.ms == 50);
+	/* the same millisecond: ignored, the base stays */
+	assert_true(near(policy_growth_update(&g, &p, 9000, 50), 0));
+	assert_true(g.working_set == 1000);
+	/* 1000 bytes in 100 ms */
+	assert_true(near(policy_growth_update(&g, &p, 2000, 150), 10000));
+	/* shrinking 1000 bytes in 1 s: halfway (τ = 1 s) to −1000 */
+	assert_true(near(policy_growth_update(&g, &p, 1000, 1150), 4500));
+	/* a clock that went back: ignored */
+	assert_true(near(policy_growth_update(&g, &p, 5000, 100), 4500));
+	/* grew at the last two samples? (1000 → 2000 → 1000 → 5000: no) */
+	assert_true(near(policy_growth_ahead(&g), 0));
+	/* τ = 0 is taken as 1 ms: a 1 s gap forgets nearly all */
+	p.growth_tau_ms = 0;
+	assert_true(policy_growth_update(&g, &p, 1000, 2150) < 5);
+	/* growing twice in a row: the rate is looked ahead with */
+	policy_growth_update(&g, &p, 2000, 2250);
+	assert_true(near(policy_growth_ahead(&g), 0));
+	policy_growth_update(&g, &p, 3000, 2350);
+	assert_true(near(policy_growth_ahead(&g), 10000));
+	policy_growth_update(&g, &p, 3000, 2450);
+	assert_true(near(policy_growth_ahead(&g), 0));
+}
+
+/* Look-ahead changes nothing for a flat or shrinking service: every tick
+ * table gives the same decisions with growth 0 or negative, however long
+ * the reaction time. */
+static void test_lookahead_flat_and_falling(void **state)
+{
+	static const double growths[] = { 0, -1e12 };
+	struct policy_params def = params_default();
+
+	for (size_t gi = 0; gi < ARRAY_SIZE(growths); gi++)
+		for (size_t i = 0; i < ARRAY_SIZE(tick_cases); i++) {
+			const struct tick_case *c = &tick_cases[i];
+			const struct conf_service *svc = c->svc ? c->svc : &svc_default;
+			const struct policy_params *p = c->params ? c->params : &def;
+			struct policy_state s;
+
+			policy_state_init(&s);
+			for (size_t k = 0; k < c->n; k++) {
+				struct policy_input in = c->steps[k].in;
+				struct policy_decision d;
+				struct tick_want got;
+
+				in.growth = growths[gi];
+				in.reaction_ms = 60000;
+				policy_tick(&s, p, svc, &in, c->steps[k].now, &d);
+				got = tick_got(&d);
+				if (!tick_equal(&got, &c->steps[k].want))
+					fail_msg("%s, growth %g: step %zu differs", c->name,
+						 growths[gi], k);
+				if (c->steps[k].apply)
+					policy_escalated(&s, svc, d.action, c->steps[k].now);
+			}
+		}
+}
+
+/* Hysteresis with look-ahead and probes: a level rises on the projection,
+ * probes raise but never count calm ticks, a drop takes 2 ticks under the
+ * band as today. */
+static const struct tick_step ticks_probe[] = {
+	/* 70 % growing 1000 bytes/s, 100 ms ahead: 80 %, WARN */
+	{ 0, IN(.working_set = 700, .growth = 1000, .reaction_ms = 100),
+	  { W, 1, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	/* probes far under the band: no calm tick counted */
+	{ 10, IN(.working_set = 100, .probe = true),
+	  { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 20, IN(.working_set = 100, .probe = true),
+	  { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	{ 30, IN(.working_set = 100, .probe = true),
+	  { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
+	/* a probe that projects past critical raises at once: 85 % + 50 */
+	{ 40, IN(.working_set = 850, .growth = 1000, .reaction_ms = 50, .probe = true),
+	  { C, 1, 0, 75, 250, 800, 100, 100, 5000, A_NONE } },
+	/* the ticks: the first calm one, then the drop */
+	{ 100, IN(.working_set = 100), { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
+	{ 200, IN(.working_set = 100), { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
+};
+
+static void test_probe_hysteresis(void **state)
+{
+	struct policy_params p = params_default();
+	struct policy_state s;
+
+	policy_state_init(&s);
+	for (size_t k = 0; k < ARRAY_SIZE(ticks_probe); k++) {
+		struct policy_decision d;
+		struct tick_want got;
+		char a[160], b[160];
+
+		policy_tick(&s, &p, &svc_default, &ticks_probe[k].in, ticks_probe[k].now, &d);
+		got = tick_got(&d);
+		if (!tick_equal(&got, &ticks_probe[k].want))
+			fail_msg("step %zu: %s, want %s", k, tick_format(&got, a, sizeof(a)),
+				 tick_format(&ticks_probe[k].want, b, sizeof(b)));
+	}
+}
+
+/* The soft limit leaves out what the cgroup holds besides the clients'
+ * heaps, down to half of warn · budget. */
+static void test_soft_limit_unowned(void **state)
+{
+	static const struct {
+		uint64_t unowned, want;
+	} t[] = {
+		{ 0, 800 }, { 100, 700 }, { 399, 401 }, { 400, 400 }, { 600, 400 },
+		{ UINT64_MAX, 400 },
+	};
+	struct policy_params p = params_default();
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct policy_input in = { .working_set = 500, .budget = 1000,
+					   .unowned = t[i].unowned };
+		struct policy_state s;
+		struct policy_decision d;
+
+		policy_state_init(&s);
+		policy_tick(&s, &p, &svc_default, &in, 0, &d);
+		if (d.directive.soft_limit != t[i].want)
+			fail_msg("case %zu: %" PRIu64 ", want %" PRIu64, i,
+				 d.directive.soft_limit, t[i].want);
+	}
+}
+
+static void test_level_out(void **state)
+{
+	assert_true(near(policy_level_out(0.05, &svc_default, N), 0));
+	assert_true(near(policy_level_out(0.05, &svc_default, W), 0));
+	assert_true(near(policy_level_out(0.05, &svc_default, C), 25));
+	assert_true(near(policy_level_out(0.05, &svc_default, E), POLICY_OUT_MAX));
+}
+
+/* An EMERGENCY directive acts as one, whatever raised the level. */
+static void test_emergency_directive(void **state)
+{
+	struct policy_params p = params_default();
+	struct policy_params ema = params_ema;
+	struct policy_state s;
+	struct policy_decision d;
+	struct policy_input in;
+
+	/* memory.max events at the OOM kill; the working set left is the
+	 * dying process's, 171 MiB of 1 GiB (issue 16's run) */
+	policy_state_init(&s);
+	in = (struct policy_input){ .working_set = 171 * MIB, .budget = 1024 * MIB };
+	policy_tick(&s, &p, &svc_default, &in, 0, &d);
+	in.events.max = 3;
+	in.events.oom = 1;
+	policy_tick(&s, &p, &svc_default, &in, 100, &d);
+	assert_int_equal(d.level, E);
+	assert_int_equal(d.directive.gc_percent, 25);
+	assert_int_equal(d.directive.throttle, 500);
+
+	/* the budget raised at runtime under EMERGENCY: u = 50 %, the level
+	 * follows the new budget at once, and the directive with it */
+	policy_state_init(&s);
+	in = (struct policy_input){ .working_set = 1000, .budget = 1000 };
+	policy_tick(&s, &p, &svc_default, &in, 0, &d);
+	assert_int_equal(d.level, E);
+	in.budget = 2000;
+	policy_tick(&s, &p, &svc_default, &in, 100, &d);
+	assert_int_equal(d.level, N);
+	assert_int_equal(d.directive.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(d.directive.throttle, 0);
+	/* lowered under it: EMERGENCY at once, acting as one */
+	in.budget = 900;
+	policy_tick(&s, &p, &svc_default, &in, 200, &d);
+	assert_int_equal(d.level, E);
+	assert_int_equal(d.directive.gc_percent, 25);
+	assert_int_equal(d.directive.throttle, 500);
+
+	/* a smoothed output still low when usage jumps over the budget */
+	policy_state_init(&s);
+	in = (struct policy_input){ .working_set = 1100, .budget = 1000 };
+	policy_tick(&s, &ema, &svc_default, &in, 0, &d);
+	assert_int_equal(d.level, E);
+	assert_true(d.out < 20);
+	assert_int_equal(d.directive.gc_percent, 25);
+	assert_int_equal(d.directive.throttle, 500);
+
+	/* with max_throttle 0 the service never sheds, even then */
+	{
+		struct conf_service svc = svc_default;
+
+		svc.max_throttle = 0;
+		policy_state_init(&s);
+		policy_tick(&s, &p, &svc, &in, 0, &d);
+		assert_int_equal(d.directive.gc_percent, 25);
+		assert_int_equal(d.directive.throttle, 0);
+	}
 }
 
 /*
@@ -1261,6 +1657,15 @@ int main(void)
 		cmocka_unit_test(test_tick_out),
 		cmocka_unit_test(test_directive_changed),
 		cmocka_unit_test(test_directive_changed_every_field),
+		cmocka_unit_test(test_projected),
+		cmocka_unit_test(test_sample_interval),
+		cmocka_unit_test(test_growth_update),
+		cmocka_unit_test(test_growth_series),
+		cmocka_unit_test(test_lookahead_flat_and_falling),
+		cmocka_unit_test(test_probe_hysteresis),
+		cmocka_unit_test(test_level_out),
+		cmocka_unit_test(test_soft_limit_unowned),
+		cmocka_unit_test(test_emergency_directive),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,8 +10,11 @@
 # asks it for its statistics).  With memguardd at hand (MEMGUARDD, a socket
 # of its own on this machine's cgroups, no configured service: each
 # client's cgroup is one), each also runs with the preload library
-# registering it (MEMGUARD_SOCKET), and a child that forks without exec
-# must register as a client of its own.
+# registering it (MEMGUARD_SOCKET, at once: MEMGUARD_REGISTER_DELAY_MS=0),
+# and a child that forks without exec must register as a client of its
+# own.  Then what a program may assume of libc alone (tests/preload-invisible:
+# the process ends with its last thread, fds from 3, errno kept), and that
+# short-lived processes never register.
 set -euo pipefail
 
 lib=${MG_PRELOAD_LIB:-$PWD/client/.libs/libmemguard-malloc.so}
@@ -30,6 +33,7 @@ limit=${MG_PRELOAD_TIMEOUT:-120}        # seconds one program may take
 daemon_exe=${MEMGUARDD:-$PWD/daemon/memguardd}
 ctl=${MEMGUARDCTL:-$(dirname "$daemon_exe")/../client/memguardctl}
 forker=${MG_PRELOAD_FORK:-$PWD/tests/preload-fork}
+invisible=${MG_PRELOAD_INVISIBLE:-$PWD/tests/preload-invisible}
 
 tmp=$(mktemp -d)
 daemon_pid=
@@ -66,8 +70,10 @@ compare() {
 		[ "$mode" = register ] && [ -z "$sock" ] && continue
 		rc=0
 		if [ "$mode" = register ]; then
-			run "$tmp/$name.$mode" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" "$@" ||
-				rc=$?
+			# Registered from the start, so that even short
+			# programs fork and exit as clients.
+			run "$tmp/$name.$mode" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" \
+				MEMGUARD_REGISTER_DELAY_MS=0 "$@" || rc=$?
 		else
 			run "$tmp/$name.$mode" env LD_PRELOAD="$lib" "$@" || rc=$?
 		fi
@@ -102,8 +108,10 @@ start_daemon() {
 		return
 	fi
 	: >"$tmp/memguard.conf"
+	# (debug: the log shows each connection, which the check that
+	# short-lived processes do not register counts)
 	"$daemon_exe" --config "$tmp/memguard.conf" --socket "$tmp/memguardd.sock" \
-		2>"$tmp/memguardd.log" &
+		--log-level debug 2>"$tmp/memguardd.log" &
 	daemon_pid=$!
 	for _ in $(seq 100); do
 		[ -S "$tmp/memguardd.sock" ] && break
@@ -111,11 +119,11 @@ start_daemon() {
 	done
 	sock=$tmp/memguardd.sock
 	# Can a process of ours register at all (a cgroup the daemon can
-	# watch)?  A program that sleeps a little tells.  (The list read
-	# whole, as ldd's above.)
-	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" sleep 3 &
+	# watch)?  A program that sleeps a little tells, once its delay has
+	# passed.  (The list read whole, as ldd's above.)
+	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" MEMGUARD_REGISTER_DELAY_MS=500 sleep 8 &
 	local probe=$! pids=
-	for _ in $(seq 40); do
+	for _ in $(seq 100); do
 		pids=$(client_pids)
 		grep -qx "$probe" <<<"$pids" && break
 		sleep 0.05
@@ -320,7 +328,9 @@ print(os.getpid(), pid, flush=True)
 _, status = os.waitpid(pid, 0)
 raise SystemExit(os.waitstatus_to_exitcode(status))
 PY
+	# (A short delay: the child's comes again from its fork.)
 	timeout -k 5 "$limit" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" \
+		MEMGUARD_REGISTER_DELAY_MS=500 \
 		"$python" "$tmp/forkreg.py" "$tmp/forkreg.done" >"$tmp/forkreg.out" 2>&1 &
 	job=$!
 	for _ in $(seq 100); do
@@ -358,6 +368,65 @@ PY
 	fi
 else
 	echo "skip fork-register: needs python3 and a memguardd that registers us"
+fi
+
+# ---- what a program may assume of libc alone -----------------------------
+
+if [ -x "$invisible" ]; then
+	compare invisible-lone "$invisible" lone
+	compare invisible-fds "$invisible" fds
+	compare invisible-errno "$invisible" errno
+else
+	echo "skip invisible: $invisible not built"
+fi
+
+if [ -x "$invisible" ] && [ -n "$sock" ]; then
+	# The default delay: the library's thread is still waiting in the
+	# children when their program ends.
+	rc=0
+	run "$tmp/lone-delay" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" "$invisible" lone ||
+		rc=$?
+	if [ "$rc" = 0 ]; then
+		echo "ok   invisible-lone with the default delay"
+		ran=$((ran + 1))
+	else
+		echo "FAIL invisible-lone with the default delay (status $rc):"
+		cat "$tmp/lone-delay"; failed=1
+	fi
+	# Once the library has connected, its descriptors are all above the
+	# program's.
+	rc=0
+	run "$tmp/fds-registered" env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" \
+		"$invisible" fds REGISTERED || rc=$?
+	if [ "$rc" = 0 ]; then
+		sed 's/^ok   /ok   registered: /' "$tmp/fds-registered"
+		ran=$((ran + 1))
+	else
+		echo "FAIL invisible-fds once registered (status $rc):"
+		cat "$tmp/fds-registered"; failed=1
+	fi
+
+	# Short-lived processes (a shell script's, a make's) never register:
+	# none of them connects to the daemon, whose log shows each
+	# connection.  (The default delay: these end within milliseconds,
+	# and a busy machine must not make one of them live past it.)
+	sleep 1.5                       # (the processes above have said BYE)
+	before=$(grep -c ' connected (pid ' "$tmp/memguardd.log" || true)
+	short=(env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock")
+	for i in $(seq 20); do
+		"${short[@]}" /bin/true
+		"${short[@]}" sh -c 'ls / >/dev/null; echo $$ >/dev/null'
+		"${short[@]}" bash -c '(true) | cat >/dev/null'
+	done
+	sleep 1.5                       # (a late connection would show by now)
+	after=$(grep -c ' connected (pid ' "$tmp/memguardd.log" || true)
+	if [ "$after" = "$before" ]; then
+		echo "ok   short-lived: 60 processes under the preload, none connected"
+		ran=$((ran + 1))
+	else
+		echo "FAIL short-lived: $((after - before)) of 60 short-lived processes connected:"
+		tail -n 5 "$tmp/memguardd.log"; failed=1
+	fi
 fi
 
 [ "$failed" = 0 ] || exit 1

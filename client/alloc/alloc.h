@@ -10,7 +10,9 @@
  *	             address → arena map, metadata memory, huge blocks
  *	span.c       the page heap: runs of 8 KiB pages ("spans"), free lists
  *	             that prefer resident pages, coalescing, the released-page
- *	             bitmap and the release step (madvise in runs ≥ 64 KiB)
+ *	             bitmap (one bit per 4 KiB page) and the release step
+ *	central.c    also the release of free 4 KiB pages inside partly used
+ *	             small spans (a sweep over the partial lists)
  *	sizeclass.c  96 size classes, 16 B .. 256 KiB, ≤ 12.5 % waste
  *	central.c    per-class lists of partly used spans and a transfer cache
  *	             of whole batches, each under its own class lock
@@ -20,7 +22,8 @@
  *	stats.c      mg_heap_stats()
  *
  * Lock order (fork takes them all in it): init_lock → registry lock →
- * central[0..N) → page heap → huge → metadata.  Nothing is called with a
+ * central[0..N) → page heap → huge → metadata.  The release lock of
+ * central.c's sweep is taken before any of them and never by allocation.  Nothing is called with a
  * lock held that could re-enter the allocator.
  *
  * Arenas are reserved with MAP_NORESERVE read-write rather than PROT_NONE
@@ -33,11 +36,16 @@
  */
 #pragma once
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "client/memguard/client.h"
 
@@ -57,17 +65,20 @@
 
 #define MG_PAGE_SHIFT 13
 #define MG_PAGE_SIZE (UINT64_C(1) << MG_PAGE_SHIFT)      /* 8 KiB: the heap's page */
+#define MG_OS_PER_PAGE (MG_PAGE_SIZE / MG_OS_PAGE)       /* 2 kernel pages per heap page */
 #define ARENA_SHIFT 26
 #define ARENA_SIZE (UINT64_C(1) << ARENA_SHIFT)          /* 64 MiB per reservation */
 #define ARENA_PAGES (ARENA_SIZE >> MG_PAGE_SHIFT)        /* 8192 */
+#define ARENA_FIRST_PAGE 1                               /* page 0: the class map */
 #define ARENA_ADDR_BITS 47                               /* user address space */
 #define ARENA_MAP_LEN (UINT64_C(1) << (ARENA_ADDR_BITS - ARENA_SHIFT))
 
 #define SMALL_MAX (256u << 10)           /* bytes: largest size class */
 #define HUGE_MIN (4u << 20)              /* bytes: own mapping from this size on */
 #ifndef RELEASE_MIN_PAGES
-#define RELEASE_MIN_PAGES 8              /* pages: 64 KiB, the smallest madvise run */
+#define RELEASE_MIN_PAGES 8              /* pages: 64 KiB, smallest run released while churning */
 #endif
+#define SPAN_MAX_OS_PAGES 64             /* kernel pages in a small span at most (relmask) */
 
 /* ---- arena.c ----------------------------------------------------------- */
 
@@ -75,15 +86,21 @@
 struct arena {
 	uintptr_t base;                  /* ARENA_SIZE-aligned */
 	struct arena *next;              /* all arenas, newest first */
-	uint8_t classes[ARENA_PAGES];    /* size class + 1 of small spans, else 0 */
 	struct span *spans[ARENA_PAGES]; /* in-use spans: every page; free: ends */
-	uint64_t released[ARENA_PAGES / 64]; /* bit set = page given back */
+	uint64_t released[ARENA_PAGES * MG_OS_PER_PAGE / 64]; /* bit set = 4 KiB page given back */
 };
 
 typedef void *(*alloc_mmap_fn)(void *addr, size_t len, int prot, int flags, int fd,
 			       off_t off);
 
 _hidden_ extern struct arena *arena_map[ARENA_MAP_LEN];
+
+/*
+ * madvise(MADV_DONTNEED) on `n` ≤ 1024 ranges, in one process_madvise()
+ * call where the kernel takes it for the calling process (one TLB flush
+ * for the lot), else one madvise() per range.  0 or -errno.
+ */
+_hidden_ int arena_dontneed(const struct iovec *iov, unsigned n);
 
 /*
  * Route the allocator's mmap() calls through `fn` (NULL: mmap(2) again).
@@ -109,6 +126,20 @@ static inline struct arena *arena_of(const void *p)
 static inline size_t arena_page(const struct arena *ar, const void *p)
 {
 	return ((uintptr_t)p >> MG_PAGE_SHIFT) & (ARENA_PAGES - 1);
+}
+
+/*
+ * The class byte of the page holding `p` (size class + 1 of a small span,
+ * else 0), for `p` known to be in an arena: one byte per page in the
+ * arena's own first page, found from `p` alone.  So free()'s fast path
+ * loads it right after the arena map's entry instead of through it: the
+ * CPU issues both at once, past the predicted test of the first.
+ */
+static inline uint8_t *arena_class(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+
+	return (uint8_t *)((a & ~(uintptr_t)(ARENA_SIZE - 1)) + ((a >> MG_PAGE_SHIFT) & (ARENA_PAGES - 1)));
 }
 
 /*
@@ -178,29 +209,47 @@ struct span {
 	uint8_t in_partial;              /* SPAN_SMALL: on its class's partial list */
 	struct span *next, *prev;        /* free lists, or the class's partial list */
 	struct arena *arena;
-	uint32_t nreleased;              /* free: pages given back */
-	uint32_t nreleasable;            /* free: what it adds to releasable_pages */
-	uint32_t nfree;                  /* small: free objects (list + never used) */
+	uint32_t nreleased;              /* free: 4 KiB pages given back */
+	uint32_t nreleasable;            /* free: what it adds to releasable_os */
+	uint32_t nfree;                  /* small: free objects (list + bump + released) */
 	uint32_t nobjs;                  /* small: objects in the span */
 	void *freelist;                  /* small: freed objects, linked by word 0 */
 	uintptr_t bump;                  /* small: first never-used object */
 	uintptr_t end;                   /* small: end of the last whole object */
+	/*
+	 * small: the span's 4 KiB pages given back (bit i: start + i·4 KiB).
+	 * Every object that overlaps such a page is free and on no list;
+	 * every other free object is on the freelist or at/after bump.  An
+	 * allocation that finds neither takes a run of these pages back
+	 * (central.c), so a refault costs only the fault.
+	 */
+	uint64_t relmask;
+	uint32_t scan_gen;               /* small: the release sweep that last looked */
+	uint32_t ver;                    /* small: bumped when its free objects change */
+	uint32_t scan_ver;               /* small: ver when a sweep last looked */
+	uint8_t busy;                    /* small: pages of it are being released */
 };
 
 /* Page heap counters, in pages; a consistent snapshot. */
 struct pageheap_stats {
 	uint64_t arena_pages;            /* reserved in arenas */
 	uint64_t free_pages;             /* free, released or not (busy included) */
-	uint64_t released_pages;         /* free and given back (or never touched) */
+	uint64_t released_os;            /* 4 KiB pages: free and given back (or never touched) */
+	uint64_t small_released_os;      /* 4 KiB pages given back inside small spans */
 	uint64_t small_pages;            /* in small spans */
 	uint64_t large_pages;            /* in large blocks */
-	uint64_t releasable_pages;       /* free, resident, in free spans ≥ 64 KiB */
+	uint64_t releasable_os;          /* 4 KiB pages: free, resident, in free spans ≥ 64 KiB */
 	uint64_t alloc_count;            /* spans handed out, ever */
 	uint64_t meta_bytes;             /* resident span structs (bytes, not pages) */
 };
 
-/* Free resident pages in free spans ≥ 64 KiB, read without the lock. */
+/* Bytes of free resident pages in free spans ≥ 64 KiB, read without the
+ * lock. */
 _hidden_ uint64_t pageheap_releasable(void);
+
+/* Count `delta` 4 KiB pages more (or fewer) as given back inside small
+ * spans (central.c's release and refault). */
+_hidden_ void pageheap_note_small_released(long delta);
 
 /* The span holding page-aligned or not address `p` in arena `ar`. */
 static inline struct span *span_of(struct arena *ar, const void *p)
@@ -219,7 +268,8 @@ static inline struct span *span_of(struct arena *ar, const void *p)
 _hidden_ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
 				     unsigned sizeclass, bool *ret_zeroed);
 
-/* Give a small or large span back; it coalesces with free neighbours. */
+/* Give a small or large span back; it coalesces with free neighbours.  A
+ * small span's released pages (relmask) stay released, and counted so. */
 _hidden_ void pageheap_free(struct span *s);
 
 /*
@@ -234,13 +284,14 @@ _hidden_ void pageheap_shrink(struct span *s, size_t npages);
 _hidden_ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed);
 
 /*
- * One release step: in the largest free span of ≥ RELEASE_MIN_PAGES pages
- * that has resident pages, madvise(MADV_DONTNEED) its first resident run
- * (widened to RELEASE_MIN_PAGES over released pages if shorter; at most
- * `max_pages`) with no lock held.  Returns the pages newly released (0:
- * nothing releasable is left) or -errno when madvise fails.
+ * One release step: from the largest free spans of ≥ `min_pages` pages
+ * that have resident 4 KiB pages, cut windows of at most `max_pages` pages
+ * in all, mark them busy, and give their resident 4 KiB pages back in one
+ * batch with no lock held; a page already released is never advised
+ * again.  Returns the bytes newly released (0: nothing releasable is
+ * left) or -errno when the kernel refuses.
  */
-_hidden_ long pageheap_release_step(size_t max_pages);
+_hidden_ long pageheap_release_step(size_t max_pages, size_t min_pages);
 
 _hidden_ void pageheap_get_stats(struct pageheap_stats *ret);
 
@@ -270,7 +321,8 @@ struct sizeclass {
 };
 
 _hidden_ extern struct sizeclass sizeclasses[NCLASSES];
-_hidden_ extern uint8_t sizeclass_lut[1024 / 16 + 1];   /* by (size + 15) / 16 */
+/* By (size + 15) / 16: the class + 1, which is also its thread cache bin. */
+_hidden_ extern uint8_t sizeclass_lut[1024 / 16 + 1];
 
 /* Fill the table (idempotent). */
 _hidden_ void sizeclass_init(void);
@@ -291,7 +343,7 @@ static inline unsigned sizeclass_compute(size_t size)
 static inline unsigned sizeclass_of(size_t size)
 {
 	if (likely(size <= 1024))
-		return sizeclass_lut[(size + 15) >> 4];
+		return sizeclass_lut[(size + 15) >> 4] - 1u;
 	return sizeclass_compute(size);
 }
 
@@ -315,6 +367,22 @@ _hidden_ void central_put(unsigned cls, void *head, unsigned n);
 _hidden_ void central_drain(void);
 
 /*
+ * One step of a release sweep over the partly used small spans, class by
+ * class: give back every 4 KiB page of a span that holds no live byte (its
+ * free objects' links are rebuilt off those pages first), in one batch,
+ * with no lock held across the madvise.  A sweep looks at each span once
+ * and skips a span whose free objects have not changed since a sweep last
+ * looked (that look left nothing to release in it); `restart` begins a
+ * new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
+ * once the sweep is over.
+ */
+_hidden_ long central_release_step(size_t max_bytes, bool restart, bool *ret_more);
+
+/* Objects given back to their spans so far (monotonic): what the
+ * scavenger watches to know whether a new sweep could find anything. */
+_hidden_ uint64_t central_span_frees(void);
+
+/*
  * Bytes of small objects out of the central lists: in use by the program
  * or sitting in a thread cache.  Counted per batch under the class locks,
  * so the fast paths count nothing.
@@ -333,8 +401,15 @@ struct tbin {
 	uint32_t max;
 };
 
+/*
+ * bins[0] is never used: a class's bin is bins[class + 1], the index the
+ * page map's class byte and sizeclass_lut hold, and 0 there (not a small
+ * span) finds an empty bin with no room, so the fast paths need no test
+ * for it.  For the same reason a thread with no cache of its own points
+ * at tcache_none, whose bins are all like that: never NULL.
+ */
 struct tcache {
-	struct tbin bins[NCLASSES];
+	struct tbin bins[NCLASSES + 1];
 	uint32_t flush_req;              /* set by mg_heap_release(): flush when seen */
 	struct tcache *next, *prev;      /* registry */
 };
@@ -347,13 +422,20 @@ enum tcache_state {
 };
 
 _hidden_ extern __thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec")));
+_hidden_ extern struct tcache tcache_none;
+
+static inline struct tbin *tcache_bin(struct tcache *tc, unsigned cls)
+{
+	return &tc->bins[cls + 1];
+}
 _hidden_ extern __thread uint8_t tls_tcache_state __attribute__((tls_model("initial-exec")));
 
 /* Create the key whose destructor flushes a thread's cache.  0 or -errno. */
 _hidden_ int tcache_global_init(void);
 
 /* The calling thread's cache, created on first use; NULL while that is
- * not possible (creating, exiting, out of memory). */
+ * not possible (creating, exiting, out of memory).  (tls_tcache is then
+ * &tcache_none.) */
 _hidden_ struct tcache *tcache_get(void);
 
 /* Slow paths of the fast inline ones in malloc.c. */
@@ -406,6 +488,43 @@ static inline bool alloc_fork_check(void)
 	return true;
 }
 
+/* The lowest number the library's descriptors take: programs count their
+ * own from 3 (LISTEN_FDS, pass_fds, a shell's redirections), so ours stay
+ * out of their way.  Halved when RLIMIT_NOFILE is lower. */
+#define MG_FD_FLOOR 512
+
+/* `fd` (or -errno when it is negative) moved to the lowest free number at
+ * or above MG_FD_FLOOR, close-on-exec; `fd` itself when there is no room
+ * there.  The allocator's descriptor and the client's all go through it. */
+static inline int alloc_fd_high(int fd)
+{
+	struct rlimit rl;
+	rlim_t floor = MG_FD_FLOOR;
+	int high;
+
+	if (fd < 0)
+		return -errno;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && floor >= rl.rlim_cur)
+		floor = rl.rlim_cur / 2;
+	if ((rlim_t)fd >= floor)
+		return fd;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, (int)floor);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
+}
+
+/*
+ * The library's own threads (the scavenger, libmemguard-client's) must not
+ * keep a process alive: true, to one caller only, once every thread of
+ * the program has ended (the leader is a zombie and only threads named
+ * "memguard" or "mg-scavenger" are left).  That caller then calls
+ * exit(0), as glibc does after a process's last thread.  Cheap enough for
+ * every tick of a thread: one pread() while the leader lives.
+ */
+_hidden_ bool alloc_lone_claim(void);
+
 /* The slow paths behind alloc_malloc_fast() and alloc_free_fast(). */
 _hidden_ void *alloc_malloc_slow(size_t size);
 _hidden_ void alloc_free_slow(void *p);
@@ -421,7 +540,7 @@ static inline void *alloc_malloc_fast(size_t size)
 {
 	struct tcache *tc = tls_tcache;
 
-	if (likely(tc && size <= 1024)) {
+	if (likely(size <= 1024)) {
 		struct tbin *b = &tc->bins[sizeclass_lut[(size + 15) >> 4]];
 		void *p = b->head;
 
@@ -437,20 +556,15 @@ static inline void *alloc_malloc_fast(size_t size)
 static inline void alloc_free_fast(void *p)
 {
 	struct arena *ar = arena_of(p);
-	struct tcache *tc = tls_tcache;
 
-	if (likely(ar && tc)) {
-		unsigned c1 = ar->classes[arena_page(ar, p)];
+	if (likely(ar)) {
+		struct tbin *b = &tls_tcache->bins[*arena_class(p)];
 
-		if (likely(c1)) {
-			struct tbin *b = &tc->bins[c1 - 1];
-
-			if (likely(b->count < b->max)) {
-				*(void **)p = b->head;
-				b->head = p;
-				b->count++;
-				return;
-			}
+		if (likely(b->count < b->max)) {
+			*(void **)p = b->head;
+			b->head = p;
+			b->count++;
+			return;
 		}
 	}
 	alloc_free_slow(p);
@@ -461,9 +575,11 @@ static inline void alloc_free_fast(void *p)
 #define SCAV_TICK_MS 100                 /* ms between looks at the heap while busy */
 #define SCAV_IDLE_TICK_MS 500            /* ms between looks when nothing changed */
 #define SCAV_DUTY_CHURN_PPM 9000         /* ppm of a core while churning: 1 % less a margin */
-#define SCAV_DUTY_IDLE_PPM 100000        /* ppm of a core once the heap went quiet */
+#define SCAV_DUTY_IDLE_PPM 250000        /* ppm of a core once the heap went quiet */
+#define SCAV_RESWEEP_OBJS 4096           /* objects back in spans that start a new sweep */
+#define SCAV_BUSY_FREES 1024             /* objects back in spans per tick that mean churn */
 #define SCAV_CHUNK_PAGES 128             /* pages per madvise step: 1 MiB */
-#define SCAV_START_PAGES 128             /* releasable pages that start the thread */
+#define SCAV_START_BYTES (1u << 20)      /* releasable bytes that start the thread */
 #define SCAV_RETAIN_PERMILLE 1100        /* default goal: live × 1.10 */
 
 /* What the scavenger did, for tests and the benchmark. */
@@ -472,6 +588,7 @@ struct scav_stats {
 	uint64_t cpu_ns;                 /* the thread's CPU time, user + system */
 	uint64_t released_bytes;         /* by the thread */
 	uint64_t wakeups;
+	bool settled;                    /* its last look found nothing more to release */
 };
 
 /*
@@ -494,6 +611,29 @@ _hidden_ void scavenger_disable(bool disable);
 /* In the child after fork(): the thread is gone. */
 _hidden_ void scavenger_after_fork_child(void);
 
+/* ---- watch.c ----------------------------------------------------------- */
+
+/*
+ * The growth watch behind libmemguard-client's local limit (the client's
+ * logic is client/limit.c; alloc_watch_set() is declared in
+ * client-internal.h).  alloc_grew() is called where the heap can grow, with
+ * no allocator lock held: after a thread cache refill, a small allocation
+ * straight from central, a large or a huge block.  With no watch it is one
+ * relaxed load; with one, it compares alloc_resident_bytes() with the
+ * watched bytes and calls the watch's function when above.
+ */
+_hidden_ extern uint64_t alloc_watch_bytes;
+_hidden_ void alloc_watch_check(void);
+
+static inline void alloc_grew(void)
+{
+	if (unlikely(LOAD(alloc_watch_bytes)))
+		alloc_watch_check();
+}
+
+/* Resident heap bytes: arena pages not released, plus huge mappings. */
+_hidden_ uint64_t alloc_resident_bytes(void);
+
 /* ---- stats.c ----------------------------------------------------------- */
 
 /*
@@ -507,6 +647,7 @@ struct alloc_stats {
 	uint64_t large_inuse;
 	uint64_t huge;
 	uint64_t small_span_bytes;       /* pages in small spans */
+	uint64_t small_released;         /* of those, given back (no live byte on them) */
 	uint64_t free_resident;          /* page heap: free, not released */
 };
 

@@ -10,8 +10,12 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "client/alloc/alloc.h"
+
+#define PIDFD_SELF_THREAD_ (-10000)      /* <linux/pidfd.h>: the calling thread */
 
 #define META_CHUNK (1u << 20)            /* bytes mapped at a time for metadata */
 #define HUGE_TABLE_MIN 256               /* entries in the first huge-block table */
@@ -19,6 +23,7 @@
 struct arena *arena_map[ARENA_MAP_LEN];
 
 static alloc_mmap_fn mmap_hook;
+static int vector_advice_broken;         /* process_madvise() refused once */
 static uintptr_t arena_hint;             /* where the next arena would fit */
 static struct arena *arenas;
 static uint64_t arena_count;
@@ -51,6 +56,49 @@ void *arena_mmap(void *addr, size_t len, int prot, int flags)
 	if (fn)
 		return fn(addr, len, prot, flags, -1, 0);
 	return mmap(addr, len, prot, flags, -1, 0);
+}
+
+int arena_dontneed(const struct iovec *iov, unsigned n)
+{
+	size_t done = 0;
+	unsigned i;
+
+#ifdef SYS_process_madvise
+	/*
+	 * One call for many ranges: the kernel batches the TLB flush, which
+	 * is most of the cost of releasing scattered 4 KiB pages one by one.
+	 * Kernels before 6.13 refuse advice on the caller's own memory this
+	 * way (or the pidfd constant): then, and from then on, madvise().
+	 */
+	if (n > 1 && !__atomic_load_n(&vector_advice_broken, __ATOMIC_RELAXED)) {
+		size_t want = 0;
+		long r;
+
+		for (i = 0; i < n; i++)
+			want += iov[i].iov_len;
+		r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_, iov, (size_t)n, MADV_DONTNEED,
+			    0u);
+		if (r == (long)want)
+			return 0;
+		if (r < 0)
+			__atomic_store_n(&vector_advice_broken, 1, __ATOMIC_RELAXED);
+		else
+			done = (size_t)r;
+	}
+#endif
+	/* The ranges not (wholly) done above, one call each. */
+	for (i = 0; i < n; i++) {
+		size_t len = iov[i].iov_len;
+
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		if (madvise((uint8_t *)iov[i].iov_base + done, len - done, MADV_DONTNEED) < 0)
+			return -errno;
+		done = 0;
+	}
+	return 0;
 }
 
 /* Reserve ARENA_SIZE bytes aligned to ARENA_SIZE: try where the last one
@@ -155,8 +203,9 @@ uint64_t meta_bytes(void)
 	uint64_t n = __atomic_load_n(&meta_mapped, __ATOMIC_RELAXED);
 
 	/* The table of arenas is touched one page per 512 slots; count it
-	 * by the page each arena dirties in it. */
-	return n + arena_sys_bytes() / ARENA_SIZE * MG_OS_PAGE;
+	 * by the page each arena dirties in it, and each arena's class map
+	 * (its first page). */
+	return n + arena_sys_bytes() / ARENA_SIZE * (MG_OS_PAGE + ARENA_FIRST_PAGE * MG_PAGE_SIZE);
 }
 
 /* ---- huge blocks: an open-addressing table of their addresses ---------- */

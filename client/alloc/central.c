@@ -5,6 +5,14 @@
  * cache whole, without touching its spans, which is what makes producer /
  * consumer frees cheap.  Each class has its own lock: there is no global
  * lock between the thread caches and the page heap.
+ *
+ * The release sweep gives back the 4 KiB pages of partly used spans that
+ * hold no live byte.  A free object's link lives in its first word, so
+ * before a page goes, the span's free list is rebuilt (in address order)
+ * from the objects that touch no released page; the objects that do are
+ * known free by the span's relmask alone.  Allocation that runs out of
+ * listed objects takes a run of released pages back: it clears their
+ * bits and lists their objects, and the kernel faults in zero pages.
  */
 #include "config.h"
 
@@ -14,6 +22,10 @@
 #include "client/alloc/alloc.h"
 
 #define TRANSFER_SLOTS 16                /* whole batches kept per class */
+#define MAX_SPAN_OBJS 512                /* objects in a small span at most (16 B in 8 KiB) */
+#define SWEEP_SPANS 256                  /* spans a sweep step looks at, at most */
+#define SWEEP_BUSY 32                    /* spans a sweep step releases from, at most */
+#define SWEEP_IOV 256                    /* ranges per madvise batch */
 
 struct batch {
 	void *head;
@@ -24,6 +36,7 @@ struct central {
 	pthread_mutex_t lock;
 	uint64_t out;                    /* objects handed out and not back */
 	struct span *partial;            /* spans with free objects */
+	struct span *partial_tail;
 	unsigned ntransfer;
 	struct batch transfer[TRANSFER_SLOTS];
 } __attribute__((aligned(64)));
@@ -32,13 +45,32 @@ static struct central centrals[NCLASSES] = {
 	[0 ... NCLASSES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
 };
 
+static pthread_mutex_t sweep_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned sweep_cls = NCLASSES;    /* class the sweep is at; NCLASSES: none */
+static uint32_t sweep_gen;
+static uint64_t span_frees;
+
 static void partial_add(struct central *c, struct span *s)
 {
 	s->prev = NULL;
 	s->next = c->partial;
 	if (s->next)
 		s->next->prev = s;
+	else
+		c->partial_tail = s;
 	c->partial = s;
+	s->in_partial = 1;
+}
+
+static void partial_add_tail(struct central *c, struct span *s)
+{
+	s->next = NULL;
+	s->prev = c->partial_tail;
+	if (s->prev)
+		s->prev->next = s;
+	else
+		c->partial = s;
+	c->partial_tail = s;
 	s->in_partial = 1;
 }
 
@@ -50,8 +82,150 @@ static void partial_remove(struct central *c, struct span *s)
 		c->partial = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
+	else
+		c->partial_tail = s->prev;
 	s->next = s->prev = NULL;
 	s->in_partial = 0;
+}
+
+/* ---- a span's released pages ----------------------------------------------- */
+
+/* The mask of bits [lo, hi] of a 64-bit word (hi < 64). */
+static uint64_t mask_range(unsigned lo, unsigned hi)
+{
+	uint64_t up = hi >= 63 ? ~UINT64_C(0) : (UINT64_C(1) << (hi + 1)) - 1;
+
+	return up & ~((UINT64_C(1) << lo) - 1);
+}
+
+/* The 4 KiB pages (span-relative) that object `i` of `size` bytes touches. */
+static uint64_t obj_pages(unsigned i, uint32_t size)
+{
+	size_t lo = (size_t)i * size;
+
+	return mask_range((unsigned)(lo / MG_OS_PAGE), (unsigned)((lo + size - 1) / MG_OS_PAGE));
+}
+
+static void bit_set(uint64_t *b, unsigned i)
+{
+	b[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static bool bit_get(const uint64_t *b, unsigned i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
+
+/* Whether bits [lo, hi] of `b` are all set. */
+static bool bits_all(const uint64_t *b, unsigned lo, unsigned hi)
+{
+	while (lo <= hi) {
+		unsigned w = lo / 64, top = hi / 64 == w ? hi % 64 : 63;
+		uint64_t m = mask_range(lo % 64, top);
+
+		if ((b[w] & m) != m)
+			return false;
+		lo = w * 64 + top + 1;
+	}
+	return true;
+}
+
+/* The objects touching the span-relative 4 KiB pages [a, b]: [*i0, *i1];
+ * false if none does (the span's tail past its last object). */
+static bool objs_on_pages(const struct span *s, uint32_t size, unsigned a, unsigned b,
+			  unsigned *i0, unsigned *i1)
+{
+	size_t lo = (size_t)a * MG_OS_PAGE, hi = (size_t)(b + 1) * MG_OS_PAGE - 1;
+
+	if (lo / size >= s->nobjs)
+		return false;
+	*i0 = (unsigned)(lo / size);
+	*i1 = hi / size < s->nobjs ? (unsigned)(hi / size) : s->nobjs - 1;
+	return true;
+}
+
+/*
+ * Allocation found no listed object and no bump room but nfree > 0: the
+ * free objects are on released pages.  Take back the lowest run of them
+ * that holds an object: clear its bits and list the objects on it that
+ * touch no page still released.  Returns false if there is none (which
+ * the invariants rule out).  Called with the class lock held.
+ */
+static bool take_back(struct span *s, uint32_t size)
+{
+	/* The pages objects lie on; ≤ 64, as sizeclass_init() keeps small
+	 * spans that short.  Those past them stay released for good. */
+	unsigned npg = (unsigned)((s->end - s->start + MG_OS_PAGE - 1) / MG_OS_PAGE), a, b, i, i0, i1;
+	uint64_t m = s->relmask & mask_range(0, npg - 1), run;
+	void *head = NULL, **link = &head;
+
+	if (!m)
+		return false;
+	a = (unsigned)__builtin_ctzll(m);
+	run = ~(m >> a);
+	b = a + (run ? (unsigned)__builtin_ctzll(run) : 64 - a) - 1;
+	s->relmask &= ~mask_range(a, b);
+	pageheap_note_small_released(-(long)(b - a + 1));
+	if (!objs_on_pages(s, size, a, b, &i0, &i1))
+		return true;
+	for (i = i0; i <= i1; i++) {
+		if (obj_pages(i, size) & s->relmask)
+			continue;
+		*link = (void *)(s->start + (uintptr_t)i * size);
+		link = (void **)*link;
+	}
+	*link = s->freelist;
+	s->freelist = head;
+	return true;
+}
+
+/*
+ * The span's 4 KiB pages (span-relative mask) not yet released that hold
+ * no live byte; `free` gets one bit per free object.
+ */
+static uint64_t releasable_pages(const struct span *s, uint32_t size, uint64_t *free)
+{
+	unsigned npg = s->npages * MG_OS_PER_PAGE, j, i0, i1;
+	uint64_t m = s->relmask, out = 0;
+	void *o;
+
+	for (o = s->freelist; o; o = *(void **)o)
+		bit_set(free, (unsigned)(((uintptr_t)o - s->start) / size));
+	for (j = (unsigned)((s->bump - s->start) / size); j < s->nobjs; j++)
+		bit_set(free, j);
+	/* Objects on released pages are free, though on no list. */
+	while (m) {
+		j = (unsigned)__builtin_ctzll(m);
+		m &= m - 1;
+		if (objs_on_pages(s, size, j, j, &i0, &i1))
+			for (; i0 <= i1; i0++)
+				bit_set(free, i0);
+	}
+	for (j = 0; j < npg; j++) {
+		if (s->relmask >> j & 1)
+			continue;
+		if (!objs_on_pages(s, size, j, j, &i0, &i1) || bits_all(free, i0, i1))
+			out |= UINT64_C(1) << j;
+	}
+	return out;
+}
+
+/* List the span's free objects that touch no page of `relmask`, in
+ * address order; the others are known free by relmask. */
+static void rebuild(struct span *s, uint32_t size, const uint64_t *free, uint64_t relmask)
+{
+	void *head = NULL, **link = &head;
+	unsigned i;
+
+	for (i = 0; i < s->nobjs; i++) {
+		if (!bit_get(free, i) || (obj_pages(i, size) & relmask))
+			continue;
+		*link = (void *)(s->start + (uintptr_t)i * size);
+		link = (void **)*link;
+	}
+	*link = NULL;
+	s->freelist = head;
+	s->bump = s->end;
 }
 
 static struct span *new_span(unsigned cls)
@@ -69,6 +243,11 @@ static struct span *new_span(unsigned cls)
 	s->end = s->start + (uintptr_t)sc->objs * sc->size;
 	s->nobjs = sc->objs;
 	s->nfree = sc->objs;
+	s->relmask = 0;
+	s->scan_gen = 0;
+	s->ver = 0;
+	s->scan_ver = UINT32_MAX;
+	s->busy = 0;
 	return s;
 }
 
@@ -104,9 +283,14 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 			if (s->freelist) {
 				o = s->freelist;
 				s->freelist = *(void **)o;
-			} else {
+			} else if (s->bump < s->end) {
 				o = (void *)s->bump;
 				s->bump += size;
+			} else if (take_back(s, size)) {
+				continue;
+			} else {
+				/* Cannot happen; do not spin on it. */
+				break;
 			}
 			if (tail)
 				*(void **)tail = o;
@@ -116,6 +300,7 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 			s->nfree--;
 			got++;
 		}
+		s->ver++;
 		if (!s->nfree)
 			partial_remove(c, s);
 	}
@@ -139,6 +324,11 @@ static void put_one(struct central *c, void *o)
 	*(void **)o = s->freelist;
 	s->freelist = o;
 	s->nfree++;
+	s->ver++;
+	/* A span being released is the sweep's until it is done: its
+	 * pages must not be reused while madvise runs on them. */
+	if (s->busy)
+		return;
 	if (s->nfree == s->nobjs) {
 		if (s->in_partial)
 			partial_remove(c, s);
@@ -159,6 +349,7 @@ void central_put(unsigned cls, void *head, unsigned n)
 		pthread_mutex_unlock(&c->lock);
 		return;
 	}
+	ADD(span_frees, n);
 	while (head) {
 		void *o = head;
 
@@ -179,6 +370,7 @@ void central_drain(void)
 		while (c->ntransfer) {
 			void *head = c->transfer[--c->ntransfer].head;
 
+			ADD(span_frees, c->transfer[c->ntransfer].n);
 			while (head) {
 				void *o = head;
 
@@ -188,6 +380,136 @@ void central_drain(void)
 		}
 		pthread_mutex_unlock(&c->lock);
 	}
+}
+
+/*
+ * The first span of the partial list this sweep has not looked at, or
+ * NULL.  Looked-at spans go to the tail, so it is the head but for the
+ * few that frees put back at the head since.
+ */
+static struct span *next_unseen(const struct central *c)
+{
+	struct span *s;
+
+	for (s = c->partial; s; s = s->next)
+		if (s->scan_gen != sweep_gen)
+			return s;
+	return NULL;
+}
+
+/*
+ * One batch of the sweep in class `cls`: look at the spans from the head
+ * of its partial list that this sweep has not seen, move each to the tail,
+ * and release the pages of those that have some.  `*ret_done` when the
+ * class has nothing left for this sweep.
+ */
+static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
+{
+	struct central *c = &centrals[cls];
+	const uint32_t size = sizeclasses[cls].size;
+	struct span *busy[SWEEP_BUSY], *s;
+	struct iovec iov[SWEEP_IOV];
+	unsigned nbusy = 0, niov = 0, looked = 0, i;
+	size_t bytes = 0;
+	long pages = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	while ((s = next_unseen(c)) && looked < SWEEP_SPANS && nbusy < SWEEP_BUSY &&
+	       niov + SPAN_MAX_OS_PAGES / 2 <= SWEEP_IOV && bytes < max_bytes) {
+		uint64_t free[MAX_SPAN_OBJS / 64] = { 0 }, m;
+		size_t tail = s->npages * MG_PAGE_SIZE - (s->end - s->start);
+
+		looked++;
+		partial_remove(c, s);
+		s->scan_gen = sweep_gen;
+		/* Nothing changed since a look that released all it could,
+		 * or not a page's worth of free bytes: nothing to find. */
+		if (s->scan_ver == s->ver || (uint64_t)s->nfree * size + tail < MG_OS_PAGE) {
+			s->scan_ver = s->ver;
+			partial_add_tail(c, s);
+			continue;
+		}
+		s->scan_ver = s->ver;
+		m = releasable_pages(s, size, free);
+		if (!m) {
+			partial_add_tail(c, s);
+			continue;
+		}
+		rebuild(s, size, free, s->relmask | m);
+		s->relmask |= m;
+		s->busy = 1;
+		busy[nbusy++] = s;
+		pages += __builtin_popcountll(m);
+		bytes += (size_t)__builtin_popcountll(m) * MG_OS_PAGE;
+		while (m) {
+			unsigned a = (unsigned)__builtin_ctzll(m), run;
+
+			uint64_t x = ~(m >> a);
+
+			run = x ? (unsigned)__builtin_ctzll(x) : 64;
+			iov[niov].iov_base = (void *)(s->start + (uintptr_t)a * MG_OS_PAGE);
+			iov[niov].iov_len = (size_t)run * MG_OS_PAGE;
+			niov++;
+			m &= ~mask_range(a, a + run - 1);
+		}
+	}
+	*ret_done = !next_unseen(c);
+	pthread_mutex_unlock(&c->lock);
+	if (!nbusy)
+		return 0;
+
+	/* No lock held: allocation and frees go on around it.  The busy
+	 * spans are on no list (nothing is allocated from them), and frees
+	 * into them touch only live objects' pages. */
+	r = arena_dontneed(iov, niov);
+	/* Counted even if the kernel refused: the pages are marked, and
+	 * their objects come back through take_back() like the others. */
+	pageheap_note_small_released(pages);
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < nbusy; i++) {
+		s = busy[i];
+		s->busy = 0;
+		if (s->nfree == s->nobjs)
+			pageheap_free(s);
+		else
+			partial_add_tail(c, s);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r < 0 ? r : (long)bytes;
+}
+
+long central_release_step(size_t max_bytes, bool restart, bool *ret_more)
+{
+	long done = 0, r;
+	bool class_done;
+
+	pthread_mutex_lock(&sweep_lock);
+	if (restart || sweep_cls >= NCLASSES) {
+		sweep_gen++;
+		sweep_cls = 0;
+	}
+	/* One batch that released something, or through classes with
+	 * nothing to release, then back to the caller's pacing. */
+	while (sweep_cls < NCLASSES && !done) {
+		r = sweep_class(sweep_cls, max_bytes, &class_done);
+		if (r < 0) {
+			done = r;
+			break;
+		}
+		done += r;
+		if (class_done)
+			sweep_cls++;
+	}
+	*ret_more = sweep_cls < NCLASSES;
+	pthread_mutex_unlock(&sweep_lock);
+	return done;
+}
+
+uint64_t central_span_frees(void)
+{
+	return LOAD(span_frees);
 }
 
 uint64_t central_out_bytes(void)
@@ -220,6 +542,10 @@ void central_reinit_locks(void)
 {
 	unsigned cls;
 
+	/* A sweep cut off by fork() leaves its busy spans busy in the
+	 * child: their objects stay allocatable-free, never lost. */
+	pthread_mutex_init(&sweep_lock, NULL);
+	sweep_cls = NCLASSES;
 	for (cls = 0; cls < NCLASSES; cls++)
 		pthread_mutex_init(&centrals[cls].lock, NULL);
 }

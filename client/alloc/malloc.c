@@ -7,8 +7,11 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,6 +22,8 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_state;                   /* 0: not yet, 1: usable, 2: fork handlers in too */
 static __thread bool init_owner __attribute__((tls_model("initial-exec"))); /* registering them */
 static void (*fork_hook)(void);          /* alloc_set_fork_hook() */
+static int stat_fd = -1;                 /* /proc/self/stat, for process_lone() */
+static bool lone_claimed;                /* alloc_lone_claim() said true */
 int alloc_fork_pending;                  /* fork() child: call fork_hook */
 
 static void fork_prepare(void)
@@ -41,6 +46,10 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+	/* The parent's /proc/self: not ours. */
+	if (stat_fd >= 0)
+		close(stat_fd);
+	stat_fd = -1;
 	arena_reinit_locks();
 	pageheap_reinit_lock();
 	central_reinit_locks();
@@ -70,6 +79,96 @@ void alloc_fork_hook_run(void)
 	fn = __atomic_load_n(&fork_hook, __ATOMIC_ACQUIRE);
 	if (fn)
 		fn();
+}
+
+/* "pid (comm) S ...": comm (which may hold anything, even ") ") and the
+ * state; false when `buf` is not that. */
+static bool stat_parse(char *buf, const char **ret_comm, char *ret_state)
+{
+	char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+
+	if (!open || !close || close < open || close[1] != ' ' || !close[2])
+		return false;
+	*close = 0;
+	*ret_comm = open + 1;
+	*ret_state = close[2];
+	return true;
+}
+
+/* A thread of this library (the client's or the allocator's scavenger),
+ * known by the name it gives itself. */
+static bool library_thread(const char *comm)
+{
+	return strcmp(comm, "memguard") == 0 || strcmp(comm, "mg-scavenger") == 0;
+}
+
+/*
+ * True when every thread of the program has ended and only the library's
+ * are left.  glibc ends a process when its last thread ends, and ours
+ * count: without this look, a program whose last thread leaves through
+ * pthread_exit() (its leader first, as a child forked from a worker
+ * thread does) would live on as a zombie leader with our threads.  A
+ * program's threads can all be gone only once its leader is, and the
+ * kernel keeps a leader that ended as a zombie until the whole process
+ * ends: so the common case costs one pread() of /proc/self/stat, and only
+ * a process whose leader is a zombie has its threads looked at.  Without
+ * /proc this never says true.
+ */
+static bool process_lone(void)
+{
+	char buf[1024], path[sizeof(((struct dirent *)0)->d_name) + 8];
+	const char *comm;
+	struct dirent *e;
+	bool lone = true;
+	ssize_t n;
+	char state;
+	DIR *d;
+
+	if (stat_fd < 0) {
+		/* Once per process (and per fork() child), moved above the
+		 * floor at once; read again and again with pread(). */
+		stat_fd = alloc_fd_high(open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+		if (stat_fd < 0)
+			return false;
+	}
+	n = pread(stat_fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	if (!stat_parse(buf, &comm, &state) || state != 'Z')
+		return false;
+
+	d = opendir("/proc/self/task");
+	if (!d)
+		return false;
+	while (lone && (e = readdir(d))) {
+		int fd;
+
+		if (e->d_name[0] == '.' || atoi(e->d_name) == getpid())
+			continue;
+		snprintf(path, sizeof(path), "%s/stat", e->d_name);
+		fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;                /* (gone meanwhile) */
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		if (!stat_parse(buf, &comm, &state))
+			lone = false;
+		else if (state != 'Z' && state != 'X' && !library_thread(comm))
+			lone = false;
+	}
+	closedir(d);
+	return lone;
+}
+
+bool alloc_lone_claim(void)
+{
+	/* One caller ends the process; a second exit() at once would be
+	 * undefined. */
+	return process_lone() && !__atomic_exchange_n(&lone_claimed, true, __ATOMIC_ACQ_REL);
 }
 
 int alloc_init(void)
@@ -114,8 +213,8 @@ static void *small_alloc(unsigned cls)
 	struct tcache *tc = tcache_get();
 	void *p;
 
-	if (tc && tc->bins[cls].max) {
-		struct tbin *b = &tc->bins[cls];
+	if (tc && tcache_bin(tc, cls)->max) {
+		struct tbin *b = tcache_bin(tc, cls);
 
 		p = b->head;
 		if (p) {
@@ -127,6 +226,7 @@ static void *small_alloc(unsigned cls)
 	}
 	if (!central_get(cls, 1, &p))
 		return NULL;
+	alloc_grew();
 	return p;
 }
 
@@ -134,8 +234,8 @@ static void small_free(void *p, unsigned cls)
 {
 	struct tcache *tc = tcache_get();
 
-	if (tc && tc->bins[cls].max) {
-		struct tbin *b = &tc->bins[cls];
+	if (tc && tcache_bin(tc, cls)->max) {
+		struct tbin *b = tcache_bin(tc, cls);
 
 		if (b->count >= b->max)
 			tcache_overflow(tc, cls);
@@ -210,6 +310,9 @@ static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize,
 out:
 	if (p && ret_bsize)
 		*ret_bsize = bsize;
+	/* Small objects were looked at by small_alloc() or their refill. */
+	if (p && bsize > SMALL_MAX)
+		alloc_grew();
 	return p;
 }
 
@@ -257,10 +360,11 @@ void *alloc_malloc_slow(size_t size)
 	struct tcache *tc = tls_tcache;
 
 	/* The inline path covers sizes to 1 KiB; the cached classes above
-	 * still come from the thread cache here. */
-	if (likely(tc && size <= SMALL_MAX)) {
+	 * still come from the thread cache here (tcache_none's bins have
+	 * nothing and no room). */
+	if (likely(size <= SMALL_MAX)) {
 		unsigned cls = sizeclass_of(size);
-		struct tbin *b = &tc->bins[cls];
+		struct tbin *b = tcache_bin(tc, cls);
 		void *p = b->head;
 
 		if (p) {

@@ -7,16 +7,27 @@
  * Pacing: the thread may spend a share of wall time in CPU time (its own
  * CLOCK_THREAD_CPUTIME_ID, so the madvise work in the kernel counts): 1 %
  * while the heap is churning (spans were allocated since the last tick:
- * pages released now may be faulted back in soon), 10 % once it has gone
- * quiet (a burst ended; what is free now stays free, and returning it
- * quickly is the point).  1 GiB takes ~150 ms of madvise on current
- * hardware, so a quiet heap is back at its floor in about 2 s.
+ * pages released now may be faulted back in soon, or more than
+ * SCAV_BUSY_FREES objects went back to their spans), and then it releases
+ * only free runs of ≥ 64 KiB; SCAV_DUTY_IDLE_PPM once it has gone quiet
+ * (a burst ended; what is free now stays free, and returning it quickly
+ * is the point), and then every free 4 KiB page goes: free runs of any
+ * length, and the pages of partly used small spans that hold no live byte
+ * (a sweep over them, central.c), after the transfer caches are emptied
+ * into their spans.  A sweep that is over is not begun again until
+ * SCAV_RESWEEP_OBJS objects went back to their spans, or some did and
+ * then none for a tick, or the heap churns.
+ * The work to do is the same whatever the share; releasing a quiet
+ * burst's ~1 GiB costs ~0.3–0.4 s of CPU, mostly the kernel's (unmapping
+ * and freeing ~200 000 pages), so a quiet heap gets a quarter of a core
+ * to be back near its floor within about 2 s, and only until it is.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -113,21 +124,29 @@ static uint64_t mono_ns(void)
  */
 static void *scav_main(void *arg)
 {
-	uint64_t last_allocs = 0, last_wall = mono_ns();
+	uint64_t last_allocs = 0, last_wall = mono_ns(), swept_frees = 0, last_frees = 0;
+	uint64_t sweep_frees = 0;
 	int64_t allowance = 0;
-	bool busy = true;
+	bool busy = true, swept = true, restart = false;
 
 	prctl(PR_SET_NAME, "mg-scavenger");
 	while (scav_sleep(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS)) {
 		uint64_t resident, goal, excess, c0 = thread_cpu_ns(), wall = mono_ns();
 		struct pageheap_stats ph;
 		struct alloc_stats a;
-		uint64_t duty, cap;
-		bool churn;
+		uint64_t duty, cap, frees;
+		bool churn, more = true, exhausted = false;
 
+		/* The program's threads are all gone: end, as its last would. */
+		if (alloc_lone_claim())
+			exit(0);
 		ADD(sstats.wakeups, 1);
 		pageheap_get_stats(&ph);
-		churn = ph.alloc_count != last_allocs;
+		/* Churning: spans were handed out, or objects went back to
+		 * their spans at a rate that says the program is at work (a
+		 * sweep would look at spans about to change again). */
+		frees = central_span_frees();
+		churn = ph.alloc_count != last_allocs || frees - last_frees > SCAV_BUSY_FREES;
 		last_allocs = ph.alloc_count;
 		duty = churn ? SCAV_DUTY_CHURN_PPM : SCAV_DUTY_IDLE_PPM;
 		allowance += (int64_t)((wall - last_wall) * duty / 1000000u);
@@ -136,17 +155,29 @@ static void *scav_main(void *arg)
 		if (allowance > (int64_t)cap)
 			allowance = (int64_t)cap;
 		last_wall = wall;
+		if (!churn) {
+			/* Quiet: objects parked in the transfer caches go back to
+			 * their spans, so their pages can be looked at. */
+			central_drain();
+		}
+		frees = central_span_frees();
+		/* A sweep begins again once the heap churned, or enough went
+		 * back to the spans that it could find whole pages, or the
+		 * last frees of a burst have settled: not for every batch of
+		 * a program that frees steadily. */
+		if (swept && (churn || frees - swept_frees >= SCAV_RESWEEP_OBJS ||
+			      (frees != swept_frees && frees == last_frees))) {
+			/* From the first class again: frees since the last
+			 * sweep began may be in classes it had passed. */
+			swept = false;
+			restart = true;
+			sweep_frees = frees;
+		}
+		last_frees = frees;
 		alloc_get_stats(&a);
 		resident = a.heap.sys - a.heap.released;
 		goal = goal_of(LOAD(user_goal), a.heap.inuse);
 		excess = resident > goal ? resident - goal : 0;
-		if (!excess || !pageheap_releasable()) {
-			if (!churn && busy)
-				pageheap_trim_meta();
-			busy = churn;
-		} else {
-			busy = true;
-		}
 		while (excess && allowance - (int64_t)(thread_cpu_ns() - c0) > 0) {
 			size_t max = excess / MG_PAGE_SIZE;
 			long n;
@@ -155,13 +186,30 @@ static void *scav_main(void *arg)
 				max = SCAV_CHUNK_PAGES;
 			if (max < RELEASE_MIN_PAGES)
 				max = RELEASE_MIN_PAGES;
-			n = pageheap_release_step(max);
-			if (n <= 0)
+			n = pageheap_release_step(max, churn ? RELEASE_MIN_PAGES : 1);
+			if (n == 0 && !churn && !swept) {
+				n = central_release_step(max * MG_PAGE_SIZE, restart, &more);
+				restart = false;
+				if (!more) {
+					swept = true;
+					swept_frees = sweep_frees;
+				}
+			}
+			if (n < 0 || (n == 0 && (churn || swept))) {
+				exhausted = true;
 				break;
-			ADD(sstats.released_bytes, (uint64_t)n * MG_PAGE_SIZE);
-			excess = (uint64_t)n * MG_PAGE_SIZE >= excess ? 0
-								      : excess - (uint64_t)n * MG_PAGE_SIZE;
+			}
+			ADD(sstats.released_bytes, (uint64_t)n);
+			excess = (uint64_t)n >= excess ? 0 : excess - (uint64_t)n;
 		}
+		if (!excess || exhausted) {
+			if (!churn && busy)
+				pageheap_trim_meta();
+			busy = churn;
+		} else {
+			busy = true;
+		}
+		STORE(sstats.settled, !excess || exhausted);
 		c0 = thread_cpu_ns() - c0;
 		allowance -= (int64_t)c0;
 		STORE(sstats.cpu_ns, sstats.cpu_ns + c0);
@@ -177,7 +225,8 @@ void scavenger_kick(void)
 
 	if (likely(LOAD(scav_state) != SCAV_NONE) || LOAD(scav_disabled))
 		return;
-	if (pageheap_releasable() < SCAV_START_PAGES)
+	if (pageheap_releasable() < SCAV_START_BYTES &&
+	    central_span_frees() * MG_MIN_ALIGN < SCAV_START_BYTES)
 		return;
 	pthread_mutex_lock(&scav_lock);
 	if (scav_state != SCAV_NONE) {
@@ -238,6 +287,7 @@ void scavenger_get_stats(struct scav_stats *ret)
 	ret->cpu_ns = LOAD(sstats.cpu_ns);
 	ret->released_bytes = LOAD(sstats.released_bytes);
 	ret->wakeups = LOAD(sstats.wakeups);
+	ret->settled = LOAD(sstats.settled);
 }
 
 void scavenger_after_fork_child(void)
@@ -249,41 +299,64 @@ void scavenger_after_fork_child(void)
 	memset(&sstats, 0, sizeof(sstats));
 }
 
+/* Everything mg_heap_release() can do in one pass: free runs, then the
+ * pages of partly used spans.  Adds to *done; false once `bytes` (0: no
+ * bound) is reached or the kernel refused. */
+static bool release_pass(size_t bytes, size_t *done)
+{
+	bool more = true, restart = true;
+	long n;
+
+	for (;;) {
+		size_t want = bytes ? bytes - *done : SIZE_MAX;
+		size_t max = want / MG_PAGE_SIZE + (want % MG_PAGE_SIZE != 0);
+
+		n = pageheap_release_step(max < ARENA_PAGES ? max : ARENA_PAGES, 1);
+		if (n <= 0)
+			break;
+		*done += (size_t)n;
+		if (bytes && *done >= bytes)
+			return false;
+	}
+	if (n < 0)
+		return false;
+	while (more) {
+		n = central_release_step(bytes ? bytes - *done : SIZE_MAX, restart, &more);
+		restart = false;
+		if (n < 0)
+			return false;
+		*done += (size_t)n;
+		if (bytes && *done >= bytes)
+			return false;
+	}
+	/* Spans that came wholly free in the sweep are free runs now, but
+	 * their pages were released already. */
+	return true;
+}
+
 _public_ size_t mg_heap_release(size_t bytes)
 {
-	bool flushed = false;
 	size_t done = 0;
 
 	if (alloc_init() < 0)
 		return 0;
 	if (!bytes) {
-		/* Everything: first empty the caches, so that spans held only
-		 * by cached objects become free. */
+		/* Everything: first empty the caches, so that every free
+		 * object is in its span and spans held only by cached
+		 * objects become free. */
 		tcache_flush_all();
 		central_drain();
-		flushed = true;
-	}
-	for (;;) {
-		size_t want = bytes ? bytes - done : SIZE_MAX;
-		size_t max = want / MG_PAGE_SIZE + (want % MG_PAGE_SIZE != 0);
-		long n;
-
-		n = pageheap_release_step(max < ARENA_PAGES ? max : ARENA_PAGES);
-		if (n > 0) {
-			done += (size_t)n * MG_PAGE_SIZE;
-			if (bytes && done >= bytes)
-				break;
-			continue;
-		}
-		if (n < 0 || flushed)
-			break;
-		/* Not enough free yet: empty the caches and go on. */
-		tcache_flush_all();
-		central_drain();
-		flushed = true;
-	}
-	if (!bytes)
+		release_pass(0, &done);
 		pageheap_trim_meta();
+		return done;
+	}
+	/* Some: what is free in the spans first; the caches only if that
+	 * was not enough. */
+	if (release_pass(bytes, &done)) {
+		tcache_flush_all();
+		central_drain();
+		release_pass(bytes, &done);
+	}
 	return done;
 }
 

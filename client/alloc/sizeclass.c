@@ -36,7 +36,7 @@ void sizeclass_init(void)
 	if (sizeclasses[0].size)
 		return;
 	for (i = 0; i <= 1024 / 16; i++)
-		sizeclass_lut[i] = (uint8_t)sizeclass_compute(i * 16);
+		sizeclass_lut[i] = (uint8_t)(sizeclass_compute(i * 16) + 1);
 	for (cls = 0; cls < NCLASSES; cls++) {
 		struct sizeclass *c = &sizeclasses[cls];
 		uint32_t size = class_size(cls);

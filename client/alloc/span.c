@@ -6,13 +6,18 @@
  * of them is released, so allocation can take resident pages first:
  *
  *	CLEAN      no page released
- *	MIXED_REL  some released, ≥ 64 KiB long: its resident pages can go
- *	MIXED      some released, shorter than 64 KiB: must stay as it is
+ *	MIXED_REL  some released, ≥ 64 KiB long
+ *	MIXED      some released, shorter than 64 KiB
  *	RELEASED   every page released (new arenas start so)
  *
- * Which pages are released is one bit per page in the arena; a span's
- * count of them follows it through splits and merges.  Released pages need
- * nothing done when they are reused: the kernel faults in zero pages.
+ * Which pages are released is one bit per 4 KiB page (the kernel's) in
+ * the arena, so that half of a heap page can be given back while its
+ * other half holds a live object of a small span; a span's count of them
+ * follows it through splits and merges.  Released pages need nothing done
+ * when they are reused: the kernel faults in zero pages.  While the heap
+ * churns, the scavenger releases free runs of ≥ 64 KiB only (a page
+ * released now would be faulted back soon); once it is quiet, and in
+ * mg_heap_release(), every free resident page goes.
  */
 #include "config.h"
 
@@ -36,6 +41,8 @@ enum {
 };
 
 #define SPAN_POOLED 0xff                 /* state of a span struct in the pool */
+#define REL_BATCH_SPANS 32               /* busy windows per release step */
+#define REL_BATCH_IOV 256                /* ranges per madvise batch */
 
 static pthread_mutex_t ph_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct span *lists[NLISTS][NBUCKETS];
@@ -58,6 +65,8 @@ static struct span_slab *slabs_free;     /* slabs with a free struct */
 static struct span_slab *slabs_released; /* slabs whose struct pages went back */
 
 /* ---- the released-page bitmap ------------------------------------------ */
+
+/* Positions and counts below are in 4 KiB pages of the arena. */
 
 static unsigned bits_count(const struct arena *ar, size_t first, size_t n)
 {
@@ -114,35 +123,9 @@ static size_t bits_next(const struct arena *ar, size_t pos, size_t end, bool set
 	return end;
 }
 
-/*
- * The first window of the free span to release: its first run of resident
- * pages, widened over released neighbours inside the span to `min` pages
- * if shorter.  madvise() on a page already released costs a little time
- * and nothing else, and the widening is what lets the resident scraps
- * left between released runs go back too.  False if the span is shorter
- * than `min` or has no resident page.
- */
-static bool find_release_window(const struct span *s, size_t min, size_t *ret_first,
-				size_t *ret_n)
+static size_t os_of(size_t page)
 {
-	size_t first = arena_page(s->arena, (void *)s->start), end = first + s->npages, a, b;
-
-	if (s->npages < min)
-		return false;
-	a = bits_next(s->arena, first, end, false);
-	if (a == end)
-		return false;
-	b = bits_next(s->arena, a, end, true);
-	if (b - a < min) {
-		b = a + min;
-		if (b > end) {
-			b = end;
-			a = end - min;
-		}
-	}
-	*ret_first = a;
-	*ret_n = b - a;
-	return true;
+	return page * MG_OS_PER_PAGE;
 }
 
 /* ---- span structs and the page map ------------------------------------- */
@@ -281,7 +264,7 @@ static void map_all(struct span *s, uint8_t cls1)
 
 	for (i = first; i < first + s->npages; i++) {
 		__atomic_store_n(&s->arena->spans[i], s, __ATOMIC_RELEASE);
-		s->arena->classes[i] = cls1;
+		*arena_class((void *)(s->arena->base + i * MG_PAGE_SIZE)) = cls1;
 	}
 }
 
@@ -298,16 +281,14 @@ static void free_insert(struct span *s)
 
 	if (s->nreleased == 0)
 		cat = L_CLEAN;
-	else if (s->nreleased == s->npages)
+	else if (s->nreleased == os_of(s->npages))
 		cat = L_RELEASED;
 	else if (s->npages >= RELEASE_MIN_PAGES)
 		cat = L_MIXED_REL;
 	else
 		cat = L_MIXED;
-	if (cat == L_CLEAN)
-		s->nreleasable = s->npages >= RELEASE_MIN_PAGES ? s->npages : 0;
-	else if (cat == L_MIXED_REL)
-		s->nreleasable = s->npages - s->nreleased;
+	if (s->npages >= RELEASE_MIN_PAGES)
+		s->nreleasable = (uint32_t)os_of(s->npages) - s->nreleased;
 	else
 		s->nreleasable = 0;
 	s->state = SPAN_FREE;
@@ -318,8 +299,7 @@ static void free_insert(struct span *s)
 		s->next->prev = s;
 	lists[cat][b] = s;
 	nonempty[cat][b / 64] |= UINT64_C(1) << (b % 64);
-	__atomic_store_n(&st.releasable_pages, st.releasable_pages + s->nreleasable,
-			 __ATOMIC_RELAXED);
+	__atomic_store_n(&st.releasable_os, st.releasable_os + s->nreleasable, __ATOMIC_RELAXED);
 }
 
 static void free_remove(struct span *s)
@@ -334,8 +314,7 @@ static void free_remove(struct span *s)
 		s->next->prev = s->prev;
 	if (!lists[s->list][b])
 		nonempty[s->list][b / 64] &= ~(UINT64_C(1) << (b % 64));
-	__atomic_store_n(&st.releasable_pages, st.releasable_pages - s->nreleasable,
-			 __ATOMIC_RELAXED);
+	__atomic_store_n(&st.releasable_os, st.releasable_os - s->nreleasable, __ATOMIC_RELAXED);
 	s->nreleasable = 0;
 	s->next = s->prev = NULL;
 }
@@ -408,7 +387,7 @@ static void insert_piece(struct span *piece, struct arena *ar, size_t first, siz
 	piece->arena = ar;
 	piece->start = ar->base + first * MG_PAGE_SIZE;
 	piece->npages = (uint32_t)n;
-	piece->nreleased = bits_count(ar, first, n);
+	piece->nreleased = bits_count(ar, os_of(first), os_of(n));
 	map_ends(piece);
 	free_insert(piece);
 }
@@ -427,13 +406,15 @@ static int grow(void)
 		span_put(s);
 		return -ENOMEM;
 	}
+	/* Page 0 is the arena's class map: never a span's, counted as
+	 * metadata, not as heap. */
 	s->arena = ar;
-	s->start = ar->base;
-	s->npages = ARENA_PAGES;
-	s->nreleased = ARENA_PAGES;
-	st.arena_pages += ARENA_PAGES;
-	st.free_pages += ARENA_PAGES;
-	st.released_pages += ARENA_PAGES;
+	s->start = ar->base + ARENA_FIRST_PAGE * MG_PAGE_SIZE;
+	s->npages = ARENA_PAGES - ARENA_FIRST_PAGE;
+	s->nreleased = (uint32_t)os_of(s->npages);
+	st.arena_pages += s->npages;
+	st.free_pages += s->npages;
+	st.released_os += os_of(s->npages);
 	map_ends(s);
 	free_insert(s);
 	return 0;
@@ -447,7 +428,7 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 	struct arena *ar;
 	unsigned cat;
 
-	if (want > ARENA_PAGES) {
+	if (want > ARENA_PAGES - ARENA_FIRST_PAGE) {
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -475,8 +456,8 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 		off = (size_t)(((page + align_pages - 1) & ~(uintptr_t)(align_pages - 1)) - page);
 	} else if (s->list == L_MIXED_REL || s->list == L_MIXED) {
 		/* Cut from the end with fewer released pages: fewer faults. */
-		unsigned front = bits_count(ar, first, npages);
-		unsigned back = bits_count(ar, first + s->npages - npages, npages);
+		unsigned front = bits_count(ar, os_of(first), os_of(npages));
+		unsigned back = bits_count(ar, os_of(first + s->npages - npages), os_of(npages));
 
 		off = back < front ? s->npages - npages : 0;
 	} else {
@@ -491,8 +472,8 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 		tail = NULL;
 	}
 	first += off;
-	rel = bits_count(ar, first, npages);
-	bits_assign(ar, first, npages, false);
+	rel = bits_count(ar, os_of(first), os_of(npages));
+	bits_assign(ar, os_of(first), os_of(npages), false);
 	s->start = ar->base + first * MG_PAGE_SIZE;
 	s->npages = (uint32_t)npages;
 	s->nreleased = 0;
@@ -500,7 +481,7 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 	s->sizeclass = (uint8_t)sizeclass;
 	s->in_partial = 0;
 	map_all(s, state == SPAN_SMALL ? (uint8_t)(sizeclass + 1) : 0);
-	st.released_pages -= rel;
+	st.released_os -= rel;
 	st.free_pages -= npages;
 	if (state == SPAN_SMALL)
 		st.small_pages += npages;
@@ -513,7 +494,7 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 		span_put(tail);
 	pthread_mutex_unlock(&ph_lock);
 	if (ret_zeroed)
-		*ret_zeroed = rel == npages;
+		*ret_zeroed = rel == os_of(npages);
 	return s;
 
 out_enomem:
@@ -529,15 +510,27 @@ out_enomem:
 void pageheap_free(struct span *s)
 {
 	pthread_mutex_lock(&ph_lock);
+	s->nreleased = 0;
 	if (s->state == SPAN_SMALL) {
+		uint64_t m = s->relmask;
+		size_t first = os_of(span_first(s));
+
 		st.small_pages -= s->npages;
 		/* The free fast path trusts the class bytes: clear them. */
 		map_all(s, 0);
+		/* Pages released while it was partly used stay released. */
+		while (m) {
+			bits_assign(s->arena, first + (size_t)__builtin_ctzll(m), 1, true);
+			m &= m - 1;
+		}
+		s->nreleased = (uint32_t)__builtin_popcountll(s->relmask);
+		st.small_released_os -= s->nreleased;
+		st.released_os += s->nreleased;
+		s->relmask = 0;
 	} else {
 		st.large_pages -= s->npages;
 	}
 	st.free_pages += s->npages;
-	s->nreleased = 0;
 	s->state = SPAN_FREE;
 	coalesce_insert(s);
 	pthread_mutex_unlock(&ph_lock);
@@ -583,8 +576,8 @@ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
 		return false;
 	}
 	free_remove(r);
-	rel = bits_count(ar, end, extra);
-	bits_assign(ar, end, extra, false);
+	rel = bits_count(ar, os_of(end), os_of(extra));
+	bits_assign(ar, os_of(end), os_of(extra), false);
 	if (r->npages > extra) {
 		r->start += extra * MG_PAGE_SIZE;
 		r->npages -= (uint32_t)extra;
@@ -596,108 +589,162 @@ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
 	}
 	s->npages = (uint32_t)npages;
 	map_all(s, 0);
-	st.released_pages -= rel;
+	st.released_os -= rel;
 	st.free_pages -= extra;
 	st.large_pages += extra;
 	st.alloc_count++;
 	pthread_mutex_unlock(&ph_lock);
 	if (ret_zeroed)
-		*ret_zeroed = rel == extra;
+		*ret_zeroed = rel == os_of(extra);
 	return true;
 }
 
-/* The largest span with a resident run to release: big runs first, so one
- * madvise does the most. */
-static struct span *release_candidate(void)
+/* The largest free span of ≥ `min` pages with a resident page: big runs
+ * first, so one range does the most. */
+static struct span *release_candidate(size_t min)
 {
 	int b;
 
-	for (b = NBUCKETS - 1; b >= RELEASE_MIN_PAGES; b--) {
+	for (b = NBUCKETS - 1; b >= (int)min && b >= 1; b--) {
 		if (lists[L_CLEAN][b])
 			return lists[L_CLEAN][b];
 		if (lists[L_MIXED_REL][b])
 			return lists[L_MIXED_REL][b];
+		if (lists[L_MIXED][b])
+			return lists[L_MIXED][b];
 	}
 	return NULL;
 }
 
-long pageheap_release_step(size_t max_pages)
+/*
+ * Take the free span `s` (listed) off its list and cut from it a busy
+ * window starting at its first heap page with a resident 4 KiB page, at
+ * most `max` pages long and with at most `room` resident runs; the rest
+ * is listed again either side.  The resident runs go to `iov`.  Returns
+ * the window (s itself) or NULL when no spare struct is left.
+ */
+static struct span *cut_busy(struct span *s, size_t max, struct iovec *iov, unsigned room,
+			     unsigned *ret_niov)
 {
-	struct span *s, *head, *tail;
-	struct arena *ar;
-	size_t first, run, n, was;
-	int r;
+	struct arena *ar = s->arena;
+	size_t first = span_first(s), end = first + s->npages, a, b, pos, stop;
+	struct span *head = span_new(), *tail = span_new();
+	unsigned n = 0;
 
-	if (max_pages < RELEASE_MIN_PAGES)
-		max_pages = RELEASE_MIN_PAGES;
-	pthread_mutex_lock(&ph_lock);
-	s = release_candidate();
-	if (!s) {
-		pthread_mutex_unlock(&ph_lock);
-		return 0;
-	}
-	head = span_new();
-	tail = span_new();
 	if (!head || !tail) {
 		if (head)
 			span_put(head);
-		pthread_mutex_unlock(&ph_lock);
-		return -ENOMEM;
+		if (tail)
+			span_put(tail);
+		return NULL;
 	}
 	free_remove(s);
-	ar = s->arena;
-	first = span_first(s);
-	if (!find_release_window(s, RELEASE_MIN_PAGES, &run, &n)) {
-		/* Cannot happen: the lists say it has one.  Re-list it. */
-		free_insert(s);
-		span_put(head);
-		span_put(tail);
-		pthread_mutex_unlock(&ph_lock);
-		return 0;
+	a = bits_next(ar, os_of(first), os_of(end), false) / MG_OS_PER_PAGE;
+	b = a + max < end ? a + max : end;
+	/* The resident runs of [a, b), as many as fit; the window ends
+	 * with the heap page that holds the end of the last one. */
+	pos = os_of(a);
+	stop = os_of(b);
+	while (pos < stop && n < room) {
+		size_t r0 = bits_next(ar, pos, stop, false), r1;
+
+		if (r0 == stop)
+			break;
+		r1 = bits_next(ar, r0, stop, true);
+		iov[n].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
+		iov[n].iov_len = (r1 - r0) * MG_OS_PAGE;
+		n++;
+		pos = r1;
 	}
-	if (n > max_pages)
-		n = max_pages;
-	/* Cut [run, run + n) out as a busy span, listing what is left either
-	 * side; the busy span keeps its neighbours from merging over it. */
-	if (run > first) {
-		insert_piece(head, ar, first, run - first);
+	if (pos < stop)
+		b = (pos + MG_OS_PER_PAGE - 1) / MG_OS_PER_PAGE;
+	if (a > first) {
+		insert_piece(head, ar, first, a - first);
 		head = NULL;
 	}
-	if (run + n < first + s->npages) {
-		insert_piece(tail, ar, run + n, first + s->npages - run - n);
+	if (b < end) {
+		insert_piece(tail, ar, b, end - b);
 		tail = NULL;
 	}
 	if (head)
 		span_put(head);
 	if (tail)
 		span_put(tail);
-	was = bits_count(ar, run, n);
-	s->start = ar->base + run * MG_PAGE_SIZE;
-	s->npages = (uint32_t)n;
-	s->nreleased = (uint32_t)was;
+	s->start = ar->base + a * MG_PAGE_SIZE;
+	s->npages = (uint32_t)(b - a);
+	s->nreleased = bits_count(ar, os_of(a), os_of(b - a));
 	s->state = SPAN_BUSY;
 	map_ends(s);
-	pthread_mutex_unlock(&ph_lock);
+	*ret_niov = n;
+	return s;
+}
 
-	/* The syscall runs unlocked: allocation goes on around it. */
-	r = madvise((void *)s->start, n * MG_PAGE_SIZE, MADV_DONTNEED);
-	if (r < 0)
-		r = -errno;
+long pageheap_release_step(size_t max_pages, size_t min_pages)
+{
+	struct span *busy[REL_BATCH_SPANS];
+	struct iovec iov[REL_BATCH_IOV];
+	unsigned nbusy = 0, niov = 0, i;
+	size_t left = max_pages ? max_pages : 1;
+	uint64_t newly = 0;
+	int r;
+
+	if (min_pages < 1)
+		min_pages = 1;
+	pthread_mutex_lock(&ph_lock);
+	while (nbusy < REL_BATCH_SPANS && niov < REL_BATCH_IOV && left) {
+		struct span *s = release_candidate(min_pages);
+		unsigned got;
+
+		if (!s)
+			break;
+		s = cut_busy(s, left, iov + niov, REL_BATCH_IOV - niov, &got);
+		if (!s) {
+			if (!nbusy) {
+				pthread_mutex_unlock(&ph_lock);
+				return -ENOMEM;
+			}
+			break;
+		}
+		busy[nbusy++] = s;
+		niov += got;
+		left -= s->npages < left ? s->npages : left;
+	}
+	pthread_mutex_unlock(&ph_lock);
+	if (!nbusy)
+		return 0;
+
+	/* The syscall runs unlocked: allocation goes on around it.  The
+	 * busy windows keep their neighbours from merging over them. */
+	r = arena_dontneed(iov, niov);
 
 	pthread_mutex_lock(&ph_lock);
-	if (r == 0) {
-		bits_assign(ar, run, n, true);
-		s->nreleased = (uint32_t)n;
-		st.released_pages += n - was;
+	for (i = 0; i < nbusy; i++) {
+		struct span *s = busy[i];
+
+		if (r == 0) {
+			uint32_t all = (uint32_t)os_of(s->npages);
+
+			bits_assign(s->arena, os_of(span_first(s)), all, true);
+			newly += all - s->nreleased;
+			st.released_os += all - s->nreleased;
+			s->nreleased = all;
+		}
+		coalesce_insert(s);
 	}
-	coalesce_insert(s);
 	pthread_mutex_unlock(&ph_lock);
-	return r < 0 ? r : (long)(n - was);
+	return r < 0 ? r : (long)(newly * MG_OS_PAGE);
+}
+
+void pageheap_note_small_released(long delta)
+{
+	pthread_mutex_lock(&ph_lock);
+	st.small_released_os += (uint64_t)delta;
+	pthread_mutex_unlock(&ph_lock);
 }
 
 uint64_t pageheap_releasable(void)
 {
-	return __atomic_load_n(&st.releasable_pages, __ATOMIC_RELAXED);
+	return __atomic_load_n(&st.releasable_os, __ATOMIC_RELAXED) * MG_OS_PAGE;
 }
 
 void pageheap_get_stats(struct pageheap_stats *ret)

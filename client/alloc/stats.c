@@ -29,15 +29,17 @@ void alloc_get_stats(struct alloc_stats *ret)
 	a.large_inuse = ph.large_pages * MG_PAGE_SIZE;
 	a.huge = huge_bytes();
 	a.small_span_bytes = ph.small_pages * MG_PAGE_SIZE;
-	a.free_resident = (ph.free_pages - ph.released_pages) * MG_PAGE_SIZE;
+	a.small_released = ph.small_released_os * MG_OS_PAGE;
+	a.free_resident = ph.free_pages * MG_PAGE_SIZE - ph.released_os * MG_OS_PAGE;
 	/* Counters of other threads move while we read: never let the
-	 * parts go negative. */
-	if (a.small_inuse > a.small_span_bytes)
-		a.small_inuse = a.small_span_bytes;
+	 * parts go negative.  Released pages of small spans hold no live
+	 * byte, so in use fits in what is left of the spans. */
+	if (a.small_inuse > a.small_span_bytes - a.small_released)
+		a.small_inuse = a.small_span_bytes - a.small_released;
 	a.heap.sys = ph.arena_pages * MG_PAGE_SIZE + a.huge;
-	a.heap.released = ph.released_pages * MG_PAGE_SIZE;
+	a.heap.released = ph.released_os * MG_OS_PAGE + a.small_released;
 	a.heap.inuse = a.small_inuse + a.large_inuse + a.huge;
-	a.heap.idle = a.free_resident + (a.small_span_bytes - a.small_inuse);
+	a.heap.idle = a.free_resident + (a.small_span_bytes - a.small_released - a.small_inuse);
 	a.heap.metadata = meta_bytes() + ph.meta_bytes;
 	a.heap.fragmentation = a.heap.inuse ? (double)(a.heap.sys - a.heap.released) /
 						      (double)a.heap.inuse

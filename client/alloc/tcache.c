@@ -14,7 +14,8 @@
 
 #include "client/alloc/alloc.h"
 
-__thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec")));
+struct tcache tcache_none;
+__thread struct tcache *tls_tcache __attribute__((tls_model("initial-exec"))) = &tcache_none;
 __thread uint8_t tls_tcache_state __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t tcache_key;
@@ -27,7 +28,7 @@ static void tcache_destroy(void *arg)
 	struct tcache *tc = arg;
 
 	/* Later destructors may still allocate: they go to central directly. */
-	tls_tcache = NULL;
+	tls_tcache = &tcache_none;
 	tls_tcache_state = TCACHE_DEAD;
 	tcache_flush(tc);
 	pthread_mutex_lock(&registry_lock);
@@ -54,7 +55,7 @@ struct tcache *tcache_get(void)
 	struct tcache *tc = tls_tcache;
 	unsigned cls;
 
-	if (likely(tc))
+	if (likely(tc != &tcache_none))
 		return tc;
 	if (tls_tcache_state != TCACHE_NONE || alloc_init() < 0)
 		return NULL;
@@ -71,7 +72,7 @@ struct tcache *tcache_get(void)
 	if (tc) {
 		memset(tc, 0, sizeof(*tc));
 		for (cls = 0; cls < NCLASSES; cls++)
-			tc->bins[cls].max = sizeclasses[cls].tcache_max;
+			tcache_bin(tc, cls)->max = sizeclasses[cls].tcache_max;
 		tc->next = registry;
 		if (registry)
 			registry->prev = tc;
@@ -90,7 +91,7 @@ struct tcache *tcache_get(void)
 
 void *tcache_refill(struct tcache *tc, unsigned cls)
 {
-	struct tbin *b = &tc->bins[cls];
+	struct tbin *b = tcache_bin(tc, cls);
 	void *head, *o;
 	unsigned n;
 
@@ -111,12 +112,13 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 	o = head;
 	b->head = *(void **)o;
 	b->count = n - 1;
+	alloc_grew();
 	return o;
 }
 
 void tcache_overflow(struct tcache *tc, unsigned cls)
 {
-	struct tbin *b = &tc->bins[cls];
+	struct tbin *b = tcache_bin(tc, cls);
 	unsigned n = sizeclasses[cls].batch, i;
 	void *head = b->head, *last = head;
 
@@ -139,7 +141,7 @@ void tcache_flush(struct tcache *tc)
 	unsigned cls;
 
 	for (cls = 0; cls < NCLASSES; cls++) {
-		struct tbin *b = &tc->bins[cls];
+		struct tbin *b = tcache_bin(tc, cls);
 
 		if (!b->count)
 			continue;
@@ -158,7 +160,7 @@ void tcache_flush_all(void)
 		if (tc != tls_tcache)
 			STORE(tc->flush_req, 1);
 	pthread_mutex_unlock(&registry_lock);
-	if (tls_tcache)
+	if (tls_tcache != &tcache_none)
 		tcache_flush(tls_tcache);
 }
 
@@ -171,7 +173,7 @@ uint64_t tcache_cached_bytes(void)
 	pthread_mutex_lock(&registry_lock);
 	for (tc = registry; tc; tc = tc->next)
 		for (cls = 0; cls < NCLASSES; cls++)
-			n += (uint64_t)LOAD(tc->bins[cls].count) * sizeclasses[cls].size;
+			n += (uint64_t)LOAD(tcache_bin(tc, cls)->count) * sizeclasses[cls].size;
 	pthread_mutex_unlock(&registry_lock);
 	return n;
 }

@@ -177,6 +177,14 @@ static void insert(struct entry *e)
 
 /* ---- hooks: these run on the library's thread -------------------------- */
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* How much of its capacity the cache may use at each level: it grows back
  * at NORMAL ("cleared"). */
 static void on_level(void *data, enum mg_level level)
@@ -189,7 +197,8 @@ static void on_level(void *data, enum mg_level level)
 	retarget();
 	pthread_mutex_unlock(&cache.lock);
 	__atomic_or_fetch(&levels_seen, 1u << level, __ATOMIC_RELAXED);
-	printf("event: level=%s target=%.1fMiB\n", name[level], cache.target / MiB);
+	printf("event: level=%s target=%.1fMiB at=%.3f\n", name[level], cache.target / MiB,
+	       now_s());
 	fflush(stdout);
 }
 
@@ -322,13 +331,6 @@ static double lat_quantile(double q)
 	return 0;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* The arrival schedule (with a rate): request i arrives at arrival_of(i)
  * seconds after the start, the first burst_s × burst_rate of them at the

@@ -156,17 +156,33 @@ func TestDaemonDirectives(t *testing.T) {
 		t.Fatalf("at CRITICAL: GOGC %d, directed %d", gcPercent(), c.Stats().GCPercent)
 	}
 
-	// 40 %: NORMAL, the program's own values exactly.
+	// 40 %: NORMAL, the program's own GOGC exactly. memguardd sends a soft
+	// limit at every level (the client's share of warn × budget, its local
+	// limit), so GOMEMLIMIT is the lower of that and the program's own.
 	d.setUsage(budget * 40 / 100)
 	await(t, "NORMAL", func() bool { return c.Level() == Normal })
-	if gcPercent() != 137 || memoryLimit() != 3<<30 || shedShare(10000) != 0 {
-		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
+	st = c.Stats()
+	want := int64(3 << 30)
+	if st.SoftLimit > 0 && int64(st.SoftLimit) < want {
+		want = int64(st.SoftLimit)
+	}
+	if gcPercent() != 137 || memoryLimit() != want || shedShare(10000) != 0 {
+		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d; soft limit %d", gcPercent(), memoryLimit(),
+			st.SoftLimit)
+	}
+	if st.SoftLimit == 0 || st.SoftLimit > budget*80/100 {
+		t.Errorf("at NORMAL: soft limit %d, want the share of warn × budget", st.SoftLimit)
 	}
 	if levels, _, _ := h.told(); len(levels) < 3 || levels[0] != Warn || levels[len(levels)-1] != Normal {
 		t.Errorf("level hook: %v", levels)
 	}
 	if n := rec.count(func(error) bool { return true }); n != 0 {
 		t.Errorf("log: %v", rec.errs)
+	}
+	// Closed: nothing of memguard's is left in the runtime.
+	c.Close()
+	if gcPercent() != 137 || memoryLimit() != 3<<30 {
+		t.Fatalf("after Close: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
 	}
 }
 

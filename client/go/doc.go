@@ -17,7 +17,9 @@
 // the runtime's scavenger returns pages by itself), a release demand into
 // the application's OnRelease hook and then, for what is still owed,
 // debug.FreeOSMemory, and the throttle into Admit, Middleware and Check.
-// At Normal the program's own GOGC and GOMEMLIMIT come back as they were.
+// At Normal the program's own GOGC comes back as it was, and GOMEMLIMIT is
+// the lower of the program's own and the daemon's soft limit (sent at every
+// level once the budget is known); Close puts both back as they were.
 // Every report interval it sends the runtime's memory figures
 // (runtime/metrics) to the daemon.
 //

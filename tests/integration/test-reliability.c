@@ -213,6 +213,10 @@ static void test_thousand_clients(void **state)
 			while ((r = fixture_recv(fds[i], &m, 0)) == 0) {
 				if (fixture_pong(fds[i], &m) || m.hdr.type != MG_MSG_DIRECTIVE)
 					continue;
+				/* A NORMAL one still on its way moves a client's share
+				 * of the soft limit as the others registered. */
+				if (m.directive.level == MG_LEVEL_NORMAL)
+					continue;
 				assert_int_equal(m.directive.level, MG_LEVEL_WARN);
 				if (!got_ms[i]) {
 					got_ms[i] = now_ms() - t0 + 1;
