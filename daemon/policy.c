@@ -463,6 +463,13 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in)
 		 * memory.high = budget from the step before is still set. */
 		return POLICY_ACTION_RESTORE;
 
+	if (in->in_force == MG_ESCALATION_HIGH && in->usage_normal)
+		/* memory.high = budget did its job.  The pressure and the
+		 * memory.events "high" that may still hold the level up are
+		 * its own doing (the kernel throttles the cgroup at it), so
+		 * waiting for the level would keep it in force for good. */
+		return POLICY_ACTION_RESTORE;
+
 	if (in->in_force == MG_ESCALATION_KILLED)
 		return POLICY_ACTION_NONE;
 
@@ -697,6 +704,13 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	d->deadline_ms = demand ?
 		policy_deadline_ms(level, svc->release_deadline_ms) : 0;
 
+	if (sig.utilization != POLICY_UTIL_UNKNOWN &&
+	    policy_level_hold(svc, p, &(struct policy_signals){
+		    .utilization = sig.utilization,
+	    }) == MG_LEVEL_NORMAL)
+		s->usage_calm_ticks++;
+	else
+		s->usage_calm_ticks = 0;
 	ret->action = policy_escalate(&(struct policy_escalation_input){
 		.enforce = svc->enforce,
 		.level = level,
@@ -708,6 +722,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		.deadline_ms = s->clock_deadline_ms,
 		.max_oom_grew = events_grew(&in->events, &s->clock_events,
 					    /* high_max= */ false),
+		.usage_normal = s->usage_calm_ticks >= (p->drop_ticks > 0 ? p->drop_ticks : 1u),
 	});
 }
 

@@ -134,6 +134,8 @@ struct policy_input {
 struct policy_state {
 	enum mg_level level;
 	unsigned calm_ticks;             /* ticks in a row below the level */
+	unsigned usage_calm_ticks;       /* ticks in a row the working set alone
+					  * was NORMAL (see usage_normal below) */
 	double out;                      /* smoothed controller output, percent */
 	bool have_events;                /* `events` is the previous tick's */
 	struct policy_events events;
@@ -166,6 +168,10 @@ struct policy_escalation_input {
 	uint64_t now_ms;
 	uint64_t deadline_ms;            /* the clock's deadline, when running */
 	bool max_oom_grew;               /* events max or oom grew since clock start */
+	bool usage_normal;               /* the working set alone said NORMAL (under
+					  * warn minus the hysteresis band, whatever
+					  * PSI and memory.events say) for as many
+					  * ticks as a level needs to drop */
 };
 
 /* One tick's result for one service. */

@@ -816,6 +816,16 @@ static void test_escalate(void **state)
 		  { NOTIFY, C, X_HIGH, 950, 1000, true, 9000, 5000, false }, A_RESTORE },
 		{ "nothing in force at NORMAL",
 		  { KILL, N, X_NONE, 100, 1000, false, 9000, 5000, false }, A_NONE },
+		/* Found on pure v2 (tests/vm): the budget raised to 1G over a
+		 * 120M working set, but memory.high = the old 64M kept the
+		 * cgroup throttled, and its PSI and high events held the level
+		 * at CRITICAL/EMERGENCY, so memory.high stayed for good. */
+		{ "undo high when the working set alone is NORMAL",
+		  { HIGH, E, X_HIGH, 120, 1000, true, 9000, 5000, false, true }, A_RESTORE },
+		{ "undo high under kill when the working set alone is NORMAL",
+		  { KILL, C, X_HIGH, 120, 1000, true, 9000, 5000, true, true }, A_RESTORE },
+		{ "killed: the working set alone does not undo",
+		  { KILL, E, X_KILLED, 0, 1000, false, 9000, 5000, true, true }, A_NONE },
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
