@@ -25,6 +25,7 @@
 #include <sys/un.h>
 
 #include "memguard/client.h"
+#include "proto/macro.h"
 #include "proto/proto.h"
 
 /* The functions of client.h; everything else stays inside the library. */
@@ -258,9 +259,6 @@ void limit_merge(const struct mg_client *c, const struct mg_directive *d,
 void limit_external(struct mg_client *c, uint64_t bytes);
 
 /* ---- conn.c ------------------------------------------------------------- */
-
-/* CLOCK_MONOTONIC in microseconds. */
-uint64_t conn_now_us(void);
 
 /* Create epfd, timerfd and evfd.  Returns 0 or -errno. */
 int conn_fds_open(struct mg_client *c);

@@ -35,11 +35,6 @@ static atomic_bool resume_pending;       /* fork() child: threads to restart */
 static int client_start_thread(struct mg_client *c);
 static void orphan(struct mg_client *c, uint64_t now);
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
-{
-	return a + b < a ? UINT64_MAX : a + b;
-}
-
 static size_t to_size(uint64_t v)
 {
 	return v > SIZE_MAX ? SIZE_MAX : (size_t)v;
@@ -235,7 +230,7 @@ static void atfork_parent(void)
 	pthread_mutex_unlock(&registry_lock);
 }
 
-/* Waits on CLOCK_MONOTONIC, as conn_now_us() counts. */
+/* Waits on CLOCK_MONOTONIC, as now_usec() counts. */
 static void cond_init(pthread_cond_t *cv)
 {
 	pthread_condattr_t a;
@@ -267,7 +262,7 @@ static void lock_init(pthread_mutex_t *m)
  */
 static void atfork_child(void)
 {
-	uint64_t now = conn_now_us();
+	uint64_t now = now_usec();
 	bool resume = false;
 
 	pthread_mutex_init(&registry_lock, NULL);
@@ -393,7 +388,7 @@ static int send_report(struct mg_client *c)
 	m.report.gc_percent = c->applied.gc_percent;
 	if (c->local_level != MG_LEVEL_NORMAL)
 		m.hdr.flags |= MG_FLAG_LOCAL_LIMIT;
-	c->next_report_us = conn_now_us() + 1000ULL * c->report_ms;
+	c->next_report_us = now_usec() + 1000ULL * c->report_ms;
 	return conn_send(c, &m);
 }
 
@@ -429,7 +424,7 @@ static uint64_t release(struct mg_client *c, uint64_t want)
  */
 static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t seq)
 {
-	uint64_t t0 = conn_now_us();
+	uint64_t t0 = now_usec();
 	uint8_t before = c->applied.level;
 	struct mg_directive e;
 
@@ -457,7 +452,7 @@ static void apply(struct mg_client *c, const struct mg_directive *d, uint32_t se
 		uint64_t us;
 
 		m.released.bytes = release(c, d->release);
-		us = conn_now_us() - t0;
+		us = now_usec() - t0;
 		if (d->deadline_ms && us > 1000ULL * d->deadline_ms)
 			client_log(c, LOG_NOTICE,
 				   "Release took %llu ms, over the deadline of %u ms",
@@ -497,7 +492,7 @@ void client_disconnected(struct mg_client *c)
 	/* Nobody is left to lift a throttle: admission opens now. */
 	atomic_store(&c->throttle, 0);
 	client_gate_update();
-	orphan(c, conn_now_us());
+	orphan(c, now_usec());
 }
 
 static void lapse(struct mg_client *c)
@@ -534,7 +529,7 @@ static int on_welcome(struct mg_client *c, const struct mg_msg *m)
 	 * then what was applied stays (after a daemon restart, the state the
 	 * last daemon set, within its grace period), so that no hook hears a
 	 * value twice.  Applying it sends the first REPORT. */
-	c->next_report_us = conn_now_us() + 1000ULL * c->report_ms;
+	c->next_report_us = now_usec() + 1000ULL * c->report_ms;
 	return 0;
 }
 
@@ -612,7 +607,7 @@ static void drop_on_recv_error(struct mg_client *c, int r)
 /* What is due now; returns the next deadline. */
 static uint64_t run_timers(struct mg_client *c)
 {
-	uint64_t now = conn_now_us(), next;
+	uint64_t now = now_usec(), next;
 
 	if (c->state == CONN_IDLE && c->adopt_fd >= 0)
 		(void)conn_adopt(c, TAKE_FD(c->adopt_fd));
@@ -627,7 +622,7 @@ static uint64_t run_timers(struct mg_client *c)
 		else
 			(void)send_report(c);
 	}
-	if (c->orphan_us && c->state != CONN_READY && conn_now_us() >= c->orphan_us)
+	if (c->orphan_us && c->state != CONN_READY && now_usec() >= c->orphan_us)
 		lapse(c);
 
 	switch (c->state) {
@@ -685,7 +680,7 @@ static int client_dispatch(struct mg_client *c)
 
 	next = run_timers(c);
 	conn_arm(c, next);
-	now = conn_now_us();
+	now = now_usec();
 	if (n == CONN_RECV_BATCH)
 		ms = 0;
 	else
@@ -721,7 +716,7 @@ static void client_destroy(struct mg_client *c)
  */
 static void client_exit_if_lone(struct mg_client *c, uint64_t *next_check)
 {
-	uint64_t now = conn_now_us();
+	uint64_t now = now_usec();
 
 	if (now < *next_check)
 		return;
@@ -747,7 +742,7 @@ static bool client_wait_start(struct mg_client *c, uint64_t *next_check)
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		uint64_t now = conn_now_us(), until;
+		uint64_t now = now_usec(), until;
 		struct timespec ts;
 
 		if (atomic_load(&c->stop) || now >= c->start_us)
@@ -770,7 +765,7 @@ static bool client_wait_start(struct mg_client *c, uint64_t *next_check)
 		if (conn_fds_open(c) < 0)
 			ok = false;
 		else {
-			c->next_connect_us = conn_now_us();
+			c->next_connect_us = now_usec();
 			conn_arm(c, c->next_connect_us);
 		}
 	}
@@ -781,7 +776,7 @@ static bool client_wait_start(struct mg_client *c, uint64_t *next_check)
 static void *client_thread(void *p)
 {
 	struct mg_client *c = p;
-	uint64_t next_check = conn_now_us() + 1000ULL * CLIENT_LONE_CHECK_MS;
+	uint64_t next_check = now_usec() + 1000ULL * CLIENT_LONE_CHECK_MS;
 
 	(void)pthread_setname_np(pthread_self(), "memguard");
 	if (!client_wait_start(c, &next_check))
@@ -866,7 +861,7 @@ static int client_create(int fd, const struct mg_client_opts *opts, uint32_t del
 	if (r == 0 && delay_ms && c->threading == MG_THREAD_OWN) {
 		/* The thread makes the descriptors when the delay is over. */
 		c->delay_ms = delay_ms;
-		c->start_us = conn_now_us() + 1000ULL * delay_ms;
+		c->start_us = now_usec() + 1000ULL * delay_ms;
 	} else if (r == 0)
 		r = conn_fds_open(c);
 	if (r == 0)
@@ -881,7 +876,7 @@ static int client_create(int fd, const struct mg_client_opts *opts, uint32_t del
 		return r;
 	}
 	/* Connect at the first dispatch: now. */
-	c->next_connect_us = conn_now_us();
+	c->next_connect_us = now_usec();
 	if (c->epfd >= 0)
 		conn_arm(c, c->next_connect_us);
 

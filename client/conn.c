@@ -22,14 +22,6 @@
 #include "client-internal.h"
 #include "client/alloc/alloc.h"
 
-uint64_t conn_now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static int epoll_set(int epfd, int op, int fd, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.fd = fd };
@@ -156,7 +148,7 @@ static void schedule(struct mg_client *c, bool give_up)
 {
 	uint32_t d = give_up ? CONN_REFUSED_MS : c->backoff_ms;
 
-	c->next_connect_us = conn_now_us() + 1000ULL * (d / 2 + rand_below(c, d / 2 + 1));
+	c->next_connect_us = now_usec() + 1000ULL * (d / 2 + rand_below(c, d / 2 + 1));
 	if (!give_up)
 		c->backoff_ms = c->backoff_ms * 2 > CONN_BACKOFF_MAX_MS ? CONN_BACKOFF_MAX_MS
 									: c->backoff_ms * 2;
@@ -185,7 +177,7 @@ static void hello(struct mg_client *c)
 	memcpy(m.hello.service, c->service, sizeof(m.hello.service));
 	memcpy(m.hello.process, c->process, sizeof(m.hello.process));
 	c->state = CONN_HELLO;
-	c->hello_deadline_us = conn_now_us() + 1000ULL * CONN_HELLO_TIMEOUT_MS;
+	c->hello_deadline_us = now_usec() + 1000ULL * CONN_HELLO_TIMEOUT_MS;
 	if (conn_send(c, &m) == 0)
 		c->hello_seq = m.hdr.seq;
 }
@@ -248,10 +240,10 @@ void conn_drop(struct mg_client *c, int priority, int r, bool give_up, const cha
 	schedule(c, give_up);
 	if (r < 0)
 		client_log(c, priority, "%s: %s; reconnecting in %u ms", why, strerror(-r),
-			   (unsigned)((c->next_connect_us - conn_now_us()) / 1000));
+			   (unsigned)((c->next_connect_us - now_usec()) / 1000));
 	else
 		client_log(c, priority, "%s; reconnecting in %u ms", why,
-			   (unsigned)((c->next_connect_us - conn_now_us()) / 1000));
+			   (unsigned)((c->next_connect_us - now_usec()) / 1000));
 	client_disconnected(c);
 }
 

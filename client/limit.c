@@ -60,11 +60,6 @@ bool limit_pending(const struct mg_client *c)
 	return atomic_load(&limit_hits) != c->local_seen;
 }
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
-{
-	return a + b < a ? UINT64_MAX : a + b;
-}
-
 bool limit_evaluate(struct mg_client *c)
 {
 	uint64_t soft = c->daemon.soft_limit, heap;

@@ -285,13 +285,7 @@ static const char *escalation_name(unsigned e)
 
 static const char *enforce_name(unsigned e)
 {
-	static const char *const names[] = {
-		[MG_ENFORCE_NOTIFY] = "notify",
-		[MG_ENFORCE_HIGH] = "high",
-		[MG_ENFORCE_KILL] = "kill",
-	};
-
-	return e < ARRAY_SIZE(names) ? names[e] : "?";
+	return proto_enforce_name(e) ? proto_enforce_name(e) : "?";
 }
 
 static const char *psi_mode_name(unsigned m)
@@ -452,10 +446,7 @@ typedef int (*answer_fn)(void *userdata, const struct mg_msg *m);
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(now_usec() / 1000);
 }
 
 /*
@@ -1252,10 +1243,7 @@ static bool service_name_ok(const char *s)
 
 	if (n == 0 || n > MG_NAME_MAX)
 		return false;
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
-			return false;
-	return true;
+	return proto_name_ok(s);
 }
 
 static int parse_size_arg(const char *what, const char *s, uint64_t *ret)

@@ -358,12 +358,6 @@ static const char *const log_levels[] = {
 	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 };
 
-static const char *const enforce_names[] = {
-	[MG_ENFORCE_NOTIFY] = "notify",
-	[MG_ENFORCE_HIGH] = "high",
-	[MG_ENFORCE_KILL] = "kill",
-};
-
 /* ---- parser state ------------------------------------------------------- */
 
 enum section_kind {
@@ -888,8 +882,8 @@ static bool parse_value(struct parser *p, const struct key *k, void *base, const
 		return true;
 
 	case VALUE_ENFORCE:
-		for (size_t i = 0; i < ARRAY_SIZE(enforce_names); i++)
-			if (strcasecmp(value, enforce_names[i]) == 0) {
+		for (unsigned i = 0; proto_enforce_name(i); i++)
+			if (strcasecmp(value, proto_enforce_name(i)) == 0) {
 				*(enum mg_enforce *)field = (enum mg_enforce)i;
 				return true;
 			}

@@ -105,14 +105,6 @@ struct manager {
 	char status[256];
 };
 
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static char *path_join(const char *a, const char *b)
 {
 	char *p;
@@ -559,7 +551,7 @@ static int mclient_send(struct mclient *mc, const struct mg_directive *d)
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
 		mc->asked++;
-		mc->asked_bytes = policy_add_sat(mc->asked_bytes,
+		mc->asked_bytes = add_sat(mc->asked_bytes,
 						 d->release == UINT64_MAX ? 0 : d->release);
 	}
 	return 0;
@@ -1397,10 +1389,10 @@ static void on_released(void *userdata, struct client *c, uint32_t seq,
 	took = now_usec() - mc->pending_usec;
 	mc->pending_seq = 0;
 	mc->answered++;
-	mc->released_bytes = policy_add_sat(mc->released_bytes, r->bytes);
-	mc->response_us_total = policy_add_sat(mc->response_us_total, took);
+	mc->released_bytes = add_sat(mc->released_bytes, r->bytes);
+	mc->response_us_total = add_sat(mc->response_us_total, took);
 	if (mc->svc) {
-		mc->svc->released_total = policy_add_sat(mc->svc->released_total, r->bytes);
+		mc->svc->released_total = add_sat(mc->svc->released_total, r->bytes);
 		log_service(LOG_INFO, mc->svc->conf.name, proto_level_name(mc->svc->ps.level),
 			    util_ratio(mc->svc->last.utilization), "released",
 			    "client %" PRIu64 " released %" PRIu64 " bytes in %" PRIu64

@@ -14,16 +14,6 @@
 
 #define BP_ONE 10000                     /* bp in a whole */
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
-{
-	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
-uint64_t policy_add_sat(uint64_t a, uint64_t b)
-{
-	return add_sat(a, b);
-}
-
 static uint32_t sub_sat32(uint32_t a, uint32_t b)
 {
 	return a > b ? a - b : 0;

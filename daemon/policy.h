@@ -315,11 +315,6 @@ uint32_t policy_deadline_ms(enum mg_level level,
  */
 void policy_report_clamp(struct mg_report *r, uint64_t cap);
 
-/*
- * a + b, UINT64_MAX when the sum does not fit: byte and time counters that
- * are exported (released_total is a Prometheus counter) never go back.
- */
-uint64_t policy_add_sat(uint64_t a, uint64_t b);
 
 /*
  * Bytes a client can give back quickly, from its REPORT: heap_idle (free

@@ -51,14 +51,6 @@ struct server {
 	uint32_t next_seq;               /* seq of unsolicited messages, never 0 */
 };
 
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* Whether to say the event now; returns true with `*ret_suppressed` the
  * events not said since the last line, else counts this one. */
 static bool ratelimit_pass(struct ratelimit *rl, unsigned *ret_suppressed)

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -30,6 +32,24 @@
 		(fd) = -1;              \
 		_tfd_;                  \
 	})
+
+/* CLOCK_MONOTONIC in microseconds: the one clock of the daemon, the
+ * client library and the tools. */
+static inline uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* a + b, UINT64_MAX when the sum does not fit: byte and time counters
+ * that are exported (released_total is a Prometheus counter) never go
+ * back. */
+static inline uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
 
 static inline void freep(void *p)
 {

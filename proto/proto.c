@@ -161,6 +161,17 @@ const char *proto_level_name(unsigned level)
 	return level < ARRAY_SIZE(names) ? names[level] : NULL;
 }
 
+const char *proto_enforce_name(unsigned enforce)
+{
+	static const char *const names[] = {
+		[MG_ENFORCE_NOTIFY] = "notify",
+		[MG_ENFORCE_HIGH] = "high",
+		[MG_ENFORCE_KILL] = "kill",
+	};
+
+	return enforce < ARRAY_SIZE(names) ? names[enforce] : NULL;
+}
+
 const char *proto_err_name(unsigned code)
 {
 	static const char *const names[] = {
@@ -180,7 +191,7 @@ const char *proto_err_name(unsigned code)
 }
 
 /* Names travel into logs and cgroup lookups: printable ASCII only. */
-static bool name_ok(const char *s)
+bool proto_name_ok(const char *s)
 {
 	for (; *s; s++)
 		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
@@ -216,11 +227,11 @@ int proto_msg_validate(const struct mg_msg *m)
 
 	switch (m->hdr.type) {
 	case MG_MSG_HELLO:
-		if (!name_ok(m->hello.service) || !name_ok(m->hello.process))
+		if (!proto_name_ok(m->hello.service) || !proto_name_ok(m->hello.process))
 			return -EINVAL;
 		break;
 	case MG_MSG_WELCOME:
-		if (!name_ok(m->welcome.service))
+		if (!proto_name_ok(m->welcome.service))
 			return -EINVAL;
 		break;
 	case MG_MSG_DIRECTIVE:
@@ -228,15 +239,15 @@ int proto_msg_validate(const struct mg_msg *m)
 			return -EINVAL;
 		break;
 	case MG_MSG_CLIENTS:
-		if (!name_ok(m->clients.service))
+		if (!proto_name_ok(m->clients.service))
 			return -EINVAL;
 		break;
 	case MG_MSG_RELEASE:
-		if (!name_ok(m->release.service) || m->release.service[0] == 0)
+		if (!proto_name_ok(m->release.service) || m->release.service[0] == 0)
 			return -EINVAL;
 		break;
 	case MG_MSG_SET_BUDGET:
-		if (!name_ok(m->set_budget.service) || m->set_budget.service[0] == 0 ||
+		if (!proto_name_ok(m->set_budget.service) || m->set_budget.service[0] == 0 ||
 		    m->set_budget.budget == 0)
 			return -EINVAL;
 		break;
@@ -245,13 +256,13 @@ int proto_msg_validate(const struct mg_msg *m)
 
 		if (s->level > MG_LEVEL_EMERGENCY || s->enforce > MG_ENFORCE_KILL ||
 		    s->escalation > MG_ESCALATION_KILLED || s->psi_mode > MG_PSI_POLLING ||
-		    s->throttle > MG_THROTTLE_MAX || !name_ok(s->name))
+		    s->throttle > MG_THROTTLE_MAX || !proto_name_ok(s->name))
 			return -EINVAL;
 		break;
 	}
 	case MG_MSG_CLIENT_INFO:
 		if (m->client_info.last_level > MG_LEVEL_EMERGENCY ||
-		    !name_ok(m->client_info.service) || !name_ok(m->client_info.process))
+		    !proto_name_ok(m->client_info.service) || !proto_name_ok(m->client_info.process))
 			return -EINVAL;
 		break;
 	default:

@@ -279,6 +279,14 @@ enum mg_sender proto_type_sender(uint16_t type);
 /* Name of a level ("NORMAL"…), or NULL when out of range. */
 const char *proto_level_name(unsigned level);
 
+/* Whether `s` may travel as a name on the wire: printable ASCII only,
+ * 0x20..0x7e (docs/protocol.md §3.2); the empty string is. */
+bool proto_name_ok(const char *s);
+
+/* Name of an enforce mode as memguard.conf spells it ("notify", "high",
+ * "kill"), or NULL when out of range. */
+const char *proto_enforce_name(unsigned enforce);
+
 /* Name of an enum mg_err code ("protocol error"…), or NULL when unknown. */
 const char *proto_err_name(unsigned code);
 

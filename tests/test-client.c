@@ -187,7 +187,7 @@ static struct {
 
 static uint64_t now_ms(void)
 {
-	return conn_now_us() / 1000;
+	return now_usec() / 1000;
 }
 
 static void send_raw(int fd, const void *buf, size_t n)
@@ -806,14 +806,14 @@ static void test_error_and_bye(void **state)
 	await_close(d.c, d.fd);
 	close(d.fd);
 	d.fd = -1;
-	wait = d.c->next_connect_us - conn_now_us();
+	wait = d.c->next_connect_us - now_usec();
 	assert_true(wait >= 1000ULL * CONN_REFUSED_MS / 2 - 100000);
 	assert_true(wait <= 1000ULL * CONN_REFUSED_MS);
 	assert_non_null(strstr(hooks.log, "<4>memguardd refused this client (service does not "
 					  "match the peer's cgroup: pid 1 is not in cgroup x?)"));
 
 	/* Refused again (sooner, for this test): said once is enough. */
-	d.c->next_connect_us = conn_now_us();
+	d.c->next_connect_us = now_usec();
 	d.fd = accept_hello(d.c, &hello);
 	m.hdr.seq = 0;
 	send_msg(d.fd, &m);
@@ -822,7 +822,7 @@ static void test_error_and_bye(void **state)
 	assert_non_null(strstr(hooks.log, "<7>memguardd refused this client"));
 
 	/* Accepted, then BYE SHUTDOWN: back quickly. */
-	d.c->next_connect_us = conn_now_us();
+	d.c->next_connect_us = now_usec();
 	d.fd = accept_hello(d.c, &hello);
 	welcome(d.fd, hello.hdr.seq, NULL);
 	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
@@ -831,7 +831,7 @@ static void test_error_and_bye(void **state)
 	send_msg(d.fd, &m);
 	await_close(d.c, d.fd);
 	close(d.fd);
-	wait = d.c->next_connect_us - conn_now_us();
+	wait = d.c->next_connect_us - now_usec();
 	assert_true(wait <= 1000ULL * CONN_BACKOFF_MIN_MS);
 	d.fd = accept_hello(d.c, &hello);
 	assert_non_null(strstr(hooks.log, "memguardd is stopping"));
@@ -852,10 +852,10 @@ static void test_backoff(void **state)
 	for (int i = 0; i < 10; i++) {
 		uint64_t wait;
 
-		d.c->next_connect_us = conn_now_us();
+		d.c->next_connect_us = now_usec();
 		assert_true(mg_client_dispatch(d.c) >= 0);
 		assert_int_equal(d.c->state, CONN_IDLE);
-		wait = d.c->next_connect_us - conn_now_us();
+		wait = d.c->next_connect_us - now_usec();
 		assert_true(wait <= 1000ULL * nominal);
 		assert_true(wait + 2000 >= 1000ULL * nominal / 2);
 		nominal = nominal * 2 > CONN_BACKOFF_MAX_MS ? CONN_BACKOFF_MAX_MS : nominal * 2;
@@ -965,11 +965,11 @@ static void test_orphan_grace(void **state)
 	assert_true(mg_client_dispatch(d.c) >= 0);
 	assert_true(mg_admit());
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
-	assert_true(d.c->orphan_us > conn_now_us() + 1000ULL * (CLIENT_ORPHAN_GRACE_MS - 500));
+	assert_true(d.c->orphan_us > now_usec() + 1000ULL * (CLIENT_ORPHAN_GRACE_MS - 500));
 	trace_take(t, sizeof(t));
 	assert_string_equal(t, "");
 
-	d.c->orphan_us = conn_now_us();
+	d.c->orphan_us = now_usec();
 	assert_true(mg_client_dispatch(d.c) >= 0);
 	trace_take(t, sizeof(t));
 	assert_string_equal(t, "goal=0 level=NORMAL gc=0");

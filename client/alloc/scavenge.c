@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "client/alloc/alloc.h"
+#include "proto/macro.h"
 
 #define SCAV_STACK (256u << 10)          /* bytes of stack for the thread */
 #define SCAV_MAX_FAILURES 3              /* pthread_create failures before giving up */
@@ -110,10 +111,7 @@ static bool scav_sleep(unsigned ms)
 
 static uint64_t mono_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return now_usec() * 1000;
 }
 
 /*
