@@ -22,9 +22,25 @@ check() {
 		echo "ok $ntest - $what"
 		return 0
 	fi
+	if [ -n "${known_issue:-}" ]; then
+		# TAP's known failure: printed, not counted as failed.
+		echo "not ok $ntest - $what # TODO $known_issue"
+		[ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/#   /'
+		return 0
+	fi
 	echo "not ok $ntest - $what"
 	[ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/#   /'
 	nfail=$((nfail + 1))
+}
+
+# known WHY check ...: a check that fails now and then for a reason an open
+# issue tracks (WHY names it).  Its result is printed as any other; a
+# failure is marked '# TODO WHY' (TAP's known failure) and does not fail
+# the run.  For nothing but such a check.
+known() {
+	local known_issue=$1
+	shift
+	"$@"
 }
 
 # needed check ...: stop at a failed check that the following ones need.
