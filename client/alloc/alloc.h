@@ -580,6 +580,7 @@ static inline void alloc_free_fast(void *p)
 #define SCAV_BUSY_FREES 1024             /* objects back in spans per tick that mean churn */
 #define SCAV_CHUNK_PAGES 128             /* pages per madvise step: 1 MiB */
 #define SCAV_START_BYTES (1u << 20)      /* releasable bytes that start the thread */
+#define SCAV_START_HEAP (8u << 20)       /* resident heap bytes that start it too */
 #define SCAV_RETAIN_PERMILLE 1100        /* default goal: live × 1.10 */
 
 /* What the scavenger did, for tests and the benchmark. */
@@ -592,10 +593,21 @@ struct scav_stats {
 };
 
 /*
- * Start the scavenger thread if it is not running and there is work for it.
- * Call with no allocator lock held: pthread_create() allocates.
+ * Start the scavenger thread if it is not running and there is work for it
+ * (free memory to return, or a heap of SCAV_START_HEAP bytes that will
+ * have some).  Call with no allocator lock held, from an allocation or an
+ * API call, never from free(): glibc frees a finished thread's TLS under
+ * its stack cache lock, which pthread_create() takes too (a deadlock seen
+ * under CPython's test_multiprocessing_fork).
  */
 _hidden_ void scavenger_kick(void);
+
+/*
+ * From free(): note that the scavenger has work, for the next allocation's
+ * slow path to start it (alloc_grew()).  Creates nothing.
+ */
+_hidden_ extern int scav_wanted;
+_hidden_ void scavenger_want(void);
 
 /* The goal in bytes of resident heap (sys − released) right now. */
 _hidden_ uint64_t scavenger_goal(void);
@@ -629,6 +641,7 @@ static inline void alloc_grew(void)
 {
 	if (unlikely(LOAD(alloc_watch_bytes)))
 		alloc_watch_check();
+	scavenger_kick();
 }
 
 /* Resident heap bytes: arena pages not released, plus huge mappings. */

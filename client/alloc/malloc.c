@@ -243,12 +243,12 @@ static void small_free(void *p, unsigned cls)
 		b->head = p;
 		b->count++;
 		/* A flushed batch may have emptied spans. */
-		scavenger_kick();
+		scavenger_want();
 		return;
 	}
 	*(void **)p = NULL;
 	central_put(cls, p, 1);
-	scavenger_kick();
+	scavenger_want();
 }
 
 /*
@@ -329,7 +329,7 @@ static void core_free(void *p, struct span *s)
 		return;
 	}
 	pageheap_free(s);
-	scavenger_kick();
+	scavenger_want();
 }
 
 /* The span of a small or large block that `p` points into, or NULL. */

@@ -215,6 +215,23 @@ static void *scav_main(void *arg)
 	return arg;
 }
 
+int scav_wanted;
+
+/* Work for a scavenger: free memory to return. */
+static bool scav_has_work(void)
+{
+	return pageheap_releasable() >= SCAV_START_BYTES ||
+	       central_span_frees() * MG_MIN_ALIGN >= SCAV_START_BYTES;
+}
+
+void scavenger_want(void)
+{
+	if (likely(LOAD(scav_state) != SCAV_NONE) || LOAD(scav_wanted) || LOAD(scav_disabled))
+		return;
+	if (scav_has_work())
+		STORE(scav_wanted, 1);
+}
+
 void scavenger_kick(void)
 {
 	pthread_attr_t attr;
@@ -223,8 +240,10 @@ void scavenger_kick(void)
 
 	if (likely(LOAD(scav_state) != SCAV_NONE) || LOAD(scav_disabled))
 		return;
-	if (pageheap_releasable() < SCAV_START_BYTES &&
-	    central_span_frees() * MG_MIN_ALIGN < SCAV_START_BYTES)
+	/* A heap this large will have pages to return when it shrinks, and
+	 * a program that frees them may allocate no more: the thread must
+	 * be there by then, since free() cannot start it. */
+	if (!LOAD(scav_wanted) && !scav_has_work() && alloc_resident_bytes() < SCAV_START_HEAP)
 		return;
 	pthread_mutex_lock(&scav_lock);
 	if (scav_state != SCAV_NONE) {
@@ -246,6 +265,7 @@ void scavenger_kick(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	pthread_mutex_lock(&scav_lock);
+	STORE(scav_wanted, 0);
 	if (r) {
 		scav_state = ++scav_failures >= SCAV_MAX_FAILURES ? SCAV_FAILED : SCAV_NONE;
 	} else if (scav_state == SCAV_STARTING) {
