@@ -702,14 +702,15 @@ static int service_escalate(struct service *s, enum policy_action a, uint64_t no
 			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
 				    "killed %d process(es) of the cgroup and its subtree%s: working "
 				    "set %" PRIu64 " above budget %" PRIu64 " past the deadline "
-				    "while memory.events max/oom grew", r,
+				    "while memory.events high/max/oom grew", r,
 				    frozen ? " (frozen first)" : "", s->sample.working_set,
 				    s->budget);
 		else
 			log_service(LOG_CRIT, s->conf.name, lvl, u, "kill",
 				    "killed the cgroup and its subtree: working set %" PRIu64
 				    " above budget %" PRIu64 " past the deadline while "
-				    "memory.events max/oom grew", s->sample.working_set, s->budget);
+				    "memory.events high/max/oom grew", s->sample.working_set,
+				    s->budget);
 		break;
 	}
 	default:

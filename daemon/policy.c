@@ -476,13 +476,17 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in)
 			return POLICY_ACTION_HIGH;
 		return POLICY_ACTION_NONE;
 	case MG_ESCALATION_HIGH:
-		/* Last resort, and only on evidence: the kernel's own
-		 * reclaim at memory.high did not hold usage under the
-		 * budget for a whole deadline, and it is hitting memory.max
-		 * or OOM.  The OOM killer would pick a victim anyway;
-		 * cgroup.kill takes the whole service down cleanly. */
+		/* Last resort, and only on evidence: a whole deadline after
+		 * memory.high = budget, the working set is still above it,
+		 * and the kernel kept hitting the cgroup's limits meanwhile
+		 * (memory.events high, max or oom).  The working set is
+		 * what reclaim could not take: above memory.high, the
+		 * kernel throttles the service for as long as it stays
+		 * there, which is a stall with no end.  (Found on pure v2:
+		 * a service holding 80M under a 64M memory.high, throttled
+		 * 3009 times in 90 s, that never hit memory.max.) */
 		if (in->enforce == MG_ENFORCE_KILL && in->budget > 0 &&
-		    in->working_set > in->budget && in->max_oom_grew)
+		    in->working_set > in->budget && in->limit_hit)
 			return POLICY_ACTION_KILL;
 		return POLICY_ACTION_NONE;
 	default:
@@ -569,16 +573,14 @@ double policy_level_out(double cp, const struct conf_service *svc, enum mg_level
 }
 
 static bool events_grew(const struct policy_events *now,
-			const struct policy_events *before, bool high_max)
+			const struct policy_events *before)
 {
 	/* A counter that went down belongs to a new cgroup of the same
-	 * name: no growth, and policy_tick() takes it as the new baseline. */
-	if (high_max)
-		/* oom too: on cgroup v1 without swap, an OOM kill is the only
-		 * counter that moves (failcnt stays 0 with a memsw limit). */
-		return now->high > before->high || now->max > before->max ||
-		       now->oom > before->oom;
-	return now->max > before->max || now->oom > before->oom;
+	 * name: no growth, and policy_tick() takes it as the new baseline.
+	 * oom too: on cgroup v1 without swap, an OOM kill is the only
+	 * counter that moves (failcnt stays 0 with a memsw limit). */
+	return now->high > before->high || now->max > before->max ||
+	       now->oom > before->oom;
 }
 
 static void clock_start(struct policy_state *s, const struct conf_service *svc,
@@ -599,7 +601,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		.some_avg10 = in->some_avg10,
 		.full_avg10 = in->full_avg10,
 		.events_grew = s->have_events &&
-			       events_grew(&in->events, &s->events, /* high_max= */ true),
+			       events_grew(&in->events, &s->events),
 		.floor = in->floor,
 	};
 	enum mg_level old = s->level, level;
@@ -622,7 +624,8 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		level = s->level;
 	s->events = in->events;
 	s->have_events = true;
-	if (s->clock_running && (in->events.max < s->clock_events.max ||
+	if (s->clock_running && (in->events.high < s->clock_events.high ||
+				 in->events.max < s->clock_events.max ||
 				 in->events.oom < s->clock_events.oom))
 		/* The cgroup was recreated under the running clock. */
 		s->clock_events = in->events;
@@ -710,8 +713,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		.clock_running = s->clock_running,
 		.now_ms = now_ms,
 		.deadline_ms = s->clock_deadline_ms,
-		.max_oom_grew = events_grew(&in->events, &s->clock_events,
-					    /* high_max= */ false),
+		.limit_hit = events_grew(&in->events, &s->clock_events),
 		.usage_normal = s->usage_calm_ticks >= (p->drop_ticks > 0 ? p->drop_ticks : 1u),
 	});
 }
@@ -723,7 +725,7 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 	case POLICY_ACTION_HIGH:
 		s->escalation = MG_ESCALATION_HIGH;
 		/* Give the kernel's reclaim at memory.high a whole deadline,
-		 * and judge max/oom growth from now on, before a kill. */
+		 * and judge memory.events growth from now on, before a kill. */
 		clock_start(s, svc, &s->events, now_ms);
 		break;
 	case POLICY_ACTION_RESTORE:

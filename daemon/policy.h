@@ -167,7 +167,10 @@ struct policy_escalation_input {
 	bool clock_running;
 	uint64_t now_ms;
 	uint64_t deadline_ms;            /* the clock's deadline, when running */
-	bool max_oom_grew;               /* events max or oom grew since clock start */
+	bool limit_hit;                  /* memory.events high, max or oom grew
+					  * since the clock (re)started: the kernel
+					  * throttled the cgroup at memory.high or
+					  * found it out of memory */
 	bool usage_normal;               /* the working set alone said NORMAL (under
 					  * warn minus the hysteresis band, whatever
 					  * PSI and memory.events say) for as many
@@ -386,7 +389,7 @@ uint64_t policy_squeeze(uint32_t host_some_avg10, uint32_t host_pressure,
  * - HIGH at or past the deadline when enforce is high or kill, the level is
  *   still CRITICAL or above and the budget is known;
  * - KILL at or past the (restarted) deadline when enforce is kill, HIGH is
- *   in force, usage is above the budget and memory.events max or oom grew.
+ *   in force, usage is above the budget and memory.events high, max or oom grew.
  */
 enum policy_action policy_escalate(const struct policy_escalation_input *in);
 

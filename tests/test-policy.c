@@ -766,7 +766,7 @@ static void test_squeeze(void **state)
 
 static void test_escalate(void **state)
 {
-	/* ws, budget; clock running?, now, deadline; max/oom grew */
+	/* ws, budget; clock running?, now, deadline; memory.events grew */
 	static const struct {
 		const char *name;
 		struct policy_escalation_input in;
@@ -790,9 +790,9 @@ static void test_escalate(void **state)
 		  { HIGH, E, X_HIGH, 1100, 1000, true, 9000, 5000, true }, A_NONE },
 		{ "kill: memory.high first",
 		  { KILL, E, X_NONE, 1100, 1000, true, 6000, 5000, true }, A_HIGH },
-		{ "kill: above budget past the deadline with max/oom growth",
+		{ "kill: above budget past the deadline, memory.events grew",
 		  { KILL, E, X_HIGH, 1100, 1000, true, 5000, 5000, true }, A_KILL },
-		{ "kill: not without max/oom growth",
+		{ "kill: not without memory.events growth",
 		  { KILL, E, X_HIGH, 1100, 1000, true, 9000, 5000, false }, A_NONE },
 		{ "kill: not at the budget",
 		  { KILL, E, X_HIGH, 1000, 1000, true, 9000, 5000, true }, A_NONE },
@@ -936,7 +936,21 @@ static const struct tick_step ticks_ladder[] = {
 	  { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
 };
 
-/* The same climb without max/oom growth: memory.high, but no kill. */
+/* Held above the budget by memory.high's throttling, never at memory.max
+ * (tests/vm: 80M held under a 64M memory.high): the high events are the
+ * kernel's evidence, and the service is killed. */
+static const struct tick_step ticks_throttled_kill[] = {
+	{ 0, IN(.working_set = 1100, .releasable = 300),
+	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
+	{ 5000, IN(.working_set = 1100, .releasable = 300),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_HIGH }, .apply = true },
+	{ 9999, IN(.working_set = 1100, .releasable = 300, EV(40, 0, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
+	{ 10000, IN(.working_set = 1100, .releasable = 300, EV(41, 0, 0)),
+	  { E, 0, 0, 25, 500, 800, 300, 300, 5000, A_KILL } },
+};
+
+/* The same climb without memory.events growth: memory.high, but no kill. */
 static const struct tick_step ticks_no_kill[] = {
 	{ 0, IN(.working_set = 1100, .releasable = 300),
 	  { E, 1, 0, 25, 500, 800, 300, 300, 5000, A_NONE } },
@@ -1075,7 +1089,9 @@ static const struct tick_step ticks_budget_changed[] = {
 static const struct tick_case tick_cases[] = {
 	{ "budget changed", NULL, NULL, ticks_budget_changed, ARRAY_SIZE(ticks_budget_changed) },
 	{ "ladder to kill and back", NULL, NULL, ticks_ladder, ARRAY_SIZE(ticks_ladder) },
-	{ "high without max/oom growth", NULL, NULL, ticks_no_kill, ARRAY_SIZE(ticks_no_kill) },
+	{ "high without memory.events growth", NULL, NULL, ticks_no_kill, ARRAY_SIZE(ticks_no_kill) },
+	{ "throttled at memory.high: kill", NULL, NULL, ticks_throttled_kill,
+	  ARRAY_SIZE(ticks_throttled_kill) },
 	{ "no budget", NULL, NULL, ticks_no_budget, ARRAY_SIZE(ticks_no_budget) },
 	{ "events baseline", NULL, NULL, ticks_events, ARRAY_SIZE(ticks_events) },
 	{ "host squeeze", NULL, NULL, ticks_squeeze, ARRAY_SIZE(ticks_squeeze) },
