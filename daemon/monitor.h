@@ -116,7 +116,7 @@ struct monitor_host {
 	struct monitor_meminfo mem;
 };
 
-/* monitor.c: pure parsers */
+/* monitor-parse.c: pure parsers */
 
 /*
  * The buffers need not be NUL-terminated and may hold any bytes.  A last

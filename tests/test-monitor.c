@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests for daemon/monitor.c: the parsers on fixture files from
- * tests/data/monitor/ and on literal strings, whole fake cgroup trees (pure
- * v2 and hybrid) read through monitor_cgroup_open/read, the PSI trigger
+ * Tests for daemon/monitor-parse.c and daemon/monitor.c: the parsers on
+ * fixture files from tests/data/monitor/ and on literal strings, whole fake
+ * cgroup trees (pure v2 and hybrid) read through monitor_cgroup_open/read, the PSI trigger
  * ladder with injected kernel answers, discovery, and one test on a real
  * cgroup below our own.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target for the pure parsers of daemon/monitor.c.  Every
+ * libFuzzer target for the pure parsers of daemon/monitor-parse.c.  Every
  * parser sees every input (they are cheap, and a PSI file fed to the
  * mountinfo parser is as good a test as any), so the seeds in
  * tests/fuzz/corpus/monitor/ are plain copies of the kernel's files.
