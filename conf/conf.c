@@ -51,190 +51,6 @@ static bool streq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-/* ---- value parsers ------------------------------------------------------ */
-
-/*
- * A decimal number: digits, optionally '.' and more digits.  The integer
- * part saturates (*ret_overflow is set); the fraction keeps its first
- * `max_frac` digits (more is -EINVAL) as an integer over 10^*ret_frac_digits.
- * Returns 0 and advances *s, or -EINVAL when there is no number.
- */
-static int parse_decimal(const char **s, unsigned max_frac, uint64_t *ret_int, bool *ret_overflow,
-			 uint64_t *ret_frac, unsigned *ret_frac_digits)
-{
-	const char *p = *s;
-	uint64_t v = 0, frac = 0;
-	unsigned n_frac = 0;
-	bool overflow = false;
-
-	if (!isdigit((unsigned char)*p))
-		return -EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
-			overflow = true;
-	}
-	if (*p == '.') {
-		p++;
-		if (!isdigit((unsigned char)*p))
-			return -EINVAL;
-		for (; isdigit((unsigned char)*p); p++) {
-			if (n_frac == max_frac)
-				return -EINVAL;
-			frac = frac * 10 + (uint64_t)(*p - '0');
-			n_frac++;
-		}
-	}
-
-	*s = p;
-	*ret_int = v;
-	*ret_overflow = overflow;
-	*ret_frac = frac;
-	*ret_frac_digits = n_frac;
-	return 0;
-}
-
-/* Skip the blanks between a number and its unit; NULL when no unit follows. */
-static const char *skip_blanks(const char *s)
-{
-	const char *p = s;
-
-	while (*p == ' ' || *p == '\t')
-		p++;
-	return p != s && *p == '\0' ? NULL : p;
-}
-
-static uint64_t pow10_u64(unsigned n)
-{
-	uint64_t r = 1;
-
-	while (n--)
-		r *= 10;
-	return r;
-}
-
-/* floor(frac / 10^digits × mult) without overflow, for digits ≤ 9. */
-static uint64_t scale_fraction(uint64_t frac, unsigned digits, uint64_t mult)
-{
-	uint64_t d = pow10_u64(digits);
-
-	/* mult = a·d + b, so frac·mult/d = a·frac + b·frac/d; b·frac < d² ≤ 10^18 */
-	return mult / d * frac + mult % d * frac / d;
-}
-
-int conf_parse_size(const char *s, uint64_t *ret)
-{
-	static const char units[] = "KMGTPE";
-	uint64_t v, frac, mult = 1, r;
-	unsigned n_frac;
-	bool overflow;
-	const char *u;
-
-	if (!s || parse_decimal(&s, 9, &v, &overflow, &frac, &n_frac) < 0)
-		return -EINVAL;
-	s = skip_blanks(s);
-	if (!s)
-		return -EINVAL;
-	if (*s) {
-		u = strchr(units, toupper((unsigned char)*s));
-		if (u) {
-			mult = UINT64_C(1) << (10 * (u - units + 1));
-			s++;
-			if (*s == 'i' || *s == 'I') {
-				s++;
-				if (*s != 'b' && *s != 'B')
-					return -EINVAL;
-			}
-		}
-		if (*s == 'b' || *s == 'B')
-			s++;
-		if (*s)
-			return -EINVAL;
-	}
-	/* Bytes are whole: a fraction needs a unit to scale it. */
-	if (n_frac > 0 && mult == 1)
-		return -EINVAL;
-	if (overflow || __builtin_mul_overflow(v, mult, &r) ||
-	    __builtin_add_overflow(r, scale_fraction(frac, n_frac, mult), &r))
-		return -ERANGE;
-
-	*ret = r;
-	return 0;
-}
-
-int conf_parse_duration(const char *s, uint32_t *ret_ms)
-{
-	static const struct {
-		const char *suffix;
-		uint64_t ms;
-	} units[] = {
-		{ "ms", 1 },  { "s", 1000 },	 { "sec", 1000 },
-		{ "m", 60000 }, { "min", 60000 }, { "h", 3600000 },
-	};
-	uint64_t v, frac, mult = 0, r;
-	unsigned n_frac;
-	bool overflow;
-
-	if (!s || parse_decimal(&s, 9, &v, &overflow, &frac, &n_frac) < 0)
-		return -EINVAL;
-	s = skip_blanks(s);
-	if (!s)
-		return -EINVAL;
-	for (size_t i = 0; i < ARRAY_SIZE(units); i++)
-		if (streq(s, units[i].suffix))
-			mult = units[i].ms;
-	if (mult == 0)
-		return -EINVAL;
-	if (overflow || __builtin_mul_overflow(v, mult, &r) ||
-	    __builtin_add_overflow(r, scale_fraction(frac, n_frac, mult), &r) || r > UINT32_MAX)
-		return -ERANGE;
-
-	*ret_ms = (uint32_t)r;
-	return 0;
-}
-
-int conf_parse_percent(const char *s, uint32_t *ret_bp)
-{
-	uint64_t v, frac, bp;
-	unsigned n_frac;
-	bool overflow;
-
-	if (!s || parse_decimal(&s, 2, &v, &overflow, &frac, &n_frac) < 0)
-		return -EINVAL;
-	s = skip_blanks(s);
-	if (!s)
-		return -EINVAL;
-	if (*s == '%')
-		s++;
-	if (*s)
-		return -EINVAL;
-	if (overflow || v > 100)
-		return -ERANGE;
-	bp = v * 100 + frac * pow10_u64(2 - n_frac);
-	if (bp > 10000)
-		return -ERANGE;
-
-	*ret_bp = (uint32_t)bp;
-	return 0;
-}
-
-/* An integer with an optional sign, nothing else.  -ERANGE on overflow. */
-static int parse_int64(const char *s, int64_t *ret)
-{
-	bool neg = false, overflow;
-	uint64_t v, frac;
-	unsigned n_frac;
-
-	if (*s == '+' || *s == '-')
-		neg = *s++ == '-';
-	if (parse_decimal(&s, 0, &v, &overflow, &frac, &n_frac) < 0 || *s)
-		return -EINVAL;
-	if (overflow || v > (uint64_t)INT64_MAX)
-		return -ERANGE;
-
-	*ret = neg ? -(int64_t)v : (int64_t)v;
-	return 0;
-}
-
 /* "80%", "12.5%", "0.01%": bp as a person writes it. */
 static const char *format_bp(char *buf, size_t size, uint32_t bp)
 {
@@ -261,28 +77,39 @@ static const char *format_ms(char *buf, size_t size, uint32_t ms)
 
 /* ---- the keys ----------------------------------------------------------- */
 
-enum value_type {
-	VALUE_SOCKET,           /* char *, absolute, fits sun_path */
-	VALUE_GROUP,            /* char *, a group name */
-	VALUE_CGROUP_ROOT,      /* char *, absolute path or "auto" (NULL) */
-	VALUE_DURATION,         /* uint32_t ms in min..max */
-	VALUE_LOG_LEVEL,        /* int, a syslog priority */
-	VALUE_PERCENT,          /* uint32_t bp in min..max */
-	VALUE_THROTTLE,         /* uint32_t permille, given in percent, min..max bp */
-	VALUE_UINT,             /* uint32_t in min..max */
-	VALUE_INT,              /* int32_t in min..max */
-	VALUE_CGROUP,           /* char *, relative cgroup path */
-	VALUE_BUDGET,           /* struct conf_size: size, percent or max */
-	VALUE_GUARANTEE,        /* struct conf_size: size or percent */
-	VALUE_ENFORCE,          /* enum mg_enforce */
-};
+struct parser;
+struct key;
+
+/*
+ * Parse `value` for key `k` into `field` (the key's member of struct
+ * conf_daemon or struct conf_service).  Returns true when the value was
+ * stored, false after reporting why not.
+ */
+typedef bool (*key_parse_fn)(struct parser *p, const struct key *k, void *field,
+			     const char *value);
 
 struct key {
 	const char *name;
-	enum value_type type;
+	key_parse_fn parse;
 	size_t offset;          /* in struct conf_daemon or struct conf_service */
 	int64_t min, max;       /* in the unit of the field (ms, bp, integer) */
 };
+
+static bool parse_socket(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_group(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_cgroup_root(struct parser *p, const struct key *k, void *field,
+			      const char *value);
+static bool parse_duration(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_log_level(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_percent(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_throttle(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_uint(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_int(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_cgroup(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_budget(struct parser *p, const struct key *k, void *field, const char *value);
+static bool parse_guarantee(struct parser *p, const struct key *k, void *field,
+			    const char *value);
+static bool parse_enforce(struct parser *p, const struct key *k, void *field, const char *value);
 
 enum {
 	DKEY_SOCKET,
@@ -320,43 +147,39 @@ enum {
 #define D(f) offsetof(struct conf_daemon, f)
 #define S(f) offsetof(struct conf_service, f)
 static const struct key daemon_keys[_DKEY_MAX] = {
-	[DKEY_SOCKET] = { "socket", VALUE_SOCKET, D(socket), 0, 0 },
-	[DKEY_SOCKET_GROUP] = { "socket_group", VALUE_GROUP, D(socket_group), 0, 0 },
-	[DKEY_ADMIN_GROUP] = { "admin_group", VALUE_GROUP, D(admin_group), 0, 0 },
-	[DKEY_CGROUP_ROOT] = { "cgroup_root", VALUE_CGROUP_ROOT, D(cgroup_root), 0, 0 },
-	[DKEY_TICK] = { "tick", VALUE_DURATION, D(tick_ms), 10, 60 * 1000 },
-	[DKEY_REPORT_INTERVAL] = { "report_interval", VALUE_DURATION, D(report_interval_ms), 10,
+	[DKEY_SOCKET] = { "socket", parse_socket, D(socket), 0, 0 },
+	[DKEY_SOCKET_GROUP] = { "socket_group", parse_group, D(socket_group), 0, 0 },
+	[DKEY_ADMIN_GROUP] = { "admin_group", parse_group, D(admin_group), 0, 0 },
+	[DKEY_CGROUP_ROOT] = { "cgroup_root", parse_cgroup_root, D(cgroup_root), 0, 0 },
+	[DKEY_TICK] = { "tick", parse_duration, D(tick_ms), 10, 60 * 1000 },
+	[DKEY_REPORT_INTERVAL] = { "report_interval", parse_duration, D(report_interval_ms), 10,
 				   60 * 1000 },
-	[DKEY_LOG_LEVEL] = { "log_level", VALUE_LOG_LEVEL, D(log_level), 0, 7 },
-	[DKEY_HOST_PRESSURE] = { "host_pressure", VALUE_PERCENT, D(host_pressure), 0, 10000 },
-	[DKEY_MAX_CONNECTIONS] = { "max_connections", VALUE_UINT, D(max_connections), 1, 65536 },
-	[DKEY_MAX_CONNECTIONS_PER_UID] = { "max_connections_per_uid", VALUE_UINT,
+	[DKEY_LOG_LEVEL] = { "log_level", parse_log_level, D(log_level), 0, 7 },
+	[DKEY_HOST_PRESSURE] = { "host_pressure", parse_percent, D(host_pressure), 0, 10000 },
+	[DKEY_MAX_CONNECTIONS] = { "max_connections", parse_uint, D(max_connections), 1, 65536 },
+	[DKEY_MAX_CONNECTIONS_PER_UID] = { "max_connections_per_uid", parse_uint,
 					   D(max_connections_per_uid), 1, 65536 },
-	[DKEY_ADMIN_RESERVED] = { "admin_reserved_connections", VALUE_UINT,
+	[DKEY_ADMIN_RESERVED] = { "admin_reserved_connections", parse_uint,
 				  D(admin_reserved_connections), 0, 65536 },
 };
 
 static const struct key service_keys[_SKEY_MAX] = {
-	[SKEY_CGROUP] = { "cgroup", VALUE_CGROUP, S(cgroup), 0, 0 },
-	[SKEY_BUDGET] = { "budget", VALUE_BUDGET, S(budget), 0, 0 },
-	[SKEY_GUARANTEE] = { "guarantee", VALUE_GUARANTEE, S(guarantee), 0, 0 },
-	[SKEY_WARN] = { "warn", VALUE_PERCENT, S(warn), 100, 9900 },
-	[SKEY_CRITICAL] = { "critical", VALUE_PERCENT, S(critical), 100, 10000 },
-	[SKEY_PRESSURE_SOME] = { "pressure_some", VALUE_PERCENT, S(pressure_some), 0, 10000 },
-	[SKEY_PRESSURE_FULL] = { "pressure_full", VALUE_PERCENT, S(pressure_full), 0, 10000 },
-	[SKEY_MIN_GC_PERCENT] = { "min_gc_percent", VALUE_UINT, S(min_gc_percent), 1, 1000 },
-	[SKEY_MAX_THROTTLE] = { "max_throttle", VALUE_THROTTLE, S(max_throttle), 0, 9900 },
-	[SKEY_RELEASE_DEADLINE] = { "release_deadline", VALUE_DURATION, S(release_deadline_ms),
+	[SKEY_CGROUP] = { "cgroup", parse_cgroup, S(cgroup), 0, 0 },
+	[SKEY_BUDGET] = { "budget", parse_budget, S(budget), 0, 0 },
+	[SKEY_GUARANTEE] = { "guarantee", parse_guarantee, S(guarantee), 0, 0 },
+	[SKEY_WARN] = { "warn", parse_percent, S(warn), 100, 9900 },
+	[SKEY_CRITICAL] = { "critical", parse_percent, S(critical), 100, 10000 },
+	[SKEY_PRESSURE_SOME] = { "pressure_some", parse_percent, S(pressure_some), 0, 10000 },
+	[SKEY_PRESSURE_FULL] = { "pressure_full", parse_percent, S(pressure_full), 0, 10000 },
+	[SKEY_MIN_GC_PERCENT] = { "min_gc_percent", parse_uint, S(min_gc_percent), 1, 1000 },
+	[SKEY_MAX_THROTTLE] = { "max_throttle", parse_throttle, S(max_throttle), 0, 9900 },
+	[SKEY_RELEASE_DEADLINE] = { "release_deadline", parse_duration, S(release_deadline_ms),
 				    10, 10 * 60 * 1000 },
-	[SKEY_ENFORCE] = { "enforce", VALUE_ENFORCE, S(enforce), 0, 0 },
-	[SKEY_PRIORITY] = { "priority", VALUE_INT, S(priority), -1000, 1000 },
+	[SKEY_ENFORCE] = { "enforce", parse_enforce, S(enforce), 0, 0 },
+	[SKEY_PRIORITY] = { "priority", parse_int, S(priority), -1000, 1000 },
 };
 #undef D
 #undef S
-
-static const char *const log_levels[] = {
-	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-};
 
 /* ---- parser state ------------------------------------------------------- */
 
@@ -675,21 +498,10 @@ static void out_of_range(struct parser *p, const struct key *k, const char *valu
 	problem(p, "%s '%s' out of range (%s..%s)%s", k->name, value, min, max, hint);
 }
 
-/* True when `value` is a bare number, as in a duration that lacks its unit. */
-static bool is_number(const char *value)
-{
-	uint64_t v, frac;
-	unsigned n;
-	bool overflow;
-
-	return parse_decimal(&value, 9, &v, &overflow, &frac, &n) == 0 && *value == '\0';
-}
-
 /* A budget or a guarantee: "2G", "25%", or (budget only) "max". */
 static bool parse_conf_size(struct parser *p, const struct key *k, const char *value,
-			    struct conf_size *ret)
+			    bool budget, struct conf_size *ret)
 {
-	bool budget = k->type == VALUE_BUDGET;
 	size_t len = strlen(value);
 	struct conf_size size = {};
 	char lo[16];
@@ -734,181 +546,215 @@ static bool parse_conf_size(struct parser *p, const struct key *k, const char *v
 	return true;
 }
 
-int conf_parse_log_level(const char *s, int *ret)
-{
-	static const struct {
-		const char *name;
-		int level;
-	} aliases[] = { { "error", 3 }, { "warn", 4 } };
-	int64_t v;
+/* ---- one parser per kind of key ----------------------------------------- */
 
-	if (!s)
-		return -EINVAL;
-	if (parse_int64(s, &v) == 0) {
-		if (v < 0 || v >= (int64_t)ARRAY_SIZE(log_levels) || s[0] == '+' || s[0] == '-')
-			return -EINVAL;
-		*ret = (int)v;
-		return 0;
+/* An absolute path that fits sun_path. */
+static bool parse_socket(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	if (value[0] != '/') {
+		problem(p, "socket '%s' is not an absolute path", value);
+		return false;
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(log_levels); i++)
-		if (strcasecmp(s, log_levels[i]) == 0) {
-			*ret = (int)i;
-			return 0;
-		}
-	for (size_t i = 0; i < ARRAY_SIZE(aliases); i++)
-		if (strcasecmp(s, aliases[i].name) == 0) {
-			*ret = aliases[i].level;
-			return 0;
-		}
-	return -EINVAL;
+	if (strlen(value) > SOCKET_PATH_MAX) {
+		problem(p, "socket '%s' is too long (at most %zu bytes)", value, SOCKET_PATH_MAX);
+		return false;
+	}
+	set_string(p, field, value);
+	return true;
 }
 
-/*
- * Parse `value` for key `k` into the struct at `base`.  Returns true when
- * the value was stored, false after reporting why not.
- */
-static bool parse_value(struct parser *p, const struct key *k, void *base, const char *value)
+static bool parse_group(struct parser *p, const struct key *k, void *field, const char *value)
 {
-	void *field = (char *)base + k->offset;
+	if (!group_name_valid(value)) {
+		problem(p, "invalid %s '%s': expected a group name", k->name, value);
+		return false;
+	}
+	set_string(p, field, value);
+	return true;
+}
+
+/* An absolute path, or "auto" (NULL: discover the cgroup2 mount). */
+static bool parse_cgroup_root(struct parser *p, const struct key *k, void *field,
+			      const char *value)
+{
+	if (streq(value, "auto")) {
+		set_string(p, field, NULL);
+		return true;
+	}
+	if (value[0] != '/') {
+		problem(p, "cgroup_root '%s' is neither an absolute path nor 'auto'", value);
+		return false;
+	}
+	set_string(p, field, value);
+	/* "/sys/fs/cgroup/" is "/sys/fs/cgroup": paths are joined to it with '/'. */
+	if (*(char **)field)
+		strip_trailing_slashes(*(char **)field);
+	return true;
+}
+
+/* uint32_t ms in min..max. */
+static bool parse_duration(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	char lo[16], hi[16];
+	uint32_t u32;
+	int r;
+
+	r = conf_parse_duration(value, &u32);
+	if (r == -EINVAL && conf_is_number(value)) {
+		problem(p, "%s '%s' needs a unit (ms, s or m)", k->name, value);
+		return false;
+	}
+	if (r == -EINVAL) {
+		problem(p, "invalid %s '%s': expected a duration (250ms, 5s, 2m)", k->name, value);
+		return false;
+	}
+	if (r < 0 || u32 < k->min || u32 > k->max) {
+		out_of_range(p, k, value, format_ms(lo, sizeof(lo), (uint32_t)k->min),
+			     format_ms(hi, sizeof(hi), (uint32_t)k->max), "");
+		return false;
+	}
+	*(uint32_t *)field = u32;
+	return true;
+}
+
+/* A syslog priority, by name or number. */
+static bool parse_log_level(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	if (conf_parse_log_level(value, field) < 0) {
+		problem(p, "invalid log_level '%s': expected emerg, alert, crit, err, "
+			"warning, notice, info, debug or 0..7", value);
+		return false;
+	}
+	return true;
+}
+
+/* A percentage in min..max bp into `ret_bp`. */
+static bool parse_bp(struct parser *p, const struct key *k, const char *value, uint32_t *ret_bp)
+{
 	char lo[16], hi[16], hint[32] = "";
 	uint32_t u32;
+	int r;
+
+	r = conf_parse_percent(value, &u32);
+	if (r == -EINVAL) {
+		problem(p, "invalid %s '%s': expected a percentage (80%%, 12.5%%)", k->name,
+			value);
+		return false;
+	}
+	if (r < 0 || u32 < k->min || u32 > k->max) {
+		/* 0.8 meant as a ratio: 0.8 % is below every such minimum. */
+		if (r == 0 && k->min >= 100 && u32 > 0 && u32 < 100 && !strchr(value, '%') &&
+		    (int64_t)u32 * 100 <= k->max)
+			snprintf(hint, sizeof(hint), " (did you mean %u%%?)", u32);
+		out_of_range(p, k, value, format_bp(lo, sizeof(lo), (uint32_t)k->min),
+			     format_bp(hi, sizeof(hi), (uint32_t)k->max), hint);
+		return false;
+	}
+	*ret_bp = u32;
+	return true;
+}
+
+/* uint32_t bp. */
+static bool parse_percent(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	return parse_bp(p, k, value, field);
+}
+
+/* uint32_t permille, given in percent. */
+static bool parse_throttle(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	uint32_t bp;
+
+	if (!parse_bp(p, k, value, &bp))
+		return false;
+	*(uint32_t *)field = (bp + 5) / 10;     /* bp → permille, to the nearest */
+	return true;
+}
+
+/* An integer in min..max into `ret`. */
+static bool parse_integer(struct parser *p, const struct key *k, const char *value, int64_t *ret)
+{
+	char lo[24], hi[24];
 	int64_t i64;
 	int r;
 
-	switch (k->type) {
-	case VALUE_SOCKET:
-		if (value[0] != '/') {
-			problem(p, "socket '%s' is not an absolute path", value);
-			return false;
-		}
-		if (strlen(value) > SOCKET_PATH_MAX) {
-			problem(p, "socket '%s' is too long (at most %zu bytes)", value,
-				SOCKET_PATH_MAX);
-			return false;
-		}
-		set_string(p, field, value);
-		return true;
+	r = conf_parse_int64(value, &i64);
+	if (r == -EINVAL) {
+		problem(p, "invalid %s '%s': expected an integer", k->name, value);
+		return false;
+	}
+	if (r < 0 || i64 < k->min || i64 > k->max) {
+		snprintf(lo, sizeof(lo), "%" PRId64, k->min);
+		snprintf(hi, sizeof(hi), "%" PRId64, k->max);
+		out_of_range(p, k, value, lo, hi, "");
+		return false;
+	}
+	*ret = i64;
+	return true;
+}
 
-	case VALUE_GROUP:
-		if (!group_name_valid(value)) {
-			problem(p, "invalid %s '%s': expected a group name", k->name, value);
-			return false;
-		}
-		set_string(p, field, value);
-		return true;
+/* uint32_t in min..max. */
+static bool parse_uint(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	int64_t v;
 
-	case VALUE_CGROUP_ROOT:
-		if (streq(value, "auto")) {
-			set_string(p, field, NULL);
+	if (!parse_integer(p, k, value, &v))
+		return false;
+	*(uint32_t *)field = (uint32_t)v;
+	return true;
+}
+
+/* int32_t in min..max. */
+static bool parse_int(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	int64_t v;
+
+	if (!parse_integer(p, k, value, &v))
+		return false;
+	*(int32_t *)field = (int32_t)v;
+	return true;
+}
+
+/* A relative cgroup path, used by no earlier service. */
+static bool parse_cgroup(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	char *path = NULL;
+	int r;
+
+	r = cgroup_path(p, value, &path);
+	if (r < 0)
+		oom(p);
+	if (r <= 0)
+		return false;
+	free(*(char **)field);
+	*(char **)field = path;
+	if (p->sec.keep)        /* a dropped section was reported already */
+		cgroup_check_unique(p, path, p->line);
+	return true;
+}
+
+/* struct conf_size: a size, a percentage or "max". */
+static bool parse_budget(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	return parse_conf_size(p, k, value, /* budget= */ true, field);
+}
+
+/* struct conf_size: a size or a percentage. */
+static bool parse_guarantee(struct parser *p, const struct key *k, void *field,
+			    const char *value)
+{
+	return parse_conf_size(p, k, value, /* budget= */ false, field);
+}
+
+/* enum mg_enforce, by name. */
+static bool parse_enforce(struct parser *p, const struct key *k, void *field, const char *value)
+{
+	for (unsigned i = 0; proto_enforce_name(i); i++)
+		if (strcasecmp(value, proto_enforce_name(i)) == 0) {
+			*(enum mg_enforce *)field = (enum mg_enforce)i;
 			return true;
 		}
-		if (value[0] != '/') {
-			problem(p, "cgroup_root '%s' is neither an absolute path nor 'auto'",
-				value);
-			return false;
-		}
-		set_string(p, field, value);
-		/* "/sys/fs/cgroup/" is "/sys/fs/cgroup": paths are joined to it with '/'. */
-		if (*(char **)field)
-			strip_trailing_slashes(*(char **)field);
-		return true;
-
-	case VALUE_DURATION:
-		r = conf_parse_duration(value, &u32);
-		if (r == -EINVAL && is_number(value)) {
-			problem(p, "%s '%s' needs a unit (ms, s or m)", k->name, value);
-			return false;
-		}
-		if (r == -EINVAL) {
-			problem(p, "invalid %s '%s': expected a duration (250ms, 5s, 2m)",
-				k->name, value);
-			return false;
-		}
-		if (r < 0 || u32 < k->min || u32 > k->max) {
-			out_of_range(p, k, value, format_ms(lo, sizeof(lo), (uint32_t)k->min),
-				     format_ms(hi, sizeof(hi), (uint32_t)k->max), "");
-			return false;
-		}
-		*(uint32_t *)field = u32;
-		return true;
-
-	case VALUE_PERCENT:
-	case VALUE_THROTTLE:
-		r = conf_parse_percent(value, &u32);
-		if (r == -EINVAL) {
-			problem(p, "invalid %s '%s': expected a percentage (80%%, 12.5%%)",
-				k->name, value);
-			return false;
-		}
-		if (r < 0 || u32 < k->min || u32 > k->max) {
-			/* 0.8 meant as a ratio: 0.8 % is below every such minimum. */
-			if (r == 0 && k->min >= 100 && u32 > 0 && u32 < 100 &&
-			    !strchr(value, '%') && (int64_t)u32 * 100 <= k->max)
-				snprintf(hint, sizeof(hint), " (did you mean %u%%?)", u32);
-			out_of_range(p, k, value, format_bp(lo, sizeof(lo), (uint32_t)k->min),
-				     format_bp(hi, sizeof(hi), (uint32_t)k->max), hint);
-			return false;
-		}
-		if (k->type == VALUE_THROTTLE)
-			u32 = (u32 + 5) / 10;   /* bp → permille, to the nearest */
-		*(uint32_t *)field = u32;
-		return true;
-
-	case VALUE_UINT:
-	case VALUE_INT:
-		r = parse_int64(value, &i64);
-		if (r == -EINVAL) {
-			problem(p, "invalid %s '%s': expected an integer", k->name, value);
-			return false;
-		}
-		if (r < 0 || i64 < k->min || i64 > k->max) {
-			snprintf(lo, sizeof(lo), "%" PRId64, k->min);
-			snprintf(hi, sizeof(hi), "%" PRId64, k->max);
-			out_of_range(p, k, value, lo, hi, "");
-			return false;
-		}
-		if (k->type == VALUE_UINT)
-			*(uint32_t *)field = (uint32_t)i64;
-		else
-			*(int32_t *)field = (int32_t)i64;
-		return true;
-
-	case VALUE_LOG_LEVEL:
-		if (conf_parse_log_level(value, field) < 0) {
-			problem(p, "invalid log_level '%s': expected emerg, alert, crit, err, "
-				"warning, notice, info, debug or 0..7", value);
-			return false;
-		}
-		return true;
-
-	case VALUE_ENFORCE:
-		for (unsigned i = 0; proto_enforce_name(i); i++)
-			if (strcasecmp(value, proto_enforce_name(i)) == 0) {
-				*(enum mg_enforce *)field = (enum mg_enforce)i;
-				return true;
-			}
-		problem(p, "invalid enforce '%s': expected notify, high or kill", value);
-		return false;
-
-	case VALUE_CGROUP: {
-		char *path = NULL;
-
-		r = cgroup_path(p, value, &path);
-		if (r < 0)
-			oom(p);
-		if (r <= 0)
-			return false;
-		free(*(char **)field);
-		*(char **)field = path;
-		if (p->sec.keep)        /* a dropped section was reported already */
-			cgroup_check_unique(p, path, p->line);
-		return true;
-	}
-
-	case VALUE_BUDGET:
-	case VALUE_GUARANTEE:
-		return parse_conf_size(p, k, value, field);
-	}
+	problem(p, "invalid enforce '%s': expected notify, high or kill", value);
 	return false;
 }
 
@@ -1070,7 +916,7 @@ static int conf_handler(void *userdata, const char *section, const char *name, c
 		sec->key_bad[idx] = true;
 		return 1;
 	}
-	if (!parse_value(p, k, base, value))
+	if (!k->parse(p, k, (char *)base + k->offset, value))
 		sec->key_bad[idx] = true;
 	return 1;
 }
@@ -1299,6 +1145,8 @@ static void read_section_header(struct parser *p, const char *start, size_t len)
  * inih's reader, fgets()-like: stores one line in `buf` (`size` bytes)
  * and returns it, or NULL at the end.  See the top of the file for what it
  * does on the way; every line it reports on reaches inih as an empty line.
+ * One function of ~100 lines on purpose: it reads a line in a single pass
+ * over getc() and every check ends at one of its two exits (blank, eof).
  */
 static char *conf_reader(char *buf, int size, void *stream)
 {
