@@ -1309,3 +1309,13 @@ int conf_load(const char *path, conf_report_fn report, void *userdata, struct mg
 		return -errno;
 	return conf_parse(f, path, report, userdata, ret);
 }
+
+int conf_load_or_default(const char *path, bool required, conf_report_fn report, void *userdata,
+			 struct mg_conf **ret)
+{
+	int r = conf_load(path, report, userdata, ret);
+
+	if (r == -ENOENT && !required)
+		return conf_new_default(ret);
+	return r;
+}

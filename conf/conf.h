@@ -119,6 +119,14 @@ int conf_parse(FILE *f, const char *filename, conf_report_fn report, void *userd
  */
 int conf_load(const char *path, conf_report_fn report, void *userdata, struct mg_conf **ret);
 
+/*
+ * conf_load(), except that a file that does not exist gives the embedded
+ * default (conf_new_default()) unless `required`, where it is -ENOENT.
+ * memguardd's start and its reload both load this way.
+ */
+int conf_load_or_default(const char *path, bool required, conf_report_fn report, void *userdata,
+			 struct mg_conf **ret);
+
 /* The configuration used when there is no file: defaults, no services. */
 int conf_new_default(struct mg_conf **ret);
 

@@ -147,31 +147,51 @@ static void print_problem(void *userdata, const char *file, unsigned line, const
 		fprintf(stderr, "%s: %s\n", file, msg);
 }
 
-static void log_problem(void *userdata, const char *file, unsigned line, const char *msg)
+/* --check-config: every problem on stderr; the exit status. */
+static int check_config(const struct args *a)
 {
-	if (line)
-		log_error("%s:%u: %s", file, line, msg);
-	else
-		log_error("%s: %s", file, msg);
+	struct mg_conf *conf = NULL;
+	int r;
+
+	r = conf_load_or_default(a->config, a->config_given, print_problem, NULL, &conf);
+	if (r < 0) {
+		if (r != -EINVAL)
+			fprintf(stderr, "%s: %s\n", a->config, strerror(-r));
+		return 1;
+	}
+	printf("%s: valid, %zu service%s\n", conf->path ? conf->path : a->config,
+	       conf->n_services, conf->n_services == 1 ? "" : "s");
+	if (conf->n_services == 0)
+		printf("(no service configured: each client's own cgroup is a service of its "
+		       "own)\n");
+	conf_free(conf);
+	return 0;
 }
 
-/* Load the configuration; a missing default file means the embedded
- * default, a missing file named on the command line is an error. */
-static int load_config(const struct args *a, conf_report_fn report, struct mg_conf **ret)
-{
-	int r = conf_load(a->config, report, NULL, ret);
+/* The files below --proc-root that the manager reads. */
+struct proc_files {
+	char mountinfo[4096], meminfo[4096], pressure[4096];
+};
 
-	if (r == -ENOENT && !a->config_given)
-		return conf_new_default(ret);
-	if (r == -EINVAL)
-		return r;
-	if (r < 0) {
-		if (report == print_problem)
-			fprintf(stderr, "%s: %s\n", a->config, strerror(-r));
-		else
-			log_errno(r, "Failed to read %s: %m", a->config);
-	}
-	return r;
+/* The manager's paths from the command line; they point into `pf`. */
+static void paths_from_args(const struct args *a, struct proc_files *pf,
+			    struct manager_paths *ret)
+{
+	const char *proc = a->proc_root ? a->proc_root : "/proc";
+
+	snprintf(pf->mountinfo, sizeof(pf->mountinfo), "%s/self/mountinfo", proc);
+	snprintf(pf->meminfo, sizeof(pf->meminfo), "%s/meminfo", proc);
+	snprintf(pf->pressure, sizeof(pf->pressure), "%s/pressure/memory", proc);
+	*ret = (struct manager_paths){
+		.config = a->config,
+		.cgroup_root = a->cgroup_root,
+		.v1_memory_root = a->cgroup_v1_root,
+		.proc = proc,
+		.mountinfo = pf->mountinfo,
+		.host_pressure = pf->pressure,
+		.meminfo = pf->meminfo,
+		.log_level = a->log_level,
+	};
 }
 
 static gid_t group_id(const char *name, const char *key)
@@ -200,15 +220,75 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* Block the signals the manager takes through its event loop (as
+ * sd_event_add_signal() needs them). */
+static void block_signals(void)
+{
+	sigset_t ss;
+
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGHUP);
+	sigprocmask(SIG_BLOCK, &ss, NULL);
+}
+
+/*
+ * The listening socket: the one systemd passed, or a new one at the
+ * configured path (*ret_own: ours to remove at the end).  Returns the fd,
+ * or -errno after logging why.
+ */
+static int open_socket(const struct mg_conf *conf, bool *ret_own)
+{
+	const char *why = "";
+	int r, fd, n;
+
+	/* The socket's directory holds the escalation record too: whoever
+	 * may write there could plant one, or a symlink where we write.  A
+	 * directory still to be made is made by us (mode 0755). */
+	r = server_check_runtime_dir(conf->daemon.socket, &why);
+	if (r < 0 && r != -ENOENT) {
+		int len = (int)(strrchr(conf->daemon.socket, '/') - conf->daemon.socket);
+
+		return log_errno(r, "Refusing to start: %.*s, the directory of %s: %s; it must "
+				 "be owned by root and writable by nobody else", len ? len : 1,
+				 conf->daemon.socket, conf->daemon.socket,
+				 r == -EPERM || r == -ENOTDIR ? why : strerror(-r));
+	}
+
+	n = sd_listen_fds(true);
+	if (n < 0)
+		return log_errno(n, "Failed to read the sockets passed by systemd: %m");
+	if (n > 1)
+		return log_errno(-EINVAL, "Received %d sockets from systemd; expected one", n);
+	if (n == 1) {
+		fd = SD_LISTEN_FDS_START;
+		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0)
+			return log_errno(-ENOTSOCK, "The socket passed by systemd is not a "
+					 "listening AF_UNIX SOCK_SEQPACKET socket");
+		log_info("Using the socket passed by systemd");
+		*ret_own = false;
+		return fd;
+	}
+	fd = server_listen(conf->daemon.socket, 0660,
+			   group_id(conf->daemon.socket_group, "socket_group"));
+	if (fd == -EADDRINUSE)
+		return log_errno(fd, "Another memguardd is serving %s", conf->daemon.socket);
+	if (fd < 0)
+		return log_errno(fd, "Failed to listen on %s: %m", conf->daemon.socket);
+	log_info("Listening on %s", conf->daemon.socket);
+	*ret_own = true;
+	return fd;
+}
+
 int main(int argc, char **argv)
 {
 	_cleanup_(manager_freep) struct manager *m = NULL;
 	struct mg_conf *conf = NULL;
 	struct manager_paths paths = { 0 };
-	char mountinfo[4096], meminfo[4096], pressure[4096];
-	const char *proc;
+	struct proc_files proc_files;
 	bool own_socket = false;
-	int r, fd, n;
+	int r, fd;
 
 	{
 		struct args a;
@@ -217,26 +297,18 @@ int main(int argc, char **argv)
 		if (r <= 0)
 			return r < 0 ? 2 : 0;
 
-		if (a.check) {
-			r = load_config(&a, print_problem, &conf);
-			if (r < 0)
-				return 1;
-			printf("%s: valid, %zu service%s\n", conf->path ? conf->path : a.config,
-			       conf->n_services, conf->n_services == 1 ? "" : "s");
-			if (conf->n_services == 0)
-				printf("(no service configured: each client's own cgroup is a "
-				       "service of its own)\n");
-			conf_free(conf);
-			return 0;
-		}
+		if (a.check)
+			return check_config(&a);
 
 		log_open();
 		if (a.log_level >= 0)
 			log_set_max_level(a.log_level);
-		r = load_config(&a, log_problem, &conf);
+		r = manager_load_config(a.config, a.config_given, NULL, 0, &conf);
 		if (r < 0) {
 			if (r == -EINVAL)
 				log_error("%s is broken; not starting", a.config);
+			else
+				log_errno(r, "Failed to read %s: %m", a.config);
 			return EXIT_CONFIG;
 		}
 		log_set_max_level(a.log_level >= 0 ? a.log_level : conf->daemon.log_level);
@@ -251,20 +323,7 @@ int main(int argc, char **argv)
 			conf->daemon.socket = s;
 		}
 
-		proc = a.proc_root ? a.proc_root : "/proc";
-		snprintf(mountinfo, sizeof(mountinfo), "%s/self/mountinfo", proc);
-		snprintf(meminfo, sizeof(meminfo), "%s/meminfo", proc);
-		snprintf(pressure, sizeof(pressure), "%s/pressure/memory", proc);
-		paths = (struct manager_paths){
-			.config = a.config,
-			.cgroup_root = a.cgroup_root,
-			.v1_memory_root = a.cgroup_v1_root,
-			.proc = proc,
-			.mountinfo = mountinfo,
-			.host_pressure = pressure,
-			.meminfo = meminfo,
-			.log_level = a.log_level,
-		};
+		paths_from_args(&a, &proc_files, &paths);
 	}
 
 	raise_fd_limit();
@@ -272,70 +331,12 @@ int main(int argc, char **argv)
 	/* From here a client (or systemctl reload) may already see us: a
 	 * SIGHUP or SIGTERM before the loop runs must wait for it, not kill
 	 * the daemon with the default action. */
-	{
-		sigset_t ss;
+	block_signals();
 
-		sigemptyset(&ss);
-		sigaddset(&ss, SIGTERM);
-		sigaddset(&ss, SIGINT);
-		sigaddset(&ss, SIGHUP);
-		sigprocmask(SIG_BLOCK, &ss, NULL);
-	}
-
-	/* The socket's directory holds the escalation record too: whoever
-	 * may write there could plant one, or a symlink where we write.  A
-	 * directory still to be made is made by us (mode 0755). */
-	{
-		const char *why = "";
-
-		r = server_check_runtime_dir(conf->daemon.socket, &why);
-		if (r < 0 && r != -ENOENT) {
-			int len = (int)(strrchr(conf->daemon.socket, '/') - conf->daemon.socket);
-
-			log_errno(r, "Refusing to start: %.*s, the directory of %s: %s; it must be "
-				  "owned by root and writable by nobody else", len ? len : 1,
-				  conf->daemon.socket, conf->daemon.socket,
-				  r == -EPERM || r == -ENOTDIR ? why : strerror(-r));
-			conf_free(conf);
-			return 1;
-		}
-	}
-
-	n = sd_listen_fds(true);
-	if (n < 0) {
-		log_errno(n, "Failed to read the sockets passed by systemd: %m");
+	fd = open_socket(conf, &own_socket);
+	if (fd < 0) {
 		conf_free(conf);
 		return 1;
-	}
-	if (n > 1) {
-		log_error("Received %d sockets from systemd; expected one", n);
-		conf_free(conf);
-		return 1;
-	}
-	if (n == 1) {
-		fd = SD_LISTEN_FDS_START;
-		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
-			log_error("The socket passed by systemd is not a listening AF_UNIX "
-				  "SOCK_SEQPACKET socket");
-			conf_free(conf);
-			return 1;
-		}
-		log_info("Using the socket passed by systemd");
-	} else {
-		fd = server_listen(conf->daemon.socket, 0660,
-				   group_id(conf->daemon.socket_group, "socket_group"));
-		if (fd == -EADDRINUSE) {
-			log_error("Another memguardd is serving %s", conf->daemon.socket);
-			conf_free(conf);
-			return 1;
-		}
-		if (fd < 0) {
-			log_errno(fd, "Failed to listen on %s: %m", conf->daemon.socket);
-			conf_free(conf);
-			return 1;
-		}
-		own_socket = true;
-		log_info("Listening on %s", conf->daemon.socket);
 	}
 
 	{

@@ -708,9 +708,18 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	return 0;
 }
 
-int manager_reload(struct manager *m, char *problems, size_t size)
+int manager_load_config(const char *path, bool required, char *problems, size_t size,
+			struct mg_conf **ret)
 {
 	struct problems p = { .text = problems, .size = size };
+
+	if (problems && size)
+		problems[0] = 0;
+	return conf_load_or_default(path, required, report_problem, &p, ret);
+}
+
+int manager_reload(struct manager *m, char *problems, size_t size)
+{
 	struct mg_conf *conf = NULL;
 	int r;
 
@@ -718,9 +727,7 @@ int manager_reload(struct manager *m, char *problems, size_t size)
 		problems[0] = 0;
 	if (!m->paths.config)
 		return 0;
-	r = conf_load(m->paths.config, report_problem, &p, &conf);
-	if (r == -ENOENT)
-		r = conf_new_default(&conf);
+	r = manager_load_config(m->paths.config, /* required= */ false, problems, size, &conf);
 	if (r == -EINVAL) {
 		log_error("%s is broken; keeping the running configuration", m->paths.config);
 		return r;

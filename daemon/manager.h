@@ -48,6 +48,16 @@ int manager_start(struct manager *m, int listen_fd);
 int manager_run(struct manager *m);
 
 /*
+ * Load the config file at `path` as memguardd does at its start and on a
+ * reload (conf_load_or_default()): every problem is logged as
+ * FILE:LINE: message and, when `problems` is not NULL, written there one
+ * per line, cut to `size` bytes with a NUL.  Returns 0, -EINVAL for a
+ * broken file, or the -errno of a failed read (not logged).
+ */
+int manager_load_config(const char *path, bool required, char *problems, size_t size,
+			struct mg_conf **ret);
+
+/*
  * Read the config file again.  A broken file is reported (every problem
  * logged as FILE:LINE: message, and written to `problems`, when not NULL,
  * one per line, cut to `size` bytes with a NUL) and the running
