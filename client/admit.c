@@ -122,14 +122,9 @@ _public_ bool mg_admit(void)
 		return true;
 	}
 
-	/* xorshift64*; the top 32 bits mapped onto 0..999 by a multiply,
-	 * which is unbiased to well under a tenth of a point. */
-	x = t->rng;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	t->rng = x;
-	x *= 0x2545f4914f6cdd1dULL;
+	/* The top 32 bits mapped onto 0..999 by a multiply, which is
+	 * unbiased to well under a tenth of a point. */
+	x = prng_next(&t->rng);
 	if ((((x >> 32) * MG_THROTTLE_MAX) >> 32) < share) {
 		bump(&t->rejected);
 		return false;

@@ -58,35 +58,20 @@ void client_log(struct mg_client *c, int priority, const char *fmt, ...)
 /* The daemon's texts may hold any byte but NUL: make them printable. */
 static void printable(char *dst, size_t size, const char *src)
 {
-	size_t i;
-
-	for (i = 0; src[i] && i + 1 < size; i++)
-		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
-	dst[i] = 0;
+	proto_name_copy(dst, size, src, '?');
 }
 
 /* ---- options ------------------------------------------------------------ */
 
 static bool valid_name(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n > MG_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < 0x20 || s[i] > 0x7e)
-			return false;
-	return true;
+	return strlen(s) <= MG_NAME_MAX && proto_name_ok(s);
 }
 
 /* A fallback string that must not fail: keep what the wire allows. */
 static void copy_name(char *dst, const char *src)
 {
-	size_t i;
-
-	for (i = 0; src[i] && i < MG_NAME_MAX; i++)
-		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '_';
-	dst[i] = 0;
+	proto_name_copy(dst, MG_NAME_MAX + 1, src, '_');
 }
 
 static const char *env(const char *name)

@@ -127,13 +127,7 @@ void conn_fds_close(struct mg_client *c)
 /* Uniform in [0, n). */
 static uint32_t rand_below(struct mg_client *c, uint32_t n)
 {
-	uint64_t x = c->rng;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	c->rng = x;
-	return (uint32_t)((((x * 0x2545f4914f6cdd1dULL) >> 32) * n) >> 32);
+	return (uint32_t)(((prng_next(&c->rng) >> 32) * n) >> 32);
 }
 
 /*

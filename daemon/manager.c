@@ -464,15 +464,10 @@ static int services_from_conf(struct manager *m)
 {
 	for (size_t i = 0; i < m->conf->n_services; i++) {
 		struct service *s;
-		int r = service_new(m, &m->conf->services[i], /* implicit= */ false, &s);
+		int r = services_add_new(m, &m->conf->services[i], /* implicit= */ false, &s);
 
 		if (r < 0)
 			return r;
-		r = services_add(m, s);
-		if (r < 0) {
-			service_free(s);
-			return r;
-		}
 		if (s->v1_dir && s->conf.enforce == MG_ENFORCE_HIGH)
 			log_notice("%s: enforce=high is unavailable with the memory controller on "
 				   "cgroup v1; notifying only", s->conf.name);

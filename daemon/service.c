@@ -345,7 +345,7 @@ int service_new(struct manager *m, const struct conf_service *conf, bool implici
 	return 0;
 }
 
-int services_add(struct manager *m, struct service *s)
+static int services_add(struct manager *m, struct service *s)
 {
 	struct service **n = realloc(m->services, (m->n_services + 1) * sizeof(*n));
 
@@ -353,6 +353,24 @@ int services_add(struct manager *m, struct service *s)
 		return -ENOMEM;
 	m->services = n;
 	m->services[m->n_services++] = s;
+	return 0;
+}
+
+int services_add_new(struct manager *m, const struct conf_service *conf, bool implicit,
+		     struct service **ret)
+{
+	struct service *s;
+	int r;
+
+	r = service_new(m, conf, implicit, &s);
+	if (r < 0)
+		return r;
+	r = services_add(m, s);
+	if (r < 0) {
+		service_free(s);
+		return r;
+	}
+	*ret = s;
 	return 0;
 }
 
@@ -1037,14 +1055,9 @@ int service_new_implicit(struct manager *m, const char *dir, const char *root,
 		return r;
 	conf.name = name;
 
-	r = service_new(m, &conf, /* implicit= */ true, &s);
+	r = services_add_new(m, &conf, /* implicit= */ true, &s);
 	if (r < 0)
 		return r;
-	r = services_add(m, s);
-	if (r < 0) {
-		service_free(s);
-		return r;
-	}
 	service_sample(s);
 	service_resolve_budget(s);
 	log_info("%s: implicit service for a client's cgroup (no service configured), "

@@ -109,8 +109,10 @@ int service_new(struct manager *m, const struct conf_service *conf, bool implici
 int service_new_implicit(struct manager *m, const char *dir, const char *root,
 			 struct service **ret);
 
-/* Append `s` to the manager's list (which owns it from then on). */
-int services_add(struct manager *m, struct service *s);
+/* service_new(), and the service appended to the manager's list, which
+ * owns it from then on. */
+int services_add_new(struct manager *m, const struct conf_service *conf, bool implicit,
+		     struct service **ret);
 
 /* Put memory.high back if the daemon wrote it (a stop, a removal). */
 void service_restore(struct service *s);

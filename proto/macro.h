@@ -43,6 +43,20 @@ static inline uint64_t now_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* xorshift64* (Vigna): the next number of the generator whose state is
+ * `*state` (never 0).  Fast and well spread, for jitter and sampling,
+ * never for secrets; its high bits are the best. */
+static inline uint64_t prng_next(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
 /* a + b, UINT64_MAX when the sum does not fit: byte and time counters
  * that are exported (released_total is a Prometheus counter) never go
  * back. */

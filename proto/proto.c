@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
@@ -191,12 +192,27 @@ const char *proto_err_name(unsigned code)
 }
 
 /* Names travel into logs and cgroup lookups: printable ASCII only. */
+static bool name_char_ok(char c)
+{
+	return (unsigned char)c >= 0x20 && (unsigned char)c < 0x7f;
+}
+
 bool proto_name_ok(const char *s)
 {
 	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+		if (!name_char_ok(*s))
 			return false;
 	return true;
+}
+
+void proto_name_copy(char *dst, size_t size, const char *src, char replacement)
+{
+	size_t i;
+
+	assert(size > 0);
+	for (i = 0; src[i] && i + 1 < size; i++)
+		dst[i] = name_char_ok(src[i]) ? src[i] : replacement;
+	dst[i] = 0;
 }
 
 /* docs/protocol.md §8.2: levels 0..3 on the wire, the API's values. */

@@ -283,6 +283,10 @@ const char *proto_level_name(unsigned level);
  * 0x20..0x7e (docs/protocol.md §3.2); the empty string is. */
 bool proto_name_ok(const char *s);
 
+/* Copy `src` into `dst` (`size` ≥ 1 bytes, NUL-terminated, cut to fit),
+ * each byte that proto_name_ok() refuses written as `replacement`. */
+void proto_name_copy(char *dst, size_t size, const char *src, char replacement);
+
 /* Name of an enforce mode as memguard.conf spells it ("notify", "high",
  * "kill"), or NULL when out of range. */
 const char *proto_enforce_name(unsigned enforce);

@@ -26,6 +26,7 @@
 #include "daemon/cgrp.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
+#include "proto/macro.h"
 
 struct fixture {
 	char dir[64];
@@ -458,7 +459,6 @@ static void test_ping_timeout(void **state)
 {
 	struct fixture *f = *state;
 	struct mg_msg m;
-	struct timespec ts;
 	uint64_t now;
 	int fd = peer(f);
 
@@ -467,8 +467,7 @@ static void test_ping_timeout(void **state)
 	assert_int_equal(recv_msg(fd, &m), 0);  /* WELCOME */
 	assert_int_equal(recv_msg(fd, &m), 0);  /* the directive in force */
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+	now = now_usec();
 
 	server_tick(f->server, now + SERVER_PING_USEC / 2);
 	assert_int_equal(recv_msg(fd, &m), -EAGAIN);

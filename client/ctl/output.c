@@ -104,9 +104,13 @@ static size_t text_width(const char *s)
 	return w;
 }
 
-/* `s` as a JSON string (RFC 8259), quotes included; bytes that are not
- * UTF-8 become U+FFFD, so the document stays valid. */
-static void json_string(FILE *f, const char *s)
+/*
+ * `s` quoted, with '"', '\\' and line feeds escaped, and bytes that are not
+ * UTF-8 as U+FFFD: as a JSON string (RFC 8259: also tabs and the other
+ * control characters escaped) when `json`, else as a Prometheus label
+ * value (the text format escapes no more; label values are UTF-8).
+ */
+static void quoted(FILE *f, const char *s, bool json)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s);
@@ -116,16 +120,16 @@ static void json_string(FILE *f, const char *s)
 		size_t len = utf8_len(p, n);
 
 		if (len == 0) {
-			fputs("\\ufffd", f);
+			fputs(json ? "\\ufffd" : "\xef\xbf\xbd", f);
 			len = 1;
 		} else if (*p == '"' || *p == '\\') {
 			fputc('\\', f);
 			fputc(*p, f);
 		} else if (*p == '\n') {
 			fputs("\\n", f);
-		} else if (*p == '\t') {
+		} else if (json && *p == '\t') {
 			fputs("\\t", f);
-		} else if (*p < 0x20 || *p == 0x7f) {
+		} else if (json && (*p < 0x20 || *p == 0x7f)) {
 			fprintf(f, "\\u%04x", *p);
 		} else {
 			fwrite(p, 1, len, f);
@@ -136,33 +140,14 @@ static void json_string(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* `s` as a Prometheus label value, quotes included: backslash, double
- * quote and line feed escaped as the text format says; bytes that are not
- * UTF-8 become U+FFFD (label values are UTF-8). */
+static void json_string(FILE *f, const char *s)
+{
+	quoted(f, s, /* json= */ true);
+}
+
 static void prom_label_value(FILE *f, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-
-	fputc('"', f);
-	while (*p) {
-		size_t len = utf8_len(p, n);
-
-		if (len == 0) {
-			fputs("\xef\xbf\xbd", f);
-			len = 1;
-		} else if (*p == '"' || *p == '\\') {
-			fputc('\\', f);
-			fputc(*p, f);
-		} else if (*p == '\n') {
-			fputs("\\n", f);
-		} else {
-			fwrite(p, 1, len, f);
-		}
-		p += len;
-		n -= len;
-	}
-	fputc('"', f);
+	quoted(f, s, /* json= */ false);
 }
 
 /* A size for a person: "512.0M", "1.5G", "900B"; or bytes with --bytes. */

@@ -295,6 +295,19 @@ pid_t fixture_start_activated(struct fixture *f, int listen_fd, const char *errf
 	return pid;
 }
 
+int fixture_hello(const struct fixture *f, const char *service, const char *process,
+		  uint32_t capabilities)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	int fd = fixture_connect(f, NULL);
+
+	m.hello.capabilities = capabilities;
+	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
+	snprintf(m.hello.process, sizeof(m.hello.process), "%s", process);
+	fixture_send(fd, &m);
+	return fd;
+}
+
 bool fixture_pong(int fd, const struct mg_msg *m)
 {
 	struct mg_msg p = { .hdr = { .type = MG_MSG_PONG } };

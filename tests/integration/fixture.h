@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proto/macro.h"
 #include "proto/proto.h"
 
 #define FIXTURE_MiB (1024ULL * 1024)
@@ -66,6 +67,18 @@ int fixture_connect(const struct fixture *f, const char *sock);
 
 /* Send one message. */
 void fixture_send(int fd, struct mg_msg *m);
+
+/* Connect to f->sock and send HELLO for `service` ("": by cgroup) from
+ * `process`, offering `capabilities`; returns the connection.  The
+ * answers are the caller's to read. */
+int fixture_hello(const struct fixture *f, const char *service, const char *process,
+		  uint32_t capabilities);
+
+/* CLOCK_MONOTONIC in ms. */
+static inline uint64_t fixture_now_ms(void)
+{
+	return now_usec() / 1000;
+}
 
 /* Wait up to `ms` for one message: 0, -ETIMEDOUT, -ECONNRESET (closed),
  * or the decoder's error. */

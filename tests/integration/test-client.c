@@ -46,14 +46,6 @@
 
 static struct fixture fx;
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- an admin peer -------------------------------------------------------- */
 
 static int admin_connect(void)
@@ -142,13 +134,13 @@ static struct clients clients(void)
  * took in ms, or -1. */
 static int await_clients(unsigned n, int ms)
 {
-	uint64_t start = now_ms();
+	uint64_t start = fixture_now_ms();
 
 	do {
 		if (clients().n == n)
-			return (int)(now_ms() - start);
+			return (int)(fixture_now_ms() - start);
 		usleep(10000);
-	} while (now_ms() - start < (uint64_t)ms);
+	} while (fixture_now_ms() - start < (uint64_t)ms);
 	return -1;
 }
 
@@ -358,9 +350,9 @@ static void test_no_daemon(void **state)
 	pthread_mutex_lock(&rec.lock);
 	assert_int_equal(rec.n_levels + rec.n_gcs + rec.releases, 0);
 	pthread_mutex_unlock(&rec.lock);
-	t0 = now_ms();
+	t0 = fixture_now_ms();
 	mg_client_free(c);
-	assert_true(now_ms() - t0 < 200);
+	assert_true(fixture_now_ms() - t0 < 200);
 }
 
 /* The child registers on its own connection; the parent keeps its own. */

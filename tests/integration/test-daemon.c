@@ -101,13 +101,8 @@ static void await_level_from(int fd, enum mg_level level, struct mg_directive *r
 
 static int hello(const char *service, struct mg_msg *ret)
 {
-	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-	int fd = fixture_connect(&fx, NULL);
+	int fd = fixture_hello(&fx, service, "test-daemon", MG_CAP_ALL);
 
-	m.hello.capabilities = MG_CAP_ALL;
-	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
-	strcpy(m.hello.process, "test-daemon");
-	fixture_send(fd, &m);
 	assert_int_equal(fixture_recv(fd, ret, 3000), 0);
 	return fd;
 }

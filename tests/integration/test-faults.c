@@ -78,12 +78,9 @@ static int teardown(void **state)
 
 static int hello(const char *service)
 {
-	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-	int fd = fixture_connect(&fx, NULL);
+	struct mg_msg m;
+	int fd = fixture_hello(&fx, service, "test-faults", 0);
 
-	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
-	strcpy(m.hello.process, "test-faults");
-	fixture_send(fd, &m);
 	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
 	return fd;
@@ -384,11 +381,7 @@ static void test_client_killed_mid_message(void **state)
 			int fd;
 
 			fixture_map_pid(&fx, getpid(), "web");
-			fd = fixture_connect(&fx, NULL);
-			m = (struct mg_msg){ .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-			strcpy(m.hello.service, "web");
-			strcpy(m.hello.process, "killed");
-			fixture_send(fd, &m);
+			fd = fixture_hello(&fx, "web", "killed", 0);
 			if (fixture_recv(fd, &m, 3000) < 0 || m.hdr.type != MG_MSG_WELCOME)
 				_exit(2);
 			(void)write(ready[1], "x", 1);
@@ -534,11 +527,9 @@ static void test_traversal_names_refused(void **state)
 	static const char *names[] = { "..", "../web", "web/../../etc", "/etc", "web/.." };
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-		int fd = fixture_connect(&fx, NULL);
+		struct mg_msg m;
+		int fd = fixture_hello(&fx, names[i], "", 0);
 
-		strcpy(m.hello.service, names[i]);
-		fixture_send(fd, &m);
 		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 		assert_int_equal(m.hdr.type, MG_MSG_ERROR);
 		assert_int_equal(m.error.code, MG_ERR_NO_SERVICE);

@@ -67,14 +67,6 @@
 static struct fixture fx;
 static int listen_fd = -1;               /* the socket systemd would hold */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -175,14 +167,11 @@ static void test_thousand_clients(void **state)
 
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	assert_true(ep >= 0);
-	t0 = now_ms();
+	t0 = fixture_now_ms();
 	for (int i = 0; i < MANY_CLIENTS; i++) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 
-		m = (struct mg_msg){ .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-		fds[i] = fixture_connect(&fx, NULL);
-		strcpy(m.hello.process, "many");
-		fixture_send(fds[i], &m);
+		fds[i] = fixture_hello(&fx, "", "many", 0);
 		assert_int_equal(fixture_recv(fds[i], &m, 5000), 0);
 		if (m.hdr.type != MG_MSG_WELCOME)
 			fail_msg("client %d not welcomed: %s %s", i, proto_type_name(m.hdr.type),
@@ -192,7 +181,7 @@ static void test_thousand_clients(void **state)
 		assert_int_equal(m.directive.level, MG_LEVEL_NORMAL);
 		assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev), 0);
 	}
-	hello_ms = now_ms() - t0;
+	hello_ms = fixture_now_ms() - t0;
 	fd_peak = fixture_count_fds(fx.daemon);
 	assert_true(fd_peak >= base + MANY_CLIENTS);
 
@@ -201,9 +190,9 @@ static void test_thousand_clients(void **state)
 	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 2 } };
 	m.set_budget.budget = 100 * MiB;
 	strcpy(m.set_budget.service, "web");
-	t0 = now_ms();
+	t0 = fixture_now_ms();
 	fixture_send(admin_fd, &m);
-	for (uint64_t end = t0 + MANY_DIRECTIVE_MS; got < MANY_CLIENTS && now_ms() < end;) {
+	for (uint64_t end = t0 + MANY_DIRECTIVE_MS; got < MANY_CLIENTS && fixture_now_ms() < end;) {
 		struct epoll_event evs[256];
 		int n = epoll_wait(ep, evs, 256, 1000);
 
@@ -219,7 +208,7 @@ static void test_thousand_clients(void **state)
 					continue;
 				assert_int_equal(m.directive.level, MG_LEVEL_WARN);
 				if (!got_ms[i]) {
-					got_ms[i] = now_ms() - t0 + 1;
+					got_ms[i] = fixture_now_ms() - t0 + 1;
 					got++;
 				}
 			}
@@ -285,7 +274,7 @@ static void kid_log(void *data, int priority, const char *message)
 	struct kid *k = data;
 
 	if (!strncmp(message, "Registered with memguardd", 25)) {
-		PUT(k->registered_ms, now_ms());
+		PUT(k->registered_ms, fixture_now_ms());
 		PUT(k->registrations, GET(k->registrations) + 1);
 	}
 }
@@ -358,7 +347,7 @@ static bool kids_alive(void)
 /* Wait up to `ms` for CLIENTS to list every process; ms it took or -1. */
 static int await_all_kids(int ms)
 {
-	uint64_t start = now_ms();
+	uint64_t start = fixture_now_ms();
 
 	do {
 		struct answers a = clients();
@@ -367,9 +356,9 @@ static int await_all_kids(int ms)
 		for (int i = 0; i < KIDS; i++)
 			found += info_of(&a, shm->kid[i].pid) != NULL;
 		if (found == KIDS && a.n == KIDS)
-			return (int)(now_ms() - start);
+			return (int)(fixture_now_ms() - start);
 		usleep(10000);
-	} while (now_ms() - start < (uint64_t)ms);
+	} while (fixture_now_ms() - start < (uint64_t)ms);
 	return -1;
 }
 
@@ -478,11 +467,11 @@ static void restart_under_clients(bool activated)
 	/* A new daemon on the same socket: on the one this test holds, or on
 	 * the path where it finds the stale socket file. */
 	if (activated) {
-		up_ms = now_ms();
+		up_ms = fixture_now_ms();
 		fixture_start_activated(&fx, listen_fd, NULL, NULL);
 	} else {
 		fixture_start(&fx, NULL, NULL, NULL);
-		up_ms = now_ms();
+		up_ms = fixture_now_ms();
 	}
 	all_ms = await_all_kids(5000);
 	assert_true(all_ms >= 0);

@@ -68,12 +68,9 @@ static int teardown(void **state)
 
 static int hello(const char *service)
 {
-	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
-	int fd = fixture_connect(&fx, NULL);
+	struct mg_msg m;
+	int fd = fixture_hello(&fx, service, "test-trust", 0);
 
-	snprintf(m.hello.service, sizeof(m.hello.service), "%s", service);
-	strcpy(m.hello.process, "test-trust");
-	fixture_send(fd, &m);
 	for (;;) {
 		assert_int_equal(fixture_recv(fd, &m, 5000), 0);
 		if (m.hdr.type == MG_MSG_WELCOME)
