@@ -24,6 +24,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -1261,8 +1262,7 @@ int conf_parse(FILE *f, const char *filename, conf_report_fn report, void *userd
 	_cleanup_(conf_freep) struct mg_conf *c = NULL;
 	int r;
 
-	if (!f || !ret)
-		return -EINVAL;
+	assert(f && ret);
 
 	/* The parser holds a few KiB of line buffers: keep them off the stack. */
 	p = calloc(1, sizeof(*p));
@@ -1302,8 +1302,7 @@ int conf_load(const char *path, conf_report_fn report, void *userdata, struct mg
 {
 	_cleanup_fclose_ FILE *f = NULL;
 
-	if (!path || !ret)
-		return -EINVAL;
+	assert(path && ret);
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;

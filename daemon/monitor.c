@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -222,8 +223,7 @@ int monitor_cgroup_open(const char *v2_root, const char *v1_memory_root,
 	_cleanup_(monitor_cgroup_freep) struct monitor_cgroup *cg = NULL;
 	int r = 0;
 
-	if (!v2_root || !path || !ret)
-		return -EINVAL;
+	assert(v2_root && path && ret);
 
 	cg = calloc(1, sizeof(*cg));
 	if (!cg)
@@ -364,8 +364,7 @@ int monitor_cgroup_read(struct monitor_cgroup *cg, struct monitor_sample *ret)
 	char buf[CGROUP_READ_BUF];
 	int r;
 
-	if (!cg || !ret)
-		return -EINVAL;
+	assert(cg && ret);
 
 	r = cg->v1_path ? cg_read_v1(cg, buf, sizeof(buf), &s)
 			: cg_read_v2(cg, buf, sizeof(buf), &s);
@@ -433,8 +432,7 @@ int monitor_cgroup_read_current(struct monitor_cgroup *cg, uint64_t *ret_current
 	size_t n;
 	int r;
 
-	if (!cg || !ret_current)
-		return -EINVAL;
+	assert(cg && ret_current);
 	r = cg_read(cg, CG_CURRENT, buf, sizeof(buf), &n);
 	if (r < 0)
 		return r;
@@ -452,8 +450,7 @@ int monitor_cgroup_threshold_open(const struct monitor_cgroup *cg, uint64_t byte
 	char line[96];
 	int n;
 
-	if (!cg || !ret_fd)
-		return -EINVAL;
+	assert(cg && ret_fd);
 	if (!cg->v1_path)
 		return -EOPNOTSUPP;
 	dfd = open(cg->v1_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -538,8 +535,7 @@ int monitor_psi_trigger_open_with(const struct monitor_psi_ops *ops,
 	uint64_t rounded;
 	int fd;
 
-	if (!path || !ret_fd || !ret_mode)
-		return -EINVAL;
+	assert(path && ret_fd && ret_mode);
 	if (threshold_us == 0 || window_us == 0 || threshold_us > window_us)
 		return -EINVAL;
 	if (!ops)
@@ -597,8 +593,7 @@ int monitor_host_read(const char *pressure_path, const char *meminfo_path,
 	size_t n;
 	int r;
 
-	if (!pressure_path || !meminfo_path || !ret)
-		return -EINVAL;
+	assert(pressure_path && meminfo_path && ret);
 
 	r = read_file(pressure_path, &buf, &n);
 	if (r >= 0) {
@@ -627,8 +622,7 @@ int monitor_discover(const char *mountinfo_path, struct monitor_roots *ret)
 	size_t n;
 	int r;
 
-	if (!mountinfo_path || !ret)
-		return -EINVAL;
+	assert(mountinfo_path && ret);
 	r = read_file(mountinfo_path, &buf, &n);
 	if (r < 0)
 		return r;
@@ -642,7 +636,9 @@ int monitor_pid_cgroup(const char *proc_root, pid_t pid, char **ret_v2_path,
 	size_t n;
 	int r;
 
-	if (!proc_root || pid <= 0 || !ret_v2_path || !ret_v1_path)
+	assert(proc_root && ret_v2_path && ret_v1_path);
+	/* A peer in another pid namespace is pid 0 to us. */
+	if (pid <= 0)
 		return -EINVAL;
 	if (asprintf(&path, "%s/%d/cgroup", proc_root, (int)pid) < 0)
 		return -ENOMEM;
