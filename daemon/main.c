@@ -281,6 +281,7 @@ static int open_socket(const struct mg_conf *conf, bool *ret_own)
 	return fd;
 }
 
+/* The start in its order: options, log, config, signals, socket, manager. */
 int main(int argc, char **argv)
 {
 	_cleanup_(manager_freep) struct manager *m = NULL;

@@ -591,6 +591,12 @@ static void clock_start(struct policy_state *s, const struct conf_service *svc,
 	s->clock_events = *events;
 }
 
+/*
+ * One function of ~120 lines on purpose: its steps (level, output EMA,
+ * deadline clock, demand, directive, escalation) are the policy in the
+ * order it applies them, each reading the state the one before wrote;
+ * the pure helpers above hold the arithmetic.
+ */
 void policy_tick(struct policy_state *s, const struct policy_params *p,
 		 const struct conf_service *svc, const struct policy_input *in,
 		 uint64_t now_ms, struct policy_decision *ret)
