@@ -208,15 +208,43 @@ int fixture_stop(struct fixture *f, int sig)
 	return status;
 }
 
-int fixture_connect(const struct fixture *f, const char *sock)
+/* A connection to `path`, or -errno. */
+static int connect_to(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock ? sock : f->sock);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		die("cannot connect to %s: %s", sa.sun_path, strerror(errno));
+	if (fd < 0)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
 	return fd;
+}
+
+int fixture_connect(const struct fixture *f, const char *sock)
+{
+	int fd = connect_to(sock ? sock : f->sock);
+
+	if (fd < 0)
+		die("cannot connect to %s: %s", sock ? sock : f->sock, strerror(-fd));
+	return fd;
+}
+
+int fixture_connect_wait(const char *sock, int tries)
+{
+	int fd = -1;
+
+	for (int i = 0; i < tries && fd < 0; i++) {
+		fd = connect_to(sock);
+		if (fd < 0)
+			usleep(10000);
+	}
+	return fd < 0 ? -1 : fd;
 }
 
 void fixture_send(int fd, struct mg_msg *m)

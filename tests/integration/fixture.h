@@ -65,6 +65,10 @@ int fixture_stop(struct fixture *f, int sig);
 /* A connection to `sock` (NULL: f->sock). */
 int fixture_connect(const struct fixture *f, const char *sock);
 
+/* A connection to `sock`, tried every 10 ms up to `tries` times (a daemon
+ * still starting); -1 when none was accepted. */
+int fixture_connect_wait(const char *sock, int tries);
+
 /* Send one message. */
 void fixture_send(int fd, struct mg_msg *m);
 

@@ -292,22 +292,12 @@ static void test_sighup_during_start(void **state)
 	for (int i = 0; i < 20; i++) {
 		struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 1 } };
 		pid_t pid = fixture_start(&fx, sock, NULL, "warning");
-		int status, fd = -1;
+		int status, fd;
 
 		while (access(sock, F_OK) < 0)
 			;
 		kill(pid, SIGHUP);
-		for (int t = 0; t < 300 && fd < 0; t++) {
-			struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-			fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-			snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
-			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-				close(fd);
-				fd = -1;
-				usleep(10000);
-			}
-		}
+		fd = fixture_connect_wait(sock, 300);
 		assert_true(fd >= 0);
 		fixture_send(fd, &m);
 		do

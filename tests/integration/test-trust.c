@@ -325,17 +325,7 @@ static void test_out_of_descriptors(void **state)
 	snprintf(sock, sizeof(sock), "%s/nofile.sock", fx.dir);
 	snprintf(err, sizeof(err), "%s/nofile.log", fx.dir);
 	pid = extra = fixture_start(&fx, sock, err, "notice");
-	for (int i = 0; i < 500 && admin_fd < 0; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-		admin_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
-		if (connect(admin_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			close(admin_fd);
-			admin_fd = -1;
-			usleep(10000);
-		}
-	}
+	admin_fd = fixture_connect_wait(sock, 500);
 	assert_true(admin_fd >= 0);
 	assert_true(answers_status(admin_fd));
 	assert_int_equal(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
