@@ -4,8 +4,8 @@
  * has (the driver, tests/bench/alloc/run, puts each allocator in with
  * LD_PRELOAD, so every allocator runs this same binary):
  *
- *	alloc-bench ALLOC a      malloc+free pairs, 16..256 B
- *	alloc-bench ALLOC b      replace in a 1000-object window, 16..1024 B
+ *	alloc-bench ALLOC a      malloc+free pairs, 16..256 B (CPU time)
+ *	alloc-bench ALLOC b      replace in a 1000-object window, 16..1024 B (CPU)
  *	alloc-bench ALLOC c      two threads, one allocates, the other frees
  *	alloc-bench ALLOC d CSV  1 GiB burst of 16..4096 B, 90 % freed at
  *	                         random: RSS while idle, forced release, free
