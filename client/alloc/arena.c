@@ -204,8 +204,10 @@ uint64_t meta_bytes(void)
 
 	/* The table of arenas is touched one page per 512 slots; count it
 	 * by the page each arena dirties in it, and each arena's class map
-	 * (its first page). */
-	return n + arena_sys_bytes() / ARENA_SIZE * (MG_OS_PAGE + ARENA_FIRST_PAGE * MG_PAGE_SIZE);
+	 * (the 4 KiB pages its bytes lie on in its first pages). */
+	return n + arena_sys_bytes() / ARENA_SIZE *
+			   (MG_OS_PAGE + (ARENA_CLASS_SKEW + ARENA_PAGES + MG_OS_PAGE - 1) /
+						 MG_OS_PAGE * MG_OS_PAGE);
 }
 
 /* ---- huge blocks: an open-addressing table of their addresses ---------- */

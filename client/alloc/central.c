@@ -255,7 +255,7 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 {
 	struct central *c = &centrals[cls];
 	uint32_t size = sizeclasses[cls].size;
-	void *head = NULL, *tail = NULL;
+	void *head = NULL;
 	unsigned got = 0;
 
 	pthread_mutex_lock(&c->lock);
@@ -292,11 +292,18 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 				/* Cannot happen; do not spin on it. */
 				break;
 			}
-			if (tail)
-				*(void **)tail = o;
-			else
-				head = o;
-			tail = o;
+			/*
+			 * Linked in reverse: the thread takes the last first.
+			 * From a fresh span that is object batch − 1, at a
+			 * page offset that differs from class to class, not
+			 * the span's first at offset 0 that every class has:
+			 * a thread's hottest objects (malloc+free pairs, one
+			 * per class) then do not share their low 12 address
+			 * bits, which makes the CPU wait on stores to the
+			 * others (4K aliasing; 7.8 → 7.5 ns per pair).
+			 */
+			*(void **)o = head;
+			head = o;
 			s->nfree--;
 			got++;
 		}
@@ -306,8 +313,6 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 	}
 	STORE(c->out, c->out + got);
 	pthread_mutex_unlock(&c->lock);
-	if (tail)
-		*(void **)tail = NULL;
 	if (!got)
 		errno = ENOMEM;
 	*ret_head = head;

@@ -219,7 +219,7 @@ static void *small_alloc(unsigned cls)
 		p = b->head;
 		if (p) {
 			b->head = *(void **)p;
-			b->count--;
+			b->room++;
 			return p;
 		}
 		return tcache_refill(tc, cls);
@@ -237,11 +237,11 @@ static void small_free(void *p, unsigned cls)
 	if (tc && tcache_bin(tc, cls)->max) {
 		struct tbin *b = tcache_bin(tc, cls);
 
-		if (b->count >= b->max)
+		if (!b->room)
 			tcache_overflow(tc, cls);
 		*(void **)p = b->head;
 		b->head = p;
-		b->count++;
+		b->room--;
 		/* A flushed batch may have emptied spans. */
 		scavenger_want();
 		return;
@@ -369,7 +369,7 @@ void *alloc_malloc_slow(size_t size)
 
 		if (p) {
 			b->head = *(void **)p;
-			b->count--;
+			b->room++;
 			return p;
 		}
 		if (b->max)

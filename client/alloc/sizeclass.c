@@ -15,7 +15,7 @@
 #define TCACHE_CLASS_MAX (32u << 10)     /* bytes: larger classes bypass thread caches */
 
 struct sizeclass sizeclasses[NCLASSES];
-uint8_t sizeclass_lut[1024 / 16 + 1];
+uint16_t sizeclass_lut[1024 / 16 + 1];
 
 static uint32_t class_size(unsigned cls)
 {
@@ -36,7 +36,7 @@ void sizeclass_init(void)
 	if (sizeclasses[0].size)
 		return;
 	for (i = 0; i <= 1024 / 16; i++)
-		sizeclass_lut[i] = (uint8_t)(sizeclass_compute(i * 16) + 1);
+		sizeclass_lut[i] = (uint16_t)((sizeclass_compute(i * 16) + 1) * SIZECLASS_LUT_STEP);
 	for (cls = 0; cls < NCLASSES; cls++) {
 		struct sizeclass *c = &sizeclasses[cls];
 		uint32_t size = class_size(cls);

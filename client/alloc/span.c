@@ -406,8 +406,8 @@ static int grow(void)
 		span_put(s);
 		return -ENOMEM;
 	}
-	/* Page 0 is the arena's class map: never a span's, counted as
-	 * metadata, not as heap. */
+	/* Pages 0-1 are the arena's class map: never a span's, counted
+	 * as metadata, not as heap. */
 	s->arena = ar;
 	s->start = ar->base + ARENA_FIRST_PAGE * MG_PAGE_SIZE;
 	s->npages = ARENA_PAGES - ARENA_FIRST_PAGE;

@@ -71,8 +71,10 @@ struct tcache *tcache_get(void)
 	}
 	if (tc) {
 		memset(tc, 0, sizeof(*tc));
-		for (cls = 0; cls < NCLASSES; cls++)
+		for (cls = 0; cls < NCLASSES; cls++) {
 			tcache_bin(tc, cls)->max = sizeclasses[cls].tcache_max;
+			tcache_bin(tc, cls)->room = sizeclasses[cls].tcache_max;
+		}
 		tc->next = registry;
 		if (registry)
 			registry->prev = tc;
@@ -99,7 +101,7 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 		/* The hook allocated, and refilled this very bin. */
 		o = b->head;
 		b->head = *(void **)o;
-		b->count--;
+		b->room++;
 		return o;
 	}
 	if (unlikely(LOAD(tc->flush_req))) {
@@ -111,7 +113,7 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 		return NULL;
 	o = head;
 	b->head = *(void **)o;
-	b->count = n - 1;
+	b->room = b->max - (n - 1);
 	alloc_grew();
 	return o;
 }
@@ -119,7 +121,7 @@ void *tcache_refill(struct tcache *tc, unsigned cls)
 void tcache_overflow(struct tcache *tc, unsigned cls)
 {
 	struct tbin *b = tcache_bin(tc, cls);
-	unsigned n = sizeclasses[cls].batch, i;
+	unsigned n = sizeclasses[cls].batch, count = tbin_count(b), i;
 	void *head = b->head, *last = head;
 
 	if (unlikely(LOAD(tc->flush_req))) {
@@ -128,11 +130,11 @@ void tcache_overflow(struct tcache *tc, unsigned cls)
 		return;
 	}
 	/* The most recently freed objects stay: they are the warm ones. */
-	for (i = 1; i < b->count - n; i++)
+	for (i = 1; i < count - n; i++)
 		last = *(void **)last;
 	head = *(void **)last;
 	*(void **)last = NULL;
-	b->count -= n;
+	b->room += n;
 	central_put(cls, head, n);
 }
 
@@ -142,12 +144,13 @@ void tcache_flush(struct tcache *tc)
 
 	for (cls = 0; cls < NCLASSES; cls++) {
 		struct tbin *b = tcache_bin(tc, cls);
+		uint32_t count = tbin_count(b);
 
-		if (!b->count)
+		if (!count)
 			continue;
-		central_put(cls, b->head, b->count);
+		central_put(cls, b->head, count);
 		b->head = NULL;
-		STORE(b->count, 0);
+		STORE(b->room, b->max);
 	}
 }
 
@@ -173,7 +176,8 @@ uint64_t tcache_cached_bytes(void)
 	pthread_mutex_lock(&registry_lock);
 	for (tc = registry; tc; tc = tc->next)
 		for (cls = 0; cls < NCLASSES; cls++)
-			n += (uint64_t)LOAD(tcache_bin(tc, cls)->count) * sizeclasses[cls].size;
+			n += (uint64_t)(sizeclasses[cls].tcache_max -
+				      LOAD(tcache_bin(tc, cls)->room)) * sizeclasses[cls].size;
 	pthread_mutex_unlock(&registry_lock);
 	return n;
 }
