@@ -29,9 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/no-client-note.h"
 #include "conf/conf.h"
 #include "proto/macro.h"
 #include "proto/proto.h"
+
+/* An admin tool: under libmemguard-malloc.so, never a client. */
+MG_NO_CLIENT_NOTE;
 
 #define CTL_TIMEOUT_MS 5000             /* ms to wait for the daemon, by default */
 #define CTL_ANSWERS_MAX 16384           /* answers kept for one request */
