@@ -44,6 +44,7 @@
 #define CONN_REPORT_MAX_MS 60000        /* ms, ceiling on the daemon's interval */
 #define CONN_RECV_BATCH 32              /* datagrams handled per dispatch */
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
+#define CONN_DRAIN_MAX 4096             /* unread datagrams conn_bye() discards, at most */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
 /* ms between two looks at whether the program's threads are all gone (the
@@ -288,8 +289,10 @@ int conn_open(struct mg_client *c);
  */
 void conn_drop(struct mg_client *c, int priority, int r, bool give_up, const char *why);
 
-/* Say BYE (reason NORMAL) if connected and close the socket, without
- * scheduling anything: the client is going away. */
+/* Say BYE (reason NORMAL) if connected, after what is queued, and close
+ * the socket, without scheduling anything: the client is going away.  The
+ * messages it had not read are discarded first, so that the daemon reads
+ * the BYE rather than ECONNRESET. */
 void conn_bye(struct mg_client *c);
 
 /*

@@ -250,15 +250,36 @@ void conn_bye(struct mg_client *c)
 	if (c->sock < 0)
 		return;
 	/* Best effort and without waiting: the daemon notices a plain close
-	 * as well, BYE just makes it a normal departure in its log. */
+	 * as well, BYE just makes it a normal departure in its log.  What
+	 * was queued goes first, so the BYE comes last, in order. */
+	while (c->out_len > 0) {
+		struct conn_out *slot = &c->out[c->out_head];
+
+		if (send(c->sock, slot->buf, slot->len, MSG_DONTWAIT | MSG_NOSIGNAL) != slot->len)
+			break;
+		c->out_head = (c->out_head + 1) % CONN_OUT_SLOTS;
+		c->out_len--;
+	}
 	m.bye.reason = MG_BYE_NORMAL;
 	if (m.hdr.seq == 0)
 		m.hdr.seq = 1;
 	n = proto_msg_encode(&m, buf, sizeof(buf));
-	if (n > 0)
+	if (n > 0 && c->out_len == 0)
 		(void)send(c->sock, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/*
+	 * A Unix socket closed with unread messages in its receive queue
+	 * makes the peer's next read fail with ECONNRESET, ahead of what we
+	 * sent it: the daemon would lose the BYE.  So shut the socket first
+	 * (nothing more can arrive), then read what had arrived, then close.
+	 */
+	(void)shutdown(c->sock, SHUT_RDWR);
+	for (int i = 0; i < CONN_DRAIN_MAX; i++)
+		if (recv(c->sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) <= 0)
+			break;
 	(void)epoll_set(c->epfd, EPOLL_CTL_DEL, c->sock, 0);
 	close_fd(&c->sock);
+	c->out_len = 0;
+	c->out_armed = false;
 	c->state = CONN_IDLE;
 }
 

@@ -11,11 +11,51 @@
 #include "config.h"
 
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "client-internal.h"
 #include "client/alloc/alloc.h"
+#include "client/no-client-note.h"
+
+#define NOTE_ALIGN(n, a) (((n) + (a) - 1) & ~((size_t)(a) - 1))
+
+/* dl_iterate_phdr() callback: sets *data when the first object, the main
+ * program, has the MG_NOTE_NO_CLIENT note; stops after that object. */
+static int find_no_client_note(struct dl_phdr_info *info, size_t size, void *data)
+{
+	bool *found = data;
+
+	(void)size;
+	for (int i = 0; i < info->dlpi_phnum && !*found; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		size_t align = ph->p_align == 8 ? 8 : 4;
+		const uint8_t *p, *end;
+
+		if (ph->p_type != PT_NOTE)
+			continue;
+		p = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
+		end = p + ph->p_memsz;
+		while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
+			const ElfW(Nhdr) *n = (const void *)p;
+			size_t desc = sizeof(*n) + NOTE_ALIGN(n->n_namesz, align);
+			size_t next = desc + NOTE_ALIGN(n->n_descsz, align);
+
+			if (next > (size_t)(end - p))
+				break;
+			if (n->n_type == MG_NOTE_NO_CLIENT && n->n_namesz == sizeof(MG_NOTE_NAME) &&
+			    memcmp(p + sizeof(*n), MG_NOTE_NAME, sizeof(MG_NOTE_NAME)) == 0) {
+				*found = true;
+				break;
+			}
+			p += next;
+		}
+	}
+	return 1;
+}
 
 /* MEMGUARD_REGISTER_DELAY_MS, or the default for anything but a whole
  * number of milliseconds up to an hour. */
@@ -52,10 +92,17 @@ static uint32_t register_delay_ms(void)
 static void __attribute__((constructor)) preload_register(void)
 {
 	int saved_errno = errno;
+	bool no_client = false;
 	uint32_t delay;
 
 	if (!secure_getenv("MEMGUARD_SOCKET") && !secure_getenv("MEMGUARD_SERVICE"))
 		return;
+	/* An admin tool such as memguardctl: the allocator only. */
+	dl_iterate_phdr(find_no_client_note, &no_client);
+	if (no_client) {
+		errno = saved_errno;
+		return;
+	}
 	delay = register_delay_ms();
 	if (client_auto_start(delay) < 0) {
 		errno = saved_errno;

@@ -1000,6 +1000,67 @@ static void test_daemon_not_reading(void **state)
 	assert_non_null(strstr(hooks.log, "does not read its socket"));
 }
 
+/*
+ * mg_client_free() with answers still queued (the socket was full) and
+ * PINGs it never read: the daemon reads every answer, in order, then the
+ * BYE, then the end; not ECONNRESET, which a Unix socket closed with
+ * unread messages would give it instead.
+ */
+static void test_bye_after_queue_and_unread(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_PING } };
+	uint64_t sent = 0, next = 1;
+	int small = 1;
+
+	connect_client(MG_THREAD_NONE);
+	assert_int_equal(setsockopt(d.c->sock, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	while (d.c->out_len < 2) {
+		assert_true(sent < 500);
+		m.ping.cookie = ++sent;
+		m.hdr.seq = 0;
+		send_msg(d.fd, &m);
+		assert_true(mg_client_dispatch(d.c) >= 0);
+		assert_int_equal(d.c->state, CONN_READY);
+	}
+	/* Three it will never read. */
+	for (int i = 0; i < 3; i++) {
+		m.ping.cookie = 1000 + (uint64_t)i;
+		m.hdr.seq = 0;
+		send_msg(d.fd, &m);
+	}
+	/* Read what was sent, so that the queue fits, then free. */
+	for (;;) {
+		uint8_t buf[MG_MSG_MAX];
+		ssize_t n = recv(d.fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n < 0) {
+			assert_int_equal(errno, EAGAIN);
+			break;
+		}
+		assert_int_equal(proto_msg_decode(buf, (size_t)n, &m), 0);
+		if (m.hdr.type == MG_MSG_PONG)
+			assert_int_equal(m.ping.cookie, next++);
+	}
+	assert_true(next <= sent);
+	mg_client_free(TAKE_PTR(d.c));
+	for (;;) {
+		uint8_t buf[MG_MSG_MAX];
+		ssize_t n = recv(d.fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n < 0)
+			fail_msg("recv after the client's BYE: %s", strerror(errno));
+		assert_true(n > 0);
+		assert_int_equal(proto_msg_decode(buf, (size_t)n, &m), 0);
+		if (m.hdr.type == MG_MSG_BYE)
+			break;
+		if (m.hdr.type == MG_MSG_PONG)
+			assert_int_equal(m.ping.cookie, next++);
+	}
+	assert_int_equal(m.bye.reason, MG_BYE_NORMAL);
+	assert_int_equal(next, sent + 1);
+	assert_int_equal(recv(d.fd, &m, sizeof(m), MSG_DONTWAIT), 0);
+}
+
 /* The library's own thread runs the hooks; BYE on free. */
 static void test_own_thread(void **state)
 {
@@ -1313,6 +1374,7 @@ int main(void)
 		T(test_admit_follows_throttle),
 		T(test_orphan_grace),
 		T(test_daemon_not_reading),
+		T(test_bye_after_queue_and_unread),
 		T(test_own_thread),
 		T(test_free_from_hook),
 		T(test_options),

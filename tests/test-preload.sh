@@ -427,6 +427,27 @@ if [ -x "$invisible" ] && [ -n "$sock" ]; then
 		echo "FAIL short-lived: $((after - before)) of 60 short-lived processes connected:"
 		tail -n 5 "$tmp/memguardd.log"; failed=1
 	fi
+
+	# memguardctl is an admin tool (its ELF note says so): under the
+	# preload, with the socket in MEMGUARD_SOCKET as an admin's shell has
+	# it, it must never become a client, even with no delay.
+	env LD_PRELOAD="$lib" MEMGUARD_SOCKET="$sock" MEMGUARD_REGISTER_DELAY_MS=0 \
+		"$ctl" status --watch=0.2 >/dev/null 2>&1 </dev/null &
+	ctl_pid=$!
+	ctl_seen=
+	for _ in $(seq 20); do
+		sleep 0.1
+		grep -qx "$ctl_pid" <<<"$(client_pids)" && ctl_seen=1 && break
+	done
+	kill "$ctl_pid" 2>/dev/null || true
+	wait "$ctl_pid" 2>/dev/null || true
+	if [ -z "$ctl_seen" ]; then
+		echo "ok   memguardctl under the preload, MEMGUARD_SOCKET set: not a client"
+		ran=$((ran + 1))
+	else
+		echo "FAIL memguardctl under the preload registered as a client (pid $ctl_pid)"
+		failed=1
+	fi
 fi
 
 [ "$failed" = 0 ] || exit 1

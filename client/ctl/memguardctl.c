@@ -20,8 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/no-client-note.h"
 #include "conf/conf.h"
 #include "ctl.h"
+
+/* An admin tool: under libmemguard-malloc.so, never a client. */
+MG_NO_CLIENT_NOTE;
 
 /* --- commands ---------------------------------------------------------------- */
 
