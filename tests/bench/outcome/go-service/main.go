@@ -213,9 +213,9 @@ func serve(args []string) {
 			gc := debug.SetGCPercent(-1)
 			debug.SetGCPercent(gc)
 			s := client.Stats()
-			fmt.Printf("t=%ds level=%v gogc=%d gomemlimit_mib=%d throttle=%d live_mib=%d "+
+			fmt.Printf("t=%ds level=%v local=%v gogc=%d gomemlimit_mib=%d throttle=%d live_mib=%d "+
 				"heap_inuse_mib=%d resident_mib=%d admitted=%d rejected=%d gc_cpu_pct=%.2f\n",
-				i/10, s.Level, gc, debug.SetMemoryLimit(-1)>>20, s.Throttle, st.live()>>20,
+				i/10, s.Level, s.LocalLevel, gc, debug.SetMemoryLimit(-1)>>20, s.Throttle, st.live()>>20,
 				h.Inuse>>20, h.Resident()>>20, s.Admitted, s.Rejected,
 				100*memguard.GCCPUFraction())
 		}
