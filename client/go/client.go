@@ -653,7 +653,7 @@ type releaseJob struct {
 	deadlineMs uint32
 	t0         time.Time
 	hook       uint64 // freed by OnRelease
-	heap       uint64 // the fall of the runtime's resident memory
+	heap       uint64 // what the runtime returned (releaser)
 }
 
 // freeOSMemory is debug.FreeOSMemory; tests replace it.
@@ -701,10 +701,19 @@ func (c *Client) releaser() {
 				break more
 			}
 		}
-		before := ReadHeap().Resident()
+		// What the collection returned: the fall of the resident
+		// memory, or the rise of the pages released to the kernel when
+		// that is larger (requests that allocate meanwhile hide part of
+		// the fall; pages they take back from the released hide part of
+		// the rise: each is a lower bound).
+		before := ReadHeap()
 		freeOSMemory()
-		if after := ReadHeap().Resident(); before > after {
-			batch[0].heap = before - after
+		after := ReadHeap()
+		if before.Resident() > after.Resident() {
+			batch[0].heap = before.Resident() - after.Resident()
+		}
+		if after.Released > before.Released && after.Released-before.Released > batch[0].heap {
+			batch[0].heap = after.Released - before.Released
 		}
 		select {
 		case c.released <- batch:
@@ -715,8 +724,9 @@ func (c *Client) releaser() {
 }
 
 // finish answers a release demand with one RELEASED: the larger of what
-// the hook reported and what the runtime's resident memory fell by (the
-// hook's garbage is returned by the same collection).  A demand of an
+// the hook reported and what the runtime returned (the fall of its resident
+// memory or the rise of its released pages, whichever is larger; the hook's
+// garbage is returned by the same collection).  A demand of an
 // earlier connection is not answered: its seq means nothing to the daemon
 // of the new one.
 func (c *Client) finish(j releaseJob) {

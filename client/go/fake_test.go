@@ -737,6 +737,7 @@ func TestFakeLocalLimit(t *testing.T) {
 	fc := f.accept(5 * time.Second)
 	const soft = 1 << 30
 	fc.register(directive{softLimit: soft})
+	await(t, "the soft limit", func() bool { return c.Stats().SoftLimit == soft })
 	fc.reportFlags(0)
 	if memoryLimit() != soft || gcPercent() != 100 {
 		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
@@ -766,16 +767,24 @@ func TestFakeLocalLimit(t *testing.T) {
 		t.Fatalf("a NORMAL directive lifted the local level over the limit: %+v", c.Stats())
 	}
 
-	// The daemon at WARN, the heap back under: WARN's actions stay
-	// (the daemon's GC percent, stricter than the local one), nothing
-	// shed, still flagged.
-	fc.direct(directive{level: Warn, gcPercent: 40, softLimit: soft})
-	external.Store(0)
+	// Under 17/16 of the limit: back to WARN's actions, nothing shed.
+	external.Store(soft + 8*MiB)
 	await(t, "local WARN again", func() bool { return c.Stats().LocalLevel == Warn })
-	if gcPercent() != 40 || shedShare(1000) != 0 {
-		t.Fatalf("back under at WARN: GOGC %d", gcPercent())
+	if gcPercent() != limitWarnGC || shedShare(1000) != 0 {
+		t.Fatalf("under 17/16: GOGC %d", gcPercent())
 	}
+
+	// The daemon at WARN (its GC percent is stricter than the local
+	// one), then the heap back under: WARN's actions stay while the
+	// daemon says WARN, still flagged.
+	fc.direct(directive{level: Warn, gcPercent: 40, softLimit: soft})
+	await(t, "the daemon's WARN", func() bool { return c.Stats().GCPercent == 40 })
+	external.Store(0)
 	fc.reportFlags(flagLocalLimit)
+	fc.reportFlags(flagLocalLimit)
+	if st := c.Stats(); st.LocalLevel != Warn || gcPercent() != 40 || shedShare(1000) != 0 {
+		t.Fatalf("back under at WARN: GOGC %d, stats %+v", gcPercent(), st)
+	}
 
 	// NORMAL with the heap under: over, the program's GOGC is back.
 	fc.direct(directive{softLimit: soft})
