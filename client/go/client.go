@@ -138,6 +138,7 @@ type Stats struct {
 	GCPercent     int    // the GC percent the daemon asks for; 0 = the program's own
 	Throttle      int    // ‰ of calls Admit rejects now
 	SoftLimit     uint64 // the daemon's soft limit in bytes; 0 = none
+	LocalLevel    Level  // the level the local limit holds on its own; Normal = none
 	Admitted      uint64 // calls of Admit that admitted, since the process started
 	Rejected      uint64 // calls of Admit that rejected
 	Releases      uint64 // release demands answered
@@ -176,7 +177,10 @@ type Client struct {
 	nextReport  time.Time
 	reportEvery time.Duration
 	orphanAt    time.Time
-	applied     directive
+	daemon      directive // the daemon's last, without its demand
+	applied     directive // in force: the daemon's merged with the local level's
+	localLevel  Level
+	local       localWatch
 	levers      runtimeLevers
 	rng         *rand.Rand
 	gen         uint64 // connections made, to tell a release's connection
@@ -268,7 +272,9 @@ func Start(o Options) (*Client, error) {
 	c.rng = rand.New(rand.NewSource(time.Now().UnixNano() ^ int64(os.Getpid())<<20))
 	c.jobs = make(chan releaseJob, 64)
 	c.released = make(chan []releaseJob)
+	c.local.hit = make(chan struct{}, 1)
 	go c.releaser()
+	go c.watch()
 	go c.run()
 	return c, nil
 }
@@ -336,6 +342,10 @@ func (c *Client) run() {
 			if c.state == stateReady {
 				c.sendReport()
 			}
+		case <-c.local.hit:
+			if c.limitEvaluate() {
+				c.apply(c.daemon, 0)
+			}
 		case <-timer.C:
 		}
 		next := c.timers()
@@ -370,7 +380,11 @@ func (c *Client) timers() time.Time {
 	case c.state == stateHello && !now.Before(c.helloBy):
 		c.drop(errors.New("memguardd did not answer HELLO in time"), false)
 	case c.state == stateReady && !now.Before(c.nextReport):
-		c.sendReport()
+		if c.limitEvaluate() {
+			c.apply(c.daemon, 0) // and its REPORT
+		} else {
+			c.sendReport()
+		}
 	}
 	if !c.orphanAt.IsZero() && c.state != stateReady && !time.Now().Before(c.orphanAt) {
 		c.orphanAt = time.Time{}
@@ -585,14 +599,19 @@ func (c *Client) handle(m *message) {
 	}
 }
 
-// apply puts a directive in force, in the order the daemon expects: the
-// runtime's GC percent and memory limit and the gate, the level and GC
-// hooks (when their value changed), the release of what is demanded and
-// its RELEASED (seq names the DIRECTIVE; 0 demands nothing), and a REPORT
-// showing the result.
-func (c *Client) apply(d directive, seq uint32) {
+// apply puts the daemon's directive d in force, made stricter by the local
+// limit where its level is higher (limit.go), in the order the daemon
+// expects: the runtime's GC percent and memory limit and the gate, the
+// level and GC hooks (when their value changed), the release of what is
+// demanded and its RELEASED (seq names the DIRECTIVE; 0 demands nothing),
+// and a REPORT showing the result.
+func (c *Client) apply(dd directive, seq uint32) {
 	t0 := time.Now()
 	prev := c.applied
+	c.daemon = dd
+	c.daemon.release, c.daemon.deadlineMs = 0, 0
+	c.limitEvaluate()
+	d := limitMerge(dd, c.localLevel)
 	c.applied = d
 	c.applied.release, c.applied.deadlineMs = 0, 0
 	c.levers.apply(d.gcPercent, d.softLimit)
@@ -606,6 +625,7 @@ func (c *Client) apply(d directive, seq uint32) {
 		s.GCPercent = int(d.gcPercent)
 		s.Throttle = int(throttle)
 		s.SoftLimit = d.softLimit
+		s.LocalLevel = c.localLevel
 	})
 	if d.level != prev.level && c.opts.OnLevel != nil {
 		c.opts.OnLevel(d.level)
@@ -633,7 +653,7 @@ type releaseJob struct {
 	deadlineMs uint32
 	t0         time.Time
 	hook       uint64 // freed by OnRelease
-	heap       uint64 // the fall of the runtime's resident memory
+	heap       uint64 // what the runtime returned (releaser)
 }
 
 // freeOSMemory is debug.FreeOSMemory; tests replace it.
@@ -681,10 +701,19 @@ func (c *Client) releaser() {
 				break more
 			}
 		}
-		before := ReadHeap().Resident()
+		// What the collection returned: the fall of the resident
+		// memory, or the rise of the pages released to the kernel when
+		// that is larger (requests that allocate meanwhile hide part of
+		// the fall; pages they take back from the released hide part of
+		// the rise: each is a lower bound).
+		before := ReadHeap()
 		freeOSMemory()
-		if after := ReadHeap().Resident(); before > after {
-			batch[0].heap = before - after
+		after := ReadHeap()
+		if before.Resident() > after.Resident() {
+			batch[0].heap = before.Resident() - after.Resident()
+		}
+		if after.Released > before.Released && after.Released-before.Released > batch[0].heap {
+			batch[0].heap = after.Released - before.Released
 		}
 		select {
 		case c.released <- batch:
@@ -695,8 +724,9 @@ func (c *Client) releaser() {
 }
 
 // finish answers a release demand with one RELEASED: the larger of what
-// the hook reported and what the runtime's resident memory fell by (the
-// hook's garbage is returned by the same collection).  A demand of an
+// the hook reported and what the runtime returned (the fall of its resident
+// memory or the rise of its released pages, whichever is larger; the hook's
+// garbage is returned by the same collection).  A demand of an
 // earlier connection is not answered: its seq means nothing to the daemon
 // of the new one.
 func (c *Client) finish(j releaseJob) {
@@ -731,6 +761,11 @@ func (c *Client) sendReport() {
 	c.mu.Lock()
 	r.releasedTotal = c.stats.ReleasedTotal
 	c.mu.Unlock()
+	c.local.external.Store(r.external)
+	var flags uint32
+	if c.localLevel != Normal {
+		flags = flagLocalLimit
+	}
 	c.nextReport = time.Now().Add(c.reportEvery)
-	c.send(encodeReport(c.nextSeq(), &r))
+	c.send(encodeReport(c.nextSeq(), flags, &r))
 }

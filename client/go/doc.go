@@ -23,6 +23,13 @@
 // Every report interval it sends the runtime's memory figures
 // (runtime/metrics) to the daemon.
 //
+// Between directives the client enforces the soft limit by itself (the
+// local limit): a goroutine compares the runtime's resident memory plus
+// Options.ExternalBytes with it, and past it the client takes a Warn's
+// actions on its own (GC percent 50 at most), past 9/8 of it a Critical's
+// (GC percent 25, a quarter of Admit's calls rejected), and flags its
+// reports so that the daemon looks at once (Stats.LocalLevel).
+//
 // Without a daemon nothing changes: Admit admits, the runtime keeps its
 // settings, and the client reconnects in the background.  Problems go to
 // Options.Log as error values; the package never panics on the daemon's

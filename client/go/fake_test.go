@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -327,7 +328,7 @@ func malformedDatagrams() map[string][]byte {
 		"ERROR text with NUL":   encodeError(5, 1, "a\x00b"),
 		"ERROR text too long":   encodeError(5, 1, string(bytes.Repeat([]byte{'x'}, 1025))),
 		"ERROR string past end": encode(msgError, 5, []byte{1, 0, 0, 0, 9, 0, 'a'}),
-		"a type clients send":   encodeReport(5, &report{}),
+		"a type clients send":   encodeReport(5, 0, &report{}),
 		"an admin answer":       encode(0x0304, 5, []byte{0, 0, 0, 0, 0, 0}),
 		"over 4096 bytes":       encode(msgPing, 5, make([]byte, 5000)),
 	}
@@ -703,4 +704,103 @@ func TestFakeThrottleDuringRelease(t *testing.T) {
 		t.Fatalf("RELEASED % x for DIRECTIVE %d", body, seq)
 	}
 	await(t, "the release counted", func() bool { return c.Stats().Releases == 1 })
+}
+
+// reportFlags waits for a REPORT whose header flags are want.
+func (fc *fakeConn) reportFlags(want uint32) {
+	fc.f.t.Helper()
+	buf := make([]byte, msgMax)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		_ = fc.c.SetReadDeadline(deadline)
+		n, err := fc.c.Read(buf)
+		if err != nil {
+			break
+		}
+		if n >= headerSize && binary.LittleEndian.Uint16(buf) == msgReport &&
+			binary.LittleEndian.Uint32(buf[12:]) == want {
+			return
+		}
+	}
+	fc.f.t.Fatalf("no REPORT with flags 0x%x", want)
+}
+
+// The local limit: past the soft limit the client takes a WARN's actions
+// by itself, past 9/8 of it a CRITICAL's, flags its REPORTs LOCAL_LIMIT,
+// and ends them when the daemon says NORMAL with the heap back under.
+func TestFakeLocalLimit(t *testing.T) {
+	ownSettings(t, 100, math.MaxInt64)
+	var external atomic.Uint64
+	f := newFake(t)
+	h := &hooks{}
+	c := start(t, h.install(Options{Socket: f.sock,
+		ExternalBytes: func() uint64 { return external.Load() }}))
+	fc := f.accept(5 * time.Second)
+	const soft = 1 << 30
+	fc.register(directive{softLimit: soft})
+	await(t, "the soft limit", func() bool { return c.Stats().SoftLimit == soft })
+	fc.reportFlags(0)
+	if memoryLimit() != soft || gcPercent() != 100 {
+		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
+	}
+
+	// Past the soft limit (heap + external), under 9/8 of it: WARN.
+	external.Store(soft + 8*MiB)
+	fc.reportFlags(flagLocalLimit)
+	await(t, "local WARN", func() bool { return c.Stats().LocalLevel == Warn })
+	if c.Level() != Warn || gcPercent() != limitWarnGC || shedShare(1000) != 0 {
+		t.Fatalf("local WARN: level %v, GOGC %d", c.Level(), gcPercent())
+	}
+
+	// Past 9/8: CRITICAL, a quarter shed; the daemon's own NORMAL does
+	// not lift it while the heap is over.
+	external.Store(soft / 8 * 9)
+	await(t, "local CRITICAL", func() bool { return c.Stats().LocalLevel == Critical })
+	if gcPercent() != limitCritGC || c.Stats().Throttle != limitCritThrottle {
+		t.Fatalf("local CRITICAL: GOGC %d, stats %+v", gcPercent(), c.Stats())
+	}
+	if s := shedShare(100000); s < 0.24 || s > 0.26 {
+		t.Fatalf("shed %.4f at local CRITICAL", s)
+	}
+	fc.direct(directive{softLimit: soft})
+	fc.reportFlags(flagLocalLimit)
+	if c.Stats().LocalLevel != Critical {
+		t.Fatalf("a NORMAL directive lifted the local level over the limit: %+v", c.Stats())
+	}
+
+	// Under 17/16 of the limit: back to WARN's actions, nothing shed.
+	external.Store(soft + 8*MiB)
+	await(t, "local WARN again", func() bool { return c.Stats().LocalLevel == Warn })
+	if gcPercent() != limitWarnGC || shedShare(1000) != 0 {
+		t.Fatalf("under 17/16: GOGC %d", gcPercent())
+	}
+
+	// The daemon at WARN (its GC percent is stricter than the local
+	// one), then the heap back under: WARN's actions stay while the
+	// daemon says WARN, still flagged.
+	fc.direct(directive{level: Warn, gcPercent: 40, softLimit: soft})
+	await(t, "the daemon's WARN", func() bool { return c.Stats().GCPercent == 40 })
+	external.Store(0)
+	fc.reportFlags(flagLocalLimit)
+	fc.reportFlags(flagLocalLimit)
+	if st := c.Stats(); st.LocalLevel != Warn || gcPercent() != 40 || shedShare(1000) != 0 {
+		t.Fatalf("back under at WARN: GOGC %d, stats %+v", gcPercent(), st)
+	}
+
+	// NORMAL with the heap under: over, the program's GOGC is back.
+	fc.direct(directive{softLimit: soft})
+	fc.reportFlags(0)
+	await(t, "local NORMAL", func() bool { return c.Stats().LocalLevel == Normal })
+	if c.Level() != Normal || gcPercent() != 100 || memoryLimit() != soft {
+		t.Fatalf("NORMAL: level %v, GOGC %d, GOMEMLIMIT %d", c.Level(), gcPercent(), memoryLimit())
+	}
+	levels, _, _ := h.told()
+	want := []Level{Warn, Critical, Warn, Normal}
+	if len(levels) != len(want) {
+		t.Fatalf("level hook: %v, want %v", levels, want)
+	}
+	for i := range want {
+		if levels[i] != want[i] {
+			t.Fatalf("level hook: %v, want %v", levels, want)
+		}
+	}
 }

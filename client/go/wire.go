@@ -127,14 +127,17 @@ func encodeHello(seq, caps uint32, service, process string) []byte {
 	return encode(msgHello, seq, body)
 }
 
-func encodeReport(seq uint32, r *report) []byte {
+// encodeReport encodes a REPORT; flags go in the header (flagLocalLimit).
+func encodeReport(seq, flags uint32, r *report) []byte {
 	body := make([]byte, 0, 66)
 	for _, v := range []uint64{r.heapSys, r.heapInuse, r.heapIdle, r.heapReleased,
 		r.external, r.admitted, r.rejected, r.releasedTotal} {
 		body = binary.LittleEndian.AppendUint64(body, v)
 	}
 	body = binary.LittleEndian.AppendUint16(body, r.gcPercent)
-	return encode(msgReport, seq, body)
+	b := encode(msgReport, seq, body)
+	binary.LittleEndian.PutUint32(b[12:], flags)
+	return b
 }
 
 func encodeReleased(seq, directiveSeq uint32, bytes, usec uint64) []byte {

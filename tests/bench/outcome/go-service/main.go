@@ -17,8 +17,10 @@
 // memguard.Middleware.  --pointers keeps each request's memory as a linked
 // list of 128-byte nodes instead of one byte slice: the same bytes, 8192
 // pointers per MiB for the collector to trace.  It prints a line of
-// figures per second and, on SIGTERM, a 'summary:' line: the lowest GC
-// percent the daemon set, GC CPU since the start, the level seen.
+// figures per second and, on SIGTERM, a 'done:' line as the C examples
+// print it (requests, admitted, rejected, levels seen; tools/demo reads
+// it) and a 'summary:' line: the lowest GC percent the daemon set, GC CPU
+// since the start, the levels seen.
 //
 // load runs outside the service's cgroup.  Request i is due at
 // start + i/rate; its latency runs from then to the end of its response,
@@ -198,6 +200,9 @@ func serve(args []string) {
 					lv += c
 				}
 			}
+			// The C examples' 'done:' line, which tools/demo reads.
+			fmt.Printf("done: requests=%d admitted=%d rejected=%d levels=%s\n",
+				s.Admitted+s.Rejected, s.Admitted, s.Rejected, lv)
 			fmt.Printf("summary: seconds=%.1f served=%d admitted=%d rejected=%d min_gc_pct=%d "+
 				"gc_cpu_pct=%.2f gc_cycles=%d forced_gc=%d releases=%d levels=%s\n",
 				time.Since(start).Seconds(), served.Load(), s.Admitted, s.Rejected, minGC,
@@ -213,9 +218,9 @@ func serve(args []string) {
 			gc := debug.SetGCPercent(-1)
 			debug.SetGCPercent(gc)
 			s := client.Stats()
-			fmt.Printf("t=%ds level=%v gogc=%d gomemlimit_mib=%d throttle=%d live_mib=%d "+
+			fmt.Printf("t=%ds level=%v local=%v gogc=%d gomemlimit_mib=%d throttle=%d live_mib=%d "+
 				"heap_inuse_mib=%d resident_mib=%d admitted=%d rejected=%d gc_cpu_pct=%.2f\n",
-				i/10, s.Level, gc, debug.SetMemoryLimit(-1)>>20, s.Throttle, st.live()>>20,
+				i/10, s.Level, s.LocalLevel, gc, debug.SetMemoryLimit(-1)>>20, s.Throttle, st.live()>>20,
 				h.Inuse>>20, h.Resident()>>20, s.Admitted, s.Rejected,
 				100*memguard.GCCPUFraction())
 		}
