@@ -996,8 +996,9 @@ static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *us
 /*
  * cgroup v1: the kernel says when usage crosses warn and critical, however
  * fast it grows (on v2 memory.events and the PSI trigger wake the loop).
- * Armed again when the budget moves; a refusal is logged once and the
- * sampling does the work alone.
+ * Armed once the working set reaches half of warn, kept, and armed again
+ * when the budget moves; a refusal is logged once and the sampling does
+ * the work alone.
  */
 static void service_arm_thresholds(struct service *s)
 {
@@ -1008,6 +1009,12 @@ static void service_arm_thresholds(struct service *s)
 			service_unwatch_thresholds(s);
 		return;
 	}
+	/* Each registration blocks this loop for an RCU grace period: not
+	 * for services far below warn (policy_thresholds_due()). */
+	if (s->thr_fd[0] < 0 && s->thr_fd[1] < 0 &&
+	    !policy_thresholds_due(&s->conf, s->have_sample ? s->sample.working_set : 0,
+				   s->budget))
+		return;
 	for (size_t i = 0; i < ARRAY_SIZE(bp); i++) {
 		uint64_t at = (uint64_t)((double)s->budget * bp[i] / 10000.0);
 		int r;
