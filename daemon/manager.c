@@ -103,6 +103,7 @@ struct manager {
 	sd_event_source *tick;
 	sd_event_source *sig_term, *sig_int, *sig_hup;
 	char status[256];
+	uint64_t thr_armed_usec;         /* when a service's v1 thresholds were last armed */
 };
 
 static char *path_join(const char *a, const char *b)
@@ -1010,11 +1011,19 @@ static void service_arm_thresholds(struct service *s)
 		return;
 	}
 	/* Each registration blocks this loop for an RCU grace period: not
-	 * for services far below warn (policy_thresholds_due()). */
-	if (s->thr_fd[0] < 0 && s->thr_fd[1] < 0 &&
-	    !policy_thresholds_due(&s->conf, s->have_sample ? s->sample.working_set : 0,
-				   s->budget))
-		return;
+	 * for services far below warn (policy_thresholds_due()), and one
+	 * service's first arming per tick period, so that many services
+	 * nearing warn together hold the loop ~2 grace periods a second at
+	 * most (the sampling watches them meanwhile). */
+	if (s->thr_fd[0] < 0 && s->thr_fd[1] < 0) {
+		uint64_t now = now_usec();
+
+		if (!policy_thresholds_due(&s->conf,
+					   s->have_sample ? s->sample.working_set : 0, s->budget) ||
+		    now - s->m->thr_armed_usec < s->m->conf->daemon.tick_ms * 1000ULL)
+			return;
+		s->m->thr_armed_usec = now;
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(bp); i++) {
 		uint64_t at = (uint64_t)((double)s->budget * bp[i] / 10000.0);
 		int r;
