@@ -31,6 +31,7 @@
  * Output: a line "key value" per figure (for the runner).
  *
  * Usage: bench-daemon [-p] MEMGUARDD [CLIENTS [SWEEPS [CALM_SECONDS]]]
+ * Environment: BENCH_DAEMON_NICE, the daemon's nice value (default: ours).
  */
 #include "config.h"
 
@@ -424,6 +425,10 @@ int main(int argc, char **argv)
 					  "[web]\ncgroup = web\nbudget = 1G\n");
 	setenv("MEMGUARDD", exe, 1);
 	fixture_start(&fx, NULL, "/dev/null", NULL);
+	/* BENCH_DAEMON_NICE: the daemon's nice value (a unit's Nice=). */
+	if (getenv("BENCH_DAEMON_NICE") &&
+	    setpriority(PRIO_PROCESS, (id_t)fx.daemon, atoi(getenv("BENCH_DAEMON_NICE"))) < 0)
+		die("setpriority: %s", strerror(errno));
 
 	nr = ROUNDS_PER_SWEEP * (size_t)sweeps;
 	fds = calloc((size_t)n_clients, sizeof(*fds));
