@@ -586,5 +586,15 @@ int main(int argc, char **argv)
 	       pct(wait, n_rounds, 0.99));
 
 	fixture_done(&fx);
+	free(fds);
+	free(lat);
+	free(last);
+	free(spread);
+	free(read_last);
+	free(run);
+	free(wait);
+	free(stamps);
+	free(seen);
+	free(kids);
 	return 0;
 }
