@@ -81,6 +81,11 @@ struct service {
 	sd_event_source *thr_src[2];
 	uint64_t thr_bytes[2];           /* what they are armed at; 0 = not */
 	bool thr_failed_said;
+	/* A wake-up (PSI, memory.events, a threshold, SET_BUDGET, a client
+	 * at its local limit) asks for this service's sample; the others
+	 * keep their own period (manager_tick_now()). */
+	bool woke;
+	uint64_t sampled_usec;           /* its last full sample */
 	struct mclient **clients;
 	size_t n_clients;
 };
@@ -104,6 +109,7 @@ struct manager {
 	sd_event_source *sig_term, *sig_int, *sig_hup;
 	char status[256];
 	uint64_t thr_armed_usec;         /* when a service's v1 thresholds were last armed */
+	bool tick_all;                   /* the next tick samples every service */
 };
 
 static char *path_join(const char *a, const char *b)
@@ -990,6 +996,7 @@ static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *us
 	/* Reading the counter re-arms the eventfd. */
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("%s: reading a usage threshold's eventfd: %m", s->conf.name);
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }
@@ -1087,6 +1094,7 @@ static int on_probe(sd_event_source *src, uint64_t usec, void *userdata)
 	r = monitor_cgroup_read_current(s->cg, &current);
 	if (r < 0) {
 		/* The tick reads everything and finds out what happened. */
+		s->woke = true;
 		manager_tick_now(s->m);
 		return 0;
 	}
@@ -1131,32 +1139,73 @@ static void manager_collect_implicit(struct manager *m)
 	m->n_services = n;
 }
 
+/*
+ * A service is sampled and decided on a tick when it woke (s->woke), is
+ * above NORMAL or escalated, has no sample yet, or its own tick period is up (within
+ * half a fast tick); a calm service is not read again because another one
+ * woke the loop or holds it at the fast tick.  m->tick_all: every service
+ * (start, reload).
+ */
+static bool service_due(const struct service *s, uint64_t now)
+{
+	uint64_t period = s->m->conf->daemon.tick_ms * 1000ULL;
+
+	return s->m->tick_all || s->woke || !s->have_sample || s->ps.level > MG_LEVEL_NORMAL ||
+	       s->ps.escalation != MG_ESCALATION_NONE ||
+	       now - s->sampled_usec + FAST_TICK_MS * 500ULL >= period;
+}
+
 static void manager_tick_now(struct manager *m)
 {
 	uint64_t now = now_usec();
 	uint64_t next_ms = m->conf->daemon.tick_ms;
+	_cleanup_free_ bool *due = calloc(m->n_services ? m->n_services : 1, sizeof(*due));
 	int r;
 
 	r = monitor_host_read(m->paths.host_pressure, m->paths.meminfo, &m->host);
 	m->have_host = r >= 0;
 
-	for (size_t i = 0; i < m->n_services; i++)
-		service_sample(m->services[i]);
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		/* Out of memory: every service, as before. */
+		if (due && !service_due(s, now)) {
+			uint64_t left = (s->sampled_usec + s->m->conf->daemon.tick_ms * 1000ULL -
+					 now) / 1000;
+
+			if (left < next_ms)
+				next_ms = left > 1 ? left : 1;
+			continue;
+		}
+		if (due)
+			due[i] = true;
+		s->woke = false;
+		s->sampled_usec = now;
+		service_sample(s);
+	}
 	for (size_t i = 0; i < m->n_services; i++)
 		service_resolve_budget(m->services[i]);
 	manager_squeeze(m);
 	for (size_t i = 0; i < m->n_services; i++) {
-		service_decide(m->services[i], now / 1000, /* probe= */ false);
-		service_arm_thresholds(m->services[i]);
-		service_arm_probe(m->services[i], now);
-		if (m->services[i]->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
+		struct service *s = m->services[i];
+
+		/* A calm service not sampled keeps its decision, unless the
+		 * host squeeze names it. */
+		if (due && !due[i] && s->squeeze_floor == MG_LEVEL_NORMAL && s->squeeze_extra == 0)
+			continue;
+		service_decide(s, now / 1000, /* probe= */ false);
+		service_arm_thresholds(s);
+		service_arm_probe(s, now);
+		if (s->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
 			next_ms = FAST_TICK_MS;
 	}
+	m->tick_all = false;
 	server_tick(m->server, now);
 	manager_notify_status(m);
 
 	/* Re-arm relative to now: a wake-up by PSI or events also restarts
-	 * the period, so the tick never runs twice in a row. */
+	 * the period of the services it sampled; the others' periods are
+	 * kept (next_ms above). */
 	sd_event_source_set_time(m->tick, now + next_ms * 1000);
 	sd_event_source_set_enabled(m->tick, SD_EVENT_ONESHOT);
 }
@@ -1174,6 +1223,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 		service_absent(s);
 		return 0;
 	}
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }
@@ -1185,6 +1235,7 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 {
 	struct service *s = userdata;
 
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }
@@ -1388,6 +1439,7 @@ static void on_report(void *userdata, struct client *c, const struct mg_report *
 	 * most once per fast tick, whatever a peer's flags do. */
 	if (local && now_usec() - mc->svc->local_tick_usec >= FAST_TICK_MS * 1000ULL) {
 		mc->svc->local_tick_usec = now_usec();
+		mc->svc->woke = true;
 		manager_tick_now(userdata);
 	}
 }
@@ -1599,6 +1651,7 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 		return;
 	}
 	s->budget_override = req->budget;
+	s->woke = true;
 	manager_tick_now(m);
 	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "set-budget",
@@ -1875,6 +1928,7 @@ int manager_start(struct manager *m, int listen_fd)
 	if (r < 0)
 		log_warning_errno(r, "Failed to enable the watchdog, ignoring: %m");
 
+	m->tick_all = true;
 	manager_tick_now(m);
 	sd_notify(false, "READY=1");
 	log_info("memguardd %s ready: %zu services", PACKAGE_VERSION, m->n_services);
@@ -1983,6 +2037,7 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 		 * (Sent only when its directive differs from NORMAL.) */
 		mclient_send_normal(mc);
 	}
+	m->tick_all = true;
 	manager_tick_now(m);
 	return 0;
 }
