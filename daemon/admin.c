@@ -183,6 +183,7 @@ static void admin_set_budget(struct manager *m, struct client *c, uint32_t seq,
 		return;
 	}
 	s->budget_override = req->budget;
+	s->woke = true;
 	manager_tick_now(m);
 	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "set-budget",

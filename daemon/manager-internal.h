@@ -37,6 +37,8 @@ struct manager {
 	sd_event_source *tick;
 	sd_event_source *sig_term, *sig_int, *sig_hup;
 	char status[256];
+	uint64_t thr_armed_usec;         /* when a service's v1 thresholds were last armed */
+	bool tick_all;                   /* the next tick samples every service */
 };
 
 /* --- manager.c --- */

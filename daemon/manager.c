@@ -137,32 +137,73 @@ static void manager_collect_implicit(struct manager *m)
 	m->n_services = n;
 }
 
+/*
+ * A service is sampled and decided on a tick when it woke (s->woke), is
+ * above NORMAL or escalated, has no sample yet, or its own tick period is
+ * up (within half a fast tick); a calm service is not read again because
+ * another one woke the loop or holds it at the fast tick.  m->tick_all:
+ * every service (start, reload).
+ */
+static bool service_due(const struct service *s, uint64_t now)
+{
+	uint64_t period = s->m->conf->daemon.tick_ms * 1000ULL;
+
+	return s->m->tick_all || s->woke || !s->have_sample || s->ps.level > MG_LEVEL_NORMAL ||
+	       s->ps.escalation != MG_ESCALATION_NONE ||
+	       now - s->sampled_usec + FAST_TICK_MS * 500ULL >= period;
+}
+
 void manager_tick_now(struct manager *m)
 {
 	uint64_t now = now_usec();
 	uint64_t next_ms = m->conf->daemon.tick_ms;
+	_cleanup_free_ bool *due = calloc(m->n_services ? m->n_services : 1, sizeof(*due));
 	int r;
 
 	r = monitor_host_read(m->paths.host_pressure, m->paths.meminfo, &m->host);
 	m->have_host = r >= 0;
 
-	for (size_t i = 0; i < m->n_services; i++)
-		service_sample(m->services[i]);
+	for (size_t i = 0; i < m->n_services; i++) {
+		struct service *s = m->services[i];
+
+		/* Out of memory: every service, as before. */
+		if (due && !service_due(s, now)) {
+			uint64_t left = (s->sampled_usec + s->m->conf->daemon.tick_ms * 1000ULL -
+					 now) / 1000;
+
+			if (left < next_ms)
+				next_ms = left > 1 ? left : 1;
+			continue;
+		}
+		if (due)
+			due[i] = true;
+		s->woke = false;
+		s->sampled_usec = now;
+		service_sample(s);
+	}
 	for (size_t i = 0; i < m->n_services; i++)
 		service_resolve_budget(m->services[i]);
 	manager_squeeze(m);
 	for (size_t i = 0; i < m->n_services; i++) {
-		service_decide(m->services[i], now / 1000, /* probe= */ false);
-		service_arm_thresholds(m->services[i]);
-		service_arm_probe(m->services[i], now);
-		if (m->services[i]->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
+		struct service *s = m->services[i];
+
+		/* A calm service not sampled keeps its decision, unless the
+		 * host squeeze names it. */
+		if (due && !due[i] && s->squeeze_floor == MG_LEVEL_NORMAL && s->squeeze_extra == 0)
+			continue;
+		service_decide(s, now / 1000, /* probe= */ false);
+		service_arm_thresholds(s);
+		service_arm_probe(s, now);
+		if (s->ps.level > MG_LEVEL_NORMAL && next_ms > FAST_TICK_MS)
 			next_ms = FAST_TICK_MS;
 	}
+	m->tick_all = false;
 	server_tick(m->server, now);
 	manager_notify_status(m);
 
 	/* Re-arm relative to now: a wake-up by PSI or events also restarts
-	 * the period, so the tick never runs twice in a row. */
+	 * the period of the services it sampled; the others' periods are
+	 * kept (next_ms above). */
 	sd_event_source_set_time(m->tick, now + next_ms * 1000);
 	sd_event_source_set_enabled(m->tick, SD_EVENT_ONESHOT);
 }
@@ -319,6 +360,7 @@ static void on_report(void *userdata, struct client *c, const struct mg_report *
 	 * most once per fast tick, whatever a peer's flags do. */
 	if (local && now_usec() - mc->svc->local_tick_usec >= FAST_TICK_MS * 1000ULL) {
 		mc->svc->local_tick_usec = now_usec();
+		mc->svc->woke = true;
 		manager_tick_now(userdata);
 	}
 }
@@ -586,6 +628,7 @@ int manager_start(struct manager *m, int listen_fd)
 	if (r < 0)
 		log_warning_errno(r, "Failed to enable the watchdog, ignoring: %m");
 
+	m->tick_all = true;
 	manager_tick_now(m);
 	sd_notify(false, "READY=1");
 	log_info("memguardd %s ready: %zu services", PACKAGE_VERSION, m->n_services);
@@ -699,6 +742,7 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	m->conf = conf;
 
 	manager_remap_clients(m);
+	m->tick_all = true;
 	manager_tick_now(m);
 	return 0;
 }

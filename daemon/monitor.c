@@ -27,7 +27,9 @@
 /* --- reading files ----------------------------------------------------- */
 
 /* The whole of a held file from offset 0.  -EFBIG when it fills `size`:
- * a cut-off file would parse as a different, wrong one. */
+ * a cut-off file would parse as a different, wrong one.  A short read is
+ * the end: kernfs gives a whole seq_file to one read with room for it, as
+ * a regular file does, so a sample costs one read per file, not two. */
 static int pread_all(int fd, char *buf, size_t size, size_t *ret_len)
 {
 	size_t n = 0;
@@ -43,9 +45,9 @@ static int pread_all(int fd, char *buf, size_t size, size_t *ret_len)
 				continue;
 			return -errno;
 		}
-		if (k == 0)
-			break;
 		n += (size_t)k;
+		if (k == 0 || n < size)
+			break;
 	}
 	*ret_len = n;
 	return 0;

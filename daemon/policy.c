@@ -537,6 +537,12 @@ uint64_t policy_projected(uint64_t working_set, double growth, uint32_t reaction
 	return working_set + (uint64_t)ahead;
 }
 
+bool policy_thresholds_due(const struct conf_service *svc, uint64_t working_set,
+			   uint64_t budget)
+{
+	return budget > 0 && working_set >= muldiv(budget, svc->warn, 2 * BP_ONE);
+}
+
 uint32_t policy_sample_interval(const struct conf_service *svc, uint64_t working_set,
 				uint64_t budget, double growth, uint32_t tick_ms)
 {

@@ -423,6 +423,20 @@ double policy_growth_ahead(const struct policy_growth *g);
 uint64_t policy_projected(uint64_t working_set, double growth, uint32_t reaction_ms);
 
 /*
+ * Whether a service's cgroup v1 usage thresholds (warn and critical,
+ * through cgroup.event_control) should be armed now that its working set
+ * is `working_set`: true from half of warn × budget up.  Registering a
+ * threshold blocks the caller for an RCU grace period in the kernel
+ * (synchronize_rcu(), 10–30 ms each here), so 1000 services armed at
+ * once held the daemon's loop for 28 s; a service far below warn is
+ * seen in time by the tick and, once it grows, by the sampling.  False
+ * without a budget.  The caller keeps thresholds armed once they are
+ * (disarming blocks as long).
+ */
+bool policy_thresholds_due(const struct conf_service *svc, uint64_t working_set,
+			   uint64_t budget);
+
+/*
  * Milliseconds until the next sample of a service: half the time its
  * working set, growing at `growth` bytes/s, takes to reach the next of
  * warn, critical and the budget above it (half, so that one more sample

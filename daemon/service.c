@@ -886,6 +886,7 @@ static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *us
 	/* Reading the counter re-arms the eventfd. */
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("%s: reading a usage threshold's eventfd: %m", s->conf.name);
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }
@@ -893,8 +894,9 @@ static int on_threshold(sd_event_source *src, int fd, uint32_t revents, void *us
 /*
  * cgroup v1: the kernel says when usage crosses warn and critical, however
  * fast it grows (on v2 memory.events and the PSI trigger wake the loop).
- * Armed again when the budget moves; a refusal is logged once and the
- * sampling does the work alone.
+ * Armed once the working set reaches half of warn, kept, and armed again
+ * when the budget moves; a refusal is logged once and the sampling does
+ * the work alone.
  */
 void service_arm_thresholds(struct service *s)
 {
@@ -904,6 +906,20 @@ void service_arm_thresholds(struct service *s)
 		if (!s->cg || s->budget == 0)
 			service_unwatch_thresholds(s);
 		return;
+	}
+	/* Each registration blocks this loop for an RCU grace period: not
+	 * for services far below warn (policy_thresholds_due()), and one
+	 * service's first arming per tick period, so that many services
+	 * nearing warn together hold the loop ~2 grace periods a second at
+	 * most (the sampling watches them meanwhile). */
+	if (s->thr_fd[0] < 0 && s->thr_fd[1] < 0) {
+		uint64_t now = now_usec();
+
+		if (!policy_thresholds_due(&s->conf,
+					   s->have_sample ? s->sample.working_set : 0, s->budget) ||
+		    now - s->m->thr_armed_usec < s->m->conf->daemon.tick_ms * 1000ULL)
+			return;
+		s->m->thr_armed_usec = now;
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(bp); i++) {
 		uint64_t at = (uint64_t)((double)s->budget * bp[i] / 10000.0);
@@ -968,6 +984,7 @@ static int on_probe(sd_event_source *src, uint64_t usec, void *userdata)
 	r = monitor_cgroup_read_current(s->cg, &current);
 	if (r < 0) {
 		/* The tick reads everything and finds out what happened. */
+		s->woke = true;
 		manager_tick_now(s->m);
 		return 0;
 	}
@@ -993,6 +1010,7 @@ static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata
 		service_absent(s);
 		return 0;
 	}
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }
@@ -1004,6 +1022,7 @@ static int on_events(sd_event_source *src, int fd, uint32_t revents, void *userd
 {
 	struct service *s = userdata;
 
+	s->woke = true;
 	manager_tick_now(s->m);
 	return 0;
 }

@@ -80,6 +80,11 @@ struct service {
 	sd_event_source *thr_src[2];
 	uint64_t thr_bytes[2];           /* what they are armed at; 0 = not */
 	bool thr_failed_said;
+	/* A wake-up (PSI, memory.events, a threshold, SET_BUDGET, a client
+	 * at its local limit) asks for this service's sample; the others
+	 * keep their own period (manager_tick_now()). */
+	bool woke;
+	uint64_t sampled_usec;           /* its last full sample */
 	struct mclient **clients;
 	size_t n_clients;
 };

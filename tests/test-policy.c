@@ -1268,6 +1268,27 @@ static void test_projected(void **state)
 	}
 }
 
+/* Thresholds are armed from half of warn (default warn 80 %: 40 %). */
+static void test_thresholds_due(void **state)
+{
+	static const struct {
+		uint64_t ws, budget;
+		bool want;
+	} t[] = {
+		{ 0, 1000, false },              /* empty */
+		{ 399, 1000, false },            /* just under 40 % */
+		{ 400, 1000, true },             /* half of warn */
+		{ 900, 1000, true },             /* above warn: still armed */
+		{ 2000, 1000, true },            /* over the budget */
+		{ 500, 0, false },               /* no budget: nothing to arm at */
+		{ UINT64_MAX, UINT64_MAX, true }, /* no overflow */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+		if (policy_thresholds_due(&svc_default, t[i].ws, t[i].budget) != t[i].want)
+			fail_msg("case %zu: want %d", i, t[i].want);
+}
+
 static void test_sample_interval(void **state)
 {
 	static const struct {
@@ -1675,6 +1696,7 @@ int main(void)
 		cmocka_unit_test(test_directive_changed_every_field),
 		cmocka_unit_test(test_projected),
 		cmocka_unit_test(test_sample_interval),
+		cmocka_unit_test(test_thresholds_due),
 		cmocka_unit_test(test_growth_update),
 		cmocka_unit_test(test_growth_series),
 		cmocka_unit_test(test_lookahead_flat_and_falling),
