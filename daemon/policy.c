@@ -470,9 +470,11 @@ enum policy_action policy_escalate(const struct policy_escalation_input *in)
 	switch (in->in_force) {
 	case MG_ESCALATION_NONE:
 		/* memory.high = 0 would stall the service: never without a
-		 * known budget. */
+		 * known budget.  Nor when the working set alone is NORMAL:
+		 * memory.high would be put back at once (above), and the
+		 * pressure holding the level up is someone else's doing. */
 		if (in->enforce >= MG_ENFORCE_HIGH && in->level >= MG_LEVEL_CRITICAL &&
-		    in->budget > 0)
+		    in->budget > 0 && !in->usage_normal)
 			return POLICY_ACTION_HIGH;
 		return POLICY_ACTION_NONE;
 	case MG_ESCALATION_HIGH:
@@ -742,6 +744,11 @@ void policy_escalated(struct policy_state *s, const struct conf_service *svc,
 		break;
 	case POLICY_ACTION_RESTORE:
 		s->escalation = MG_ESCALATION_NONE;
+		/* A new escalation needs a new clock: the old deadline has
+		 * passed, and the next tick would write memory.high again at
+		 * once (tests/vm: a budget raised to 1G, memory.high put back
+		 * to 400M, then written as 1G on the next tick, and so on). */
+		s->clock_running = false;
 		break;
 	case POLICY_ACTION_KILL:
 		s->escalation = MG_ESCALATION_KILLED;

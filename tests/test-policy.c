@@ -824,6 +824,8 @@ static void test_escalate(void **state)
 		  { HIGH, E, X_HIGH, 120, 1000, true, 9000, 5000, false, true }, A_RESTORE },
 		{ "undo high under kill when the working set alone is NORMAL",
 		  { KILL, C, X_HIGH, 120, 1000, true, 9000, 5000, true, true }, A_RESTORE },
+		{ "no memory.high when the working set alone is NORMAL",
+		  { HIGH, E, X_NONE, 120, 1000, true, 9000, 5000, true, true }, A_NONE },
 		{ "killed: the working set alone does not undo",
 		  { KILL, E, X_KILLED, 0, 1000, false, 9000, 5000, true, true }, A_NONE },
 	};
@@ -859,6 +861,12 @@ static void test_escalated(void **state)
 
 	policy_escalated(&s, &svc_default, POLICY_ACTION_RESTORE, 300);
 	assert_int_equal(s.escalation, MG_ESCALATION_NONE);
+
+	/* Put back from memory.high: the clock that led to it stops. */
+	policy_escalated(&s, &svc_default, POLICY_ACTION_HIGH, 400);
+	assert_true(s.clock_running);
+	policy_escalated(&s, &svc_default, POLICY_ACTION_RESTORE, 500);
+	assert_false(s.clock_running);
 }
 
 /* --- whole ticks ------------------------------------------------------- */
