@@ -14,6 +14,7 @@
 #include <systemd/sd-event.h>
 
 #include "conf/conf.h"
+#include "proto/macro.h"
 
 struct manager;
 
