@@ -263,7 +263,8 @@ static void test_malformed_closes_one(void **state)
 
 /* A reload keeps a service of the same name and cgroup (the same struct,
  * its clients, its state; a runtime budget ends), adds and removes the
- * others; a client whose service went stays connected, of no service. */
+ * others, and moves each client to the service its cgroup now has; a
+ * client whose service went stays connected, of no service. */
 static void test_reload_keeps(void **state)
 {
 	struct mfixture *t = *state;
@@ -281,18 +282,24 @@ static void test_reload_keeps(void **state)
 	while (mfixture_recv(t, a, &m) == 0)
 		;                       /* the new budget's directive */
 
+	/* batch's cgroup is now the service "jobs"'s. */
 	mfixture_config(t, "[web]\ncgroup = web\nbudget = 200M\n"
-			   "[extra]\ncgroup = other\nbudget = 10M\n");
+			   "[jobs]\ncgroup = batch\nbudget = 10M\n");
 	assert_int_equal(manager_reload(t->m, NULL, 0), 0);
 	assert_ptr_equal(service_by_name(t->m, "web"), web);
 	assert_null(service_by_name(t->m, "batch"));
-	assert_non_null(service_by_name(t->m, "extra"));
 	assert_true(mfixture_status(t, "web", &d).budget == 200 * MiB);
 	assert_int_equal(d.services, 2);
 	assert_int_equal(d.clients, 2);
 	assert_int_equal(mfixture_status(t, "web", NULL).clients, 1);
+	assert_int_equal(mfixture_status(t, "jobs", NULL).clients, 1);
 
-	/* Both connections live on; b belongs to no service now. */
+	/* jobs is gone: b stays, of no service. */
+	mfixture_config(t, "[web]\ncgroup = web\nbudget = 200M\n");
+	assert_int_equal(manager_reload(t->m, NULL, 0), 0);
+	assert_ptr_equal(service_by_name(t->m, "web"), web);
+
+	/* Both connections live on. */
 	send_report(a, 0, 3 * MiB, 0);
 	send_report(b, 0, 4 * MiB, 0);
 	mfixture_pump(t);
