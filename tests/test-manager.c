@@ -284,7 +284,7 @@ static void test_reload_keeps(void **state)
 
 	/* batch's cgroup is now the service "jobs"'s. */
 	mfixture_config(t, "[web]\ncgroup = web\nbudget = 200M\n"
-			   "[jobs]\ncgroup = batch\nbudget = 10M\n");
+			   "[jobs]\ncgroup = batch\nbudget = 100M\n");
 	assert_int_equal(manager_reload(t->m, NULL, 0), 0);
 	assert_ptr_equal(service_by_name(t->m, "web"), web);
 	assert_null(service_by_name(t->m, "batch"));
