@@ -43,10 +43,10 @@
 
 #include <memguard/client.h>
 
+#include "workload.h"
+
 #define MiB (1024.0 * 1024.0)
 #define REQUESTS_PER_TURN 64             /* requests between two looks at the clock */
-#define LAT_SUB 16                       /* latency histogram buckets per octave */
-#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 struct entry {
 	uint64_t key;
@@ -73,14 +73,13 @@ struct cache {
 static struct {
 	const char *socket;
 	const char *service;
-	unsigned rate;                   /* requests per second; 0 = flat out */
+	struct schedule sched;           /* --rate (requests per second; 0 = flat out), --burst */
 	unsigned duration;               /* seconds; 0 = until a signal */
 	size_t cache_mb;
 	size_t value_kb;
 	unsigned keys;
-	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
-} arg = { .rate = 20000, .duration = 0, .cache_mb = 64, .value_kb = 16, .keys = 20000 };
+} arg = { .sched.rate = 20000, .duration = 0, .cache_mb = 64, .value_kb = 16, .keys = 20000 };
 
 static struct cache cache;
 static volatile sig_atomic_t stopping;
@@ -177,14 +176,6 @@ static void insert(struct entry *e)
 
 /* ---- hooks: these run on the library's thread -------------------------- */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* How much of its capacity the cache may use at each level: it grows back
  * at NORMAL ("cleared"). */
 static void on_level(void *data, enum mg_level level)
@@ -241,10 +232,7 @@ static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
 static uint64_t next_random(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	return xorshift64(&rng);
 }
 
 /* Hot keys first: the minimum of two uniform draws, twice. */
@@ -284,72 +272,6 @@ static int serve(uint64_t key, bool *ret_hit)
 	insert(e);
 	pthread_mutex_unlock(&cache.lock);
 	return 0;
-}
-
-/* ---- request latency ---------------------------------------------------- */
-
-/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
- * two (at most 6 % wide), so percentiles cost no memory per request.  Only
- * the request loop touches it. */
-static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
-static uint64_t lat_count;
-
-static void lat_record(double seconds)
-{
-	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
-	unsigned e, i;
-
-	if (us < LAT_SUB) {
-		i = (unsigned)us;
-	} else {
-		e = 63 - (unsigned)__builtin_clzll(us);
-		if (e > LAT_OCTAVES + 2)
-			e = LAT_OCTAVES + 2;
-		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
-	}
-	lat_hist[i]++;
-	lat_count++;
-}
-
-/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
-static double lat_quantile(double q)
-{
-	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
-
-	if (rank == 0)
-		rank = 1;
-	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
-		unsigned e = i / LAT_SUB + 3;
-
-		seen += lat_hist[i];
-		if (seen < rank)
-			continue;
-		if (i < LAT_SUB)
-			return i / 1000.0;
-		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
-	}
-	return 0;
-}
-
-
-/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
- * seconds after the start, the first burst_s × burst_rate of them at the
- * burst's rate, the others at --rate; arrived_by(t) requests have arrived
- * by t. */
-static double arrival_of(uint64_t i)
-{
-	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
-
-	if (i < in_burst)
-		return (double)i / arg.burst_rate;
-	return arg.burst_s + (double)(i - in_burst) / arg.rate;
-}
-
-static uint64_t arrived_by(double t)
-{
-	if (t < arg.burst_s)
-		return (uint64_t)(t * arg.burst_rate) + 1;
-	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
 }
 
 static void on_signal(int sig)
@@ -403,7 +325,7 @@ static int parse_args(int argc, char **argv)
 		{}
 	};
 	unsigned long v;
-	char *end, junk;
+	char *end;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:S:r:d:c:v:k:qh", opts, NULL)) >= 0) {
@@ -418,12 +340,8 @@ static int parse_args(int argc, char **argv)
 			arg.quiet = true;
 			continue;
 		case 'B':
-			/* A character after the rate is junk: three conversions. */
-			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
-			    arg.burst_rate == 0 || arg.burst_s > 86400) {
-				fprintf(stderr, "cache-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+			if (schedule_parse_burst(&arg.sched, optarg, "cache-service") < 0)
 				return -1;
-			}
 			continue;
 		case 'h':
 			usage(stdout);
@@ -440,7 +358,7 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			if (o == 'r')
-				arg.rate = (unsigned)v;
+				arg.sched.rate = (unsigned)v;
 			else if (o == 'd')
 				arg.duration = (unsigned)v;
 			else if (o == 'c')
@@ -462,7 +380,7 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "cache-service: --keys and --value-kb must be positive\n");
 		return -1;
 	}
-	if (arg.burst_s && arg.rate == 0) {
+	if (arg.sched.burst_s && arg.sched.rate == 0) {
 		fprintf(stderr, "cache-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
@@ -519,12 +437,14 @@ int main(int argc, char **argv)
 		 * keeps up: a backlog is worked off, not dropped, and its
 		 * requests' latency shows the wait.  Flat out (rate 0), a turn
 		 * is 1000 requests that arrive now. */
-		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+		unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 1000, n = 0;
 		double now = now_s();
-		uint64_t due = arg.rate ? arrived_by(now - start) : requests + turn;
+		uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
+					      : requests + turn;
 
 		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + arrival_of(requests) : now;
+			double arrival = arg.sched.rate ? start + schedule_arrival(&arg.sched, requests)
+							: now;
 			bool hit;
 
 			requests++;
@@ -569,8 +489,8 @@ int main(int argc, char **argv)
 		/* Sleep until the next arrival (at least 1 ms: at high rates
 		 * requests come in small batches), the next line of figures or
 		 * the end. */
-		if (arg.rate && requests >= due) {
-			double next = start + arrival_of(requests);
+		if (arg.sched.rate && requests >= due) {
+			double next = start + schedule_arrival(&arg.sched, requests);
 
 			if (next > next_tick)
 				next = next_tick;

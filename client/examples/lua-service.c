@@ -52,11 +52,11 @@
 
 #include <memguard/client.h>
 
+#include "workload.h"
+
 #define LUA_DEFAULT_PAUSE 200            /* %, Lua 5.4's default (manual §2.5.1) */
 #define LUA_MAX_PAUSE 1000               /* %, Lua stores pause/4 in a byte */
 #define REQUESTS_PER_TURN 64             /* requests between two client dispatches */
-#define LAT_SUB 16                       /* latency histogram buckets per octave */
-#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 /* The service's logic, in Lua: render a page per request, keeping
  * rendered pages in a cache bounded by `cache_limit` entries. */
@@ -103,14 +103,13 @@ static const char retain_script[] =
 static struct {
 	const char *socket;
 	const char *service;
-	unsigned rate;
+	struct schedule sched;           /* --rate (requests per second; 0 = flat out), --burst */
 	unsigned duration;
 	unsigned keys;
 	unsigned request_kb;             /* 0: render pages; else the retain workload */
 	double keep;                     /* seconds a retained string stays referenced */
-	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
-} arg = { .rate = 5000, .keys = 20000, .keep = 6 };
+} arg = { .sched.rate = 5000, .keys = 20000, .keep = 6 };
 
 static lua_State *L;
 static unsigned pause_now = LUA_DEFAULT_PAUSE;
@@ -171,14 +170,6 @@ static void on_gc(void *data, unsigned gc_percent)
 	printf("event: gc=%u pause=%u\n", gc_percent, pause);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void on_level(void *data, enum mg_level level)
 {
 	static const lua_Integer limit[] = { 4000, 2000, 500, 0 };
@@ -215,84 +206,16 @@ static void on_log(void *data, int priority, const char *msg)
 		fprintf(stderr, "memguard: %s\n", msg);
 }
 
-/* ---- request latency ------------------------------------------------------ */
-
-/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
- * two (at most 6 % wide), so percentiles cost no memory per request. */
-static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
-static uint64_t lat_count;
-
-static void lat_record(double seconds)
-{
-	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
-	unsigned e, i;
-
-	if (us < LAT_SUB) {
-		i = (unsigned)us;
-	} else {
-		e = 63 - (unsigned)__builtin_clzll(us);
-		if (e > LAT_OCTAVES + 2)
-			e = LAT_OCTAVES + 2;
-		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
-	}
-	lat_hist[i]++;
-	lat_count++;
-}
-
-/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
-static double lat_quantile(double q)
-{
-	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
-
-	if (rank == 0)
-		rank = 1;
-	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
-		unsigned e = i / LAT_SUB + 3;
-
-		seen += lat_hist[i];
-		if (seen < rank)
-			continue;
-		if (i < LAT_SUB)
-			return i / 1000.0;
-		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
-	}
-	return 0;
-}
-
 /* ---- the service ---------------------------------------------------------- */
 
 /* Four requests in five go to the hottest quarter of the pages. */
 static lua_Integer draw_key(uint64_t *rng)
 {
-	uint64_t x = *rng;
+	uint64_t x = xorshift64(rng);
 
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*rng = x;
 	return (lua_Integer)((x >> 8) % (x % 5 ? arg.keys / 4 + 1 : arg.keys));
 }
 
-
-/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
- * seconds after the start, the first burst_s × burst_rate of them at the
- * burst's rate, the others at --rate; arrived_by(t) requests have arrived
- * by t. */
-static double arrival_of(uint64_t i)
-{
-	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
-
-	if (i < in_burst)
-		return (double)i / arg.burst_rate;
-	return arg.burst_s + (double)(i - in_burst) / arg.rate;
-}
-
-static uint64_t arrived_by(double t)
-{
-	if (t < arg.burst_s)
-		return (uint64_t)(t * arg.burst_rate) + 1;
-	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
-}
 
 /* One request of the workload in use: the bytes it served, or -1 when
  * the script failed.  `t` is the time since the start, in seconds. */
@@ -382,7 +305,7 @@ static int parse_args(int argc, char **argv)
 		{}
 	};
 	unsigned long v;
-	char *end, junk;
+	char *end;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", opts, NULL)) >= 0) {
@@ -400,12 +323,8 @@ static int parse_args(int argc, char **argv)
 			usage(stdout);
 			exit(0);
 		case 'B':
-			/* A character after the rate is junk: three conversions. */
-			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
-			    arg.burst_rate == 0 || arg.burst_s > 86400) {
-				fprintf(stderr, "lua-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+			if (schedule_parse_burst(&arg.sched, optarg, "lua-service") < 0)
 				return -1;
-			}
 			continue;
 		case 'K':
 			errno = 0;
@@ -426,7 +345,7 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			if (o == 'r')
-				arg.rate = (unsigned)v;
+				arg.sched.rate = (unsigned)v;
 			else if (o == 'd')
 				arg.duration = (unsigned)v;
 			else if (o == 'R')
@@ -446,7 +365,7 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "lua-service: --keys must be positive\n");
 		return -1;
 	}
-	if (arg.burst_s && arg.rate == 0) {
+	if (arg.sched.burst_s && arg.sched.rate == 0) {
 		fprintf(stderr, "lua-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
@@ -507,7 +426,7 @@ int main(int argc, char **argv)
 		struct pollfd p = { .fd = mg_client_fd(client), .events = POLLIN };
 		struct timespec ts = { .tv_sec = (time_t)wait,
 				       .tv_nsec = (long)((wait - (time_t)wait) * 1e9) };
-		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 500, n = 0;
+		unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 500, n = 0;
 		uint64_t due;
 		double now;
 
@@ -528,9 +447,10 @@ int main(int argc, char **argv)
 		 * At most a turn's worth between two dispatches, so directives
 		 * are not kept waiting behind it.  Flat out (rate 0), a turn is
 		 * 500 requests that arrive now. */
-		due = arg.rate ? arrived_by(now - start) : requests + turn;
+		due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start) : requests + turn;
 		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + arrival_of(requests) : now;
+			double arrival = arg.sched.rate ? start + schedule_arrival(&arg.sched, requests)
+							: now;
 			int64_t served;
 			size_t lua_now;
 
@@ -581,8 +501,8 @@ int main(int argc, char **argv)
 		 * rates requests come in small batches), the next line of
 		 * figures or the end, waking for the client. */
 		wait = 0;
-		if (arg.rate && requests >= due) {
-			double next = start + arrival_of(requests);
+		if (arg.sched.rate && requests >= due) {
+			double next = start + schedule_arrival(&arg.sched, requests);
 
 			if (next > next_tick)
 				next = next_tick;
