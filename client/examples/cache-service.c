@@ -387,33 +387,28 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static struct {
+	uint64_t requests, admitted, rejected, hits;
+	double lat_max;                  /* seconds */
+} count;
+
+static int cache_init(void)
 {
-	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_OWN };
-	uint64_t requests = 0, admitted = 0, rejected = 0, hits = 0;
-	struct mg_client *client;
-	double start, next_tick, lat_max = 0;
-	struct rusage ru;
-	int r;
-
-	if (parse_args(argc, argv) < 0) {
-		usage(stderr);
-		return 2;
-	}
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-
 	pthread_mutex_init(&cache.lock, NULL);
 	cache.capacity = arg.cache_mb * 1024 * 1024;
 	cache.level_pct = cache.gc_pct = cache.gc_pct_min = 100;
 	cache.target = cache.capacity;
 	cache.buckets = arg.keys * 2 + 1;
 	cache.table = mg_calloc(cache.buckets, sizeof(*cache.table));
-	if (!cache.table) {
-		fprintf(stderr, "cache-service: out of memory\n");
-		return 1;
-	}
+	return cache.table ? 0 : -ENOMEM;
+}
+
+/* The memguard client with the cache's hooks; NULL after a message. */
+static struct mg_client *client_start(void)
+{
+	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_OWN };
+	struct mg_client *client;
+	int r;
 
 	/* Hooks before the first directive can arrive is neatest, but not
 	 * required: a hook set later is told the directive in force. */
@@ -423,65 +418,122 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "cache-service: cannot create the memguard client: %s\n",
 			strerror(-r));
-		return 1;
+		return NULL;
 	}
 	mg_client_set_log_fn(client, on_log, NULL);
 	mg_client_set_level_hook(client, on_level, NULL);
 	mg_client_set_gc_hook(client, on_gc, NULL);
 	mg_client_set_release_hook(client, on_release, NULL);
+	return client;
+}
+
+/*
+ * One turn of the request loop: the requests due by now, at most a turn's
+ * worth.  Request i arrives at start + i / rate, whether or not the loop
+ * keeps up: a backlog is worked off, not dropped, and its requests'
+ * latency shows the wait.  Flat out (rate 0), a turn is 1000 requests
+ * that arrive now.  Returns how many requests are due.
+ */
+static uint64_t serve_turn(double start)
+{
+	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+	double now = now_s();
+	uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
+				      : count.requests + turn;
+
+	while (count.requests < due && n < turn && !stopping) {
+		double arrival = arg.sched.rate
+					 ? start + schedule_arrival(&arg.sched, count.requests)
+					 : now;
+		bool hit;
+
+		count.requests++;
+		n++;
+		if (!mg_admit()) {
+			count.rejected++;        /* a real service answers 503 here */
+			continue;
+		}
+		count.admitted++;
+		if (serve(draw_key(), &hit) < 0) {
+			fprintf(stderr, "cache-service: out of memory\n");
+			stopping = 1;
+			break;
+		}
+		count.hits += hit;
+		now = now_s();
+		lat_record(now - arrival);
+		if (now - arrival > count.lat_max)
+			count.lat_max = now - arrival;
+	}
+	return due;
+}
+
+/* The line of figures printed once a second (`t` in seconds). */
+static void print_figures(struct mg_client *client, double t)
+{
+	struct mg_heap_stats hs;
+
+	mg_heap_stats(&hs);
+	pthread_mutex_lock(&cache.lock);
+	/* The cache is in the heap already: not "external". */
+	printf("t=%.0fs level=%d cache=%.1fMiB target=%.1fMiB entries=%zu "
+	       "hit=%.0f%% admitted=%" PRIu64 " rejected=%" PRIu64
+	       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
+	       t, (int)mg_client_level(client), cache.bytes / MiB, cache.target / MiB,
+	       cache.entries, count.admitted ? 100.0 * count.hits / count.admitted : 0.0,
+	       count.admitted, count.rejected, hs.inuse / MiB, hs.released / MiB);
+	pthread_mutex_unlock(&cache.lock);
+}
+
+static void print_summary(double seconds)
+{
+	struct rusage ru;
+
+	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
+	       " hits=%" PRIu64 " evicted=%.1fMiB levels=%s%s%s%s\n",
+	       count.requests, count.admitted, count.rejected, count.hits,
+	       cache.evicted_bytes / MiB, levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
+	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_gc_pct=%u"
+	       " cache_peak=%zu peak_rss=%llu\n",
+	       seconds, count.requests, count.admitted, count.rejected,
+	       count.requests ? 100.0 * count.rejected / count.requests : 0.0,
+	       lat_quantile(0.50), lat_quantile(0.99), count.lat_max * 1000, cache.gc_pct_min,
+	       cache.bytes_peak, (unsigned long long)ru.ru_maxrss * 1024);
+}
+
+int main(int argc, char **argv)
+{
+	struct mg_client *client;
+	double start, next_tick;
+
+	if (parse_args(argc, argv) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (cache_init() < 0) {
+		fprintf(stderr, "cache-service: out of memory\n");
+		return 1;
+	}
+	client = client_start();
+	if (!client)
+		return 1;
 
 	start = now_s();
 	next_tick = start + 1;
 	while (!stopping) {
-		/* Request i arrives at start + i / rate, whether or not the loop
-		 * keeps up: a backlog is worked off, not dropped, and its
-		 * requests' latency shows the wait.  Flat out (rate 0), a turn
-		 * is 1000 requests that arrive now. */
-		unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+		uint64_t due = serve_turn(start);
 		double now = now_s();
-		uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
-					      : requests + turn;
 
-		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.sched.rate ? start + schedule_arrival(&arg.sched, requests)
-							: now;
-			bool hit;
-
-			requests++;
-			n++;
-			if (!mg_admit()) {
-				rejected++;      /* a real service answers 503 here */
-				continue;
-			}
-			admitted++;
-			if (serve(draw_key(), &hit) < 0) {
-				fprintf(stderr, "cache-service: out of memory\n");
-				stopping = 1;
-				break;
-			}
-			hits += hit;
-			now = now_s();
-			lat_record(now - arrival);
-			if (now - arrival > lat_max)
-				lat_max = now - arrival;
-		}
-
-		now = now_s();
 		if (now >= next_tick) {
-			struct mg_heap_stats hs;
-
-			mg_heap_stats(&hs);
-			pthread_mutex_lock(&cache.lock);
-			/* The cache is in the heap already: not "external". */
 			if (!arg.quiet)
-				printf("t=%.0fs level=%d cache=%.1fMiB target=%.1fMiB entries=%zu "
-				       "hit=%.0f%% admitted=%" PRIu64 " rejected=%" PRIu64
-				       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
-				       now - start, (int)mg_client_level(client), cache.bytes / MiB,
-				       cache.target / MiB, cache.entries,
-				       admitted ? 100.0 * hits / admitted : 0.0, admitted, rejected,
-				       hs.inuse / MiB, hs.released / MiB);
-			pthread_mutex_unlock(&cache.lock);
+				print_figures(client, now - start);
 			next_tick += 1;
 		}
 		if (arg.duration && now - start >= arg.duration)
@@ -489,32 +541,17 @@ int main(int argc, char **argv)
 		/* Sleep until the next arrival (at least 1 ms: at high rates
 		 * requests come in small batches), the next line of figures or
 		 * the end. */
-		if (arg.sched.rate && requests >= due) {
-			double next = start + schedule_arrival(&arg.sched, requests);
+		if (arg.sched.rate && count.requests >= due) {
+			double wait = schedule_wait(&arg.sched, count.requests, start, now,
+						    next_tick, arg.duration);
 
-			if (next > next_tick)
-				next = next_tick;
-			if (arg.duration && next > start + arg.duration)
-				next = start + arg.duration;
-			usleep(next - now > 0.001 ? (useconds_t)((next - now) * 1e6) : 1000);
+			usleep((useconds_t)(wait * 1e6));
 		}
 	}
 
 	/* Say BYE before the cache goes: a hook must not find it freed. */
 	mg_client_free(client);
-	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
-	       " hits=%" PRIu64 " evicted=%.1fMiB levels=%s%s%s%s\n",
-	       requests, admitted, rejected, hits, cache.evicted_bytes / MiB,
-	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
-	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
-	getrusage(RUSAGE_SELF, &ru);
-	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
-	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_gc_pct=%u"
-	       " cache_peak=%zu peak_rss=%llu\n",
-	       now_s() - start, requests, admitted, rejected,
-	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
-	       lat_quantile(0.99), lat_max * 1000, cache.gc_pct_min, cache.bytes_peak,
-	       (unsigned long long)ru.ru_maxrss * 1024);
+	print_summary(now_s() - start);
 	shrink_to(0);
 	mg_free(cache.table);
 	return 0;

@@ -289,26 +289,27 @@ static void usage(FILE *f)
 		"the most Lua held (lua_peak, bytes) and the peak RSS (bytes).\n");
 }
 
+static const struct option long_opts[] = {
+	{ "socket", required_argument, NULL, 's' },
+	{ "service", required_argument, NULL, 'S' },
+	{ "rate", required_argument, NULL, 'r' },
+	{ "duration", required_argument, NULL, 'd' },
+	{ "keys", required_argument, NULL, 'k' },
+	{ "request-kb", required_argument, NULL, 'R' },
+	{ "keep", required_argument, NULL, 'K' },
+	{ "burst", required_argument, NULL, 'B' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{}
+};
+
 static int parse_args(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "service", required_argument, NULL, 'S' },
-		{ "rate", required_argument, NULL, 'r' },
-		{ "duration", required_argument, NULL, 'd' },
-		{ "keys", required_argument, NULL, 'k' },
-		{ "request-kb", required_argument, NULL, 'R' },
-		{ "keep", required_argument, NULL, 'K' },
-		{ "burst", required_argument, NULL, 'B' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{}
-	};
 	unsigned long v;
 	char *end;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", opts, NULL)) >= 0) {
+	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", long_opts, NULL)) >= 0) {
 		switch (o) {
 		case 's':
 			arg.socket = optarg;
@@ -376,14 +377,138 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static struct {
+	uint64_t requests, admitted, rejected, served_bytes;
+	double lat_max;                  /* seconds */
+} count;
+
+/* The interpreter, over the memguard heap, with the workload's script. */
+static int lua_start(void)
+{
+	L = lua_newstate(lua_alloc, NULL);
+	if (!L) {
+		fprintf(stderr, "lua-service: cannot create a Lua state\n");
+		return -1;
+	}
+	luaL_openlibs(L);
+	if (luaL_dostring(L, script) != LUA_OK ||
+	    (arg.request_kb && luaL_dostring(L, retain_script) != LUA_OK)) {
+		fprintf(stderr, "lua-service: %s\n", lua_tostring(L, -1));
+		return -1;
+	}
+	lua_gc(L, LUA_GCINC, LUA_DEFAULT_PAUSE, 0, 0);
+	return 0;
+}
+
+/* The memguard client with the interpreter's hooks; NULL after a message. */
+static struct mg_client *client_start(void)
 {
 	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_NONE };
-	uint64_t requests = 0, admitted = 0, rejected = 0, served_bytes = 0;
 	struct mg_client *client;
-	double start, next_tick, wait = 0, lat_max = 0;
-	uint64_t rng = 0x2545f4914f6cdd1dULL;
+	int r;
+
+	opts.socket_path = arg.socket;
+	opts.service = arg.service;
+	r = mg_client_new(&client, &opts);
+	if (r < 0) {
+		fprintf(stderr, "lua-service: cannot create the memguard client: %s\n",
+			strerror(-r));
+		return NULL;
+	}
+	mg_client_set_log_fn(client, on_log, NULL);
+	mg_client_set_gc_hook(client, on_gc, NULL);
+	mg_client_set_level_hook(client, on_level, NULL);
+	mg_client_set_release_hook(client, on_release, NULL);
+	return client;
+}
+
+/*
+ * One turn of the request loop: the requests due by `now`.  Request i
+ * arrives at start + i / rate, whether or not the loop keeps up: a backlog
+ * (behind a long collection, say) is worked off, not dropped, and its
+ * requests' latency shows the wait.  At most a turn's worth between two
+ * dispatches, so directives are not kept waiting behind it.  Flat out
+ * (rate 0), a turn is 500 requests that arrive now.  `p` polls the
+ * client's socket.  Returns how many requests are due.
+ */
+static uint64_t serve_turn(struct pollfd *p, double start, double now, uint64_t *rng)
+{
+	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 500, n = 0;
+	uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
+				      : count.requests + turn;
+
+	while (count.requests < due && n < turn && !stopping) {
+		double arrival = arg.sched.rate
+					 ? start + schedule_arrival(&arg.sched, count.requests)
+					 : now;
+		int64_t served;
+		size_t lua_now;
+
+		count.requests++;
+		n++;
+		if (!mg_admit()) {
+			count.rejected++;
+			continue;
+		}
+		count.admitted++;
+		served = handle_request(rng, now_s() - start);
+		if (served < 0) {
+			stopping = 1;
+			break;
+		}
+		count.served_bytes += (uint64_t)served;
+		now = now_s();
+		lat_record(now - arrival);
+		if (now - arrival > count.lat_max)
+			count.lat_max = now - arrival;
+		lua_now = lua_bytes();
+		if (lua_now > lua_peak)
+			lua_peak = lua_now;
+		/* The client has work (a directive, or the heap past its
+		 * local limit): end the turn now rather than after it.
+		 * A poll of no time per request is cheap next to one. */
+		if (poll(p, 1, 0) > 0)
+			break;
+	}
+	return due;
+}
+
+/* The line of figures printed once a second (`t` in seconds). */
+static void print_figures(struct mg_client *client, double t)
+{
+	struct mg_heap_stats hs;
+
+	mg_heap_stats(&hs);
+	printf("t=%.0fs level=%d pause=%u lua=%zuKiB admitted=%" PRIu64 " rejected=%" PRIu64
+	       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
+	       t, (int)mg_client_level(client), pause_now, lua_bytes() / 1024, count.admitted,
+	       count.rejected, hs.inuse / 1048576.0, hs.released / 1048576.0);
+}
+
+static void print_summary(double seconds)
+{
 	struct rusage ru;
+
+	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
+	       " served=%" PRIu64 " full_collections=%u pause=%u levels=%s%s%s%s\n",
+	       count.requests, count.admitted, count.rejected, count.served_bytes,
+	       full_collections, pause_now, levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
+	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_pause=%u"
+	       " lua_peak=%zu peak_rss=%llu\n",
+	       seconds, count.requests, count.admitted, count.rejected,
+	       count.requests ? 100.0 * count.rejected / count.requests : 0.0,
+	       lat_quantile(0.50), lat_quantile(0.99), count.lat_max * 1000, pause_min, lua_peak,
+	       (unsigned long long)ru.ru_maxrss * 1024);
+}
+
+int main(int argc, char **argv)
+{
+	struct mg_client *client;
+	double start, next_tick, wait = 0;
+	uint64_t rng = 0x2545f4914f6cdd1dULL;
 	int r;
 
 	if (parse_args(argc, argv) < 0) {
@@ -394,31 +519,11 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
-	L = lua_newstate(lua_alloc, NULL);
-	if (!L) {
-		fprintf(stderr, "lua-service: cannot create a Lua state\n");
+	if (lua_start() < 0)
 		return 1;
-	}
-	luaL_openlibs(L);
-	if (luaL_dostring(L, script) != LUA_OK ||
-	    (arg.request_kb && luaL_dostring(L, retain_script) != LUA_OK)) {
-		fprintf(stderr, "lua-service: %s\n", lua_tostring(L, -1));
+	client = client_start();
+	if (!client)
 		return 1;
-	}
-	lua_gc(L, LUA_GCINC, LUA_DEFAULT_PAUSE, 0, 0);
-
-	opts.socket_path = arg.socket;
-	opts.service = arg.service;
-	r = mg_client_new(&client, &opts);
-	if (r < 0) {
-		fprintf(stderr, "lua-service: cannot create the memguard client: %s\n",
-			strerror(-r));
-		return 1;
-	}
-	mg_client_set_log_fn(client, on_log, NULL);
-	mg_client_set_gc_hook(client, on_gc, NULL);
-	mg_client_set_level_hook(client, on_level, NULL);
-	mg_client_set_release_hook(client, on_release, NULL);
 
 	start = now_s();
 	next_tick = start + 1;
@@ -426,7 +531,6 @@ int main(int argc, char **argv)
 		struct pollfd p = { .fd = mg_client_fd(client), .events = POLLIN };
 		struct timespec ts = { .tv_sec = (time_t)wait,
 				       .tv_nsec = (long)((wait - (time_t)wait) * 1e9) };
-		unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 500, n = 0;
 		uint64_t due;
 		double now;
 
@@ -441,91 +545,26 @@ int main(int argc, char **argv)
 		now = now_s();
 		if (arg.request_kb)
 			expire_before(now - start - arg.keep);
-		/* Request i arrives at start + i / rate, whether or not the loop
-		 * keeps up: a backlog (behind a long collection, say) is worked
-		 * off, not dropped, and its requests' latency shows the wait.
-		 * At most a turn's worth between two dispatches, so directives
-		 * are not kept waiting behind it.  Flat out (rate 0), a turn is
-		 * 500 requests that arrive now. */
-		due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start) : requests + turn;
-		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.sched.rate ? start + schedule_arrival(&arg.sched, requests)
-							: now;
-			int64_t served;
-			size_t lua_now;
-
-			requests++;
-			n++;
-			if (!mg_admit()) {
-				rejected++;
-				continue;
-			}
-			admitted++;
-			served = handle_request(&rng, now_s() - start);
-			if (served < 0) {
-				stopping = 1;
-				break;
-			}
-			served_bytes += (uint64_t)served;
-			now = now_s();
-			lat_record(now - arrival);
-			if (now - arrival > lat_max)
-				lat_max = now - arrival;
-			lua_now = lua_bytes();
-			if (lua_now > lua_peak)
-				lua_peak = lua_now;
-			/* The client has work (a directive, or the heap past its
-			 * local limit): end the turn now rather than after it.
-			 * A poll of no time per request is cheap next to one. */
-			if (poll(&p, 1, 0) > 0)
-				break;
-		}
+		due = serve_turn(&p, start, now, &rng);
 
 		now = now_s();
 		if (now >= next_tick) {
-			struct mg_heap_stats hs;
-
-			mg_heap_stats(&hs);
 			if (!arg.quiet)
-				printf("t=%.0fs level=%d pause=%u lua=%zuKiB admitted=%" PRIu64
-				       " rejected=%" PRIu64
-				       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
-				       now - start, (int)mg_client_level(client), pause_now,
-				       lua_bytes() / 1024, admitted, rejected, hs.inuse / 1048576.0,
-				       hs.released / 1048576.0);
+				print_figures(client, now - start);
 			next_tick += 1;
 		}
 		if (arg.duration && now - start >= arg.duration)
 			break;
-		/* Sleep in ppoll() until the next arrival (at least 1 ms: at high
-		 * rates requests come in small batches), the next line of
+		/* Sleep in ppoll() until the next arrival, the next line of
 		 * figures or the end, waking for the client. */
 		wait = 0;
-		if (arg.sched.rate && requests >= due) {
-			double next = start + schedule_arrival(&arg.sched, requests);
-
-			if (next > next_tick)
-				next = next_tick;
-			if (arg.duration && next > start + arg.duration)
-				next = start + arg.duration;
-			wait = next - now > 0.001 ? next - now : 0.001;
-		}
+		if (arg.sched.rate && count.requests >= due)
+			wait = schedule_wait(&arg.sched, count.requests, start, now, next_tick,
+					     arg.duration);
 	}
 
 	mg_client_free(client);
-	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
-	       " served=%" PRIu64 " full_collections=%u pause=%u levels=%s%s%s%s\n",
-	       requests, admitted, rejected, served_bytes, full_collections, pause_now,
-	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "", levels_seen & 4 ? "C" : "",
-	       levels_seen & 8 ? "E" : "");
-	getrusage(RUSAGE_SELF, &ru);
-	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
-	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_pause=%u"
-	       " lua_peak=%zu peak_rss=%llu\n",
-	       now_s() - start, requests, admitted, rejected,
-	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
-	       lat_quantile(0.99), lat_max * 1000, pause_min, lua_peak,
-	       (unsigned long long)ru.ru_maxrss * 1024);
+	print_summary(now_s() - start);
 	lua_close(L);
 	return 0;
 }

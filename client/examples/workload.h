@@ -78,6 +78,24 @@ static inline uint64_t schedule_arrived_by(const struct schedule *s, double t)
 	return (uint64_t)s->burst_s * s->burst_rate + (uint64_t)((t - s->burst_s) * s->rate) + 1;
 }
 
+/*
+ * With a rate, once request `requests` is due next: how long to sleep from
+ * `now` until it arrives, the next line of figures (`next_tick`) or the
+ * end (`duration` seconds after `start`; 0 = none), at least 1 ms (at high
+ * rates requests come in small batches).  In seconds.
+ */
+static inline double schedule_wait(const struct schedule *s, uint64_t requests, double start,
+				   double now, double next_tick, unsigned duration)
+{
+	double next = start + schedule_arrival(s, requests);
+
+	if (next > next_tick)
+		next = next_tick;
+	if (duration && next > start + duration)
+		next = start + duration;
+	return next - now > 0.001 ? next - now : 0.001;
+}
+
 /* ---- request latency ------------------------------------------------------ */
 
 /* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
