@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,6 +66,26 @@ void mfixture_done(struct mfixture *t)
 	fixture_done(&t->fx);
 }
 
+struct mfixture *mfixture_new(const char *name, const char *my_cgroup,
+			      const char *const *cgroups, const char *services)
+{
+	struct mfixture *t = calloc(1, sizeof(*t));
+
+	assert_non_null(t);
+	mfixture_start(t, name, my_cgroup, cgroups, services);
+	return t;
+}
+
+int mfixture_teardown(void **state)
+{
+	struct mfixture *t = *state;
+
+	mfixture_done(t);
+	free(t);
+	*state = NULL;
+	return 0;
+}
+
 void mfixture_pump(struct mfixture *t)
 {
 	int r;
@@ -111,6 +132,29 @@ int mfixture_hello(struct mfixture *t, const char *service, struct mg_msg *ret,
 void mfixture_move(struct mfixture *t, const char *cgroup)
 {
 	fixture_map_pid(&t->fx, getpid(), cgroup);
+}
+
+int mfixture_client(struct mfixture *t, const char *cgroup, struct mg_welcome *ret)
+{
+	struct mg_msg w;
+	int fd;
+
+	mfixture_move(t, cgroup);
+	fd = mfixture_hello(t, "", &w, NULL);
+	assert_int_equal(w.hdr.type, MG_MSG_WELCOME);
+	if (ret)
+		*ret = w.welcome;
+	return fd;
+}
+
+void mfixture_report(int fd, uint32_t flags, uint64_t inuse, uint64_t idle)
+{
+	struct mg_msg r = { .hdr = { .type = MG_MSG_REPORT, .flags = flags } };
+
+	r.report.heap_sys = inuse + idle;
+	r.report.heap_inuse = inuse;
+	r.report.heap_idle = idle;
+	fixture_send(fd, &r);
 }
 
 size_t mfixture_request(struct mfixture *t, struct mg_msg *req, struct mg_msg *ret, size_t max)

@@ -34,6 +34,13 @@ void mfixture_start(struct mfixture *t, const char *name, const char *my_cgroup,
 /* Free the manager and remove the tree. */
 void mfixture_done(struct mfixture *t);
 
+/* mfixture_start() on a new struct, for a cmocka setup. */
+struct mfixture *mfixture_new(const char *name, const char *my_cgroup,
+			      const char *const *cgroups, const char *services);
+
+/* The cmocka teardown of a setup that made *state with mfixture_new(). */
+int mfixture_teardown(void **state);
+
 /* Write memguard.conf: a [daemon] section with the tree's socket, a tick
  * of a minute and log level warning, then `services` as it is. */
 void mfixture_config(struct mfixture *t, const char *services);
@@ -53,6 +60,14 @@ int mfixture_hello(struct mfixture *t, const char *service, struct mg_msg *ret,
 
 /* Make this process's /proc say it is in `cgroup` (for the next HELLO). */
 void mfixture_move(struct mfixture *t, const char *cgroup);
+
+/* A client registered from `cgroup` by HELLO without a service name (the
+ * test fails unless it is welcomed); its WELCOME in `ret` when not NULL. */
+int mfixture_client(struct mfixture *t, const char *cgroup, struct mg_welcome *ret);
+
+/* Send a REPORT of a heap with `inuse` bytes in use and `idle` free but
+ * resident, with the header flags `flags` (MG_FLAG_*). */
+void mfixture_report(int fd, uint32_t flags, uint64_t inuse, uint64_t idle);
 
 /*
  * Send the admin request `req` on a new connection and read its answers

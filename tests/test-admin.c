@@ -37,46 +37,10 @@ static const char *services =
 
 static int setup(void **state)
 {
-	struct mfixture *t = calloc(1, sizeof(*t));
-
-	assert_non_null(t);
-	mfixture_start(t, "test-admin", "web", cgroups, services);
-	*state = t;
+	*state = mfixture_new("test-admin", "web", cgroups, services);
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct mfixture *t = *state;
-
-	mfixture_done(t);
-	free(t);
-	return 0;
-}
-
-/* A client of `cgroup`'s service; its WELCOME in `ret` when not NULL. */
-static int client_in(struct mfixture *t, const char *cgroup, struct mg_welcome *ret)
-{
-	struct mg_msg w;
-	int fd;
-
-	mfixture_move(t, cgroup);
-	fd = mfixture_hello(t, "", &w, NULL);
-	assert_int_equal(w.hdr.type, MG_MSG_WELCOME);
-	if (ret)
-		*ret = w.welcome;
-	return fd;
-}
-
-static void report(int fd, uint64_t heap_sys, uint64_t inuse, uint64_t idle)
-{
-	struct mg_msg r = { .hdr = { .type = MG_MSG_REPORT } };
-
-	r.report.heap_sys = heap_sys;
-	r.report.heap_inuse = inuse;
-	r.report.heap_idle = idle;
-	fixture_send(fd, &r);
-}
 
 /* STATUS: the daemon's figures, one STATUS_SERVICE per service in the
  * config's order, then RESULT; every answer with the request's seq. */
@@ -85,7 +49,7 @@ static void test_status(void **state)
 	struct mfixture *t = *state;
 	struct mg_msg req = { .hdr = { .type = MG_MSG_STATUS, .seq = 31 } };
 	struct mg_msg a[8];
-	int web = client_in(t, "web", NULL), batch = client_in(t, "batch", NULL);
+	int web = mfixture_client(t, "web", NULL), batch = mfixture_client(t, "batch", NULL);
 	size_t n = mfixture_request(t, &req, a, ARRAY_SIZE(a));
 
 	assert_int_equal(n, 4);
@@ -133,13 +97,13 @@ static void test_clients(void **state)
 	struct mfixture *t = *state;
 	struct mg_client_info ci[8];
 	struct mg_welcome w1;
-	int web1 = client_in(t, "web", &w1), web2 = client_in(t, "web", NULL);
-	int batch = client_in(t, "batch", NULL);
+	int web1 = mfixture_client(t, "web", &w1), web2 = mfixture_client(t, "web", NULL);
+	int batch = mfixture_client(t, "batch", NULL);
 	struct mg_msg req = { .hdr = { .type = MG_MSG_CLIENTS, .seq = 32 } };
 	struct mg_result res;
 	size_t n;
 
-	report(web1, 8 * MiB, 6 * MiB, MiB);
+	mfixture_report(web1, 0, 6 * MiB, MiB);
 	mfixture_pump(t);
 
 	assert_int_equal(mfixture_clients(t, "", ci, ARRAY_SIZE(ci)), 3);
@@ -152,7 +116,7 @@ static void test_clients(void **state)
 		assert_int_equal(ci[i].uid, getuid());
 		if (ci[i].client_id != w1.client_id)
 			continue;
-		assert_true(ci[i].heap_sys == 8 * MiB);
+		assert_true(ci[i].heap_sys == 7 * MiB);
 		assert_true(ci[i].heap_inuse == 6 * MiB);
 		w1.client_id = 0;
 	}
@@ -245,11 +209,11 @@ static void test_release(void **state)
 	struct mg_client_info ci[4];
 	struct mg_result res;
 	struct mg_msg m;
-	int a = client_in(t, "web", NULL), b = client_in(t, "web", NULL);
-	int c = client_in(t, "batch", NULL);
+	int a = mfixture_client(t, "web", NULL), b = mfixture_client(t, "web", NULL);
+	int c = mfixture_client(t, "batch", NULL);
 
-	report(a, 8 * MiB, 2 * MiB, 3 * MiB);
-	report(b, 8 * MiB, 2 * MiB, 1 * MiB);
+	mfixture_report(a, 0, 2 * MiB, 3 * MiB);
+	mfixture_report(b, 0, 2 * MiB, MiB);
 	mfixture_pump(t);
 
 	strcpy(req.release.service, "web");
@@ -379,12 +343,12 @@ static void test_non_admin_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_status, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clients, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_set_budget, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_release, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_non_admin_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_clients, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_set_budget, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_release, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_reload, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_non_admin_refused, setup, mfixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,45 +36,10 @@ static const char *services =
 
 static int setup(void **state)
 {
-	struct mfixture *t = calloc(1, sizeof(*t));
-
-	assert_non_null(t);
-	mfixture_start(t, "test-manager", "web", cgroups, services);
-	*state = t;
+	*state = mfixture_new("test-manager", "web", cgroups, services);
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct mfixture *t = *state;
-
-	mfixture_done(t);
-	free(t);
-	return 0;
-}
-
-static int client_in(struct mfixture *t, const char *cgroup, struct mg_welcome *ret)
-{
-	struct mg_msg w;
-	int fd;
-
-	mfixture_move(t, cgroup);
-	fd = mfixture_hello(t, "", &w, NULL);
-	assert_int_equal(w.hdr.type, MG_MSG_WELCOME);
-	if (ret)
-		*ret = w.welcome;
-	return fd;
-}
-
-static void send_report(int fd, uint32_t flags, uint64_t inuse, uint64_t idle)
-{
-	struct mg_msg r = { .hdr = { .type = MG_MSG_REPORT, .flags = flags } };
-
-	r.report.heap_sys = inuse + idle;
-	r.report.heap_inuse = inuse;
-	r.report.heap_idle = idle;
-	fixture_send(fd, &r);
-}
 
 /* The refusal of a HELLO: ERROR with `code`, and the connection closed. */
 static void refused(struct mfixture *t, const char *service, unsigned code, const char *text)
@@ -162,23 +127,23 @@ static void test_report(void **state)
 	struct mfixture *t = *state;
 	struct mg_client_info ci;
 	struct mg_msg m;
-	int fd = client_in(t, "web", NULL);
+	int fd = mfixture_client(t, "web", NULL);
 
-	send_report(fd, 0, 2 * MiB, MiB);
+	mfixture_report(fd, 0, 2 * MiB, MiB);
 	assert_int_equal(mfixture_recv(t, fd, &m), -EAGAIN);
 	assert_int_equal(mfixture_clients(t, "web", &ci, 1), 1);
 	assert_true(ci.heap_inuse == 2 * MiB);
 	assert_true(ci.heap_sys == 3 * MiB);
 
 	/* More than the cgroup's 10 MiB is not believed. */
-	send_report(fd, 0, 64 * MiB, 0);
+	mfixture_report(fd, 0, 64 * MiB, 0);
 	mfixture_pump(t);
 	assert_int_equal(mfixture_clients(t, "web", &ci, 1), 1);
 	assert_true(ci.heap_inuse == 10 * MiB);
 
 	/* 95 MiB of 100: the tick is a minute away, the local limit is now. */
 	fixture_set_usage(&t->fx, "web", 95 * MiB);
-	send_report(fd, MG_FLAG_LOCAL_LIMIT, 8 * MiB, 0);
+	mfixture_report(fd, MG_FLAG_LOCAL_LIMIT, 8 * MiB, 0);
 	assert_int_equal(mfixture_recv(t, fd, &m), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
 	assert_true(m.directive.level > MG_LEVEL_NORMAL);
@@ -194,9 +159,9 @@ static void test_released(void **state)
 	struct mg_msg m, r = { .hdr = { .type = MG_MSG_RELEASED } };
 	struct mg_client_info ci;
 	uint32_t seq;
-	int fd = client_in(t, "web", NULL);
+	int fd = mfixture_client(t, "web", NULL);
 
-	send_report(fd, 0, MiB, 4 * MiB);
+	mfixture_report(fd, 0, MiB, 4 * MiB);
 	strcpy(req.release.service, "web");
 	req.release.bytes = 4 * MiB;
 	assert_int_equal(mfixture_result(t, &req).code, MG_ERR_OK);
@@ -243,7 +208,7 @@ static void test_malformed_closes_one(void **state)
 	struct mg_client_info ci;
 	struct mg_welcome wb;
 	struct mg_msg m;
-	int a = client_in(t, "web", NULL), b = client_in(t, "web", &wb);
+	int a = mfixture_client(t, "web", NULL), b = mfixture_client(t, "web", &wb);
 
 	assert_int_equal(send(a, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
 	assert_int_equal(mfixture_recv(t, a, &m), 0);
@@ -253,7 +218,7 @@ static void test_malformed_closes_one(void **state)
 	close(a);
 
 	assert_int_equal(mfixture_status(t, "web", NULL).clients, 1);
-	send_report(b, 0, 5 * MiB, 0);
+	mfixture_report(b, 0, 5 * MiB, 0);
 	assert_int_equal(mfixture_recv(t, b, &m), -EAGAIN);
 	assert_int_equal(mfixture_clients(t, "web", &ci, 1), 1);
 	assert_true(ci.client_id == wb.client_id);
@@ -273,7 +238,7 @@ static void test_reload_keeps(void **state)
 	struct mg_status_daemon d;
 	struct mg_welcome wa, wb;
 	struct service *web = service_by_name(t->m, "web");
-	int a = client_in(t, "web", &wa), b = client_in(t, "batch", &wb);
+	int a = mfixture_client(t, "web", &wa), b = mfixture_client(t, "batch", &wb);
 	struct mg_msg m;
 
 	strcpy(req.set_budget.service, "web");
@@ -300,8 +265,8 @@ static void test_reload_keeps(void **state)
 	assert_ptr_equal(service_by_name(t->m, "web"), web);
 
 	/* Both connections live on. */
-	send_report(a, 0, 3 * MiB, 0);
-	send_report(b, 0, 4 * MiB, 0);
+	mfixture_report(a, 0, 3 * MiB, 0);
+	mfixture_report(b, 0, 4 * MiB, 0);
 	mfixture_pump(t);
 	assert_int_equal(mfixture_clients(t, "", ci, ARRAY_SIZE(ci)), 2);
 	for (size_t i = 0; i < 2; i++) {
@@ -321,12 +286,13 @@ static void test_reload_keeps(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_hello, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello, setup, mfixture_teardown),
 		cmocka_unit_test(test_hello_implicit),
-		cmocka_unit_test_setup_teardown(test_report, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_released, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_malformed_closes_one, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reload_keeps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_report, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_released, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_closes_one, setup,
+						mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_keeps, setup, mfixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

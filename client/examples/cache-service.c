@@ -438,13 +438,10 @@ static uint64_t serve_turn(double start)
 {
 	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 1000, n = 0;
 	double now = now_s();
-	uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
-				      : count.requests + turn;
+	uint64_t due = schedule_due(&arg.sched, start, now, count.requests, turn);
 
 	while (count.requests < due && n < turn && !stopping) {
-		double arrival = arg.sched.rate
-					 ? start + schedule_arrival(&arg.sched, count.requests)
-					 : now;
+		double arrival = schedule_arrived_at(&arg.sched, start, count.requests, now);
 		bool hit;
 
 		count.requests++;

@@ -434,13 +434,10 @@ static struct mg_client *client_start(void)
 static uint64_t serve_turn(struct pollfd *p, double start, double now, uint64_t *rng)
 {
 	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 500, n = 0;
-	uint64_t due = arg.sched.rate ? schedule_arrived_by(&arg.sched, now - start)
-				      : count.requests + turn;
+	uint64_t due = schedule_due(&arg.sched, start, now, count.requests, turn);
 
 	while (count.requests < due && n < turn && !stopping) {
-		double arrival = arg.sched.rate
-					 ? start + schedule_arrival(&arg.sched, count.requests)
-					 : now;
+		double arrival = schedule_arrived_at(&arg.sched, start, count.requests, now);
 		int64_t served;
 		size_t lua_now;
 

@@ -78,6 +78,21 @@ static inline uint64_t schedule_arrived_by(const struct schedule *s, double t)
 	return (uint64_t)s->burst_s * s->burst_rate + (uint64_t)((t - s->burst_s) * s->rate) + 1;
 }
 
+/* How many requests are due `now`: with a rate, those that arrived by
+ * then; flat out, a `turn` more than the `served` so far. */
+static inline uint64_t schedule_due(const struct schedule *s, double start, double now,
+				    uint64_t served, unsigned turn)
+{
+	return s->rate ? schedule_arrived_by(s, now - start) : served + turn;
+}
+
+/* When request i arrived: on the schedule, or `now` flat out. */
+static inline double schedule_arrived_at(const struct schedule *s, double start, uint64_t i,
+					 double now)
+{
+	return s->rate ? start + schedule_arrival(s, i) : now;
+}
+
 /*
  * With a rate, once request `requests` is due next: how long to sleep from
  * `now` until it arrives, the next line of figures (`next_tick`) or the
