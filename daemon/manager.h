@@ -2,11 +2,18 @@
 /*
  * struct manager: memguardd's state and its loop.  It owns the sd-event
  * loop, the services of the configuration (each a watched cgroup with its
- * policy state), the server and the tick:
+ * policy state), the server and the tick.  On each tick the data flows
+ * through the files of daemon/ in this order:
  *
- *   monitor (read cgroup + PSI) → policy (decide) → server (direct clients)
+ *   monitor-parse.c, monitor.c   read the cgroup files and PSI
+ *   policy.c                     decide: level, directive, escalation
+ *   service.c                    one service: direct its clients, escalate
+ *                                (memory.high, kill), restore
+ *   server.c                     the socket: each client's DIRECTIVE
  *
- * and escalation when clients do not comply.
+ * manager.c runs the loop, the clients' messages and reload; admin.c
+ * answers the admin requests; main.c starts it all (manager-internal.h
+ * is the map of what they share).
  */
 #pragma once
 
@@ -14,6 +21,7 @@
 #include <systemd/sd-event.h>
 
 #include "conf/conf.h"
+#include "proto/macro.h"
 
 struct manager;
 

@@ -43,10 +43,10 @@
 
 #include <memguard/client.h>
 
+#include "workload.h"
+
 #define MiB (1024.0 * 1024.0)
 #define REQUESTS_PER_TURN 64             /* requests between two looks at the clock */
-#define LAT_SUB 16                       /* latency histogram buckets per octave */
-#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 struct entry {
 	uint64_t key;
@@ -73,14 +73,13 @@ struct cache {
 static struct {
 	const char *socket;
 	const char *service;
-	unsigned rate;                   /* requests per second; 0 = flat out */
+	struct schedule sched;           /* --rate (requests per second; 0 = flat out), --burst */
 	unsigned duration;               /* seconds; 0 = until a signal */
 	size_t cache_mb;
 	size_t value_kb;
 	unsigned keys;
-	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
-} arg = { .rate = 20000, .duration = 0, .cache_mb = 64, .value_kb = 16, .keys = 20000 };
+} arg = { .sched.rate = 20000, .duration = 0, .cache_mb = 64, .value_kb = 16, .keys = 20000 };
 
 static struct cache cache;
 static volatile sig_atomic_t stopping;
@@ -177,14 +176,6 @@ static void insert(struct entry *e)
 
 /* ---- hooks: these run on the library's thread -------------------------- */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* How much of its capacity the cache may use at each level: it grows back
  * at NORMAL ("cleared"). */
 static void on_level(void *data, enum mg_level level)
@@ -241,10 +232,7 @@ static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
 static uint64_t next_random(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	return xorshift64(&rng);
 }
 
 /* Hot keys first: the minimum of two uniform draws, twice. */
@@ -284,72 +272,6 @@ static int serve(uint64_t key, bool *ret_hit)
 	insert(e);
 	pthread_mutex_unlock(&cache.lock);
 	return 0;
-}
-
-/* ---- request latency ---------------------------------------------------- */
-
-/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
- * two (at most 6 % wide), so percentiles cost no memory per request.  Only
- * the request loop touches it. */
-static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
-static uint64_t lat_count;
-
-static void lat_record(double seconds)
-{
-	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
-	unsigned e, i;
-
-	if (us < LAT_SUB) {
-		i = (unsigned)us;
-	} else {
-		e = 63 - (unsigned)__builtin_clzll(us);
-		if (e > LAT_OCTAVES + 2)
-			e = LAT_OCTAVES + 2;
-		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
-	}
-	lat_hist[i]++;
-	lat_count++;
-}
-
-/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
-static double lat_quantile(double q)
-{
-	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
-
-	if (rank == 0)
-		rank = 1;
-	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
-		unsigned e = i / LAT_SUB + 3;
-
-		seen += lat_hist[i];
-		if (seen < rank)
-			continue;
-		if (i < LAT_SUB)
-			return i / 1000.0;
-		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
-	}
-	return 0;
-}
-
-
-/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
- * seconds after the start, the first burst_s × burst_rate of them at the
- * burst's rate, the others at --rate; arrived_by(t) requests have arrived
- * by t. */
-static double arrival_of(uint64_t i)
-{
-	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
-
-	if (i < in_burst)
-		return (double)i / arg.burst_rate;
-	return arg.burst_s + (double)(i - in_burst) / arg.rate;
-}
-
-static uint64_t arrived_by(double t)
-{
-	if (t < arg.burst_s)
-		return (uint64_t)(t * arg.burst_rate) + 1;
-	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
 }
 
 static void on_signal(int sig)
@@ -403,7 +325,7 @@ static int parse_args(int argc, char **argv)
 		{}
 	};
 	unsigned long v;
-	char *end, junk;
+	char *end;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:S:r:d:c:v:k:qh", opts, NULL)) >= 0) {
@@ -418,12 +340,8 @@ static int parse_args(int argc, char **argv)
 			arg.quiet = true;
 			continue;
 		case 'B':
-			/* A character after the rate is junk: three conversions. */
-			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
-			    arg.burst_rate == 0 || arg.burst_s > 86400) {
-				fprintf(stderr, "cache-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+			if (schedule_parse_burst(&arg.sched, optarg, "cache-service") < 0)
 				return -1;
-			}
 			continue;
 		case 'h':
 			usage(stdout);
@@ -440,7 +358,7 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			if (o == 'r')
-				arg.rate = (unsigned)v;
+				arg.sched.rate = (unsigned)v;
 			else if (o == 'd')
 				arg.duration = (unsigned)v;
 			else if (o == 'c')
@@ -462,40 +380,35 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "cache-service: --keys and --value-kb must be positive\n");
 		return -1;
 	}
-	if (arg.burst_s && arg.rate == 0) {
+	if (arg.sched.burst_s && arg.sched.rate == 0) {
 		fprintf(stderr, "cache-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
 	return 0;
 }
 
-int main(int argc, char **argv)
+static struct {
+	uint64_t requests, admitted, rejected, hits;
+	double lat_max;                  /* seconds */
+} count;
+
+static int cache_init(void)
 {
-	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_OWN };
-	uint64_t requests = 0, admitted = 0, rejected = 0, hits = 0;
-	struct mg_client *client;
-	double start, next_tick, lat_max = 0;
-	struct rusage ru;
-	int r;
-
-	if (parse_args(argc, argv) < 0) {
-		usage(stderr);
-		return 2;
-	}
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-
 	pthread_mutex_init(&cache.lock, NULL);
 	cache.capacity = arg.cache_mb * 1024 * 1024;
 	cache.level_pct = cache.gc_pct = cache.gc_pct_min = 100;
 	cache.target = cache.capacity;
 	cache.buckets = arg.keys * 2 + 1;
 	cache.table = mg_calloc(cache.buckets, sizeof(*cache.table));
-	if (!cache.table) {
-		fprintf(stderr, "cache-service: out of memory\n");
-		return 1;
-	}
+	return cache.table ? 0 : -ENOMEM;
+}
+
+/* The memguard client with the cache's hooks; NULL after a message. */
+static struct mg_client *client_start(void)
+{
+	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_OWN };
+	struct mg_client *client;
+	int r;
 
 	/* Hooks before the first directive can arrive is neatest, but not
 	 * required: a hook set later is told the directive in force. */
@@ -505,63 +418,119 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "cache-service: cannot create the memguard client: %s\n",
 			strerror(-r));
-		return 1;
+		return NULL;
 	}
 	mg_client_set_log_fn(client, on_log, NULL);
 	mg_client_set_level_hook(client, on_level, NULL);
 	mg_client_set_gc_hook(client, on_gc, NULL);
 	mg_client_set_release_hook(client, on_release, NULL);
+	return client;
+}
+
+/*
+ * One turn of the request loop: the requests due by now, at most a turn's
+ * worth.  Request i arrives at start + i / rate, whether or not the loop
+ * keeps up: a backlog is worked off, not dropped, and its requests'
+ * latency shows the wait.  Flat out (rate 0), a turn is 1000 requests
+ * that arrive now.  Returns how many requests are due.
+ */
+static uint64_t serve_turn(double start)
+{
+	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+	double now = now_s();
+	uint64_t due = schedule_due(&arg.sched, start, now, count.requests, turn);
+
+	while (count.requests < due && n < turn && !stopping) {
+		double arrival = schedule_arrived_at(&arg.sched, start, count.requests, now);
+		bool hit;
+
+		count.requests++;
+		n++;
+		if (!mg_admit()) {
+			count.rejected++;        /* a real service answers 503 here */
+			continue;
+		}
+		count.admitted++;
+		if (serve(draw_key(), &hit) < 0) {
+			fprintf(stderr, "cache-service: out of memory\n");
+			stopping = 1;
+			break;
+		}
+		count.hits += hit;
+		now = now_s();
+		lat_record(now - arrival);
+		if (now - arrival > count.lat_max)
+			count.lat_max = now - arrival;
+	}
+	return due;
+}
+
+/* The line of figures printed once a second (`t` in seconds). */
+static void print_figures(struct mg_client *client, double t)
+{
+	struct mg_heap_stats hs;
+
+	mg_heap_stats(&hs);
+	pthread_mutex_lock(&cache.lock);
+	/* The cache is in the heap already: not "external". */
+	printf("t=%.0fs level=%d cache=%.1fMiB target=%.1fMiB entries=%zu "
+	       "hit=%.0f%% admitted=%" PRIu64 " rejected=%" PRIu64
+	       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
+	       t, (int)mg_client_level(client), cache.bytes / MiB, cache.target / MiB,
+	       cache.entries, count.admitted ? 100.0 * count.hits / count.admitted : 0.0,
+	       count.admitted, count.rejected, hs.inuse / MiB, hs.released / MiB);
+	pthread_mutex_unlock(&cache.lock);
+}
+
+static void print_summary(double seconds)
+{
+	struct rusage ru;
+
+	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
+	       " hits=%" PRIu64 " evicted=%.1fMiB levels=%s%s%s%s\n",
+	       count.requests, count.admitted, count.rejected, count.hits,
+	       cache.evicted_bytes / MiB, levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
+	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_gc_pct=%u"
+	       " cache_peak=%zu peak_rss=%llu\n",
+	       seconds, count.requests, count.admitted, count.rejected,
+	       count.requests ? 100.0 * count.rejected / count.requests : 0.0,
+	       lat_quantile(0.50), lat_quantile(0.99), count.lat_max * 1000, cache.gc_pct_min,
+	       cache.bytes_peak, (unsigned long long)ru.ru_maxrss * 1024);
+}
+
+int main(int argc, char **argv)
+{
+	struct mg_client *client;
+	double start, next_tick;
+
+	if (parse_args(argc, argv) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (cache_init() < 0) {
+		fprintf(stderr, "cache-service: out of memory\n");
+		return 1;
+	}
+	client = client_start();
+	if (!client)
+		return 1;
 
 	start = now_s();
 	next_tick = start + 1;
 	while (!stopping) {
-		/* Request i arrives at start + i / rate, whether or not the loop
-		 * keeps up: a backlog is worked off, not dropped, and its
-		 * requests' latency shows the wait.  Flat out (rate 0), a turn
-		 * is 1000 requests that arrive now. */
-		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 1000, n = 0;
+		uint64_t due = serve_turn(start);
 		double now = now_s();
-		uint64_t due = arg.rate ? arrived_by(now - start) : requests + turn;
 
-		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + arrival_of(requests) : now;
-			bool hit;
-
-			requests++;
-			n++;
-			if (!mg_admit()) {
-				rejected++;      /* a real service answers 503 here */
-				continue;
-			}
-			admitted++;
-			if (serve(draw_key(), &hit) < 0) {
-				fprintf(stderr, "cache-service: out of memory\n");
-				stopping = 1;
-				break;
-			}
-			hits += hit;
-			now = now_s();
-			lat_record(now - arrival);
-			if (now - arrival > lat_max)
-				lat_max = now - arrival;
-		}
-
-		now = now_s();
 		if (now >= next_tick) {
-			struct mg_heap_stats hs;
-
-			mg_heap_stats(&hs);
-			pthread_mutex_lock(&cache.lock);
-			/* The cache is in the heap already: not "external". */
 			if (!arg.quiet)
-				printf("t=%.0fs level=%d cache=%.1fMiB target=%.1fMiB entries=%zu "
-				       "hit=%.0f%% admitted=%" PRIu64 " rejected=%" PRIu64
-				       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
-				       now - start, (int)mg_client_level(client), cache.bytes / MiB,
-				       cache.target / MiB, cache.entries,
-				       admitted ? 100.0 * hits / admitted : 0.0, admitted, rejected,
-				       hs.inuse / MiB, hs.released / MiB);
-			pthread_mutex_unlock(&cache.lock);
+				print_figures(client, now - start);
 			next_tick += 1;
 		}
 		if (arg.duration && now - start >= arg.duration)
@@ -569,32 +538,17 @@ int main(int argc, char **argv)
 		/* Sleep until the next arrival (at least 1 ms: at high rates
 		 * requests come in small batches), the next line of figures or
 		 * the end. */
-		if (arg.rate && requests >= due) {
-			double next = start + arrival_of(requests);
+		if (arg.sched.rate && count.requests >= due) {
+			double wait = schedule_wait(&arg.sched, count.requests, start, now,
+						    next_tick, arg.duration);
 
-			if (next > next_tick)
-				next = next_tick;
-			if (arg.duration && next > start + arg.duration)
-				next = start + arg.duration;
-			usleep(next - now > 0.001 ? (useconds_t)((next - now) * 1e6) : 1000);
+			usleep((useconds_t)(wait * 1e6));
 		}
 	}
 
 	/* Say BYE before the cache goes: a hook must not find it freed. */
 	mg_client_free(client);
-	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
-	       " hits=%" PRIu64 " evicted=%.1fMiB levels=%s%s%s%s\n",
-	       requests, admitted, rejected, hits, cache.evicted_bytes / MiB,
-	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
-	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
-	getrusage(RUSAGE_SELF, &ru);
-	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
-	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_gc_pct=%u"
-	       " cache_peak=%zu peak_rss=%llu\n",
-	       now_s() - start, requests, admitted, rejected,
-	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
-	       lat_quantile(0.99), lat_max * 1000, cache.gc_pct_min, cache.bytes_peak,
-	       (unsigned long long)ru.ru_maxrss * 1024);
+	print_summary(now_s() - start);
 	shrink_to(0);
 	mg_free(cache.table);
 	return 0;

@@ -52,11 +52,11 @@
 
 #include <memguard/client.h>
 
+#include "workload.h"
+
 #define LUA_DEFAULT_PAUSE 200            /* %, Lua 5.4's default (manual §2.5.1) */
 #define LUA_MAX_PAUSE 1000               /* %, Lua stores pause/4 in a byte */
 #define REQUESTS_PER_TURN 64             /* requests between two client dispatches */
-#define LAT_SUB 16                       /* latency histogram buckets per octave */
-#define LAT_OCTAVES 37                   /* 16 µs .. 2^40 µs, plus 0..15 µs exactly */
 
 /* The service's logic, in Lua: render a page per request, keeping
  * rendered pages in a cache bounded by `cache_limit` entries. */
@@ -103,14 +103,13 @@ static const char retain_script[] =
 static struct {
 	const char *socket;
 	const char *service;
-	unsigned rate;
+	struct schedule sched;           /* --rate (requests per second; 0 = flat out), --burst */
 	unsigned duration;
 	unsigned keys;
 	unsigned request_kb;             /* 0: render pages; else the retain workload */
 	double keep;                     /* seconds a retained string stays referenced */
-	unsigned burst_s, burst_rate;    /* --burst: the first burst_s seconds at burst_rate */
 	bool quiet;
-} arg = { .rate = 5000, .keys = 20000, .keep = 6 };
+} arg = { .sched.rate = 5000, .keys = 20000, .keep = 6 };
 
 static lua_State *L;
 static unsigned pause_now = LUA_DEFAULT_PAUSE;
@@ -171,14 +170,6 @@ static void on_gc(void *data, unsigned gc_percent)
 	printf("event: gc=%u pause=%u\n", gc_percent, pause);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void on_level(void *data, enum mg_level level)
 {
 	static const lua_Integer limit[] = { 4000, 2000, 500, 0 };
@@ -215,84 +206,16 @@ static void on_log(void *data, int priority, const char *msg)
 		fprintf(stderr, "memguard: %s\n", msg);
 }
 
-/* ---- request latency ------------------------------------------------------ */
-
-/* A log-linear histogram: exact below 16 µs, then 16 buckets per power of
- * two (at most 6 % wide), so percentiles cost no memory per request. */
-static uint64_t lat_hist[LAT_OCTAVES * LAT_SUB];
-static uint64_t lat_count;
-
-static void lat_record(double seconds)
-{
-	uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
-	unsigned e, i;
-
-	if (us < LAT_SUB) {
-		i = (unsigned)us;
-	} else {
-		e = 63 - (unsigned)__builtin_clzll(us);
-		if (e > LAT_OCTAVES + 2)
-			e = LAT_OCTAVES + 2;
-		i = (e - 3) * LAT_SUB + (unsigned)((us >> (e - 4)) & (LAT_SUB - 1));
-	}
-	lat_hist[i]++;
-	lat_count++;
-}
-
-/* The q-quantile in ms (the upper end of its bucket); 0 without requests. */
-static double lat_quantile(double q)
-{
-	uint64_t rank = (uint64_t)(q * lat_count + 0.999999), seen = 0;
-
-	if (rank == 0)
-		rank = 1;
-	for (unsigned i = 0; i < LAT_OCTAVES * LAT_SUB; i++) {
-		unsigned e = i / LAT_SUB + 3;
-
-		seen += lat_hist[i];
-		if (seen < rank)
-			continue;
-		if (i < LAT_SUB)
-			return i / 1000.0;
-		return (((uint64_t)(LAT_SUB + i % LAT_SUB + 1) << (e - 4)) - 1) / 1000.0;
-	}
-	return 0;
-}
-
 /* ---- the service ---------------------------------------------------------- */
 
 /* Four requests in five go to the hottest quarter of the pages. */
 static lua_Integer draw_key(uint64_t *rng)
 {
-	uint64_t x = *rng;
+	uint64_t x = xorshift64(rng);
 
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*rng = x;
 	return (lua_Integer)((x >> 8) % (x % 5 ? arg.keys / 4 + 1 : arg.keys));
 }
 
-
-/* The arrival schedule (with a rate): request i arrives at arrival_of(i)
- * seconds after the start, the first burst_s × burst_rate of them at the
- * burst's rate, the others at --rate; arrived_by(t) requests have arrived
- * by t. */
-static double arrival_of(uint64_t i)
-{
-	uint64_t in_burst = (uint64_t)arg.burst_s * arg.burst_rate;
-
-	if (i < in_burst)
-		return (double)i / arg.burst_rate;
-	return arg.burst_s + (double)(i - in_burst) / arg.rate;
-}
-
-static uint64_t arrived_by(double t)
-{
-	if (t < arg.burst_s)
-		return (uint64_t)(t * arg.burst_rate) + 1;
-	return (uint64_t)arg.burst_s * arg.burst_rate + (uint64_t)((t - arg.burst_s) * arg.rate) + 1;
-}
 
 /* One request of the workload in use: the bytes it served, or -1 when
  * the script failed.  `t` is the time since the start, in seconds. */
@@ -366,26 +289,27 @@ static void usage(FILE *f)
 		"the most Lua held (lua_peak, bytes) and the peak RSS (bytes).\n");
 }
 
+static const struct option long_opts[] = {
+	{ "socket", required_argument, NULL, 's' },
+	{ "service", required_argument, NULL, 'S' },
+	{ "rate", required_argument, NULL, 'r' },
+	{ "duration", required_argument, NULL, 'd' },
+	{ "keys", required_argument, NULL, 'k' },
+	{ "request-kb", required_argument, NULL, 'R' },
+	{ "keep", required_argument, NULL, 'K' },
+	{ "burst", required_argument, NULL, 'B' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{}
+};
+
 static int parse_args(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "service", required_argument, NULL, 'S' },
-		{ "rate", required_argument, NULL, 'r' },
-		{ "duration", required_argument, NULL, 'd' },
-		{ "keys", required_argument, NULL, 'k' },
-		{ "request-kb", required_argument, NULL, 'R' },
-		{ "keep", required_argument, NULL, 'K' },
-		{ "burst", required_argument, NULL, 'B' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{}
-	};
 	unsigned long v;
-	char *end, junk;
+	char *end;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", opts, NULL)) >= 0) {
+	while ((o = getopt_long(argc, argv, "s:S:r:d:k:qh", long_opts, NULL)) >= 0) {
 		switch (o) {
 		case 's':
 			arg.socket = optarg;
@@ -400,12 +324,8 @@ static int parse_args(int argc, char **argv)
 			usage(stdout);
 			exit(0);
 		case 'B':
-			/* A character after the rate is junk: three conversions. */
-			if (sscanf(optarg, "%u:%u%c", &arg.burst_s, &arg.burst_rate, &junk) != 2 ||
-			    arg.burst_rate == 0 || arg.burst_s > 86400) {
-				fprintf(stderr, "lua-service: bad --burst '%s' (SEC:RATE)\n", optarg);
+			if (schedule_parse_burst(&arg.sched, optarg, "lua-service") < 0)
 				return -1;
-			}
 			continue;
 		case 'K':
 			errno = 0;
@@ -426,7 +346,7 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			if (o == 'r')
-				arg.rate = (unsigned)v;
+				arg.sched.rate = (unsigned)v;
 			else if (o == 'd')
 				arg.duration = (unsigned)v;
 			else if (o == 'R')
@@ -446,7 +366,7 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "lua-service: --keys must be positive\n");
 		return -1;
 	}
-	if (arg.burst_s && arg.rate == 0) {
+	if (arg.sched.burst_s && arg.sched.rate == 0) {
 		fprintf(stderr, "lua-service: --burst needs a --rate above 0\n");
 		return -1;
 	}
@@ -457,14 +377,135 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static struct {
+	uint64_t requests, admitted, rejected, served_bytes;
+	double lat_max;                  /* seconds */
+} count;
+
+/* The interpreter, over the memguard heap, with the workload's script. */
+static int lua_start(void)
+{
+	L = lua_newstate(lua_alloc, NULL);
+	if (!L) {
+		fprintf(stderr, "lua-service: cannot create a Lua state\n");
+		return -1;
+	}
+	luaL_openlibs(L);
+	if (luaL_dostring(L, script) != LUA_OK ||
+	    (arg.request_kb && luaL_dostring(L, retain_script) != LUA_OK)) {
+		fprintf(stderr, "lua-service: %s\n", lua_tostring(L, -1));
+		return -1;
+	}
+	lua_gc(L, LUA_GCINC, LUA_DEFAULT_PAUSE, 0, 0);
+	return 0;
+}
+
+/* The memguard client with the interpreter's hooks; NULL after a message. */
+static struct mg_client *client_start(void)
 {
 	struct mg_client_opts opts = { .size = sizeof(opts), .threading = MG_THREAD_NONE };
-	uint64_t requests = 0, admitted = 0, rejected = 0, served_bytes = 0;
 	struct mg_client *client;
-	double start, next_tick, wait = 0, lat_max = 0;
-	uint64_t rng = 0x2545f4914f6cdd1dULL;
+	int r;
+
+	opts.socket_path = arg.socket;
+	opts.service = arg.service;
+	r = mg_client_new(&client, &opts);
+	if (r < 0) {
+		fprintf(stderr, "lua-service: cannot create the memguard client: %s\n",
+			strerror(-r));
+		return NULL;
+	}
+	mg_client_set_log_fn(client, on_log, NULL);
+	mg_client_set_gc_hook(client, on_gc, NULL);
+	mg_client_set_level_hook(client, on_level, NULL);
+	mg_client_set_release_hook(client, on_release, NULL);
+	return client;
+}
+
+/*
+ * One turn of the request loop: the requests due by `now`.  Request i
+ * arrives at start + i / rate, whether or not the loop keeps up: a backlog
+ * (behind a long collection, say) is worked off, not dropped, and its
+ * requests' latency shows the wait.  At most a turn's worth between two
+ * dispatches, so directives are not kept waiting behind it.  Flat out
+ * (rate 0), a turn is 500 requests that arrive now.  `p` polls the
+ * client's socket.  Returns how many requests are due.
+ */
+static uint64_t serve_turn(struct pollfd *p, double start, double now, uint64_t *rng)
+{
+	unsigned turn = arg.sched.rate ? REQUESTS_PER_TURN : 500, n = 0;
+	uint64_t due = schedule_due(&arg.sched, start, now, count.requests, turn);
+
+	while (count.requests < due && n < turn && !stopping) {
+		double arrival = schedule_arrived_at(&arg.sched, start, count.requests, now);
+		int64_t served;
+		size_t lua_now;
+
+		count.requests++;
+		n++;
+		if (!mg_admit()) {
+			count.rejected++;
+			continue;
+		}
+		count.admitted++;
+		served = handle_request(rng, now_s() - start);
+		if (served < 0) {
+			stopping = 1;
+			break;
+		}
+		count.served_bytes += (uint64_t)served;
+		now = now_s();
+		lat_record(now - arrival);
+		if (now - arrival > count.lat_max)
+			count.lat_max = now - arrival;
+		lua_now = lua_bytes();
+		if (lua_now > lua_peak)
+			lua_peak = lua_now;
+		/* The client has work (a directive, or the heap past its
+		 * local limit): end the turn now rather than after it.
+		 * A poll of no time per request is cheap next to one. */
+		if (poll(p, 1, 0) > 0)
+			break;
+	}
+	return due;
+}
+
+/* The line of figures printed once a second (`t` in seconds). */
+static void print_figures(struct mg_client *client, double t)
+{
+	struct mg_heap_stats hs;
+
+	mg_heap_stats(&hs);
+	printf("t=%.0fs level=%d pause=%u lua=%zuKiB admitted=%" PRIu64 " rejected=%" PRIu64
+	       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
+	       t, (int)mg_client_level(client), pause_now, lua_bytes() / 1024, count.admitted,
+	       count.rejected, hs.inuse / 1048576.0, hs.released / 1048576.0);
+}
+
+static void print_summary(double seconds)
+{
 	struct rusage ru;
+
+	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
+	       " served=%" PRIu64 " full_collections=%u pause=%u levels=%s%s%s%s\n",
+	       count.requests, count.admitted, count.rejected, count.served_bytes,
+	       full_collections, pause_now, levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "",
+	       levels_seen & 4 ? "C" : "", levels_seen & 8 ? "E" : "");
+	getrusage(RUSAGE_SELF, &ru);
+	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
+	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_pause=%u"
+	       " lua_peak=%zu peak_rss=%llu\n",
+	       seconds, count.requests, count.admitted, count.rejected,
+	       count.requests ? 100.0 * count.rejected / count.requests : 0.0,
+	       lat_quantile(0.50), lat_quantile(0.99), count.lat_max * 1000, pause_min, lua_peak,
+	       (unsigned long long)ru.ru_maxrss * 1024);
+}
+
+int main(int argc, char **argv)
+{
+	struct mg_client *client;
+	double start, next_tick, wait = 0;
+	uint64_t rng = 0x2545f4914f6cdd1dULL;
 	int r;
 
 	if (parse_args(argc, argv) < 0) {
@@ -475,31 +516,11 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
-	L = lua_newstate(lua_alloc, NULL);
-	if (!L) {
-		fprintf(stderr, "lua-service: cannot create a Lua state\n");
+	if (lua_start() < 0)
 		return 1;
-	}
-	luaL_openlibs(L);
-	if (luaL_dostring(L, script) != LUA_OK ||
-	    (arg.request_kb && luaL_dostring(L, retain_script) != LUA_OK)) {
-		fprintf(stderr, "lua-service: %s\n", lua_tostring(L, -1));
+	client = client_start();
+	if (!client)
 		return 1;
-	}
-	lua_gc(L, LUA_GCINC, LUA_DEFAULT_PAUSE, 0, 0);
-
-	opts.socket_path = arg.socket;
-	opts.service = arg.service;
-	r = mg_client_new(&client, &opts);
-	if (r < 0) {
-		fprintf(stderr, "lua-service: cannot create the memguard client: %s\n",
-			strerror(-r));
-		return 1;
-	}
-	mg_client_set_log_fn(client, on_log, NULL);
-	mg_client_set_gc_hook(client, on_gc, NULL);
-	mg_client_set_level_hook(client, on_level, NULL);
-	mg_client_set_release_hook(client, on_release, NULL);
 
 	start = now_s();
 	next_tick = start + 1;
@@ -507,7 +528,6 @@ int main(int argc, char **argv)
 		struct pollfd p = { .fd = mg_client_fd(client), .events = POLLIN };
 		struct timespec ts = { .tv_sec = (time_t)wait,
 				       .tv_nsec = (long)((wait - (time_t)wait) * 1e9) };
-		unsigned turn = arg.rate ? REQUESTS_PER_TURN : 500, n = 0;
 		uint64_t due;
 		double now;
 
@@ -522,90 +542,26 @@ int main(int argc, char **argv)
 		now = now_s();
 		if (arg.request_kb)
 			expire_before(now - start - arg.keep);
-		/* Request i arrives at start + i / rate, whether or not the loop
-		 * keeps up: a backlog (behind a long collection, say) is worked
-		 * off, not dropped, and its requests' latency shows the wait.
-		 * At most a turn's worth between two dispatches, so directives
-		 * are not kept waiting behind it.  Flat out (rate 0), a turn is
-		 * 500 requests that arrive now. */
-		due = arg.rate ? arrived_by(now - start) : requests + turn;
-		while (requests < due && n < turn && !stopping) {
-			double arrival = arg.rate ? start + arrival_of(requests) : now;
-			int64_t served;
-			size_t lua_now;
-
-			requests++;
-			n++;
-			if (!mg_admit()) {
-				rejected++;
-				continue;
-			}
-			admitted++;
-			served = handle_request(&rng, now_s() - start);
-			if (served < 0) {
-				stopping = 1;
-				break;
-			}
-			served_bytes += (uint64_t)served;
-			now = now_s();
-			lat_record(now - arrival);
-			if (now - arrival > lat_max)
-				lat_max = now - arrival;
-			lua_now = lua_bytes();
-			if (lua_now > lua_peak)
-				lua_peak = lua_now;
-			/* The client has work (a directive, or the heap past its
-			 * local limit): end the turn now rather than after it.
-			 * A poll of no time per request is cheap next to one. */
-			if (poll(&p, 1, 0) > 0)
-				break;
-		}
+		due = serve_turn(&p, start, now, &rng);
 
 		now = now_s();
 		if (now >= next_tick) {
-			struct mg_heap_stats hs;
-
-			mg_heap_stats(&hs);
 			if (!arg.quiet)
-				printf("t=%.0fs level=%d pause=%u lua=%zuKiB admitted=%" PRIu64
-				       " rejected=%" PRIu64
-				       " heap_inuse=%.1fMiB heap_released=%.1fMiB\n",
-				       now - start, (int)mg_client_level(client), pause_now,
-				       lua_bytes() / 1024, admitted, rejected, hs.inuse / 1048576.0,
-				       hs.released / 1048576.0);
+				print_figures(client, now - start);
 			next_tick += 1;
 		}
 		if (arg.duration && now - start >= arg.duration)
 			break;
-		/* Sleep in ppoll() until the next arrival (at least 1 ms: at high
-		 * rates requests come in small batches), the next line of
+		/* Sleep in ppoll() until the next arrival, the next line of
 		 * figures or the end, waking for the client. */
 		wait = 0;
-		if (arg.rate && requests >= due) {
-			double next = start + arrival_of(requests);
-
-			if (next > next_tick)
-				next = next_tick;
-			if (arg.duration && next > start + arg.duration)
-				next = start + arg.duration;
-			wait = next - now > 0.001 ? next - now : 0.001;
-		}
+		if (arg.sched.rate && count.requests >= due)
+			wait = schedule_wait(&arg.sched, count.requests, start, now, next_tick,
+					     arg.duration);
 	}
 
 	mg_client_free(client);
-	printf("done: requests=%" PRIu64 " admitted=%" PRIu64 " rejected=%" PRIu64
-	       " served=%" PRIu64 " full_collections=%u pause=%u levels=%s%s%s%s\n",
-	       requests, admitted, rejected, served_bytes, full_collections, pause_now,
-	       levels_seen & 1 ? "N" : "", levels_seen & 2 ? "W" : "", levels_seen & 4 ? "C" : "",
-	       levels_seen & 8 ? "E" : "");
-	getrusage(RUSAGE_SELF, &ru);
-	printf("summary: seconds=%.1f requests=%" PRIu64 " admitted=%" PRIu64 " shed=%" PRIu64
-	       " shed_pct=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f min_pause=%u"
-	       " lua_peak=%zu peak_rss=%llu\n",
-	       now_s() - start, requests, admitted, rejected,
-	       requests ? 100.0 * rejected / requests : 0.0, lat_quantile(0.50),
-	       lat_quantile(0.99), lat_max * 1000, pause_min, lua_peak,
-	       (unsigned long long)ru.ru_maxrss * 1024);
+	print_summary(now_s() - start);
 	lua_close(L);
 	return 0;
 }
