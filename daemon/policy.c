@@ -132,38 +132,78 @@ enum mg_level policy_level_hold(const struct conf_service *svc,
 	return level_with_band(svc, sig, p->hysteresis);
 }
 
-enum mg_level policy_level_step(struct policy_state *s,
-				const struct policy_params *p,
+uint64_t policy_calm_credit(const struct policy_state *s, uint64_t now_ms,
+			    uint32_t tick_ms)
+{
+	uint64_t dt;
+
+	if (tick_ms == 0)
+		return 1;
+	if (!s->have_seen)
+		return tick_ms;
+	dt = now_ms > s->seen_ms ? now_ms - s->seen_ms : 0;
+	return dt < tick_ms ? dt : tick_ms;
+}
+
+/* Calm time (or calls, with a tick_ms of 0) a level needs to drop. */
+static uint64_t calm_needed(const struct policy_params *p, uint32_t tick_ms)
+{
+	uint64_t ticks = p->drop_ticks > 0 ? p->drop_ticks : 1;
+
+	return tick_ms ? ticks * tick_ms : ticks;
+}
+
+/* policy_level_step() with the sample's calm credit given. */
+static enum mg_level level_step(struct policy_state *s, const struct policy_params *p,
 				const struct conf_service *svc,
-				const struct policy_signals *sig)
+				const struct policy_signals *sig, uint64_t credit,
+				uint64_t need)
 {
 	enum mg_level raw = policy_level_raw(svc, sig), hold;
-	unsigned need = p->drop_ticks > 0 ? p->drop_ticks : 1;
 
 	if (raw > s->level) {
 		/* Rising is immediate: memory grows faster than a tick, and
 		 * a late WARN costs more than an early one. */
 		s->level = raw;
-		s->calm_ticks = 0;
+		s->calm = 0;
 		return s->level;
 	}
 
 	hold = policy_level_hold(svc, p, sig);
 	if (hold >= s->level) {
 		/* Inside the band, or back above it: a drop needs calm
-		 * ticks in a row, so start counting again. */
-		s->calm_ticks = 0;
+		 * in a row, so start counting again. */
+		s->calm = 0;
 		return s->level;
 	}
 
-	/* Below the band.  Wait out one more tick so a single low sample
+	/* Below the band.  Wait out more calm so that a single low sample
 	 * (a GC that just finished, a PSI average between windows) does not
-	 * flap the level and the clients' caches with it. */
-	if (++s->calm_ticks >= need) {
+	 * flap the level and the clients' caches with it.  In time, not in
+	 * samples: a growing service is sampled every 10 ms, and the
+	 * saw-tooth of a collected heap would otherwise drop EMERGENCY to
+	 * WARN between two collections, the throttle off half the time. */
+	s->calm += credit;
+	if (s->calm >= need) {
 		s->level = hold;
-		s->calm_ticks = 0;
+		s->calm = 0;
 	}
 	return s->level;
+}
+
+enum mg_level policy_level_step(struct policy_state *s,
+				const struct policy_params *p,
+				const struct conf_service *svc,
+				const struct policy_signals *sig,
+				uint64_t now_ms, uint32_t tick_ms)
+{
+	uint64_t credit = policy_calm_credit(s, now_ms, tick_ms);
+
+	if (tick_ms > 0) {
+		s->have_seen = true;
+		s->seen_ms = now_ms;
+	}
+	return level_step(s, p, svc, sig, credit, calm_needed(p, tick_ms));
 }
 
 double policy_output(double cp, uint32_t warn_bp, uint64_t working_set,
@@ -620,18 +660,26 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	};
 	enum mg_level old = s->level, level;
 	struct mg_directive *d = &ret->directive;
+	/* With ticks counted in calls, a probe counts no calm. */
+	bool counts = in->tick_ms > 0 || !in->probe;
+	uint64_t credit = counts ? policy_calm_credit(s, now_ms, in->tick_ms) : 0;
+	uint64_t need = calm_needed(p, in->tick_ms);
 	bool demand;
 	uint64_t target;
 	double raw, out;
 
+	if (in->tick_ms > 0) {
+		s->have_seen = true;
+		s->seen_ms = now_ms;
+	}
 	if (s->have_budget && s->budget != in->budget) {
 		s->level = policy_level_raw(svc, &sig);
-		s->calm_ticks = 0;
+		s->calm = 0;
 	}
 	s->have_budget = true;
 	s->budget = in->budget;
-	if (!in->probe || policy_level_raw(svc, &sig) > s->level)
-		level = policy_level_step(s, p, svc, &sig);
+	if (counts || policy_level_raw(svc, &sig) > s->level)
+		level = level_step(s, p, svc, &sig, credit, need);
 	else
 		/* A probe raises as a tick does; anything else waits for
 		 * the tick. */
@@ -715,9 +763,9 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	    policy_level_hold(svc, p, &(struct policy_signals){
 		    .utilization = sig.utilization,
 	    }) == MG_LEVEL_NORMAL)
-		s->usage_calm_ticks++;
+		s->usage_calm += credit;
 	else
-		s->usage_calm_ticks = 0;
+		s->usage_calm = 0;
 	ret->action = policy_escalate(&(struct policy_escalation_input){
 		.enforce = svc->enforce,
 		.level = level,
@@ -728,7 +776,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 		.now_ms = now_ms,
 		.deadline_ms = s->clock_deadline_ms,
 		.limit_hit = events_grew(&in->events, &s->clock_events),
-		.usage_normal = s->usage_calm_ticks >= (p->drop_ticks > 0 ? p->drop_ticks : 1u),
+		.usage_normal = s->usage_calm >= need,
 	});
 }
 

@@ -47,7 +47,7 @@
 #define POLICY_DEFAULT_CP 0.05           /* dimensionless gain */
 #define POLICY_DEFAULT_EMA_ALPHA 1.0     /* new sample's weight; 1 = no smoothing */
 #define POLICY_DEFAULT_HYSTERESIS 500    /* bp under a threshold to drop a level */
-#define POLICY_DEFAULT_DROP_TICKS 2      /* calm ticks in a row to drop a level */
+#define POLICY_DEFAULT_DROP_TICKS 2      /* ticks of calm to drop a level */
 #define POLICY_DEFAULT_SQUEEZE_STEP 100  /* bp of MemTotal per host squeeze */
 
 #define POLICY_DEFAULT_GROWTH_TAU_MS 1000 /* ms a burst's growth rate is remembered */
@@ -62,7 +62,7 @@ struct policy_params {
 	double cp;                       /* proportional gain, > 0 */
 	double ema_alpha;                /* (0, 1]; outside that range: 1 */
 	uint32_t hysteresis;             /* bp */
-	unsigned drop_ticks;             /* 0 is taken as 1 */
+	unsigned drop_ticks;             /* ticks of calm to drop a level; 0 is taken as 1 */
 	uint32_t squeeze_step;           /* bp of MemTotal */
 	uint32_t growth_tau_ms;          /* decay of the growth rate; 0 is taken as 1 */
 };
@@ -120,10 +120,16 @@ struct policy_input {
 	uint64_t unowned;
 	double growth;                   /* bytes/s, policy_growth_update() */
 	uint32_t reaction_ms;            /* clients' answer time + sampling interval */
+	/* The daemon's tick in ms.  A level drops after drop_ticks × tick_ms
+	 * of calm time, however often the service is sampled (every sample,
+	 * probes included, adds the time since the previous one, at most a
+	 * tick).  0: the caller has no clock of ticks; each call that is not
+	 * a probe counts as one calm tick. */
+	uint32_t tick_ms;
 	/* A sample between two ticks: it may raise the level (and so send a
-	 * directive at once) but neither counts a calm tick toward a drop nor
-	 * moves the output's EMA, so hysteresis runs at the tick's pace
-	 * however often a growing service is sampled. */
+	 * directive at once) but does not move the output's EMA.  With
+	 * tick_ms 0 it neither counts a calm tick toward a drop, so
+	 * hysteresis runs at the tick's pace. */
 	bool probe;
 };
 
@@ -133,9 +139,13 @@ struct policy_input {
  */
 struct policy_state {
 	enum mg_level level;
-	unsigned calm_ticks;             /* ticks in a row below the level */
-	unsigned usage_calm_ticks;       /* ticks in a row the working set alone
-					  * was NORMAL (see usage_normal below) */
+	/* Calm, as policy_calm_credit() counts it: ms (or calls, with a
+	 * tick_ms of 0) in a row below the level, and in a row the working
+	 * set alone was NORMAL (see usage_normal below). */
+	uint64_t calm;
+	uint64_t usage_calm;
+	bool have_seen;                  /* seen_ms holds the last sample's time */
+	uint64_t seen_ms;
 	double out;                      /* smoothed controller output, percent */
 	bool have_events;                /* `events` is the previous tick's */
 	struct policy_events events;
@@ -240,16 +250,31 @@ enum mg_level policy_level_hold(const struct conf_service *svc,
 				const struct policy_signals *sig);
 
 /*
- * One tick of the level state machine; updates s->level and
- * s->calm_ticks and returns the new level.  Rising is immediate.  The level
- * drops only after policy_level_hold() has been below it for
- * p->drop_ticks consecutive ticks, and then to policy_level_hold() of the
- * last tick (several levels at once when the inputs justify it).
+ * The calm time a sample at `now_ms` adds: the time since the previous
+ * sample (s->seen_ms), at most `tick_ms`, so that a daemon that stalled
+ * for seconds does not count them as calm it saw; `tick_ms` for the first
+ * sample, 0 for one not later than the previous.  With a `tick_ms` of 0,
+ * one call.  Does not update s->seen_ms.
+ */
+uint64_t policy_calm_credit(const struct policy_state *s, uint64_t now_ms,
+			    uint32_t tick_ms);
+
+/*
+ * One sample of the level state machine at `now_ms`; updates s->level,
+ * s->calm and s->seen_ms and returns the new level.  Rising is immediate.
+ * The level drops only after policy_level_hold() has been below it for
+ * p->drop_ticks × tick_ms of calm time in a row (policy_calm_credit()),
+ * and then to policy_level_hold() of the last sample (several levels at
+ * once when the inputs justify it).  A sample inside the band or above it
+ * starts the count again.  Sampled once a tick, that is drop_ticks calm
+ * ticks; sampled every 10 ms, still drop_ticks × tick_ms.  A `tick_ms` of
+ * 0 counts calls: p->drop_ticks calm calls in a row.
  */
 enum mg_level policy_level_step(struct policy_state *s,
 				const struct policy_params *p,
 				const struct conf_service *svc,
-				const struct policy_signals *sig);
+				const struct policy_signals *sig,
+				uint64_t now_ms, uint32_t tick_ms);
 
 /*
  * MemLimiter's proportional law, in percent:
@@ -458,7 +483,8 @@ uint32_t policy_sample_interval(const struct conf_service *svc, uint64_t working
 double policy_level_out(double cp, const struct conf_service *svc, enum mg_level level);
 
 /*
- * One tick for one service: level (policy_level_step()), controller
+ * One sample for one service (a tick, or a probe between ticks): level
+ * (policy_level_step(), calm counted as in->tick_ms says), controller
  * output, directive, release demand and escalation action into `*ret`;
  * updates `*s`.  A release is demanded when the level rose, or when the
  * previous demand is at least release_deadline_ms old; ticks in between

@@ -866,6 +866,7 @@ void service_decide(struct service *s, uint64_t now_ms, bool probe)
 	in.growth = policy_growth_ahead(&s->growth);
 	in.reaction_ms = service_answer_ms(s) + s->interval_ms;
 	in.probe = probe;
+	in.tick_ms = s->m->conf->daemon.tick_ms;
 	in.working_set = s->sample.working_set;
 	in.budget = s->budget;
 	in.some_avg10 = s->sample.psi.some.avg10;

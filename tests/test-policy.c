@@ -73,7 +73,9 @@ static void test_defaults(void **state)
 	memset(&s, 0xaa, sizeof(s));
 	policy_state_init(&s);
 	assert_int_equal(s.level, MG_LEVEL_NORMAL);
-	assert_int_equal(s.calm_ticks, 0);
+	assert_int_equal(s.calm, 0);
+	assert_int_equal(s.usage_calm, 0);
+	assert_false(s.have_seen);
 	assert_true(near(s.out, 0));
 	assert_false(s.have_events);
 	assert_false(s.clock_running);
@@ -270,25 +272,124 @@ static const struct level_case level_cases[] = {
 	  SEQ({ U(8000), W }, { U(7999), W }, { U(7999), N }) },
 };
 
+/* Each table counted in calls (tick_ms 0), and sampled once a tick in
+ * time (1 s and 100 ms ticks, from t = 5 s): the same levels, step by step. */
 static void test_level_sequences(void **state)
 {
+	static const uint32_t ticks[] = { 0, 1000, 100 };
 	struct policy_params def = params_default();
 
-	for (size_t i = 0; i < ARRAY_SIZE(level_cases); i++) {
-		const struct level_case *c = &level_cases[i];
+	for (size_t ti = 0; ti < ARRAY_SIZE(ticks); ti++)
+		for (size_t i = 0; i < ARRAY_SIZE(level_cases); i++) {
+			const struct level_case *c = &level_cases[i];
+			struct policy_state s;
+
+			policy_state_init(&s);
+			for (size_t k = 0; c->steps[k].want != END; k++) {
+				enum mg_level got = policy_level_step(
+					&s, c->params ? c->params : &def,
+					c->svc ? c->svc : &svc_default, &c->steps[k].sig,
+					5000 + k * ticks[ti], ticks[ti]);
+
+				if ((int)got != c->steps[k].want || s.level != got)
+					fail_msg("%s, tick %u ms: step %zu: level %d, want %d",
+						 c->name, ticks[ti], k, got, c->steps[k].want);
+			}
+		}
+}
+
+/*
+ * Sampled faster than the tick, a level falls after the same time at calm
+ * as sampled once a tick: drop_ticks × tick_ms, counted from the last
+ * sample that held it.
+ */
+struct fast_case {
+	const char *name;
+	uint32_t tick_ms;
+	unsigned drop_ticks;
+	struct {
+		uint64_t from, to, every;        /* samples at from, from + every, … < to */
+		struct policy_signals sig;
+		int want;                        /* every one of them */
+	} runs[6];
+};
+
+static const struct fast_case fast_cases[] = {
+	{ "10 ms samples: WARN held 2 s", 1000, 2, {
+		{ 0, 10, 10, U(8000), W },
+		{ 10, 2000, 10, U(7000), W },
+		{ 2000, 2010, 10, U(7000), N } } },
+	{ "100 ms samples: CRITICAL held 2 s, then straight to NORMAL", 1000, 2, {
+		{ 0, 100, 100, U(9200), C },
+		{ 100, 2000, 100, U(5000), C },
+		{ 2000, 2100, 100, U(5000), N } } },
+	{ "saw-tooth of a collected heap: EMERGENCY held throughout", 1000, 2, {
+		{ 0, 10, 10, U(10000), E },
+		{ 10, 400, 10, U(8000), E },
+		{ 400, 410, 10, U(9600), E },          /* inside the band: count again */
+		{ 410, 800, 10, U(8000), E },
+		{ 800, 810, 10, U(10000), E },
+		{ 810, 2800, 10, U(8000), E } } },
+	{ "a rise restarts the count", 1000, 2, {
+		{ 0, 10, 10, U(8000), W },
+		{ 10, 1500, 10, U(7000), W },
+		{ 1500, 1510, 10, U(9000), C },
+		{ 1510, 3500, 10, U(7000), C },
+		{ 3500, 3510, 10, U(7000), N } } },
+	{ "inside the band restarts the count", 1000, 2, {
+		{ 0, 10, 10, U(8000), W },
+		{ 10, 1500, 10, U(7000), W },
+		{ 1500, 1510, 10, U(7600), W },
+		{ 1510, 3500, 10, U(7000), W },
+		{ 3500, 3510, 10, U(7000), N } } },
+	{ "a stall counts one tick: a 5 s gap, then one more tick", 1000, 2, {
+		{ 0, 10, 10, U(8000), W },
+		{ 5000, 5010, 10, U(7000), W },
+		{ 5010, 6000, 10, U(7000), W },
+		{ 6000, 6010, 10, U(7000), N } } },
+	{ "drop_ticks 3, 200 ms tick", 200, 3, {
+		{ 0, 10, 10, U(8000), W },
+		{ 10, 600, 10, U(7000), W },
+		{ 600, 610, 10, U(7000), N } } },
+};
+
+static void test_level_fast_samples(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(fast_cases); i++) {
+		const struct fast_case *c = &fast_cases[i];
+		struct policy_params p = params_default();
 		struct policy_state s;
 
+		p.drop_ticks = c->drop_ticks;
 		policy_state_init(&s);
-		for (size_t k = 0; c->steps[k].want != END; k++) {
-			enum mg_level got = policy_level_step(&s, c->params ? c->params : &def,
-							      c->svc ? c->svc : &svc_default,
-							      &c->steps[k].sig);
+		for (size_t r = 0; r < ARRAY_SIZE(c->runs) && c->runs[r].every; r++)
+			for (uint64_t t = c->runs[r].from; t < c->runs[r].to; t += c->runs[r].every) {
+				enum mg_level got = policy_level_step(&s, &p, &svc_default,
+								      &c->runs[r].sig, t,
+								      c->tick_ms);
 
-			if ((int)got != c->steps[k].want || s.level != got)
-				fail_msg("%s: step %zu: level %d, want %d", c->name, k, got,
-					 c->steps[k].want);
-		}
+				if ((int)got != c->runs[r].want)
+					fail_msg("%s: t=%" PRIu64 " ms: level %d, want %d",
+						 c->name, t, got, c->runs[r].want);
+			}
 	}
+}
+
+static void test_calm_credit(void **state)
+{
+	struct policy_state s;
+
+	policy_state_init(&s);
+	assert_int_equal(policy_calm_credit(&s, 123, 0), 1);
+	assert_int_equal(policy_calm_credit(&s, 123, 1000), 1000);  /* first sample */
+	s.have_seen = true;
+	s.seen_ms = 1000;
+	assert_int_equal(policy_calm_credit(&s, 1010, 1000), 10);
+	assert_int_equal(policy_calm_credit(&s, 2000, 1000), 1000);
+	assert_int_equal(policy_calm_credit(&s, 9000, 1000), 1000); /* a stall */
+	assert_int_equal(policy_calm_credit(&s, 1000, 1000), 0);
+	assert_int_equal(policy_calm_credit(&s, 500, 1000), 0);     /* clock back */
+	assert_int_equal(policy_calm_credit(&s, 9000, 0), 1);
 }
 
 static void test_output(void **state)
@@ -1542,6 +1643,36 @@ static void test_probe_hysteresis(void **state)
 	}
 }
 
+/* The same in time (tick_ms 1000), as the daemon runs it: probes count
+ * calm as ticks do, and the drop comes 2 s after the last sample that
+ * held the level, not two fast ticks later; the throttle stays on. */
+static void test_probe_hysteresis_time(void **state)
+{
+	struct policy_params p = params_default();
+	struct policy_state s;
+	struct policy_decision d;
+	struct policy_input in = IN(.working_set = 850, .growth = 1000, .reaction_ms = 50,
+				    .tick_ms = 1000);
+
+	policy_state_init(&s);
+	policy_tick(&s, &p, &svc_default, &in, 40, &d);
+	assert_int_equal(d.level, C);
+	assert_int_equal(d.directive.throttle, 250);
+	in = (struct policy_input)IN(.working_set = 100, .tick_ms = 1000);
+	for (uint64_t t = 50; t < 2040; t += 10) {
+		in.probe = t % 100 != 0;
+		policy_tick(&s, &p, &svc_default, &in, t, &d);
+		if (d.level != C || d.directive.throttle != 250)
+			fail_msg("t=%" PRIu64 ": level %d, throttle %u", t, d.level,
+				 d.directive.throttle);
+	}
+	in.probe = true;
+	policy_tick(&s, &p, &svc_default, &in, 2040, &d);
+	assert_int_equal(d.level, N);
+	assert_true(d.cleared);
+	assert_int_equal(d.directive.throttle, 0);
+}
+
 /* The soft limit leaves out what the cgroup holds besides the clients'
  * heaps, down to half of warn · budget. */
 static void test_soft_limit_unowned(void **state)
@@ -1684,6 +1815,8 @@ int main(void)
 		cmocka_unit_test(test_level_raw),
 		cmocka_unit_test(test_level_hold),
 		cmocka_unit_test(test_level_sequences),
+		cmocka_unit_test(test_level_fast_samples),
+		cmocka_unit_test(test_calm_credit),
 		cmocka_unit_test(test_output),
 		cmocka_unit_test(test_output_smooth),
 		cmocka_unit_test(test_gc_percent),
@@ -1709,6 +1842,7 @@ int main(void)
 		cmocka_unit_test(test_growth_series),
 		cmocka_unit_test(test_lookahead_flat_and_falling),
 		cmocka_unit_test(test_probe_hysteresis),
+		cmocka_unit_test(test_probe_hysteresis_time),
 		cmocka_unit_test(test_level_out),
 		cmocka_unit_test(test_soft_limit_unowned),
 		cmocka_unit_test(test_emergency_directive),

@@ -130,20 +130,21 @@ var running atomic.Pointer[Client]
 
 // Stats is the state of a client, for status pages and tests.
 type Stats struct {
-	Connected     bool   // registered with a daemon now
-	ClientID      uint64 // the daemon's id for this connection; 0 when not connected
-	Service       string // the service the daemon matched this process to
-	Budget        uint64 // the service's budget in bytes; 0 = none known
-	Level         Level  // the level in force
-	GCPercent     int    // the GC percent the daemon asks for; 0 = the program's own
-	Throttle      int    // ‰ of calls Admit rejects now
-	SoftLimit     uint64 // the daemon's soft limit in bytes; 0 = none
-	LocalLevel    Level  // the level the local limit holds on its own; Normal = none
-	Admitted      uint64 // calls of Admit that admitted, since the process started
-	Rejected      uint64 // calls of Admit that rejected
-	Releases      uint64 // release demands answered
-	ReleasedTotal uint64 // bytes released on demand, hooks and runtime together
-	Connects      uint64 // connections that got a WELCOME
+	Connected      bool   // registered with a daemon now
+	ClientID       uint64 // the daemon's id for this connection; 0 when not connected
+	Service        string // the service the daemon matched this process to
+	Budget         uint64 // the service's budget in bytes; 0 = none known
+	Level          Level  // the level in force
+	GCPercent      int    // the GC percent the daemon asks for; 0 = the program's own
+	Throttle       int    // ‰ of calls Admit rejects now
+	SoftLimit      uint64 // the daemon's soft limit in bytes; 0 = none
+	LocalLevel     Level  // the level the local limit holds on its own; Normal = none
+	GrowthThrottle int    // ‰ the local limit sheds for the heap's growth (limit.go); in Throttle too
+	Admitted       uint64 // calls of Admit that admitted, since the process started
+	Rejected       uint64 // calls of Admit that rejected
+	Releases       uint64 // release demands answered
+	ReleasedTotal  uint64 // bytes released on demand, hooks and runtime together
+	Connects       uint64 // connections that got a WELCOME
 }
 
 // Client is a process's membership of memguard: a goroutine that keeps a
@@ -163,29 +164,30 @@ type Client struct {
 	stats Stats
 
 	// Below: the client goroutine's own.
-	conn        *net.UnixConn
-	quit        chan struct{} // closed when conn is dropped
-	in          chan received
-	state       int
-	seq         uint32
-	helloSeq    uint32
-	backoff     time.Duration
-	failures    int
-	refusals    int // ERRORs since the last WELCOME
-	nextConnect time.Time
-	helloBy     time.Time
-	nextReport  time.Time
-	reportEvery time.Duration
-	orphanAt    time.Time
-	daemon      directive // the daemon's last, without its demand
-	applied     directive // in force: the daemon's merged with the local level's
-	localLevel  Level
-	local       localWatch
-	levers      runtimeLevers
-	rng         *rand.Rand
-	gen         uint64 // connections made, to tell a release's connection
-	jobs        chan releaseJob
-	released    chan []releaseJob
+	conn           *net.UnixConn
+	quit           chan struct{} // closed when conn is dropped
+	in             chan received
+	state          int
+	seq            uint32
+	helloSeq       uint32
+	backoff        time.Duration
+	failures       int
+	refusals       int // ERRORs since the last WELCOME
+	nextConnect    time.Time
+	helloBy        time.Time
+	nextReport     time.Time
+	reportEvery    time.Duration
+	orphanAt       time.Time
+	daemon         directive // the daemon's last, without its demand
+	applied        directive // in force: the daemon's merged with the local level's
+	localLevel     Level
+	growthThrottle uint32 // ‰, the watch's growth throttle in force (limit.go)
+	local          localWatch
+	levers         runtimeLevers
+	rng            *rand.Rand
+	gen            uint64 // connections made, to tell a release's connection
+	jobs           chan releaseJob
+	released       chan []releaseJob
 }
 
 const (
@@ -611,7 +613,7 @@ func (c *Client) apply(dd directive, seq uint32) {
 	c.daemon = dd
 	c.daemon.release, c.daemon.deadlineMs = 0, 0
 	c.limitEvaluate()
-	d := limitMerge(dd, c.localLevel)
+	d := limitMerge(dd, c.localLevel, c.growthThrottle)
 	c.applied = d
 	c.applied.release, c.applied.deadlineMs = 0, 0
 	c.levers.apply(d.gcPercent, d.softLimit)
@@ -626,6 +628,7 @@ func (c *Client) apply(dd directive, seq uint32) {
 		s.Throttle = int(throttle)
 		s.SoftLimit = d.softLimit
 		s.LocalLevel = c.localLevel
+		s.GrowthThrottle = int(c.growthThrottle)
 	})
 	if d.level != prev.level && c.opts.OnLevel != nil {
 		c.opts.OnLevel(d.level)
@@ -763,7 +766,7 @@ func (c *Client) sendReport() {
 	c.mu.Unlock()
 	c.local.external.Store(r.external)
 	var flags uint32
-	if c.localLevel != Normal {
+	if c.localLevel != Normal || c.growthThrottle > 0 {
 		flags = flagLocalLimit
 	}
 	c.nextReport = time.Now().Add(c.reportEvery)

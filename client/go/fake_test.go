@@ -739,6 +739,15 @@ func TestFakeLocalLimit(t *testing.T) {
 	fc.register(directive{softLimit: soft})
 	await(t, "the soft limit", func() bool { return c.Stats().SoftLimit == soft })
 	fc.reportFlags(0)
+	// Past 9/8 the heap jumps up: the growth throttle sheds while the
+	// jump counts in the growth rate, then the local level alone acts.
+	// (The first jump, past the soft limit, comes before the watch has a
+	// soft limit to look for, so it sees no growth.)
+	flat := func() {
+		t.Helper()
+		await(t, "the jump's growth throttle", func() bool { return c.Stats().GrowthThrottle > 0 })
+		await(t, "no growth throttle", func() bool { return c.Stats().GrowthThrottle == 0 })
+	}
 	if memoryLimit() != soft || gcPercent() != 100 {
 		t.Fatalf("at NORMAL: GOGC %d, GOMEMLIMIT %d", gcPercent(), memoryLimit())
 	}
@@ -755,6 +764,7 @@ func TestFakeLocalLimit(t *testing.T) {
 	// not lift it while the heap is over.
 	external.Store(soft / 8 * 9)
 	await(t, "local CRITICAL", func() bool { return c.Stats().LocalLevel == Critical })
+	flat()
 	if gcPercent() != limitCritGC || c.Stats().Throttle != limitCritThrottle {
 		t.Fatalf("local CRITICAL: GOGC %d, stats %+v", gcPercent(), c.Stats())
 	}
@@ -802,5 +812,111 @@ func TestFakeLocalLimit(t *testing.T) {
 		if levels[i] != want[i] {
 			t.Fatalf("level hook: %v, want %v", levels, want)
 		}
+	}
+}
+
+// The growth throttle's rule (limit.go): the share of the growth that
+// does not fit under 9/8 of the soft limit within limitHorizon.
+func TestGrowthThrottle(t *testing.T) {
+	const ceil = 920 * MiB
+	for _, c := range []struct {
+		heap, ceiling uint64
+		rate          float64
+		want          uint32
+	}{
+		{720 * MiB, 0, 200 * MiB, 0},                 // no soft limit
+		{720 * MiB, ceil, 0, 0},                      // flat
+		{720 * MiB, ceil, -50 * MiB, 0},              // shrinking
+		{720 * MiB, ceil, math.NaN(), 0},             // nothing known
+		{520 * MiB, ceil, 200 * MiB, 0},              // 400 MiB of room: 2 s of growth
+		{620 * MiB, ceil, 200 * MiB, 250},            // 300: a quarter does not fit
+		{720 * MiB, ceil, 200 * MiB, 500},            // 200: half
+		{820 * MiB, ceil, 200 * MiB, limitGrowthMax}, // 100: three quarters, capped
+		{720 * MiB, ceil, 120 * MiB, 167},            // slower growth, less shed
+		{ceil, ceil, 10 * MiB, limitGrowthMax},       // at the ceiling and growing
+		{ceil, ceil, 7 * MiB, 0},                     // under the floor: 14 of 920 MiB in 2 s
+		{ceil - 10*MiB, ceil, 7 * MiB, 0},
+		{ceil + MiB, ceil, 0, 0}, // over it but flat: the local level's
+	} {
+		if got := growthThrottle(c.heap, c.ceiling, c.rate); got != c.want {
+			t.Errorf("growthThrottle(%d MiB, %d MiB, %.0f MiB/s) = %d, want %d",
+				c.heap/MiB, c.ceiling/MiB, c.rate/MiB, got, c.want)
+		}
+	}
+}
+
+// The growth rate is an average over limitGrowthTau: it follows a steady
+// growth and decays to nothing once the heap is flat.
+func TestGrowthRate(t *testing.T) {
+	var g growthRate
+	t0 := time.Unix(1000, 0)
+	if r := g.update(100*MiB, t0); r != 0 {
+		t.Fatalf("first look: %f", r)
+	}
+	heap, now := uint64(100*MiB), t0
+	for i := 0; i < 200; i++ { // 2 s at 200 MiB/s, a look every 10 ms
+		heap += 2 * MiB
+		now = now.Add(10 * time.Millisecond)
+		g.update(heap, now)
+	}
+	if r := g.rate / MiB; r < 199 || r > 201 {
+		t.Fatalf("steady 200 MiB/s: %.1f MiB/s", r)
+	}
+	if r := g.update(heap+MiB, now.Add(time.Microsecond)); r != g.rate || g.heap != heap {
+		t.Fatalf("a look within a millisecond counted")
+	}
+	for i := 0; i < 200; i++ { // 2 s flat
+		now = now.Add(10 * time.Millisecond)
+		g.update(heap, now)
+	}
+	if r := g.rate / MiB; r > 0.1 || r < 0 {
+		t.Fatalf("flat for 2 s: %.3f MiB/s", r)
+	}
+}
+
+// Under memguard at NORMAL, a heap growing fast toward its soft limit is
+// shed from before it reaches the limit, the local level still NORMAL;
+// once it stops growing nothing is shed.
+func TestFakeGrowthThrottle(t *testing.T) {
+	ownSettings(t, 100, math.MaxInt64)
+	var external atomic.Uint64
+	f := newFake(t)
+	c := start(t, Options{Socket: f.sock, ExternalBytes: func() uint64 { return external.Load() }})
+	fc := f.accept(5 * time.Second)
+	const soft = 2 << 30
+	fc.register(directive{softLimit: soft})
+	await(t, "the soft limit", func() bool { return c.Stats().SoftLimit == soft })
+
+	// 1 GiB/s, by the clock, up to 64 MiB under the soft limit.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t0 := time.Now()
+		for {
+			grown := uint64(time.Since(t0).Seconds() * (1 << 30))
+			if grown > soft-64*MiB {
+				grown = soft - 64*MiB
+			}
+			external.Store(grown)
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	await(t, "a growth throttle at NORMAL", func() bool {
+		st := c.Stats()
+		return st.GrowthThrottle > 0 && st.Throttle >= st.GrowthThrottle &&
+			st.LocalLevel == Normal && st.Level == Normal
+	})
+	await(t, "the growth throttle gone once flat", func() bool {
+		st := c.Stats()
+		return external.Load() == soft-64*MiB && st.GrowthThrottle == 0 && st.Throttle == 0
+	})
+	if st := c.Stats(); st.LocalLevel != Normal || st.Level != Normal || shedShare(1000) != 0 {
+		t.Fatalf("flat under the limit: %+v", st)
 	}
 }
