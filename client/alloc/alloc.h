@@ -239,9 +239,17 @@ struct span {
 	 * (central.c), so a refault costs only the fault.
 	 */
 	uint64_t relmask;
-	uint32_t scan_gen;               /* small: the release sweep that last looked */
-	uint32_t ver;                    /* small: bumped when its free objects change */
-	uint32_t scan_ver;               /* small: ver when a sweep last looked */
+	/*
+	 * small: its class's list of changed spans, the only ones a release
+	 * sweep looks at: a span goes on it when it is carved (pages past
+	 * bump may be resident from an earlier use) and when an object comes
+	 * back to it, at most once until a sweep takes it off.
+	 */
+	struct span *dnext, *dprev;
+	uint32_t dseq;                   /* small: when it went on that list (class counter) */
+	uint32_t ver;                    /* small: bumped when an object comes back to it */
+	uint32_t scan_ver;               /* small: ver when a sweep took it for release */
+	uint8_t in_dirty;                /* small: on the changed list */
 	uint8_t busy;                    /* small: pages of it are being released */
 };
 
@@ -388,10 +396,11 @@ _hidden_ void central_drain(void);
  * One step of a release sweep over the partly used small spans, class by
  * class: give back every 4 KiB page of a span that holds no live byte (its
  * free objects' links are rebuilt off those pages first), in one batch,
- * with no lock held across the madvise.  A sweep looks at each span once
- * and skips a span whose free objects have not changed since a sweep last
- * looked (that look left nothing to release in it); `restart` begins a
- * new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
+ * with no lock held across the madvise.  A sweep looks only at the spans
+ * that changed since a sweep last looked at them (an object came back, or
+ * the span is new), each once, oldest change first: its cost follows
+ * what the frees since the last sweep can have made releasable, not the
+ * size of the heap.  `restart` begins a new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
  * once the sweep is over.
  */
 _hidden_ long central_release_step(size_t max_bytes, bool restart, bool *ret_more);
