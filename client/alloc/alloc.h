@@ -230,7 +230,7 @@ struct span {
 	uint32_t nobjs;                  /* small: objects in the span */
 	void *freelist;                  /* small: freed objects, linked by word 0 */
 	uintptr_t bump;                  /* small: first never-used object */
-	uintptr_t end;                   /* small: end of the last whole object */
+	uintptr_t end;                   /* small: end of the last whole object; large: of the block */
 	/*
 	 * small: the span's 4 KiB pages given back (bit i: start + i·4 KiB).
 	 * Every object that overlaps such a page is free and on no list;
@@ -251,6 +251,22 @@ struct span {
 	uint32_t scan_ver;               /* small: ver when a sweep took it for release */
 	uint8_t in_dirty;                /* small: on the changed list */
 	uint8_t busy;                    /* small: pages of it are being released */
+	uint8_t tail;                    /* large: enum span_tail */
+};
+
+/*
+ * A large block's tail: the 4 KiB pages of its span past the block's end
+ * (`end`, the requested size rounded up to 4 KiB, which is also its
+ * usable size).  They hold no live byte and go back to the kernel like
+ * free pages; the arena's released bitmap says which are.  A freed block
+ * whose tail is being released is freed by the releaser once madvise has
+ * returned, so its pages are never another block's while it runs.
+ */
+enum span_tail {
+	TAIL_NONE = 0,                   /* nothing to release (or not large) */
+	TAIL_LISTED,                     /* on the page heap's list of tails to release */
+	TAIL_BUSY,                       /* being released, no lock held */
+	TAIL_BUSY_FREED,                 /* being released, and the block was freed */
 };
 
 /* Page heap counters, in pages; a consistent snapshot. */
@@ -259,6 +275,7 @@ struct pageheap_stats {
 	uint64_t free_pages;             /* free, released or not (busy included) */
 	uint64_t released_os;            /* 4 KiB pages: free and given back (or never touched) */
 	uint64_t small_released_os;      /* 4 KiB pages given back inside small spans */
+	uint64_t large_released_os;      /* 4 KiB pages given back at large blocks' tails */
 	uint64_t small_pages;            /* in small spans */
 	uint64_t large_pages;            /* in large blocks */
 	uint64_t releasable_os;          /* 4 KiB pages: free, resident, in free spans ≥ 64 KiB */
@@ -296,15 +313,28 @@ _hidden_ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum spa
 _hidden_ void pageheap_free(struct span *s);
 
 /*
- * Shrink the large span `s` to `npages` (< s->npages), freeing the tail.
+ * A large block of `bytes`: a SPAN_LARGE span of whole pages whose `end`
+ * is start + `bytes` rounded up to 4 KiB; the pages past it are its tail
+ * (enum span_tail).  `*ret_zeroed` tells whether the block's own pages
+ * read as zero.  Otherwise as pageheap_alloc().
  */
-_hidden_ void pageheap_shrink(struct span *s, size_t npages);
+_hidden_ struct span *pageheap_alloc_large(size_t bytes, size_t align_pages, bool *ret_zeroed);
 
 /*
- * Grow the large span `s` in place to `npages` by taking free pages right
- * after it.  Returns true on success; `*ret_zeroed` as pageheap_alloc().
+ * Make the large block `s` `bytes` long in place: fewer pages (the rest
+ * freed), or the free pages right after it, or the same pages with a new
+ * end.  False when it cannot (the pages after it are not free, or its
+ * tail is being released); the block is then unchanged.
  */
-_hidden_ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed);
+_hidden_ bool pageheap_large_resize(struct span *s, size_t bytes);
+
+/*
+ * Give back the tails of large blocks that have pages not yet released,
+ * about `max_pages` heap pages' worth, in one batch with no lock held;
+ * a page already released is never advised again.  Returns the bytes
+ * newly released (0: no tail left) or -errno.
+ */
+_hidden_ long pageheap_release_tails(size_t max_pages);
 
 /*
  * One release step: from the largest free spans of ≥ `min_pages` pages
