@@ -10,9 +10,10 @@
  *	             address → arena map, metadata memory, huge blocks
  *	span.c       the page heap: runs of 8 KiB pages ("spans"), free lists
  *	             that prefer resident pages, coalescing, the released-page
- *	             bitmap (one bit per 4 KiB page) and the release step
+ *	             bitmap (one bit per 4 KiB page), the release step, and
+ *	             the release of large blocks' tails
  *	central.c    also the release of free 4 KiB pages inside partly used
- *	             small spans (a sweep over the partial lists)
+ *	             small spans (a sweep over the spans that changed)
  *	sizeclass.c  96 size classes, 16 B .. 256 KiB, ≤ 12.5 % waste
  *	central.c    per-class lists of partly used spans and a transfer cache
  *	             of whole batches, each under its own class lock
