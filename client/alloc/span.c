@@ -138,24 +138,36 @@ static struct span_slab *slab_of(const struct span *s)
 	return (struct span_slab *)((uintptr_t)s & ~(uintptr_t)(SLAB_BYTES - 1));
 }
 
+/* Push `x` on, or take it off, the doubly linked list `*list` through its
+ * next and prev: slabs, and large spans' tails. */
+#define DLIST_PUSH(list, x)                                                                    \
+	do {                                                                                   \
+		(x)->prev = NULL;                                                              \
+		(x)->next = *(list);                                                           \
+		if ((x)->next)                                                                 \
+			(x)->next->prev = (x);                                                 \
+		*(list) = (x);                                                                 \
+	} while (0)
+
+#define DLIST_UNLINK(list, x)                                                                  \
+	do {                                                                                   \
+		if ((x)->prev)                                                                 \
+			(x)->prev->next = (x)->next;                                           \
+		else                                                                           \
+			*(list) = (x)->next;                                                   \
+		if ((x)->next)                                                                 \
+			(x)->next->prev = (x)->prev;                                           \
+		(x)->next = (x)->prev = NULL;                                                  \
+	} while (0)
+
 static void slab_link(struct span_slab **list, struct span_slab *slab)
 {
-	slab->prev = NULL;
-	slab->next = *list;
-	if (slab->next)
-		slab->next->prev = slab;
-	*list = slab;
+	DLIST_PUSH(list, slab);
 }
 
 static void slab_unlink(struct span_slab **list, struct span_slab *slab)
 {
-	if (slab->prev)
-		slab->prev->next = slab->next;
-	else
-		*list = slab->next;
-	if (slab->next)
-		slab->next->prev = slab->prev;
-	slab->next = slab->prev = NULL;
+	DLIST_UNLINK(list, slab);
 }
 
 /* A slab with every struct free: a released one again, or a new mapping. */
@@ -423,6 +435,30 @@ static int grow(void)
 	return 0;
 }
 
+/*
+ * The runs of 4 KiB pages not released in [*pos, stop) of `ar`, as at
+ * most `room` ranges into `iov`; `*pos` ends where the last one ends
+ * (stop when all fitted).  Returns how many.
+ */
+static unsigned resident_runs(const struct arena *ar, size_t *pos, size_t stop, struct iovec *iov,
+			      unsigned room)
+{
+	unsigned n = 0;
+
+	while (*pos < stop && n < room) {
+		size_t r0 = bits_next(ar, *pos, stop, false), r1;
+
+		if (r0 == stop)
+			break;
+		r1 = bits_next(ar, r0, stop, true);
+		iov[n].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
+		iov[n].iov_len = (r1 - r0) * MG_OS_PAGE;
+		n++;
+		*pos = r1;
+	}
+	return n;
+}
+
 /* ---- large blocks' tails ------------------------------------------------- */
 
 /* The 4 KiB pages of large span `s` past its block's end: the first (in
@@ -439,22 +475,12 @@ static size_t tail_len(const struct span *s)
 
 static void tail_link(struct span **list, struct span *s)
 {
-	s->prev = NULL;
-	s->next = *list;
-	if (s->next)
-		s->next->prev = s;
-	*list = s;
+	DLIST_PUSH(list, s);
 }
 
 static void tail_unlink(struct span **list, struct span *s)
 {
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		*list = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	s->next = s->prev = NULL;
+	DLIST_UNLINK(list, s);
 }
 
 /* List the large span `s` (tail TAIL_NONE) if its tail has a page that
@@ -731,7 +757,7 @@ long pageheap_release_tails(size_t max_pages)
 {
 	struct span *busy[REL_BATCH_IOV];
 	struct iovec iov[REL_BATCH_IOV];
-	unsigned nbusy = 0, niov = 0, i, j, from[REL_BATCH_IOV + 1];
+	unsigned nbusy = 0, niov = 0, i, j, got, from[REL_BATCH_IOV + 1];
 	size_t left = max_pages ? os_of(max_pages) : 1;
 	uint64_t newly = 0;
 	int r;
@@ -748,18 +774,9 @@ long pageheap_release_tails(size_t max_pages)
 		from[nbusy] = niov;
 		busy[nbusy++] = s;
 		/* Its runs not yet released: never a page twice. */
-		while (pos < stop && niov < REL_BATCH_IOV) {
-			size_t r0 = bits_next(ar, pos, stop, false), r1;
-
-			if (r0 == stop)
-				break;
-			r1 = bits_next(ar, r0, stop, true);
-			iov[niov].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
-			iov[niov].iov_len = (r1 - r0) * MG_OS_PAGE;
-			niov++;
-			left -= r1 - r0 < left ? r1 - r0 : left;
-			pos = r1;
-		}
+		got = resident_runs(ar, &pos, stop, iov + niov, REL_BATCH_IOV - niov);
+		niov += got;
+		left -= tail_len(s) < left ? tail_len(s) : left;
 	}
 	from[nbusy] = niov;
 	pthread_mutex_unlock(&ph_lock);
@@ -847,17 +864,7 @@ static struct span *cut_busy(struct span *s, size_t max, struct iovec *iov, unsi
 	 * with the heap page that holds the end of the last one. */
 	pos = os_of(a);
 	stop = os_of(b);
-	while (pos < stop && n < room) {
-		size_t r0 = bits_next(ar, pos, stop, false), r1;
-
-		if (r0 == stop)
-			break;
-		r1 = bits_next(ar, r0, stop, true);
-		iov[n].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
-		iov[n].iov_len = (r1 - r0) * MG_OS_PAGE;
-		n++;
-		pos = r1;
-	}
+	n = resident_runs(ar, &pos, stop, iov, room);
 	if (pos < stop)
 		b = (pos + MG_OS_PER_PAGE - 1) / MG_OS_PER_PAGE;
 	if (a > first) {
