@@ -606,12 +606,39 @@ static int escalate_high(struct service *s, const char *lvl, double u)
 		manager_save_escalations(s->m);
 		return escalate_failed(s, r, "write memory.high");
 	}
+	s->sample.high = s->budget;
 	log_service(LOG_WARNING, s->conf.name, lvl, u, "escalate",
 		    "memory.high set to the budget %" PRIu64 " (was %s): working set %" PRIu64
 		    " still at %s past the release deadline",
 		    s->budget, s->saved_high == MONITOR_UNLIMITED ? "max" : "a limit",
 		    s->sample.working_set, lvl);
 	return 1;
+}
+
+/*
+ * memory.high in force follows the budget: a budget changed by set-budget
+ * or a reload while the escalation holds would otherwise leave the old
+ * budget written until the level falls to NORMAL.  Only a value this
+ * daemon wrote (and will put back) is rewritten.
+ */
+static void escalate_follow_budget(struct service *s)
+{
+	const char *lvl = proto_level_name(s->last.level);
+	uint64_t was = s->sample.high;
+	int r;
+
+	if (s->ps.escalation != MG_ESCALATION_HIGH || !s->saved_high_valid ||
+	    !s->sample.high_known || s->budget == 0 || was == s->budget)
+		return;
+	r = cgrp_write_high(s->v2_dir, s->budget);
+	if (r < 0) {
+		escalate_failed(s, r, "write memory.high");
+		return;
+	}
+	s->sample.high = s->budget;
+	log_service(LOG_NOTICE, s->conf.name, lvl, util_ratio(s->last.utilization), "escalate",
+		    "memory.high follows the budget: %" PRIu64 " (was %" PRIu64 ")", s->budget,
+		    was);
 }
 
 /* memory.high back to what it was before escalate_high().  0 or -errno. */
@@ -874,6 +901,7 @@ void service_decide(struct service *s, uint64_t now_ms, bool probe)
 
 	if (s->conf.enforce != MG_ENFORCE_NOTIFY || d.action == POLICY_ACTION_RESTORE)
 		service_escalate(s, d.action, now_ms);
+	escalate_follow_budget(s);
 
 	service_direct(s, &d.directive);
 }

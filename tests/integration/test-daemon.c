@@ -243,6 +243,39 @@ static char *await_change(const char *rel, const char *was, char *buf, size_t si
 	return buf;
 }
 
+/* A budget changed while memory.high is in force: memory.high follows it,
+ * and the value from before the escalation still comes back at NORMAL. */
+static void test_memory_high_follows_budget(void **state)
+{
+	char buf[64], was[64];
+	struct mg_msg m;
+	struct mg_directive d;
+	int a, fd = hello("web", &m);
+
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
+	await_level(fd, MG_LEVEL_EMERGENCY, &d);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
+				  NULL, 10), BUDGET);
+
+	a = fixture_connect(&fx, NULL);
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 5 } };
+	strcpy(m.set_budget.service, "web");
+	m.set_budget.budget = BUDGET * 90 / 100;
+	fixture_send(a, &m);
+	assert_int_equal(fixture_recv(a, &m, 3000), 0);
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(a);
+	strcpy(was, buf);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", was, buf, sizeof(buf)),
+				  NULL, 10), BUDGET * 90 / 100);
+
+	fixture_set_usage(&fx, "web", BUDGET * 20 / 100);
+	await_level(fd, MG_LEVEL_NORMAL, &d);
+	strcpy(was, buf);
+	assert_string_equal(await_change("cg/web/memory.high", was, buf, sizeof(buf)), "max\n");
+	close(fd);
+}
+
 /* enforce=kill: memory.high first; the kill only when usage stays above
  * the budget a further deadline while memory.events max grows. */
 static void test_enforce_kill_needs_growth(void **state)
@@ -524,6 +557,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_good_and_broken, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_config_is_the_default, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_removes_service, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_high_follows_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_restores_memory_high, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill_then_restart_puts_memory_high_back, setup,
 						teardown),
