@@ -10,9 +10,10 @@
  *	             address → arena map, metadata memory, huge blocks
  *	span.c       the page heap: runs of 8 KiB pages ("spans"), free lists
  *	             that prefer resident pages, coalescing, the released-page
- *	             bitmap (one bit per 4 KiB page) and the release step
+ *	             bitmap (one bit per 4 KiB page), the release step, and
+ *	             the release of large blocks' tails
  *	central.c    also the release of free 4 KiB pages inside partly used
- *	             small spans (a sweep over the partial lists)
+ *	             small spans (a sweep over the spans that changed)
  *	sizeclass.c  96 size classes, 16 B .. 256 KiB, ≤ 12.5 % waste
  *	central.c    per-class lists of partly used spans and a transfer cache
  *	             of whole batches, each under its own class lock
@@ -230,7 +231,7 @@ struct span {
 	uint32_t nobjs;                  /* small: objects in the span */
 	void *freelist;                  /* small: freed objects, linked by word 0 */
 	uintptr_t bump;                  /* small: first never-used object */
-	uintptr_t end;                   /* small: end of the last whole object */
+	uintptr_t end;                   /* small: end of the last whole object; large: of the block */
 	/*
 	 * small: the span's 4 KiB pages given back (bit i: start + i·4 KiB).
 	 * Every object that overlaps such a page is free and on no list;
@@ -239,10 +240,34 @@ struct span {
 	 * (central.c), so a refault costs only the fault.
 	 */
 	uint64_t relmask;
-	uint32_t scan_gen;               /* small: the release sweep that last looked */
-	uint32_t ver;                    /* small: bumped when its free objects change */
-	uint32_t scan_ver;               /* small: ver when a sweep last looked */
+	/*
+	 * small: its class's list of changed spans, the only ones a release
+	 * sweep looks at: a span goes on it when it is carved (pages past
+	 * bump may be resident from an earlier use) and when an object comes
+	 * back to it, at most once until a sweep takes it off.
+	 */
+	struct span *dnext, *dprev;
+	uint32_t dseq;                   /* small: when it went on that list (class counter) */
+	uint32_t ver;                    /* small: bumped when an object comes back to it */
+	uint32_t scan_ver;               /* small: ver when a sweep took it for release */
+	uint8_t in_dirty;                /* small: on the changed list */
 	uint8_t busy;                    /* small: pages of it are being released */
+	uint8_t tail;                    /* large: enum span_tail */
+};
+
+/*
+ * A large block's tail: the 4 KiB pages of its span past the block's end
+ * (`end`, the requested size rounded up to 4 KiB, which is also its
+ * usable size).  They hold no live byte and go back to the kernel like
+ * free pages; the arena's released bitmap says which are.  A freed block
+ * whose tail is being released is freed by the releaser once madvise has
+ * returned, so its pages are never another block's while it runs.
+ */
+enum span_tail {
+	TAIL_NONE = 0,                   /* nothing to release (or not large) */
+	TAIL_LISTED,                     /* on the page heap's list of tails to release */
+	TAIL_BUSY,                       /* being released, no lock held */
+	TAIL_BUSY_FREED,                 /* being released, and the block was freed */
 };
 
 /* Page heap counters, in pages; a consistent snapshot. */
@@ -251,6 +276,7 @@ struct pageheap_stats {
 	uint64_t free_pages;             /* free, released or not (busy included) */
 	uint64_t released_os;            /* 4 KiB pages: free and given back (or never touched) */
 	uint64_t small_released_os;      /* 4 KiB pages given back inside small spans */
+	uint64_t large_released_os;      /* 4 KiB pages given back at large blocks' tails */
 	uint64_t small_pages;            /* in small spans */
 	uint64_t large_pages;            /* in large blocks */
 	uint64_t releasable_os;          /* 4 KiB pages: free, resident, in free spans ≥ 64 KiB */
@@ -288,15 +314,28 @@ _hidden_ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum spa
 _hidden_ void pageheap_free(struct span *s);
 
 /*
- * Shrink the large span `s` to `npages` (< s->npages), freeing the tail.
+ * A large block of `bytes`: a SPAN_LARGE span of whole pages whose `end`
+ * is start + `bytes` rounded up to 4 KiB; the pages past it are its tail
+ * (enum span_tail).  `*ret_zeroed` tells whether the block's own pages
+ * read as zero.  Otherwise as pageheap_alloc().
  */
-_hidden_ void pageheap_shrink(struct span *s, size_t npages);
+_hidden_ struct span *pageheap_alloc_large(size_t bytes, size_t align_pages, bool *ret_zeroed);
 
 /*
- * Grow the large span `s` in place to `npages` by taking free pages right
- * after it.  Returns true on success; `*ret_zeroed` as pageheap_alloc().
+ * Make the large block `s` `bytes` long in place: fewer pages (the rest
+ * freed), or the free pages right after it, or the same pages with a new
+ * end.  False when it cannot (the pages after it are not free, or its
+ * tail is being released); the block is then unchanged.
  */
-_hidden_ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed);
+_hidden_ bool pageheap_large_resize(struct span *s, size_t bytes);
+
+/*
+ * Give back the tails of large blocks that have pages not yet released,
+ * about `max_pages` heap pages' worth, in one batch with no lock held;
+ * a page already released is never advised again.  Returns the bytes
+ * newly released (0: no tail left) or -errno.
+ */
+_hidden_ long pageheap_release_tails(size_t max_pages);
 
 /*
  * One release step: from the largest free spans of ≥ `min_pages` pages
@@ -388,10 +427,11 @@ _hidden_ void central_drain(void);
  * One step of a release sweep over the partly used small spans, class by
  * class: give back every 4 KiB page of a span that holds no live byte (its
  * free objects' links are rebuilt off those pages first), in one batch,
- * with no lock held across the madvise.  A sweep looks at each span once
- * and skips a span whose free objects have not changed since a sweep last
- * looked (that look left nothing to release in it); `restart` begins a
- * new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
+ * with no lock held across the madvise.  A sweep looks only at the spans
+ * that changed since a sweep last looked at them (an object came back, or
+ * the span is new), each once, oldest change first: its cost follows
+ * what the frees since the last sweep can have made releasable, not the
+ * size of the heap.  `restart` begins a new sweep.  A step ends after ~`max_bytes` or one batch.  Returns the bytes released or -errno; `*ret_more` is false
  * once the sweep is over.
  */
 _hidden_ long central_release_step(size_t max_bytes, bool restart, bool *ret_more);

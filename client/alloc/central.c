@@ -37,6 +37,10 @@ struct central {
 	uint64_t out;                    /* objects handed out and not back */
 	struct span *partial;            /* spans with free objects */
 	struct span *partial_tail;
+	struct span *dirty;              /* of those, changed since a sweep looked: newest */
+	struct span *dirty_tail;         /* oldest */
+	uint32_t dirty_seq;              /* spans put on the changed list, ever */
+	uint32_t sweep_limit;            /* the sweep in this class takes dseq ≤ this */
 	unsigned ntransfer;
 	struct batch transfer[TRANSFER_SLOTS];
 } __attribute__((aligned(64)));
@@ -47,8 +51,46 @@ static struct central centrals[NCLASSES] = {
 
 static pthread_mutex_t sweep_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned sweep_cls = NCLASSES;    /* class the sweep is at; NCLASSES: none */
-static uint32_t sweep_gen;
+static bool sweep_entered;               /* sweep_limit of sweep_cls is set */
 static uint64_t span_frees;
+
+/*
+ * The changed list: what a release sweep looks at.  A span goes on it at
+ * the head, once, on the slow path that changed it (never on a thread's
+ * fast path), with the class's next sequence number; a sweep takes from
+ * the tail.  It is a subset of the partial list: leaving that list (full,
+ * wholly free, being released) takes a span off this one too.
+ */
+static void dirty_add(struct central *c, struct span *s)
+{
+	if (s->in_dirty)
+		return;
+	s->dprev = NULL;
+	s->dnext = c->dirty;
+	if (s->dnext)
+		s->dnext->dprev = s;
+	else
+		c->dirty_tail = s;
+	c->dirty = s;
+	s->dseq = ++c->dirty_seq;
+	s->in_dirty = 1;
+}
+
+static void dirty_remove(struct central *c, struct span *s)
+{
+	if (!s->in_dirty)
+		return;
+	if (s->dprev)
+		s->dprev->dnext = s->dnext;
+	else
+		c->dirty = s->dnext;
+	if (s->dnext)
+		s->dnext->dprev = s->dprev;
+	else
+		c->dirty_tail = s->dprev;
+	s->dnext = s->dprev = NULL;
+	s->in_dirty = 0;
+}
 
 static void partial_add(struct central *c, struct span *s)
 {
@@ -86,6 +128,7 @@ static void partial_remove(struct central *c, struct span *s)
 		c->partial_tail = s->prev;
 	s->next = s->prev = NULL;
 	s->in_partial = 0;
+	dirty_remove(c, s);
 }
 
 /* ---- a span's released pages ----------------------------------------------- */
@@ -244,9 +287,10 @@ static struct span *new_span(unsigned cls)
 	s->nobjs = sc->objs;
 	s->nfree = sc->objs;
 	s->relmask = 0;
-	s->scan_gen = 0;
+	s->dnext = s->dprev = NULL;
+	s->in_dirty = 0;
 	s->ver = 0;
-	s->scan_ver = UINT32_MAX;
+	s->scan_ver = 0;
 	s->busy = 0;
 	return s;
 }
@@ -276,6 +320,9 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 			if (!s)
 				break;
 			partial_add(c, s);
+			/* Its pages past bump may be resident from an
+			 * earlier use and hold no live byte. */
+			dirty_add(c, s);
 		}
 		while (got < n && s->nfree) {
 			void *o;
@@ -307,7 +354,6 @@ unsigned central_get(unsigned cls, unsigned n, void **ret_head)
 			s->nfree--;
 			got++;
 		}
-		s->ver++;
 		if (!s->nfree)
 			partial_remove(c, s);
 	}
@@ -338,9 +384,11 @@ static void put_one(struct central *c, void *o)
 		if (s->in_partial)
 			partial_remove(c, s);
 		pageheap_free(s);
-	} else if (!s->in_partial) {
-		partial_add(c, s);
+		return;
 	}
+	if (!s->in_partial)
+		partial_add(c, s);
+	dirty_add(c, s);
 }
 
 void central_put(unsigned cls, void *head, unsigned n)
@@ -387,26 +435,21 @@ void central_drain(void)
 	}
 }
 
-/*
- * The first span of the partial list this sweep has not looked at, or
- * NULL.  Looked-at spans go to the tail, so it is the head but for the
- * few that frees put back at the head since.
- */
-static struct span *next_unseen(const struct central *c)
+/* Whether the sweep in `c` has a span left to take: one that went on the
+ * changed list before the sweep came to this class. */
+static struct span *next_dirty(const struct central *c)
 {
-	struct span *s;
+	struct span *s = c->dirty_tail;
 
-	for (s = c->partial; s; s = s->next)
-		if (s->scan_gen != sweep_gen)
-			return s;
-	return NULL;
+	return s && (int32_t)(s->dseq - c->sweep_limit) <= 0 ? s : NULL;
 }
 
 /*
- * One batch of the sweep in class `cls`: look at the spans from the head
- * of its partial list that this sweep has not seen, move each to the tail,
- * and release the pages of those that have some.  `*ret_done` when the
- * class has nothing left for this sweep.
+ * One batch of the sweep in class `cls`: take the spans that changed
+ * before the sweep came here, oldest first, off the changed list, and
+ * release the pages of those that have some.  A span that changes again
+ * while the sweep runs goes back on the list, for the next sweep.
+ * `*ret_done` when the class has nothing left for this sweep.
  */
 static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 {
@@ -420,29 +463,27 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 	int r = 0;
 
 	pthread_mutex_lock(&c->lock);
-	while ((s = next_unseen(c)) && looked < SWEEP_SPANS && nbusy < SWEEP_BUSY &&
+	if (!sweep_entered) {
+		c->sweep_limit = c->dirty_seq;
+		sweep_entered = true;
+	}
+	while ((s = next_dirty(c)) && looked < SWEEP_SPANS && nbusy < SWEEP_BUSY &&
 	       niov + SPAN_MAX_OS_PAGES / 2 <= SWEEP_IOV && bytes < max_bytes) {
 		uint64_t free[MAX_SPAN_OBJS / 64] = { 0 }, m;
 		size_t tail = s->npages * MG_PAGE_SIZE - (s->end - s->start);
 
 		looked++;
-		partial_remove(c, s);
-		s->scan_gen = sweep_gen;
-		/* Nothing changed since a look that released all it could,
-		 * or not a page's worth of free bytes: nothing to find. */
-		if (s->scan_ver == s->ver || (uint64_t)s->nfree * size + tail < MG_OS_PAGE) {
-			s->scan_ver = s->ver;
-			partial_add_tail(c, s);
+		dirty_remove(c, s);
+		/* Not a page's worth of free bytes: nothing to find. */
+		if ((uint64_t)s->nfree * size + tail < MG_OS_PAGE)
 			continue;
-		}
-		s->scan_ver = s->ver;
 		m = releasable_pages(s, size, free);
-		if (!m) {
-			partial_add_tail(c, s);
+		if (!m)
 			continue;
-		}
+		partial_remove(c, s);
 		rebuild(s, size, free, s->relmask | m);
 		s->relmask |= m;
+		s->scan_ver = s->ver;
 		s->busy = 1;
 		busy[nbusy++] = s;
 		pages += __builtin_popcountll(m);
@@ -459,7 +500,7 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 			m &= ~mask_range(a, a + run - 1);
 		}
 	}
-	*ret_done = !next_unseen(c);
+	*ret_done = !next_dirty(c);
 	pthread_mutex_unlock(&c->lock);
 	if (!nbusy)
 		return 0;
@@ -476,10 +517,14 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 	for (i = 0; i < nbusy; i++) {
 		s = busy[i];
 		s->busy = 0;
-		if (s->nfree == s->nobjs)
+		if (s->nfree == s->nobjs) {
 			pageheap_free(s);
-		else
-			partial_add_tail(c, s);
+			continue;
+		}
+		partial_add_tail(c, s);
+		/* Objects came back while it was busy. */
+		if (s->ver != s->scan_ver)
+			dirty_add(c, s);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r < 0 ? r : (long)bytes;
@@ -492,8 +537,8 @@ long central_release_step(size_t max_bytes, bool restart, bool *ret_more)
 
 	pthread_mutex_lock(&sweep_lock);
 	if (restart || sweep_cls >= NCLASSES) {
-		sweep_gen++;
 		sweep_cls = 0;
+		sweep_entered = false;
 	}
 	/* One batch that released something, or through classes with
 	 * nothing to release, then back to the caller's pacing. */
@@ -504,8 +549,10 @@ long central_release_step(size_t max_bytes, bool restart, bool *ret_more)
 			break;
 		}
 		done += r;
-		if (class_done)
+		if (class_done) {
 			sweep_cls++;
+			sweep_entered = false;
+		}
 	}
 	*ret_more = sweep_cls < NCLASSES;
 	pthread_mutex_unlock(&sweep_lock);
@@ -551,6 +598,7 @@ void central_reinit_locks(void)
 	 * child: their objects stay allocatable-free, never lost. */
 	pthread_mutex_init(&sweep_lock, NULL);
 	sweep_cls = NCLASSES;
+	sweep_entered = false;
 	for (cls = 0; cls < NCLASSES; cls++)
 		pthread_mutex_init(&centrals[cls].lock, NULL);
 }

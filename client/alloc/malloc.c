@@ -287,16 +287,17 @@ static void *core_alloc(size_t size, size_t align, bool zero, size_t *ret_bsize,
 		}
 	}
 	if (size < HUGE_MIN && align < HUGE_MIN / 2) {
-		size_t npages = (size + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
 		size_t align_pages = align > MG_PAGE_SIZE ? align >> MG_PAGE_SHIFT : 1;
 		struct span *s;
 		bool zeroed;
 
-		s = pageheap_alloc(npages, align_pages, SPAN_LARGE, 0, &zeroed);
+		s = pageheap_alloc_large(size, align_pages, &zeroed);
 		if (!s)
 			return NULL;
 		p = (void *)s->start;
-		bsize = npages << MG_PAGE_SHIFT;
+		/* Up to 4 KiB: the pages past it are its tail, which goes
+		 * back to the kernel. */
+		bsize = s->end - s->start;
 		/* Pages that were released or never touched read as zeros. */
 		if (zero && !zeroed)
 			memset(p, 0, bsize);
@@ -347,8 +348,7 @@ static struct span *live_span(struct arena *ar, const void *p)
 
 static size_t block_size(const struct span *s)
 {
-	return s->state == SPAN_SMALL ? sizeclasses[s->sizeclass].size
-				      : (size_t)s->npages << MG_PAGE_SHIFT;
+	return s->state == SPAN_SMALL ? sizeclasses[s->sizeclass].size : s->end - s->start;
 }
 
 #ifndef MG_DEBUG_HEAP
@@ -468,15 +468,7 @@ _public_ void *mg_realloc(void *p, size_t size)
 			if (size <= old && (size > old / 2 || old <= MG_MIN_ALIGN))
 				return p;
 		} else if (size > SMALL_MAX && size < HUGE_MIN) {
-			size_t npages = (size + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
-
-			if (npages == s->npages)
-				return p;
-			if (npages < s->npages) {
-				pageheap_shrink(s, npages);
-				return p;
-			}
-			if (pageheap_grow(s, npages, NULL))
+			if (pageheap_large_resize(s, size))
 				return p;
 		}
 	} else if (huge_lookup(p, &old, NULL, NULL)) {

@@ -12,7 +12,8 @@
  * only free runs of ≥ 64 KiB; SCAV_DUTY_IDLE_PPM once it has gone quiet
  * (a burst ended; what is free now stays free, and returning it quickly
  * is the point), and then every free 4 KiB page goes: free runs of any
- * length, and the pages of partly used small spans that hold no live byte
+ * length, large blocks' tails (the pages of their spans past their end),
+ * and the pages of partly used small spans that hold no live byte
  * (a sweep over them, central.c), after the transfer caches are emptied
  * into their spans.  A sweep that is over is not begun again until
  * SCAV_RESWEEP_OBJS objects went back to their spans, or some did and
@@ -185,6 +186,8 @@ static void *scav_main(void *arg)
 			if (max < RELEASE_MIN_PAGES)
 				max = RELEASE_MIN_PAGES;
 			n = pageheap_release_step(max, churn ? RELEASE_MIN_PAGES : 1);
+			if (n == 0 && !churn)
+				n = pageheap_release_tails(max);
 			if (n == 0 && !churn && !swept) {
 				n = central_release_step(max * MG_PAGE_SIZE, restart, &more);
 				restart = false;
@@ -317,8 +320,8 @@ void scavenger_after_fork_child(void)
 	memset(&sstats, 0, sizeof(sstats));
 }
 
-/* Everything mg_heap_release() can do in one pass: free runs, then the
- * pages of partly used spans.  Adds to *done; false once `bytes` (0: no
+/* Everything mg_heap_release() can do in one pass: free runs and large
+ * blocks' tails, then the pages of partly used spans.  Adds to *done; false once `bytes` (0: no
  * bound) is reached or the kernel refused. */
 static bool release_pass(size_t bytes, size_t *done)
 {
@@ -330,6 +333,8 @@ static bool release_pass(size_t bytes, size_t *done)
 		size_t max = want / MG_PAGE_SIZE + (want % MG_PAGE_SIZE != 0);
 
 		n = pageheap_release_step(max < ARENA_PAGES ? max : ARENA_PAGES, 1);
+		if (n == 0)
+			n = pageheap_release_tails(max < ARENA_PAGES ? max : ARENA_PAGES);
 		if (n <= 0)
 			break;
 		*done += (size_t)n;

@@ -46,6 +46,9 @@ enum {
 
 static pthread_mutex_t ph_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct span *lists[NLISTS][NBUCKETS];
+/* Large blocks whose tail (pages past the block's end) has a page not
+ * released, and those whose tail is being released, by next/prev. */
+static struct span *tails, *tails_busy;
 static uint64_t nonempty[NLISTS][(NBUCKETS + 63) / 64];
 static struct pageheap_stats st;
 
@@ -135,24 +138,36 @@ static struct span_slab *slab_of(const struct span *s)
 	return (struct span_slab *)((uintptr_t)s & ~(uintptr_t)(SLAB_BYTES - 1));
 }
 
+/* Push `x` on, or take it off, the doubly linked list `*list` through its
+ * next and prev: slabs, and large spans' tails. */
+#define DLIST_PUSH(list, x)                                                                    \
+	do {                                                                                   \
+		(x)->prev = NULL;                                                              \
+		(x)->next = *(list);                                                           \
+		if ((x)->next)                                                                 \
+			(x)->next->prev = (x);                                                 \
+		*(list) = (x);                                                                 \
+	} while (0)
+
+#define DLIST_UNLINK(list, x)                                                                  \
+	do {                                                                                   \
+		if ((x)->prev)                                                                 \
+			(x)->prev->next = (x)->next;                                           \
+		else                                                                           \
+			*(list) = (x)->next;                                                   \
+		if ((x)->next)                                                                 \
+			(x)->next->prev = (x)->prev;                                           \
+		(x)->next = (x)->prev = NULL;                                                  \
+	} while (0)
+
 static void slab_link(struct span_slab **list, struct span_slab *slab)
 {
-	slab->prev = NULL;
-	slab->next = *list;
-	if (slab->next)
-		slab->next->prev = slab;
-	*list = slab;
+	DLIST_PUSH(list, slab);
 }
 
 static void slab_unlink(struct span_slab **list, struct span_slab *slab)
 {
-	if (slab->prev)
-		slab->prev->next = slab->next;
-	else
-		*list = slab->next;
-	if (slab->next)
-		slab->next->prev = slab->prev;
-	slab->next = slab->prev = NULL;
+	DLIST_UNLINK(list, slab);
 }
 
 /* A slab with every struct free: a released one again, or a new mapping. */
@@ -420,10 +435,81 @@ static int grow(void)
 	return 0;
 }
 
-struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
-			    unsigned sizeclass, bool *ret_zeroed)
+/*
+ * The runs of 4 KiB pages not released in [*pos, stop) of `ar`, as at
+ * most `room` ranges into `iov`; `*pos` ends where the last one ends
+ * (stop when all fitted).  Returns how many.
+ */
+static unsigned resident_runs(const struct arena *ar, size_t *pos, size_t stop, struct iovec *iov,
+			      unsigned room)
 {
-	size_t want = npages + align_pages - 1, first, off, rel;
+	unsigned n = 0;
+
+	while (*pos < stop && n < room) {
+		size_t r0 = bits_next(ar, *pos, stop, false), r1;
+
+		if (r0 == stop)
+			break;
+		r1 = bits_next(ar, r0, stop, true);
+		iov[n].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
+		iov[n].iov_len = (r1 - r0) * MG_OS_PAGE;
+		n++;
+		*pos = r1;
+	}
+	return n;
+}
+
+/* ---- large blocks' tails ------------------------------------------------- */
+
+/* The 4 KiB pages of large span `s` past its block's end: the first (in
+ * the arena's 4 KiB pages) and how many. */
+static size_t tail_first(const struct span *s)
+{
+	return os_of(span_first(s)) + (s->end - s->start) / MG_OS_PAGE;
+}
+
+static size_t tail_len(const struct span *s)
+{
+	return os_of(s->npages) - (s->end - s->start) / MG_OS_PAGE;
+}
+
+static void tail_link(struct span **list, struct span *s)
+{
+	DLIST_PUSH(list, s);
+}
+
+static void tail_unlink(struct span **list, struct span *s)
+{
+	DLIST_UNLINK(list, s);
+}
+
+/* List the large span `s` (tail TAIL_NONE) if its tail has a page that
+ * is not released. */
+static void tail_note(struct span *s)
+{
+	size_t n = tail_len(s);
+
+	if (n && bits_count(s->arena, tail_first(s), n) < n) {
+		tail_link(&tails, s);
+		s->tail = TAIL_LISTED;
+	}
+}
+
+static void tail_forget(struct span *s)
+{
+	if (s->tail == TAIL_LISTED)
+		tail_unlink(&tails, s);
+	s->tail = TAIL_NONE;
+}
+
+/* ---- allocation ----------------------------------------------------------- */
+
+/* pageheap_alloc(); a large block is `bytes` long (its span's tail past
+ * them keeps its released pages released). */
+static struct span *alloc_span(size_t npages, size_t align_pages, enum span_state state,
+			       unsigned sizeclass, size_t bytes, bool *ret_zeroed)
+{
+	size_t want = npages + align_pages - 1, first, off, rel, nblock = os_of(npages), rtail = 0;
 	struct span *s = NULL, *head = NULL, *tail = NULL;
 	struct arena *ar;
 	unsigned cat;
@@ -472,21 +558,32 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 		tail = NULL;
 	}
 	first += off;
-	rel = bits_count(ar, os_of(first), os_of(npages));
-	bits_assign(ar, os_of(first), os_of(npages), false);
+	if (state == SPAN_LARGE) {
+		/* The tail's released pages stay released: no live byte
+		 * will be on them. */
+		nblock = (bytes + MG_OS_PAGE - 1) / MG_OS_PAGE;
+		rtail = bits_count(ar, os_of(first) + nblock, os_of(npages) - nblock);
+	}
+	rel = bits_count(ar, os_of(first), nblock);
+	bits_assign(ar, os_of(first), nblock, false);
 	s->start = ar->base + first * MG_PAGE_SIZE;
 	s->npages = (uint32_t)npages;
-	s->nreleased = 0;
+	s->nreleased = (uint32_t)rtail;
 	s->state = (uint8_t)state;
 	s->sizeclass = (uint8_t)sizeclass;
 	s->in_partial = 0;
+	s->tail = TAIL_NONE;
 	map_all(s, state == SPAN_SMALL ? (uint8_t)(sizeclass + 1) : 0);
-	st.released_os -= rel;
+	st.released_os -= rel + rtail;
 	st.free_pages -= npages;
-	if (state == SPAN_SMALL)
+	if (state == SPAN_SMALL) {
 		st.small_pages += npages;
-	else
+	} else {
 		st.large_pages += npages;
+		st.large_released_os += rtail;
+		s->end = s->start + nblock * MG_OS_PAGE;
+		tail_note(s);
+	}
 	st.alloc_count++;
 	if (head)
 		span_put(head);
@@ -494,7 +591,7 @@ struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state s
 		span_put(tail);
 	pthread_mutex_unlock(&ph_lock);
 	if (ret_zeroed)
-		*ret_zeroed = rel == os_of(npages);
+		*ret_zeroed = rel == nblock;
 	return s;
 
 out_enomem:
@@ -507,10 +604,22 @@ out_enomem:
 	return NULL;
 }
 
-void pageheap_free(struct span *s)
+struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
+			    unsigned sizeclass, bool *ret_zeroed)
 {
-	pthread_mutex_lock(&ph_lock);
-	s->nreleased = 0;
+	return alloc_span(npages, align_pages, state, sizeclass, npages * MG_PAGE_SIZE, ret_zeroed);
+}
+
+struct span *pageheap_alloc_large(size_t bytes, size_t align_pages, bool *ret_zeroed)
+{
+	size_t npages = (bytes + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
+
+	return alloc_span(npages, align_pages, SPAN_LARGE, 0, bytes, ret_zeroed);
+}
+
+/* pageheap_free() with the lock held. */
+static void free_locked(struct span *s)
+{
 	if (s->state == SPAN_SMALL) {
 		uint64_t m = s->relmask;
 		size_t first = os_of(span_first(s));
@@ -528,39 +637,32 @@ void pageheap_free(struct span *s)
 		st.released_os += s->nreleased;
 		s->relmask = 0;
 	} else {
+		/* Its tail's released pages are free released pages now. */
+		tail_forget(s);
 		st.large_pages -= s->npages;
+		st.large_released_os -= s->nreleased;
+		st.released_os += s->nreleased;
 	}
 	st.free_pages += s->npages;
 	s->state = SPAN_FREE;
 	coalesce_insert(s);
-	pthread_mutex_unlock(&ph_lock);
 }
 
-void pageheap_shrink(struct span *s, size_t npages)
+void pageheap_free(struct span *s)
 {
-	struct span *t;
-	size_t cut = s->npages - npages;
-
 	pthread_mutex_lock(&ph_lock);
-	t = span_new();
-	if (!t) {
-		/* Keep the block whole: shrinking is only an optimisation. */
-		pthread_mutex_unlock(&ph_lock);
-		return;
-	}
-	t->arena = s->arena;
-	t->start = s->start + npages * MG_PAGE_SIZE;
-	t->npages = (uint32_t)cut;
-	t->nreleased = 0;
-	s->npages = (uint32_t)npages;
-	map_ends(s);
-	st.large_pages -= cut;
-	st.free_pages += cut;
-	coalesce_insert(t);
+	/* Its tail is being released: the releaser frees it when done, so
+	 * that no other block gets those pages while madvise runs. */
+	if (s->tail == TAIL_BUSY)
+		s->tail = TAIL_BUSY_FREED;
+	else
+		free_locked(s);
 	pthread_mutex_unlock(&ph_lock);
 }
 
-bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
+/* Take the free pages right after large span `s` to make it `npages`
+ * long.  Lock held. */
+static bool grow_locked(struct span *s, size_t npages)
 {
 	struct arena *ar = s->arena;
 	size_t end = span_first(s) + s->npages, extra = npages - s->npages, rel;
@@ -568,13 +670,10 @@ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
 
 	if (end + extra > ARENA_PAGES)
 		return false;
-	pthread_mutex_lock(&ph_lock);
 	r = ar->spans[end];
 	if (!r || r->state != SPAN_FREE || r->start != s->start + s->npages * MG_PAGE_SIZE ||
-	    r->npages < extra) {
-		pthread_mutex_unlock(&ph_lock);
+	    r->npages < extra)
 		return false;
-	}
 	free_remove(r);
 	rel = bits_count(ar, os_of(end), os_of(extra));
 	bits_assign(ar, os_of(end), os_of(extra), false);
@@ -593,10 +692,130 @@ bool pageheap_grow(struct span *s, size_t npages, bool *ret_zeroed)
 	st.free_pages -= extra;
 	st.large_pages += extra;
 	st.alloc_count++;
-	pthread_mutex_unlock(&ph_lock);
-	if (ret_zeroed)
-		*ret_zeroed = rel == os_of(extra);
 	return true;
+}
+
+/* Cut large span `s` down to `npages`, `t` (a spare struct) taking the
+ * rest as a free span.  Lock held. */
+static void shrink_locked(struct span *s, size_t npages, struct span *t)
+{
+	size_t cut = s->npages - npages, first = span_first(s) + npages;
+
+	t->arena = s->arena;
+	t->start = s->start + npages * MG_PAGE_SIZE;
+	t->npages = (uint32_t)cut;
+	/* Released pages of the old tail go with it. */
+	t->nreleased = bits_count(s->arena, os_of(first), os_of(cut));
+	s->npages = (uint32_t)npages;
+	map_ends(s);
+	st.large_pages -= cut;
+	st.free_pages += cut;
+	st.released_os += t->nreleased;
+	t->state = SPAN_FREE;
+	coalesce_insert(t);
+}
+
+bool pageheap_large_resize(struct span *s, size_t bytes)
+{
+	size_t npages = (bytes + MG_PAGE_SIZE - 1) >> MG_PAGE_SHIFT;
+	size_t nblock = (bytes + MG_OS_PAGE - 1) / MG_OS_PAGE;
+	struct span *t = NULL;
+	bool ok = true;
+
+	pthread_mutex_lock(&ph_lock);
+	/* madvise may be running on its tail: what the block grows into
+	 * must not be zeroed after the caller wrote it. */
+	if (s->tail != TAIL_NONE && s->tail != TAIL_LISTED) {
+		pthread_mutex_unlock(&ph_lock);
+		return false;
+	}
+	if (npages > s->npages) {
+		ok = grow_locked(s, npages);
+	} else if (npages < s->npages) {
+		/* Without a spare struct the block keeps its pages: shrinking
+		 * is only an optimisation. */
+		t = span_new();
+		if (t)
+			shrink_locked(s, npages, t);
+	}
+	if (ok) {
+		/* The tail is counted anew: pages the block now covers are
+		 * its own (released ones read as zeros, as realloc allows). */
+		tail_forget(s);
+		st.large_released_os -= s->nreleased;
+		s->end = s->start + nblock * MG_OS_PAGE;
+		bits_assign(s->arena, os_of(span_first(s)), nblock, false);
+		s->nreleased = bits_count(s->arena, tail_first(s), tail_len(s));
+		st.large_released_os += s->nreleased;
+		tail_note(s);
+	}
+	pthread_mutex_unlock(&ph_lock);
+	return ok;
+}
+
+long pageheap_release_tails(size_t max_pages)
+{
+	struct span *busy[REL_BATCH_IOV];
+	struct iovec iov[REL_BATCH_IOV];
+	unsigned nbusy = 0, niov = 0, i, j, got, from[REL_BATCH_IOV + 1];
+	size_t left = max_pages ? os_of(max_pages) : 1;
+	uint64_t newly = 0;
+	int r;
+
+	pthread_mutex_lock(&ph_lock);
+	while (tails && niov < REL_BATCH_IOV && nbusy < REL_BATCH_IOV && left) {
+		struct span *s = tails;
+		struct arena *ar = s->arena;
+		size_t pos = tail_first(s), stop = pos + tail_len(s);
+
+		tail_unlink(&tails, s);
+		tail_link(&tails_busy, s);
+		s->tail = TAIL_BUSY;
+		from[nbusy] = niov;
+		busy[nbusy++] = s;
+		/* Its runs not yet released: never a page twice. */
+		got = resident_runs(ar, &pos, stop, iov + niov, REL_BATCH_IOV - niov);
+		niov += got;
+		left -= tail_len(s) < left ? tail_len(s) : left;
+	}
+	from[nbusy] = niov;
+	pthread_mutex_unlock(&ph_lock);
+	if (!nbusy)
+		return 0;
+
+	/* No lock held: the blocks stay the program's, and a block freed
+	 * meanwhile is the releaser's to free (TAIL_BUSY_FREED). */
+	r = arena_dontneed(iov, niov);
+
+	pthread_mutex_lock(&ph_lock);
+	for (i = 0; i < nbusy; i++) {
+		struct span *s = busy[i];
+
+		tail_unlink(&tails_busy, s);
+		/* Only the ranges that went to the kernel are marked: a
+		 * batch that filled up leaves the rest of a tail for later. */
+		for (j = from[i]; r == 0 && j < from[i + 1]; j++) {
+			size_t n = iov[j].iov_len / MG_OS_PAGE;
+
+			bits_assign(s->arena, ((uintptr_t)iov[j].iov_base - s->arena->base) / MG_OS_PAGE,
+				    n, true);
+			newly += n;
+			st.large_released_os += n;
+			s->nreleased += (uint32_t)n;
+		}
+		if (s->tail == TAIL_BUSY_FREED) {
+			s->tail = TAIL_NONE;
+			free_locked(s);
+		} else {
+			s->tail = TAIL_NONE;
+			/* What is left of it is listed again; not when the
+			 * kernel refused (the scavenger must not spin on it). */
+			if (r == 0)
+				tail_note(s);
+		}
+	}
+	pthread_mutex_unlock(&ph_lock);
+	return r < 0 ? r : (long)(newly * MG_OS_PAGE);
 }
 
 /* The largest free span of ≥ `min` pages with a resident page: big runs
@@ -645,17 +864,7 @@ static struct span *cut_busy(struct span *s, size_t max, struct iovec *iov, unsi
 	 * with the heap page that holds the end of the last one. */
 	pos = os_of(a);
 	stop = os_of(b);
-	while (pos < stop && n < room) {
-		size_t r0 = bits_next(ar, pos, stop, false), r1;
-
-		if (r0 == stop)
-			break;
-		r1 = bits_next(ar, r0, stop, true);
-		iov[n].iov_base = (void *)(ar->base + r0 * MG_OS_PAGE);
-		iov[n].iov_len = (r1 - r0) * MG_OS_PAGE;
-		n++;
-		pos = r1;
-	}
+	n = resident_runs(ar, &pos, stop, iov, room);
 	if (pos < stop)
 		b = (pos + MG_OS_PER_PAGE - 1) / MG_OS_PER_PAGE;
 	if (a > first) {
@@ -767,4 +976,18 @@ void pageheap_unlock(void)
 void pageheap_reinit_lock(void)
 {
 	pthread_mutex_init(&ph_lock, NULL);
+	/* Tails that a thread of the parent was releasing: not known to be
+	 * released, listed again; a block freed meanwhile is freed now. */
+	while (tails_busy) {
+		struct span *s = tails_busy;
+
+		tail_unlink(&tails_busy, s);
+		if (s->tail == TAIL_BUSY_FREED) {
+			s->tail = TAIL_NONE;
+			free_locked(s);
+		} else {
+			s->tail = TAIL_NONE;
+			tail_note(s);
+		}
+	}
 }

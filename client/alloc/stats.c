@@ -26,7 +26,7 @@ void alloc_get_stats(struct alloc_stats *ret)
 	cached = tcache_cached_bytes();
 	out = central_out_bytes();
 	a.small_inuse = out > cached ? out - cached : 0;
-	a.large_inuse = ph.large_pages * MG_PAGE_SIZE;
+	a.large_inuse = ph.large_pages * MG_PAGE_SIZE - ph.large_released_os * MG_OS_PAGE;
 	a.huge = huge_bytes();
 	a.small_span_bytes = ph.small_pages * MG_PAGE_SIZE;
 	a.small_released = ph.small_released_os * MG_OS_PAGE;
@@ -37,7 +37,7 @@ void alloc_get_stats(struct alloc_stats *ret)
 	if (a.small_inuse > a.small_span_bytes - a.small_released)
 		a.small_inuse = a.small_span_bytes - a.small_released;
 	a.heap.sys = ph.arena_pages * MG_PAGE_SIZE + a.huge;
-	a.heap.released = ph.released_os * MG_OS_PAGE + a.small_released;
+	a.heap.released = (ph.released_os + ph.large_released_os) * MG_OS_PAGE + a.small_released;
 	a.heap.inuse = a.small_inuse + a.large_inuse + a.huge;
 	a.heap.idle = a.free_resident + (a.small_span_bytes - a.small_released - a.small_inuse);
 	a.heap.metadata = meta_bytes() + ph.meta_bytes;

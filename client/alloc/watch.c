@@ -27,8 +27,9 @@ uint64_t alloc_resident_bytes(void)
 
 	pageheap_get_stats(&ph);
 	/* Released pages are counted in 4 KiB pages, those inside partly
-	 * used small spans apart. */
-	return ph.arena_pages * MG_PAGE_SIZE - (ph.released_os + ph.small_released_os) * MG_OS_PAGE +
+	 * used small spans and at large blocks' tails apart. */
+	return ph.arena_pages * MG_PAGE_SIZE -
+	       (ph.released_os + ph.small_released_os + ph.large_released_os) * MG_OS_PAGE +
 	       huge_bytes();
 }
 

@@ -14,6 +14,9 @@
  *	alloc-bench ALLOC e      steady churn over a 256 MiB heap of small
  *	                         objects and 64 large blocks: the scavenger
  *	                         thread's CPU share (memguard only)
+ *	alloc-bench ALLOC k      no allocator: what the kernel alone takes to
+ *	                         give back 4 KiB pages with madvise(), one
+ *	                         page in two, and in 1 MiB runs (ms per GiB)
  *
  * ALLOC names the allocator (glibc, jemalloc, tcmalloc, mimalloc, memguard)
  * so that the forced release calls its own function, found with dlsym().
@@ -25,6 +28,7 @@
 #include <dlfcn.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -282,17 +288,48 @@ static void *xfer_consumer(void *arg)
 	return arg;
 }
 
+/*
+ * Each thread of (c) on a CPU of its own when the process may use two:
+ * two threads that spin on each other and land on the same CPU (which a
+ * loaded machine's scheduler does at times) wait out whole time slices,
+ * and the figure then measures that, whatever the allocator.
+ */
+static void xfer_attr(pthread_attr_t *attr, unsigned nth)
+{
+	cpu_set_t allowed, one;
+	unsigned cpu, seen = 0;
+
+	pthread_attr_init(attr);
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) || CPU_COUNT(&allowed) < 2)
+		return;
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &allowed))
+			continue;
+		if (seen++ == nth) {
+			CPU_ZERO(&one);
+			CPU_SET(cpu, &one);
+			pthread_attr_setaffinity_np(attr, sizeof(one), &one);
+			return;
+		}
+	}
+}
+
 static void bench_xfer(void)
 {
+	pthread_attr_t pa, ca;
 	pthread_t a, b;
 	double t0, t;
 
+	xfer_attr(&pa, 0);
+	xfer_attr(&ca, 1);
 	t0 = now();
-	pthread_create(&a, NULL, xfer_producer, NULL);
-	pthread_create(&b, NULL, xfer_consumer, NULL);
+	pthread_create(&a, &pa, xfer_producer, NULL);
+	pthread_create(&b, &ca, xfer_consumer, NULL);
 	pthread_join(a, NULL);
 	pthread_join(b, NULL);
 	t = now() - t0;
+	pthread_attr_destroy(&pa);
+	pthread_attr_destroy(&ca);
 	printf("ns_per_xfer %.2f\n", t * 1e9 / XFER_OBJS);
 }
 
@@ -342,7 +379,7 @@ static uint64_t live_pages(void *const *blocks, const uint32_t *sizes, size_t n,
 
 static void bench_burst(const char *csv)
 {
-	uint64_t rng = 4, total = 0, start, r0, r1, r2, r5, rel_rss, final, live = 0, floor_pages;
+	uint64_t rng = 4, total = 0, start, r0, r1, r2, r5, pre, rel_rss, final, live = 0, floor_pages;
 	size_t n = 0, cap, i, nfree;
 	uint32_t *sizes;
 	void **objs;
@@ -399,6 +436,7 @@ static void bench_burst(const char *csv)
 			r5 = r;
 	}
 	print_mg_stats("burst_");
+	pre = rss();
 	tr = now();
 	force_release();
 	trel = now() - tr;
@@ -435,6 +473,7 @@ static void bench_burst(const char *csv)
 	printf("rss1_mib %.1f\n", (double)r1 / (double)MIB);
 	printf("rss2_mib %.1f\n", (double)r2 / (double)MIB);
 	printf("rss5_mib %.1f\n", (double)r5 / (double)MIB);
+	printf("pre_release_mib %.1f\n", (double)pre / (double)MIB);
 	printf("release_ms %.1f\n", trel * 1e3);
 	printf("rss_release_mib %.1f\n", (double)rel_rss / (double)MIB);
 	printf("final_release_ms %.1f\n", tf * 1e3);
@@ -504,10 +543,64 @@ static void bench_churn(void)
 		free(large[i]);
 }
 
+/*
+ * The kernel's own price of giving pages back, the floor under any
+ * allocator's release: 256 MiB of an mmap()ed, written region, given back
+ * with one madvise(MADV_DONTNEED) per range, ranges of one 4 KiB page
+ * every other page (what a fragmented heap has) or of 1 MiB; CPU time of
+ * the thread (the work is the kernel's, done in this thread).
+ */
+#define KERNEL_BYTES (256 * MIB)
+
+static double kernel_ms_per_gib(size_t run, size_t stride, int pidfd)
+{
+	uint8_t *p = mmap(NULL, KERNEL_BYTES, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct iovec iov[256];
+	size_t off, given = 0, n = 0;
+	double t0, t;
+
+	if (p == MAP_FAILED)
+		return 0;
+	memset(p, 0x5a, KERNEL_BYTES);
+	t0 = cpu_now();
+	for (off = 0; off + run <= KERNEL_BYTES; off += stride) {
+		given += run;
+		if (pidfd < 0) {
+			madvise(p + off, run, MADV_DONTNEED);
+			continue;
+		}
+		iov[n++] = (struct iovec){ .iov_base = p + off, .iov_len = run };
+		if (n == 256 || off + stride + run > KERNEL_BYTES) {
+			if (syscall(SYS_process_madvise, pidfd, iov, n, MADV_DONTNEED, 0) < 0)
+				given = 0;
+			n = 0;
+		}
+	}
+	t = cpu_now() - t0;
+	munmap(p, KERNEL_BYTES);
+	return given ? t * 1e3 / ((double)given / (double)GIB) : 0;
+}
+
+static void bench_kernel(void)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	double batched = pidfd >= 0 ? kernel_ms_per_gib(4096, 8192, pidfd) : 0;
+
+	printf("kernel_scattered_ms_per_gib %.1f\n", kernel_ms_per_gib(4096, 8192, -1));
+	/* process_madvise(): 256 ranges a call, one TLB flush for them
+	 * (kernels that take MADV_DONTNEED there, 6.x). */
+	if (batched > 0)
+		printf("kernel_scattered_batched_ms_per_gib %.1f\n", batched);
+	printf("kernel_runs_ms_per_gib %.1f\n", kernel_ms_per_gib(MIB, MIB, -1));
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s ALLOC a|b|c|d CSV|e\n", argv[0]);
+		fprintf(stderr, "usage: %s ALLOC a|b|c|d CSV|e|k\n", argv[0]);
 		return 2;
 	}
 	alloc_name = argv[1];
@@ -526,6 +619,9 @@ int main(int argc, char **argv)
 		break;
 	case 'e':
 		bench_churn();
+		break;
+	case 'k':
+		bench_kernel();
 		break;
 	default:
 		return 2;
