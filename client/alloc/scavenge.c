@@ -115,6 +115,53 @@ static uint64_t mono_ns(void)
 	return now_usec() * 1000;
 }
 
+/* Where the scavenger's sweep of the partly used spans stands. */
+struct sweep {
+	bool swept;		/* the last sweep reached the last class */
+	bool restart;		/* the next step begins at the first class */
+	uint64_t sweep_frees;	/* span frees when the current sweep began */
+	uint64_t swept_frees;	/* ... when the last finished sweep began */
+};
+
+/*
+ * One tick's releases, while `excess` bytes are resident over the goal
+ * and the thread's CPU since `c0` is within `allowance`: free runs
+ * first, then (only when the heap is quiet) large blocks' tails, then a
+ * step of the sweep.  Returns whether the heap has settled: nothing in
+ * excess, or nothing more to release now.
+ */
+static bool release_some(uint64_t excess, bool churn, int64_t allowance, uint64_t c0,
+			 struct sweep *sw)
+{
+	bool more = true;
+
+	while (excess && allowance - (int64_t)(thread_cpu_ns() - c0) > 0) {
+		size_t max = excess / MG_PAGE_SIZE;
+		long n;
+
+		if (max > SCAV_CHUNK_PAGES)
+			max = SCAV_CHUNK_PAGES;
+		if (max < RELEASE_MIN_PAGES)
+			max = RELEASE_MIN_PAGES;
+		n = pageheap_release_step(max, churn ? RELEASE_MIN_PAGES : 1);
+		if (n == 0 && !churn)
+			n = pageheap_release_tails(max);
+		if (n == 0 && !churn && !sw->swept) {
+			n = central_release_step(max * MG_PAGE_SIZE, sw->restart, &more);
+			sw->restart = false;
+			if (!more) {
+				sw->swept = true;
+				sw->swept_frees = sw->sweep_frees;
+			}
+		}
+		if (n < 0 || (n == 0 && (churn || sw->swept)))
+			return true;
+		ADD(sstats.released_bytes, (uint64_t)n);
+		excess = (uint64_t)n >= excess ? 0 : excess - (uint64_t)n;
+	}
+	return !excess;
+}
+
 /*
  * The pacing is a CPU allowance that grows with wall time at the duty
  * cycle and is spent by everything the thread does, the look at the heap
@@ -123,10 +170,10 @@ static uint64_t mono_ns(void)
  */
 static void *scav_main(void *arg)
 {
-	uint64_t last_allocs = 0, last_wall = mono_ns(), swept_frees = 0, last_frees = 0;
-	uint64_t sweep_frees = 0;
+	uint64_t last_allocs = 0, last_wall = mono_ns(), last_frees = 0;
+	struct sweep sw = { .swept = true };
 	int64_t allowance = 0;
-	bool busy = true, swept = true, restart = false;
+	bool busy = true;
 
 	prctl(PR_SET_NAME, "mg-scavenger");
 	while (scav_sleep(busy ? SCAV_TICK_MS : SCAV_IDLE_TICK_MS)) {
@@ -134,7 +181,7 @@ static void *scav_main(void *arg)
 		struct pageheap_stats ph;
 		struct alloc_stats a;
 		uint64_t duty, cap, frees;
-		bool churn, more = true, exhausted = false;
+		bool churn, settled;
 
 		/* The program's threads are all gone: end, as its last would. */
 		if (alloc_lone_claim())
@@ -164,53 +211,28 @@ static void *scav_main(void *arg)
 		 * back to the spans that it could find whole pages, or the
 		 * last frees of a burst have settled: not for every batch of
 		 * a program that frees steadily. */
-		if (swept && (churn || frees - swept_frees >= SCAV_RESWEEP_OBJS ||
-			      (frees != swept_frees && frees == last_frees))) {
+		if (sw.swept && (churn || frees - sw.swept_frees >= SCAV_RESWEEP_OBJS ||
+				 (frees != sw.swept_frees && frees == last_frees))) {
 			/* From the first class again: frees since the last
 			 * sweep began may be in classes it had passed. */
-			swept = false;
-			restart = true;
-			sweep_frees = frees;
+			sw.swept = false;
+			sw.restart = true;
+			sw.sweep_frees = frees;
 		}
 		last_frees = frees;
 		alloc_get_stats(&a);
 		resident = a.heap.sys - a.heap.released;
 		goal = goal_of(LOAD(user_goal), a.heap.inuse);
 		excess = resident > goal ? resident - goal : 0;
-		while (excess && allowance - (int64_t)(thread_cpu_ns() - c0) > 0) {
-			size_t max = excess / MG_PAGE_SIZE;
-			long n;
-
-			if (max > SCAV_CHUNK_PAGES)
-				max = SCAV_CHUNK_PAGES;
-			if (max < RELEASE_MIN_PAGES)
-				max = RELEASE_MIN_PAGES;
-			n = pageheap_release_step(max, churn ? RELEASE_MIN_PAGES : 1);
-			if (n == 0 && !churn)
-				n = pageheap_release_tails(max);
-			if (n == 0 && !churn && !swept) {
-				n = central_release_step(max * MG_PAGE_SIZE, restart, &more);
-				restart = false;
-				if (!more) {
-					swept = true;
-					swept_frees = sweep_frees;
-				}
-			}
-			if (n < 0 || (n == 0 && (churn || swept))) {
-				exhausted = true;
-				break;
-			}
-			ADD(sstats.released_bytes, (uint64_t)n);
-			excess = (uint64_t)n >= excess ? 0 : excess - (uint64_t)n;
-		}
-		if (!excess || exhausted) {
+		settled = release_some(excess, churn, allowance, c0, &sw);
+		if (settled) {
 			if (!churn && busy)
 				pageheap_trim_meta();
 			busy = churn;
 		} else {
 			busy = true;
 		}
-		STORE(sstats.settled, !excess || exhausted);
+		STORE(sstats.settled, settled);
 		c0 = thread_cpu_ns() - c0;
 		allowance -= (int64_t)c0;
 		STORE(sstats.cpu_ns, sstats.cpu_ns + c0);

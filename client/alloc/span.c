@@ -504,6 +504,28 @@ static void tail_forget(struct span *s)
 
 /* ---- allocation ----------------------------------------------------------- */
 
+/* Where in the free span `s` the `npages` to hand out begin, in pages
+ * from its start: aligned to `align_pages`, or at the end with fewer
+ * released pages (fewer faults), or at its start. */
+static size_t cut_offset(const struct span *s, size_t npages, size_t align_pages)
+{
+	struct arena *ar = s->arena;
+	size_t first = span_first(s);
+
+	if (align_pages > 1) {
+		uintptr_t page = s->start >> MG_PAGE_SHIFT;
+
+		return (size_t)(((page + align_pages - 1) & ~(uintptr_t)(align_pages - 1)) - page);
+	}
+	if (s->list == L_MIXED_REL || s->list == L_MIXED) {
+		unsigned front = bits_count(ar, os_of(first), os_of(npages));
+		unsigned back = bits_count(ar, os_of(first + s->npages - npages), os_of(npages));
+
+		return back < front ? s->npages - npages : 0;
+	}
+	return 0;
+}
+
 /* pageheap_alloc(); a large block is `bytes` long (its span's tail past
  * them keeps its released pages released). */
 static struct span *alloc_span(size_t npages, size_t align_pages, enum span_state state,
@@ -524,31 +546,19 @@ static struct span *alloc_span(size_t npages, size_t align_pages, enum span_stat
 	head = span_new();
 	tail = span_new();
 	if (!head || !tail)
-		goto out_enomem;
+		goto out;
 	for (;;) {
 		for (cat = 0; cat < NLISTS && !s; cat++)
 			s = find_in(cat, want);
 		if (s)
 			break;
 		if (grow() < 0)
-			goto out_enomem;
+			goto out;
 	}
+	off = cut_offset(s, npages, align_pages);
 	free_remove(s);
 	ar = s->arena;
 	first = span_first(s);
-	if (align_pages > 1) {
-		uintptr_t page = s->start >> MG_PAGE_SHIFT;
-
-		off = (size_t)(((page + align_pages - 1) & ~(uintptr_t)(align_pages - 1)) - page);
-	} else if (s->list == L_MIXED_REL || s->list == L_MIXED) {
-		/* Cut from the end with fewer released pages: fewer faults. */
-		unsigned front = bits_count(ar, os_of(first), os_of(npages));
-		unsigned back = bits_count(ar, os_of(first + s->npages - npages), os_of(npages));
-
-		off = back < front ? s->npages - npages : 0;
-	} else {
-		off = 0;
-	}
 	if (off) {
 		insert_piece(head, ar, first, off);
 		head = NULL;
@@ -585,23 +595,17 @@ static struct span *alloc_span(size_t npages, size_t align_pages, enum span_stat
 		tail_note(s);
 	}
 	st.alloc_count++;
-	if (head)
-		span_put(head);
-	if (tail)
-		span_put(tail);
-	pthread_mutex_unlock(&ph_lock);
 	if (ret_zeroed)
 		*ret_zeroed = rel == nblock;
-	return s;
-
-out_enomem:
+out:
 	if (head)
 		span_put(head);
 	if (tail)
 		span_put(tail);
 	pthread_mutex_unlock(&ph_lock);
-	errno = ENOMEM;
-	return NULL;
+	if (!s)
+		errno = ENOMEM;
+	return s;
 }
 
 struct span *pageheap_alloc(size_t npages, size_t align_pages, enum span_state state,
