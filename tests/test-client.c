@@ -36,6 +36,7 @@
 #include "client/alloc/alloc.h"
 #include "client/client-internal.h"
 #include "proto/macro.h"
+#include "tests/asan-fork.h"
 
 #define MiB (1024ULL * 1024)
 
@@ -1267,6 +1268,7 @@ static void test_fork_own_thread_resumes(void **state)
 	int status, fd;
 	pid_t pid;
 
+	SKIP_FORK_UNDER_ASAN();
 	connect_client(MG_THREAD_OWN);
 	directive(d.fd, 3, MG_LEVEL_CRITICAL, 40, 1000, 0, 0);
 	await_msg(NULL, d.fd, MG_MSG_REPORT, &m);

@@ -39,6 +39,7 @@
 #include <memguard/client.h>
 
 #include "proto/proto.h"
+#include "tests/asan-fork.h"
 #include "tests/integration/fixture.h"
 
 #define MiB FIXTURE_MiB
@@ -358,11 +359,13 @@ static void test_no_daemon(void **state)
 /* The child registers on its own connection; the parent keeps its own. */
 static void test_forked_child(void **state)
 {
-	struct mg_client *c = new_client(MG_THREAD_OWN);
+	struct mg_client *c;
 	struct clients cl;
 	int status;
 	pid_t pid;
 
+	SKIP_FORK_UNDER_ASAN();
+	c = new_client(MG_THREAD_OWN);
 	assert_true(await_clients(1, 3000) >= 0);
 	pid = fork();
 	assert_true(pid >= 0);
@@ -397,12 +400,14 @@ static void test_forked_child(void **state)
  */
 static void test_forked_grandchild(void **state)
 {
-	struct mg_client *c = new_client(MG_THREAD_OWN);
+	struct mg_client *c;
 	int up[2], down[2], status;
 	struct clients cl;
 	pid_t pid, grandchild = 0;
 	bool found = false;
 
+	SKIP_FORK_UNDER_ASAN();
+	c = new_client(MG_THREAD_OWN);
 	assert_true(await_clients(1, 3000) >= 0);
 	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
