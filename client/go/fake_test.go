@@ -741,8 +741,8 @@ func TestFakeLocalLimit(t *testing.T) {
 	fc.reportFlags(0)
 	// Past 9/8 the heap jumps up: the growth throttle sheds while the
 	// jump counts in the growth rate, then the local level alone acts.
-	// (The first jump, past the soft limit, comes before the watch has a
-	// soft limit to look for, so it sees no growth.)
+	// (The first jump, past the soft limit, may come before the watch
+	// has looked at the heap with a soft limit, so it is not awaited.)
 	flat := func() {
 		t.Helper()
 		await(t, "the jump's growth throttle", func() bool { return c.Stats().GrowthThrottle > 0 })
@@ -759,6 +759,11 @@ func TestFakeLocalLimit(t *testing.T) {
 	if c.Level() != Warn || gcPercent() != limitWarnGC || shedShare(1000) != 0 {
 		t.Fatalf("local WARN: level %v, GOGC %d", c.Level(), gcPercent())
 	}
+	// A rate takes two looks: the watch looks at this heap before the
+	// jump (it looks every limitPollFar at most, and both steps can come
+	// within one of those).
+	looks := c.local.looks.Load()
+	await(t, "the watch's look at the heap", func() bool { return c.local.looks.Load() > looks+1 })
 
 	// Past 9/8: CRITICAL, a quarter shed; the daemon's own NORMAL does
 	// not lift it while the heap is over.

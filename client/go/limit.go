@@ -76,6 +76,7 @@ type localWatch struct {
 	ceiling  atomic.Uint64 // 9/8 of the soft limit, for the growth throttle; 0 = none
 	external atomic.Uint64 // Options.ExternalBytes as last read
 	throttle atomic.Uint32 // the growth throttle, ‰
+	looks    atomic.Uint64 // looks at the heap with something to watch (tests wait on it)
 	hit      chan struct{} // the heap went past next, or the throttle moved (capacity 1)
 }
 
@@ -165,6 +166,7 @@ func (c *Client) watch() {
 		}
 		heap := ReadHeap().Resident() + c.local.external.Load()
 		rate := growth.update(heap, time.Now())
+		c.local.looks.Add(1)
 		wake := next != 0 && heap > next
 		if next != 0 && heap > next-next/4 {
 			wait = limitPollNear
