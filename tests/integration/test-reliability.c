@@ -475,6 +475,15 @@ static void restart_under_clients(bool activated)
 	}
 	all_ms = await_all_kids(5000);
 	assert_true(all_ms >= 0);
+	/* The daemon lists a process once it sent WELCOME; the process
+	 * counts its registration once it has read it. */
+	for (int t = 0, done = 0; t < 300 && !done; t++) {
+		done = 1;
+		for (int i = 0; i < KIDS; i++)
+			done &= GET(shm->kid[i].registrations) > before[i].registrations;
+		if (!done)
+			usleep(10000);
+	}
 	for (int i = 0; i < KIDS; i++) {
 		struct kid *k = &shm->kid[i];
 
