@@ -145,6 +145,18 @@ uint64_t policy_calm_credit(const struct policy_state *s, uint64_t now_ms,
 	return dt < tick_ms ? dt : tick_ms;
 }
 
+/* policy_calm_credit(), and this sample's time noted for the next. */
+static uint64_t calm_credit_take(struct policy_state *s, uint64_t now_ms, uint32_t tick_ms)
+{
+	uint64_t credit = policy_calm_credit(s, now_ms, tick_ms);
+
+	if (tick_ms > 0) {
+		s->have_seen = true;
+		s->seen_ms = now_ms;
+	}
+	return credit;
+}
+
 /* Calm time (or calls, with a tick_ms of 0) a level needs to drop. */
 static uint64_t calm_needed(const struct policy_params *p, uint32_t tick_ms)
 {
@@ -197,12 +209,8 @@ enum mg_level policy_level_step(struct policy_state *s,
 				const struct policy_signals *sig,
 				uint64_t now_ms, uint32_t tick_ms)
 {
-	uint64_t credit = policy_calm_credit(s, now_ms, tick_ms);
+	uint64_t credit = calm_credit_take(s, now_ms, tick_ms);
 
-	if (tick_ms > 0) {
-		s->have_seen = true;
-		s->seen_ms = now_ms;
-	}
 	return level_step(s, p, svc, sig, credit, calm_needed(p, tick_ms));
 }
 
@@ -662,16 +670,12 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	struct mg_directive *d = &ret->directive;
 	/* With ticks counted in calls, a probe counts no calm. */
 	bool counts = in->tick_ms > 0 || !in->probe;
-	uint64_t credit = counts ? policy_calm_credit(s, now_ms, in->tick_ms) : 0;
+	uint64_t credit = counts ? calm_credit_take(s, now_ms, in->tick_ms) : 0;
 	uint64_t need = calm_needed(p, in->tick_ms);
 	bool demand;
 	uint64_t target;
 	double raw, out;
 
-	if (in->tick_ms > 0) {
-		s->have_seen = true;
-		s->seen_ms = now_ms;
-	}
 	if (s->have_budget && s->budget != in->budget) {
 		s->level = policy_level_raw(svc, &sig);
 		s->calm = 0;
