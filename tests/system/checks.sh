@@ -107,7 +107,7 @@ restarted() {
 status_is() {
 	local json
 	json=$(ct memguardctl status --json 2>&1) || { echo "$json"; return 1; }
-	python3 -c '
+	python3 -S -c '
 import json, sys
 d = json.loads(sys.argv[2])
 s = next((v for v in d["services"] if v["name"] == sys.argv[3]), None)
@@ -121,7 +121,7 @@ if not eval(sys.argv[1]):
 client_is() {
 	local json
 	json=$(ct memguardctl clients --json 2>&1) || { echo "$json"; return 1; }
-	python3 -c '
+	python3 -S -c '
 import json, sys
 if not any(eval(sys.argv[1]) for c in json.loads(sys.argv[2])["clients"]):
     sys.exit("no client with %s in: %s" % (sys.argv[1], sys.argv[2]))
@@ -140,7 +140,7 @@ mark() {
 journal_has() {
 	local out
 	out=$(ct journalctl -u memguardd -o json --no-pager --after-cursor="$mark" 2>&1) || { echo "$out"; return 1; }
-	python3 -c '
+	python3 -S -c '
 import json, sys
 last = []
 for line in sys.stdin:
@@ -202,7 +202,7 @@ mg_system_checks() {
 	check "the client logged its registration and budget (journalctl -u cache-demo)" \
 		poll 5 ct sh -c "journalctl -u cache-demo --no-pager | grep \"service 'cache-demo' (budget 268435456 bytes)\""
 	json=$(ct memguardctl status --json 2>/dev/null || true)
-	say "cache-demo as memguardd sees it: $(python3 -c '
+	say "cache-demo as memguardd sees it: $(python3 -S -c '
 import json, sys
 s = [v for v in json.loads(sys.argv[1])["services"] if v["name"] == "cache-demo"][0]
 print("working set %d bytes, psi_mode %s, level %s" % (s["working_set_bytes"], s["psi_mode"], s["level"]))
