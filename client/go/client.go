@@ -5,6 +5,7 @@ package memguard
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
 	"net"
 	"os"
@@ -97,7 +98,9 @@ type Options struct {
 	// the bytes it freed.  Whatever it does not free of a demand is then
 	// taken from the Go heap with debug.FreeOSMemory, on a goroutine of
 	// its own, so that directives coming during that collection take
-	// effect at once; RELEASED follows when it is done.
+	// effect at once; RELEASED follows when it is done.  Not while the
+	// runtime is at its memory limit with few free pages: it already
+	// collects back to back, and the collection would return nothing.
 	OnRelease func(bytes uint64) uint64
 	// ExternalBytes, when set, returns the memory the application
 	// accounts for itself and could drop (its caches).  It is read for
@@ -237,7 +240,8 @@ func printableName(s string) string {
 // through debug.SetGCPercent (never above the program's own GOGC), its
 // soft limit through debug.SetMemoryLimit (never above the program's own
 // GOMEMLIMIT), its release demands through Options.OnRelease and then,
-// only for what is still owed, debug.FreeOSMemory; its throttle through
+// only for what is still owed, debug.FreeOSMemory (not while the runtime
+// is at its memory limit with few free pages); its throttle through
 // Admit.  At Normal, and at Close, the program's own GOGC and GOMEMLIMIT
 // come back exactly as they were.  Without a daemon for 10 s the last
 // directive lapses to Normal; the throttle lapses at once.
@@ -662,10 +666,30 @@ type releaseJob struct {
 // freeOSMemory is debug.FreeOSMemory; tests replace it.
 var freeOSMemory = debug.FreeOSMemory
 
+// heapAtLimit tells a release demand that debug.FreeOSMemory would return
+// nothing: the runtime holds its memory limit or more (it counts the limit
+// against Sys − Released, HeapStats.Resident), so it already collects back
+// to back and returns free pages as it allocates, and it has no more free
+// pages in RAM than limitIdleFloor or 1/32 of the limit.  Then the forced
+// collection only stops the world.  Measured with the outcome runner's Go
+// service at 160 requests/s under memguardd (live ~850 MiB, limit
+// 819 MiB): free pages 0 MiB in 36 of 37 samples, 14 MiB once, and its 7
+// forced collections in 40 s returned 0 bytes.
+func heapAtLimit(h HeapStats, limit int64) bool {
+	if limit <= 0 || limit == math.MaxInt64 || h.Resident() < uint64(limit) {
+		return false
+	}
+	return h.Idle <= limitIdleFloor || h.Idle <= uint64(limit)/32
+}
+
+// limitIdleFloor: free pages too few to be worth a stop of the world.
+const limitIdleFloor = 4 << 20
+
 // release frees what a demand asks: first the application's caches
 // through OnRelease, on this goroutine like every hook; then, only if
 // bytes are still owed (or everything was asked), the Go heap's free pages
-// through debug.FreeOSMemory, which collects, is heavy, and so comes last.
+// through debug.FreeOSMemory, which collects, is heavy, and so comes last
+// (and not at all when heapAtLimit says it would return nothing).
 // That runs on the release goroutine: a collection under pressure can take
 // seconds, and the directives that come meanwhile (a throttle above all)
 // must take effect at once.  RELEASED goes out when it is done (finish).
@@ -708,15 +732,18 @@ func (c *Client) releaser() {
 		// memory, or the rise of the pages released to the kernel when
 		// that is larger (requests that allocate meanwhile hide part of
 		// the fall; pages they take back from the released hide part of
-		// the rise: each is a lower bound).
-		before := ReadHeap()
-		freeOSMemory()
-		after := ReadHeap()
-		if before.Resident() > after.Resident() {
-			batch[0].heap = before.Resident() - after.Resident()
-		}
-		if after.Released > before.Released && after.Released-before.Released > batch[0].heap {
-			batch[0].heap = after.Released - before.Released
+		// the rise: each is a lower bound).  None when the runtime is at
+		// its memory limit (heapAtLimit): 0 bytes, and no stop of the
+		// world.
+		if before := ReadHeap(); !heapAtLimit(before, debug.SetMemoryLimit(-1)) {
+			freeOSMemory()
+			after := ReadHeap()
+			if before.Resident() > after.Resident() {
+				batch[0].heap = before.Resident() - after.Resident()
+			}
+			if after.Released > before.Released && after.Released-before.Released > batch[0].heap {
+				batch[0].heap = after.Released - before.Released
+			}
 		}
 		select {
 		case c.released <- batch:

@@ -16,7 +16,9 @@
 // into debug.SetGCPercent, the soft limit into debug.SetMemoryLimit (so
 // the runtime's scavenger returns pages by itself), a release demand into
 // the application's OnRelease hook and then, for what is still owed,
-// debug.FreeOSMemory, and the throttle into Admit, Middleware and Check.
+// debug.FreeOSMemory (unless the runtime is at its memory limit with few
+// free pages, where it returns nothing), and the throttle into Admit,
+// Middleware and Check.
 // At Normal the program's own GOGC comes back as it was, and GOMEMLIMIT is
 // the lower of the program's own and the daemon's soft limit (sent at every
 // level once the budget is known); Close puts both back as they were.

@@ -706,6 +706,61 @@ func TestFakeThrottleDuringRelease(t *testing.T) {
 	await(t, "the release counted", func() bool { return c.Stats().Releases == 1 })
 }
 
+// At its memory limit with few free pages, the runtime already collects
+// back to back: a release demand is answered at once with what the hook
+// freed (nothing here), and no forced collection; under the limit the
+// forced collection comes.
+func TestFakeReleaseAtLimit(t *testing.T) {
+	ownSettings(t, 100, 1*MiB) // far under what this test process holds
+	calls := make(chan struct{}, 4)
+	freeOSMemory = func() { calls <- struct{}{} }
+	t.Cleanup(func() { freeOSMemory = debug.FreeOSMemory })
+	f := newFake(t)
+	start(t, Options{Socket: f.sock})
+	fc := f.accept(5 * time.Second)
+	fc.register(directive{})
+	await(t, "the runtime at its memory limit", func() bool {
+		return heapAtLimit(ReadHeap(), memoryLimit())
+	})
+	seq := fc.direct(directive{level: Warn, gcPercent: 50, release: 8 * MiB})
+	_, body := fc.recv(msgReleased, 5*time.Second)
+	if binary.LittleEndian.Uint32(body) != seq || binary.LittleEndian.Uint64(body[4:]) != 0 ||
+		len(calls) != 0 {
+		t.Fatalf("at the limit: RELEASED % x for DIRECTIVE %d, %d forced collections",
+			body, seq, len(calls))
+	}
+
+	debug.SetMemoryLimit(math.MaxInt64)
+	seq = fc.direct(directive{level: Warn, gcPercent: 50, release: 8 * MiB})
+	_, body = fc.recv(msgReleased, 5*time.Second)
+	if binary.LittleEndian.Uint32(body) != seq || len(calls) != 1 {
+		t.Fatalf("under no limit: RELEASED % x for DIRECTIVE %d, %d forced collections",
+			body, seq, len(calls))
+	}
+}
+
+func TestHeapAtLimit(t *testing.T) {
+	for _, c := range []struct {
+		h     HeapStats
+		limit int64
+		want  bool
+	}{
+		{HeapStats{Sys: 900 * MiB}, 819 * MiB, true},                       // over it, no free pages
+		{HeapStats{Sys: 819 * MiB}, 819 * MiB, true},                       // at it
+		{HeapStats{Sys: 900 * MiB, Idle: 25 * MiB}, 819 * MiB, true},       // under 1/32 of it free
+		{HeapStats{Sys: 900 * MiB, Idle: 26 * MiB}, 819 * MiB, false},      // more free: worth returning
+		{HeapStats{Sys: 900 * MiB, Released: 100 * MiB}, 819 * MiB, false}, // 800 MiB resident: under it
+		{HeapStats{Sys: 64 * MiB, Idle: 4 * MiB}, 32 * MiB, true},          // the 4 MiB floor
+		{HeapStats{Sys: 64 * MiB, Idle: 5 * MiB}, 32 * MiB, false},
+		{HeapStats{Sys: 900 * MiB}, math.MaxInt64, false}, // no limit
+		{HeapStats{Sys: 900 * MiB}, 0, false},
+	} {
+		if got := heapAtLimit(c.h, c.limit); got != c.want {
+			t.Errorf("heapAtLimit(%+v, %d) = %v", c.h, c.limit, got)
+		}
+	}
+}
+
 // reportFlags waits for a REPORT whose header flags are want.
 func (fc *fakeConn) reportFlags(want uint32) {
 	fc.f.t.Helper()

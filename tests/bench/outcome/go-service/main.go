@@ -219,9 +219,10 @@ func serve(args []string) {
 			debug.SetGCPercent(gc)
 			s := client.Stats()
 			fmt.Printf("t=%ds level=%v local=%v gogc=%d gomemlimit_mib=%d throttle=%d live_mib=%d "+
-				"heap_inuse_mib=%d resident_mib=%d admitted=%d rejected=%d gc_cpu_pct=%.2f\n",
+				"heap_inuse_mib=%d idle_mib=%d resident_mib=%d admitted=%d rejected=%d "+
+				"released_mib=%d gc_cpu_pct=%.2f\n",
 				i/10, s.Level, s.LocalLevel, gc, debug.SetMemoryLimit(-1)>>20, s.Throttle, st.live()>>20,
-				h.Inuse>>20, h.Resident()>>20, s.Admitted, s.Rejected,
+				h.Inuse>>20, h.Idle>>20, h.Resident()>>20, s.Admitted, s.Rejected, s.ReleasedTotal>>20,
 				100*memguard.GCCPUFraction())
 		}
 	}
