@@ -5,7 +5,6 @@ package memguard
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand"
 	"net"
 	"os"
@@ -676,7 +675,7 @@ var freeOSMemory = debug.FreeOSMemory
 // 819 MiB): free pages 0 MiB in 36 of 37 samples, 14 MiB once, and its 7
 // forced collections in 40 s returned 0 bytes.
 func heapAtLimit(h HeapStats, limit int64) bool {
-	if limit <= 0 || limit == math.MaxInt64 || h.Resident() < uint64(limit) {
+	if limit <= 0 || h.Resident() < uint64(limit) {
 		return false
 	}
 	return h.Idle <= limitIdleFloor || h.Idle <= uint64(limit)/32
