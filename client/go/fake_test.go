@@ -884,17 +884,18 @@ func TestGrowthThrottle(t *testing.T) {
 		rate          float64
 		want          uint32
 	}{
-		{720 * MiB, 0, 200 * MiB, 0},                 // no soft limit
-		{720 * MiB, ceil, 0, 0},                      // flat
-		{720 * MiB, ceil, -50 * MiB, 0},              // shrinking
-		{720 * MiB, ceil, math.NaN(), 0},             // nothing known
-		{520 * MiB, ceil, 200 * MiB, 0},              // 400 MiB of room: 2 s of growth
-		{620 * MiB, ceil, 200 * MiB, 250},            // 300: a quarter does not fit
-		{720 * MiB, ceil, 200 * MiB, 500},            // 200: half
-		{820 * MiB, ceil, 200 * MiB, limitGrowthMax}, // 100: three quarters, capped
-		{720 * MiB, ceil, 120 * MiB, 167},            // slower growth, less shed
-		{ceil, ceil, 10 * MiB, limitGrowthMax},       // at the ceiling and growing
-		{ceil, ceil, 7 * MiB, 0},                     // under the floor: 14 of 920 MiB in 2 s
+		{720 * MiB, 0, 200 * MiB, 0},           // no soft limit
+		{720 * MiB, ceil, 0, 0},                // flat
+		{720 * MiB, ceil, -50 * MiB, 0},        // shrinking
+		{720 * MiB, ceil, math.NaN(), 0},       // nothing known
+		{520 * MiB, ceil, 200 * MiB, 0},        // 400 MiB of room: 2 s of growth
+		{620 * MiB, ceil, 200 * MiB, 250},      // 300: a quarter does not fit
+		{720 * MiB, ceil, 200 * MiB, 500},      // 200: half
+		{820 * MiB, ceil, 200 * MiB, 750},      // 100: three quarters
+		{900 * MiB, ceil, 200 * MiB, 950},      // 20: nearly all
+		{720 * MiB, ceil, 120 * MiB, 167},      // slower growth, less shed
+		{ceil, ceil, 10 * MiB, limitGrowthMax}, // at the ceiling and growing
+		{ceil, ceil, 7 * MiB, 0},               // under the floor: 14 of 920 MiB in 2 s
 		{ceil - 10*MiB, ceil, 7 * MiB, 0},
 		{ceil + MiB, ceil, 0, 0}, // over it but flat: the local level's
 	} {

@@ -26,8 +26,13 @@ package memguard
 //
 //	throttle = 1 − (9/8 · soft − heap) / (growth · limitHorizon)
 //
-// from 0 to limitGrowthMax (the daemon's default max_throttle), and the
-// maximum once the heap is past 9/8 while it still grows.  Under it the
+// from 0 to all of it, and all of it once the heap is past 9/8 while it
+// still grows.  Not capped at the daemon's default max_throttle (half), as
+// it was: at 200 MiB/s of work kept 6 s, half still lets 100 MiB/s in with
+// nothing leaving, so the heap passed 9/8 of the limit by ~90 MiB before
+// its first work expired (peaks 972–1010 MiB of a 1 GiB hard limit; all of
+// it: 920 MiB).  Work admitted past the line that stays live is what an
+// OOM kill takes with everything else.  Under it the
 // heap closes in on 9/8 of the limit no faster than with a time constant
 // of limitHorizon, whatever it grows from and however long its work
 // lives; a heap that stops growing (work that fits: its old work leaves as
@@ -65,8 +70,8 @@ const (
 	// client's goroutine (smaller ones wait for the next).
 	limitHorizon     = 2 * time.Second
 	limitGrowthTau   = 250 * time.Millisecond
-	limitGrowthMax   = 500 // ‰
-	limitGrowthStep  = 25  // ‰
+	limitGrowthMax   = throttleMax // ‰, all of it (above)
+	limitGrowthStep  = 25          // ‰
 	limitGrowthFloor = 64
 )
 
