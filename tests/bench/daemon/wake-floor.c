@@ -56,6 +56,12 @@ struct shared {
 static struct shared *sh;
 static int n, rounds;
 
+static void __attribute__((noreturn)) die(const char *what)
+{
+	fprintf(stderr, "wake-floor: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
 static double mono_ms(void)
 {
 	struct timespec ts;
@@ -167,31 +173,41 @@ int main(int argc, char **argv)
 		last[w] = calloc((size_t)rounds, sizeof(double));
 		call[w] = calloc((size_t)rounds, sizeof(double));
 		if (!last[w] || !call[w])
-			return fprintf(stderr, "wake-floor: out of memory\n"), 1;
+			die("calloc");
 	}
+	if (sh == MAP_FAILED || !socks || !kids)
+		die("memory");
 	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (sh == MAP_FAILED || !socks || !kids || efd < 0)
-		return fprintf(stderr, "wake-floor: %s\n", strerror(errno)), 1;
+	if (efd < 0)
+		die("eventfd");
 
 	for (int i = 0; i < n; i++) {
 		int sv[2];
 
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-			return fprintf(stderr, "wake-floor: socketpair: %s\n", strerror(errno)), 1;
+			die("socketpair");
 		kids[i] = fork();
 		if (kids[i] < 0)
-			return fprintf(stderr, "wake-floor: fork: %s\n", strerror(errno)), 1;
+			die("fork");
 		if (kids[i] == 0) {
-			/* The other children's ends stay open here: harmless,
-			 * the parent ends them by pid. */
+			/* Only this process's end: when the parent ends,
+			 * however, every child reads EOF and exits. */
+			for (int j = 0; j < i; j++)
+				close(socks[j]);
 			close(sv[0]);
 			child(i, sv[1], efd);
 		}
 		close(sv[1]);
 		socks[i] = sv[0];
 	}
-	while (atomic_load(&sh->ready) < n)
+	for (int w = 0; atomic_load(&sh->ready) < n; w++) {
+		if (w > 6000) {
+			fprintf(stderr, "wake-floor: only %d of %d children started\n",
+				atomic_load(&sh->ready), n);
+			return 1;               /* they read EOF and exit */
+		}
 		usleep(10000);
+	}
 
 	for (int r = 0; r < rounds && rc == 0; r++) {
 		double start, l;
