@@ -2,22 +2,27 @@
 /*
  * What waking many processes costs on this machine, with no daemon at all
  * (not a test: it prints figures; tests/bench/daemon/run prints them as
- * the floor beside bench-daemon -p's fan-out).
+ * the floor beside bench-daemon's fan-out).
  *
  * PROCESSES children each wait in epoll_wait() on two things: their end of
  * a SOCK_SEQPACKET socketpair, and one eventfd shared by all of them
- * (EPOLLET, never read: every write wakes every watcher).  Each round this
- * process wakes them all in one of two ways, and every child stamps the
- * moment it is awake (CLOCK_MONOTONIC) into memory shared with this one:
+ * (EPOLLET, never read: every write wakes every watcher).  One more child,
+ * the reader, holds the far ends of PROCESSES other socketpairs in one
+ * epoll set, as bench-daemon holds its 1000 clients.  Each round this
+ * process wakes them in three ways, and each wakee stamps the moment it
+ * has the message (CLOCK_MONOTONIC) into memory shared with this one:
  *
- *   sends  one 40-byte message on each socketpair, as memguardd's fan-out
- *          sends one DIRECTIVE per client;
- *   write  one write() to the eventfd, as a broadcast channel would.
+ *   sends   one 40-byte message on each child's socketpair, as memguardd's
+ *           fan-out sends one DIRECTIVE per client process;
+ *   write   one write() to the eventfd, as a broadcast channel would;
+ *   reader  one 40-byte message on each of the reader's socketpairs, as
+ *           the fan-out to 1000 clients held by one process.
  *
- * Per way: start -> the last child awake (p50, p99 over the rounds), and
- * the waker's own time in its send loop or write() (the kernel wakes the
- * watchers inside it).  Nothing here depends on memguard: it is the bound
- * that any design which wakes every client process meets on these CPUs.
+ * Per way: start -> the last message had (p50, p99 over the rounds), and
+ * the waker's own time in its send loop or write() (p50, p99; the kernel
+ * queues each message and wakes its watcher inside the call).  Nothing
+ * here depends on memguard: it is the cost that any fan-out of this shape
+ * pays on these CPUs.
  *
  * Output: a line "key value" per figure (for the runner).
  *
@@ -42,14 +47,16 @@
 #include <unistd.h>
 
 #define MAX_ROUNDS 1000
+#define WAYS 3
 #define WAY_SENDS 0
 #define WAY_WRITE 1
-#define SETTLE_US 20000                 /* between rounds: the children back in epoll_wait */
+#define WAY_READER 2
+#define SETTLE_US 20000                 /* between rounds: the wakees back in epoll_wait */
 #define ROUND_TIMEOUT_MS 10000.0
 
 struct shared {
-	_Atomic int ready;                   /* children in their loop */
-	_Atomic int awake[2][MAX_ROUNDS];    /* children that stamped a round */
+	_Atomic int ready;                   /* wakees in their loop */
+	_Atomic int awake[WAYS][MAX_ROUNDS]; /* messages had in a round */
 	double stamp[];                      /* [(way * rounds + round) * n + i], ms */
 };
 
@@ -109,78 +116,39 @@ static void __attribute__((noreturn)) child(int i, int sock, int efd)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
+/* The reader: the far ends of n socketpairs in one epoll set, read as
+ * they come, until one of them is closed. */
+static void __attribute__((noreturn)) reader(const int *far)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	struct epoll_event got[64];
+	int ep = epoll_create1(0), *round = calloc((unsigned)n, sizeof(int));
 
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile (sorts v). */
-static double pct(double *v, int len, double p)
-{
-	int k = (int)((double)len * p + 0.999999);
-
-	qsort(v, (size_t)len, sizeof(*v), cmp_double);
-	return v[k == 0 ? 0 : k - 1];
-}
-
-/* Wait until every child stamped `round` of `way`; the last stamp, or -1
- * on a timeout. */
-static double last_awake(int way, int round, double start)
-{
-	double last = 0;
-
-	while (atomic_load(&sh->awake[way][round]) < n) {
-		if (mono_ms() - start > ROUND_TIMEOUT_MS)
-			return -1;
-		usleep(200);
-	}
+	if (ep < 0 || !round)
+		_exit(1);
 	for (int i = 0; i < n; i++) {
-		double t = sh->stamp[((size_t)way * rounds + round) * n + i];
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 
-		last = t > last ? t : last;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, far[i], &ev) < 0)
+			_exit(1);
 	}
-	return last;
+	atomic_fetch_add(&sh->ready, 1);
+	for (;;) {
+		int k = epoll_wait(ep, got, 64, -1);
+
+		for (int j = 0; j < k; j++) {
+			int i = (int)got[j].data.u32;
+			char buf[64];
+
+			if (recv(far[i], buf, sizeof(buf), 0) <= 0)
+				_exit(0);
+			stamp(WAY_READER, &round[i], i);
+		}
+	}
 }
 
-int main(int argc, char **argv)
+/* n socketpairs, each to a child of its own; our ends in socks[]. */
+static void spawn_children(int *socks, pid_t *kids, int efd)
 {
-	static const char *const names[2] = { "sends", "write" };
-	const char msg[40] = { 1 };
-	struct rlimit rl;
-	double *last[2], *call[2];
-	int *socks, efd, rc = 0;
-	pid_t *kids;
-
-	n = argc > 1 ? atoi(argv[1]) : 1000;
-	rounds = argc > 2 ? atoi(argv[2]) : 36;
-	if (n < 1 || n > 4000 || rounds < 2 || rounds > MAX_ROUNDS) {
-		fprintf(stderr, "usage: wake-floor [PROCESSES (1..4000) [ROUNDS (2..%d)]]\n",
-			MAX_ROUNDS);
-		return 2;
-	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	signal(SIGPIPE, SIG_IGN);
-	sh = mmap(NULL, sizeof(*sh) + 2 * sizeof(double) * (size_t)rounds * n,
-		  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	socks = calloc((size_t)n, sizeof(*socks));
-	kids = calloc((size_t)n, sizeof(*kids));
-	for (int w = 0; w < 2; w++) {
-		last[w] = calloc((size_t)rounds, sizeof(double));
-		call[w] = calloc((size_t)rounds, sizeof(double));
-		if (!last[w] || !call[w])
-			die("calloc");
-	}
-	if (sh == MAP_FAILED || !socks || !kids)
-		die("memory");
-	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (efd < 0)
-		die("eventfd");
-
 	for (int i = 0; i < n; i++) {
 		int sv[2];
 
@@ -200,54 +168,173 @@ int main(int argc, char **argv)
 		close(sv[1]);
 		socks[i] = sv[0];
 	}
-	for (int w = 0; atomic_load(&sh->ready) < n; w++) {
+}
+
+/* n socketpairs, all to one reader; our ends in near[], its pid returned. */
+static pid_t spawn_reader(int *near, const int *socks)
+{
+	int *far = calloc((unsigned)n, sizeof(int));
+	pid_t pid;
+
+	if (!far)
+		die("calloc");
+	for (int i = 0; i < n; i++) {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+			die("socketpair");
+		near[i] = sv[0];
+		far[i] = sv[1];
+	}
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		for (int i = 0; i < n; i++) {
+			close(socks[i]);
+			close(near[i]);
+		}
+		reader(far);
+	}
+	for (int i = 0; i < n; i++)
+		close(far[i]);
+	free(far);
+	return pid;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile (sorts v). */
+static double pct(double *v, int len, double p)
+{
+	int k = (int)((double)len * p + 0.999999);
+
+	qsort(v, (size_t)len, sizeof(*v), cmp_double);
+	return v[k == 0 ? 0 : k - 1];
+}
+
+/* Wait until all n had round `round` of `way`: the last stamp, or -1 after
+ * ROUND_TIMEOUT_MS. */
+static double last_had(int way, int round, double start)
+{
+	double last = 0;
+
+	while (atomic_load(&sh->awake[way][round]) < n) {
+		if (mono_ms() - start > ROUND_TIMEOUT_MS)
+			return -1;
+		usleep(200);
+	}
+	for (int i = 0; i < n; i++) {
+		double t = sh->stamp[((size_t)way * rounds + round) * n + i];
+
+		last = t > last ? t : last;
+	}
+	return last;
+}
+
+/* One round of one way: the waker's time in *ret_call, start -> the last
+ * message had in *ret_last; 0, or -ETIMEDOUT. */
+static int wake(int way, int round, const int *socks, const int *near, int efd,
+		double *ret_call, double *ret_last)
+{
+	static const char msg[40] = { 1 };
+	const int *fds = way == WAY_READER ? near : socks;
+	uint64_t one = 1;
+	double start, last;
+
+	usleep(SETTLE_US);
+	start = mono_ms();
+	if (way == WAY_WRITE) {
+		if (write(efd, &one, sizeof(one)) != sizeof(one))
+			die("write");
+	} else {
+		for (int i = 0; i < n; i++)
+			send(fds[i], msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	*ret_call = mono_ms() - start;
+	last = last_had(way, round, start);
+	if (last < 0) {
+		fprintf(stderr, "wake-floor: round %d: %d of %d had it within %.0f ms\n",
+			round, atomic_load(&sh->awake[way][round]), n, ROUND_TIMEOUT_MS);
+		return -ETIMEDOUT;
+	}
+	*ret_last = last - start;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const char *const names[WAYS] = { "sends", "write", "reader" };
+	double *last[WAYS], *call[WAYS];
+	int *socks, *near, efd, rc = 0;
+	struct rlimit rl;
+	pid_t *kids, rd;
+
+	n = argc > 1 ? atoi(argv[1]) : 1000;
+	rounds = argc > 2 ? atoi(argv[2]) : 36;
+	if (n < 1 || n > 4000 || rounds < 2 || rounds > MAX_ROUNDS) {
+		fprintf(stderr, "usage: wake-floor [PROCESSES (1..4000) [ROUNDS (2..%d)]]\n",
+			MAX_ROUNDS);
+		return 2;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sh = mmap(NULL, sizeof(*sh) + WAYS * sizeof(double) * (size_t)rounds * n,
+		  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	socks = calloc((unsigned)n, sizeof(*socks));
+	near = calloc((unsigned)n, sizeof(*near));
+	kids = calloc((unsigned)n, sizeof(*kids));
+	if (sh == MAP_FAILED || !socks || !near || !kids)
+		die("memory");
+	for (int w = 0; w < WAYS; w++) {
+		last[w] = calloc((size_t)rounds, sizeof(double));
+		call[w] = calloc((size_t)rounds, sizeof(double));
+		if (!last[w] || !call[w])
+			die("calloc");
+	}
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (efd < 0)
+		die("eventfd");
+
+	spawn_children(socks, kids, efd);
+	rd = spawn_reader(near, socks);
+	for (int w = 0; atomic_load(&sh->ready) < n + 1; w++) {
 		if (w > 6000) {
-			fprintf(stderr, "wake-floor: only %d of %d children started\n",
-				atomic_load(&sh->ready), n);
+			fprintf(stderr, "wake-floor: only %d of %d processes started\n",
+				atomic_load(&sh->ready), n + 1);
 			return 1;               /* they read EOF and exit */
 		}
 		usleep(10000);
 	}
-
-	for (int r = 0; r < rounds && rc == 0; r++) {
-		double start, l;
-		uint64_t one = 1;
-
-		usleep(SETTLE_US);
-		start = mono_ms();
-		for (int i = 0; i < n; i++)
-			send(socks[i], msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
-		call[WAY_SENDS][r] = mono_ms() - start;
-		l = last_awake(WAY_SENDS, r, start);
-		last[WAY_SENDS][r] = l - start;
-
-		usleep(SETTLE_US);
-		start = mono_ms();
-		if (write(efd, &one, sizeof(one)) != sizeof(one))
-			rc = 1;
-		call[WAY_WRITE][r] = mono_ms() - start;
-		if (l < 0 || (l = last_awake(WAY_WRITE, r, start)) < 0) {
-			fprintf(stderr, "wake-floor: round %d: %d and %d of %d children woke within %.0f ms\n",
-				r, atomic_load(&sh->awake[WAY_SENDS][r]),
-				atomic_load(&sh->awake[WAY_WRITE][r]), n, ROUND_TIMEOUT_MS);
-			rc = 1;
-		}
-		last[WAY_WRITE][r] = l - start;
-	}
+	for (int r = 0; r < rounds && rc == 0; r++)
+		for (int w = 0; w < WAYS && rc == 0; w++)
+			rc = wake(w, r, socks, near, efd, &call[w][r], &last[w][r]);
 
 	for (int i = 0; i < n; i++) {
 		close(socks[i]);
+		close(near[i]);
 		kill(kids[i], SIGKILL);
 	}
+	kill(rd, SIGKILL);
 	for (int i = 0; i < n; i++)
 		waitpid(kids[i], NULL, 0);
+	waitpid(rd, NULL, 0);
 	if (rc)
-		return rc;
+		return 1;
 	printf("processes %d\nrounds %d\n", n, rounds);
-	for (int w = 0; w < 2; w++) {
+	for (int w = 0; w < WAYS; w++) {
 		printf("%s_last_p50_ms %.3f\n", names[w], pct(last[w], rounds, 0.50));
 		printf("%s_last_p99_ms %.3f\n", names[w], pct(last[w], rounds, 0.99));
 		printf("%s_call_p50_ms %.3f\n", names[w], pct(call[w], rounds, 0.50));
+		printf("%s_call_p99_ms %.3f\n", names[w], pct(call[w], rounds, 0.99));
 	}
 	return 0;
 }
