@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "proto/proto.h"
+#include "tests/bench/daemon/bench-util.h"
 #include "tests/integration/fixture.h"
 
 #define MiB FIXTURE_MiB
@@ -91,19 +92,6 @@ static void die(const char *fmt, ...)
 	va_end(ap);
 	fixture_done(&fx);
 	exit(1);
-}
-
-static double clock_ms(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static double mono_ms(void)
-{
-	return clock_ms(CLOCK_MONOTONIC);
 }
 
 static double real_ms(void)
@@ -213,25 +201,6 @@ static struct proc_sample sample(pid_t pid)
 	}
 	s.wakeups = v + nv;
 	return s;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile (sorts v). */
-static double pct(double *v, size_t n, double p)
-{
-	size_t k;
-
-	if (n == 0)
-		return 0;
-	qsort(v, n, sizeof(*v), cmp_double);
-	k = (size_t)((double)n * p + 0.999999);
-	return v[k == 0 ? 0 : k - 1];
 }
 
 /* Drain what client `i` has queued: PINGs answered, anything else

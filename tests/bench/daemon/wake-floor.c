@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/bench/daemon/bench-util.h"
+
 #define MAX_ROUNDS 1000
 #define WAYS 3
 #define WAY_SENDS 0
@@ -67,14 +69,6 @@ static void __attribute__((noreturn)) die(const char *what)
 {
 	fprintf(stderr, "wake-floor: %s: %s\n", what, strerror(errno));
 	exit(1);
-}
-
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static void stamp(int way, int *round, int i)
@@ -202,22 +196,6 @@ static pid_t spawn_reader(int *near, const int *socks)
 	return pid;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile (sorts v). */
-static double pct(double *v, int len, double p)
-{
-	int k = (int)((double)len * p + 0.999999);
-
-	qsort(v, (size_t)len, sizeof(*v), cmp_double);
-	return v[k == 0 ? 0 : k - 1];
-}
-
 /* Wait until all n had round `round` of `way`: the last stamp, or -1 after
  * ROUND_TIMEOUT_MS. */
 static double last_had(int way, int round, double start)
@@ -331,10 +309,10 @@ int main(int argc, char **argv)
 		return 1;
 	printf("processes %d\nrounds %d\n", n, rounds);
 	for (int w = 0; w < WAYS; w++) {
-		printf("%s_last_p50_ms %.3f\n", names[w], pct(last[w], rounds, 0.50));
-		printf("%s_last_p99_ms %.3f\n", names[w], pct(last[w], rounds, 0.99));
-		printf("%s_call_p50_ms %.3f\n", names[w], pct(call[w], rounds, 0.50));
-		printf("%s_call_p99_ms %.3f\n", names[w], pct(call[w], rounds, 0.99));
+		printf("%s_last_p50_ms %.3f\n", names[w], pct(last[w], (size_t)rounds, 0.50));
+		printf("%s_last_p99_ms %.3f\n", names[w], pct(last[w], (size_t)rounds, 0.99));
+		printf("%s_call_p50_ms %.3f\n", names[w], pct(call[w], (size_t)rounds, 0.50));
+		printf("%s_call_p99_ms %.3f\n", names[w], pct(call[w], (size_t)rounds, 0.99));
 	}
 	return 0;
 }
