@@ -8,7 +8,63 @@
 # TEXT (a "# TEXT" comment line), and
 # the counters ntest, nfail and last_rc (0).  Results are TAP lines on
 # standard output: 'ok N - what' or 'not ok N - what' and the output that
-# failed it.
+# failed it.  Sourcing it starts the Python evaluator py() talks to.
+
+# py CODE [ARG]...: what 'python3 -S -c CODE ARG...' would do, its output
+# and its status, run in one Python process that lives as long as this
+# shell: a python3 started for each of the hundreds of checks cost 0.45 s
+# each under the VM's TCG (json's import alone, whose regular expressions
+# compile in Python, 0.25 s of it).  CODE fails by sys.exit(MESSAGE) or an
+# exception; each runs in a fresh namespace.  Requests and answers are
+# NUL-separated fields: the count, CODE and the ARGs; the status and the
+# output.
+mg_py_server='
+import io, sys, traceback
+buf = b""
+def field():
+    global buf
+    while b"\0" not in buf:
+        more = sys.stdin.buffer.read1(65536)
+        if not more:
+            sys.exit(0)
+        buf += more
+    f, _, buf = buf.partition(b"\0")
+    return f.decode()
+out = sys.stdout
+while True:
+    n = int(field())
+    code, *args = [field() for _ in range(n)]
+    sys.argv = ["-c"] + args
+    sys.stdout = got = io.StringIO()
+    rc = 0
+    try:
+        exec(code, {"__name__": "__main__"})
+    except SystemExit as e:
+        if isinstance(e.code, int):
+            rc = e.code
+        elif e.code is not None:
+            rc = 1
+            print(e.code)
+    except BaseException:
+        rc = 1
+        print(traceback.format_exc(), end="")
+    sys.stdout = out
+    out.buffer.write(b"%d\0%s\0" % (rc, got.getvalue().encode()))
+    out.flush()
+'
+coproc MG_PY { exec python3 -S -u -c "$mg_py_server"; }
+py() {
+	local rc out
+	if [ -z "${MG_PY_PID:-}" ] || ! kill -0 "$MG_PY_PID" 2>/dev/null; then
+		echo "the Python evaluator of checks.sh is gone"
+		return 1
+	fi
+	printf '%s\0' "$#" "$@" >&"${MG_PY[1]}"
+	IFS= read -r -d '' rc <&"${MG_PY[0]}" && IFS= read -r -d '' out <&"${MG_PY[0]}" ||
+		{ echo "no answer from the Python evaluator of checks.sh"; return 1; }
+	printf '%s' "$out"
+	return "$rc"
+}
 
 # check WHAT CMD [ARG]...: one numbered result; CMD's output when it fails.
 # Returns 0 either way (the script goes on); $last_rc is CMD's status.
@@ -107,7 +163,7 @@ restarted() {
 status_is() {
 	local json
 	json=$(ct memguardctl status --json 2>&1) || { echo "$json"; return 1; }
-	python3 -S -c '
+	py '
 import json, sys
 d = json.loads(sys.argv[2])
 s = next((v for v in d["services"] if v["name"] == sys.argv[3]), None)
@@ -121,7 +177,7 @@ if not eval(sys.argv[1]):
 client_is() {
 	local json
 	json=$(ct memguardctl clients --json 2>&1) || { echo "$json"; return 1; }
-	python3 -S -c '
+	py '
 import json, sys
 if not any(eval(sys.argv[1]) for c in json.loads(sys.argv[2])["clients"]):
     sys.exit("no client with %s in: %s" % (sys.argv[1], sys.argv[2]))
@@ -140,17 +196,17 @@ mark() {
 journal_has() {
 	local out
 	out=$(ct journalctl -u memguardd -o json --no-pager --after-cursor="$mark" 2>&1) || { echo "$out"; return 1; }
-	python3 -S -c '
+	py '
 import json, sys
 last = []
-for line in sys.stdin:
+for line in sys.argv[2].splitlines():
     e = json.loads(line)
     if eval(sys.argv[1]):
         sys.exit(0)
     last = (last + [str(e.get("MESSAGE"))])[-5:]
 sys.exit("no journal entry of memguardd.service with: %s\nlast messages:\n%s"
          % (sys.argv[1], "\n".join(last)))
-' "$1" <<<"$out"
+' "$1" "$out"
 }
 
 # A unit's stop was clean: it exited by itself with status 0.
@@ -202,7 +258,7 @@ mg_system_checks() {
 	check "the client logged its registration and budget (journalctl -u cache-demo)" \
 		poll 5 ct sh -c "journalctl -u cache-demo --no-pager | grep \"service 'cache-demo' (budget 268435456 bytes)\""
 	json=$(ct memguardctl status --json 2>/dev/null || true)
-	say "cache-demo as memguardd sees it: $(python3 -S -c '
+	say "cache-demo as memguardd sees it: $(py '
 import json, sys
 s = [v for v in json.loads(sys.argv[1])["services"] if v["name"] == "cache-demo"][0]
 print("working set %d bytes, psi_mode %s, level %s" % (s["working_set_bytes"], s["psi_mode"], s["level"]))
