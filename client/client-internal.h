@@ -44,6 +44,7 @@
 #define CONN_REPORT_MAX_MS 60000        /* ms, ceiling on the daemon's interval */
 #define CONN_RECV_BATCH 32              /* datagrams handled per dispatch */
 #define CONN_OUT_SLOTS 8                /* datagrams queued while the socket is full */
+#define CONN_RX_FDS 2                   /* descriptors a message may bring (BOARD's) */
 #define CONN_DRAIN_MAX 4096             /* unread datagrams conn_bye() discards, at most */
 /* Largest datagram a client sends: a HELLO with two full names. */
 #define CONN_OUT_MAX (MG_HEADER_SIZE + 4 + 2 * (2 + MG_NAME_MAX))
@@ -91,6 +92,18 @@ struct mg_client {
 	int evfd;                        /* wakes the library thread */
 	int sock;                        /* -1 while CONN_IDLE */
 	int adopt_fd;                    /* client_new_fd()'s, until the first dispatch */
+	int board_fd;                    /* the board's wake-up (EPOLLET); -1 = no board */
+	int rx_fds[CONN_RX_FDS];         /* came with the message being handled */
+	unsigned rx_nfds;
+
+	/* The directive board (docs/protocol.md §5.4), mapped read-only
+	 * while connected; NULL without one. */
+	const struct mg_board_slot *board;
+	size_t board_len;                /* bytes mapped */
+	uint32_t board_slot;
+	bool no_board;                   /* the last board failed: HELLO without MG_CAP_BOARD */
+	bool have_dseq;
+	uint32_t dseq;                   /* seq of the daemon's directive in force */
 
 	/* Connection. */
 	enum conn_state state;
@@ -272,6 +285,25 @@ int conn_fds_renew(struct mg_client *c);
 /* Close every descriptor of `c` (none of them is shared any more). */
 void conn_fds_close(struct mg_client *c);
 
+/* Leave the board: unmap it and close its wake-up, taking it out of the
+ * epoll set when `unwatch` (not in a fork() child, whose epoll set is the
+ * parent's). */
+void conn_board_close(struct mg_client *c, bool unwatch);
+
+/*
+ * Take the board of BOARD `b`, whose descriptors are in c->rx_fds (taken
+ * from there): map the slots read-only, watch the wake-up.  Returns 0 or
+ * -errno; the descriptors are closed either way.
+ */
+int conn_board_open(struct mg_client *c, const struct mg_board *b);
+
+/* Close what c->rx_fds still holds. */
+void conn_rx_fds_close(struct mg_client *c);
+
+/* Take the board's wake-ups off the epoll set (they are edge-triggered:
+ * a poll() on epfd would report them until someone collects them). */
+void conn_board_collect(struct mg_client *c);
+
 /* Take over a connected socket and say HELLO on it.  Returns 0 or -errno;
  * on failure `fd` is closed and a reconnect scheduled. */
 int conn_adopt(struct mg_client *c, int fd);
@@ -308,8 +340,9 @@ int conn_send(struct mg_client *c, struct mg_msg *m);
 int conn_flush(struct mg_client *c);
 
 /*
- * Receive and decode one datagram without blocking.  Returns 1 with the
- * message in `*ret`, 0 when nothing is pending, -ECONNRESET when the daemon
+ * Receive and decode one datagram without blocking; descriptors that came
+ * with it (SCM_RIGHTS) are in c->rx_fds, which the caller takes or closes
+ * (conn_rx_fds_close()).  Returns 1 with the message in `*ret`, 0 when nothing is pending, -ECONNRESET when the daemon
  * closed, -EMSGSIZE for a datagram over MG_MSG_MAX, the decoder's -errno
  * for a malformed one, or another -errno from recvmsg().
  */

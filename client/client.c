@@ -506,6 +506,7 @@ static int on_welcome(struct mg_client *c, const struct mg_msg *m)
 	c->report_ms = MIN(MAX(c->report_ms, CONN_REPORT_MIN_MS), CONN_REPORT_MAX_MS);
 	c->orphan_us = 0;
 	c->refusals = 0;
+	c->have_dseq = false;
 	conn_backoff_reset(c);
 	client_log(c, LOG_INFO,
 		   "Registered with memguardd as client %llu of service '%s' (budget %llu bytes)",
@@ -534,6 +535,79 @@ static int on_error(struct mg_client *c, const struct mg_error *e)
 	return -ECONNREFUSED;
 }
 
+/* Whether daemon seq `a` comes after `b` (32 bits, wrapping). */
+static bool seq_after(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
+
+/* A directive with `seq` from the daemon: whether it is newer than the
+ * one in force.  With a board, a slot and a DIRECTIVE can say the same
+ * thing, and a slot can be ahead of a message still queued; the daemon's
+ * numbers grow (docs/protocol.md §5.4).  Without one, every DIRECTIVE is
+ * news, in the order it came. */
+static bool directive_is_new(struct mg_client *c, uint32_t seq)
+{
+	if (c->board && c->have_dseq && !seq_after(seq, c->dseq))
+		return false;
+	c->dseq = seq;
+	c->have_dseq = true;
+	return true;
+}
+
+static int on_directive(struct mg_client *c, const struct mg_msg *m)
+{
+	struct mg_directive d;
+
+	if (directive_is_new(c, m->hdr.seq)) {
+		apply(c, &m->directive, m->hdr.seq);
+	} else if (m->directive.release > 0) {
+		/* The board is ahead with a newer state: keep it, and answer
+		 * the demand. */
+		d = c->daemon;
+		d.release = m->directive.release;
+		d.deadline_ms = m->directive.deadline_ms;
+		apply(c, &d, m->hdr.seq);
+	}
+	return c->sock >= 0 ? 0 : -ENOTCONN;
+}
+
+/* Act on the board slot when it holds a directive newer than the one in
+ * force.  Cheap (a 64-byte read): every dispatch looks. */
+static void board_check(struct mg_client *c)
+{
+	struct mg_directive d;
+	uint32_t seq;
+	int r;
+
+	if (!c->board || c->state != CONN_READY)
+		return;
+	r = proto_slot_read(&c->board[c->board_slot], &d, &seq, NULL);
+	if (r == -EBADMSG)
+		conn_drop(c, LOG_WARNING, 0, false,
+			  "memguardd's board slot holds a value out of range");
+	else if (r == 0 && directive_is_new(c, seq))
+		apply(c, &d, 0);
+}
+
+static int on_board(struct mg_client *c, const struct mg_board *b)
+{
+	int r = conn_board_open(c, b);
+
+	if (r < 0) {
+		/* Directives would wait in a slot we cannot see: go on by
+		 * message, from a new connection. */
+		c->no_board = true;
+		conn_drop(c, LOG_WARNING, r, false,
+			  "Failed to take memguardd's directive board (directives come by "
+			  "message from now on)");
+		return -EPROTO;
+	}
+	client_log(c, LOG_DEBUG, "Took slot %u of %u on the directive board", b->slot, b->slots);
+	board_check(c);
+	return c->sock >= 0 ? 0 : -ENOTCONN;
+}
+
 int client_handle(struct mg_client *c, const struct mg_msg *m)
 {
 	struct mg_msg a = { 0 };
@@ -545,8 +619,11 @@ int client_handle(struct mg_client *c, const struct mg_msg *m)
 	case MG_MSG_DIRECTIVE:
 		if (c->state != CONN_READY)
 			break;
-		apply(c, &m->directive, m->hdr.seq);
-		return c->sock >= 0 ? 0 : -ENOTCONN;
+		return on_directive(c, m);
+	case MG_MSG_BOARD:
+		if (c->state != CONN_READY)
+			break;
+		return on_board(c, &m->board);
 	case MG_MSG_PING:
 		a.hdr.type = MG_MSG_PONG;
 		a.ping.cookie = m->ping.cookie;
@@ -654,9 +731,15 @@ static int client_dispatch(struct mg_client *c)
 			break;
 		}
 		n++;
-		if (client_handle(c, &m) < 0)
+		r = client_handle(c, &m);
+		conn_rx_fds_close(c);
+		if (r < 0)
 			break;
 	}
+	/* The board's wake-up is edge-triggered: collect it, then look. */
+	conn_board_collect(c);
+	if (!c->free_pending)
+		board_check(c);
 	/* The heap crossed the local limit: act now, not at the next tick. */
 	if (!c->free_pending && limit_pending(c) && limit_evaluate(c))
 		reapply(c);
@@ -834,7 +917,7 @@ static int client_create(int fd, const struct mg_client_opts *opts, uint32_t del
 	}
 	lock_init(&c->lock);
 	cond_init(&c->wake);
-	c->epfd = c->timerfd = c->evfd = c->sock = c->adopt_fd = -1;
+	c->epfd = c->timerfd = c->evfd = c->sock = c->adopt_fd = c->board_fd = -1;
 	c->state = CONN_IDLE;
 	c->report_ms = CONN_REPORT_DEFAULT_MS;
 	c->backoff_ms = CONN_BACKOFF_MIN_MS;

@@ -12,7 +12,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syslog.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
@@ -84,6 +86,8 @@ int conn_fds_renew(struct mg_client *c)
 	 */
 	close_fd(&c->sock);
 	close_fd(&c->adopt_fd);
+	conn_rx_fds_close(c);
+	conn_board_close(c, false);
 	c->out_len = 0;
 	c->out_armed = false;
 	c->state = CONN_IDLE;
@@ -117,6 +121,8 @@ out_close:
 
 void conn_fds_close(struct mg_client *c)
 {
+	conn_rx_fds_close(c);
+	conn_board_close(c, false);
 	close_fd(&c->adopt_fd);
 	close_fd(&c->sock);
 	close_fd(&c->evfd);
@@ -168,6 +174,8 @@ static void hello(struct mg_client *c)
 		m.hello.capabilities |= MG_CAP_GC_HOOK;
 	if (c->release_fn)
 		m.hello.capabilities |= MG_CAP_RELEASE_HOOK;
+	if (!c->no_board)
+		m.hello.capabilities |= MG_CAP_BOARD;
 	memcpy(m.hello.service, c->service, sizeof(m.hello.service));
 	memcpy(m.hello.process, c->process, sizeof(m.hello.process));
 	c->state = CONN_HELLO;
@@ -224,6 +232,7 @@ int conn_open(struct mg_client *c)
 
 void conn_drop(struct mg_client *c, int priority, int r, bool give_up, const char *why)
 {
+	conn_board_close(c, true);
 	if (c->sock >= 0) {
 		(void)epoll_set(c->epfd, EPOLL_CTL_DEL, c->sock, 0);
 		close_fd(&c->sock);
@@ -276,6 +285,7 @@ void conn_bye(struct mg_client *c)
 	for (int i = 0; i < CONN_DRAIN_MAX; i++)
 		if (recv(c->sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) <= 0)
 			break;
+	conn_board_close(c, true);
 	(void)epoll_set(c->epfd, EPOLL_CTL_DEL, c->sock, 0);
 	close_fd(&c->sock);
 	c->out_len = 0;
@@ -360,16 +370,54 @@ int conn_flush(struct mg_client *c)
 	return 0;
 }
 
+void conn_rx_fds_close(struct mg_client *c)
+{
+	for (unsigned i = 0; i < c->rx_nfds; i++)
+		close_fd(&c->rx_fds[i]);
+	c->rx_nfds = 0;
+}
+
+/* Keep the descriptors of SCM_RIGHTS in c->rx_fds, up to CONN_RX_FDS;
+ * close any beyond (a daemon has no reason to send more). */
+static void take_fds(struct mg_client *c, struct msghdr *mh)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		size_t n;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
+			if (c->rx_nfds < CONN_RX_FDS)
+				c->rx_fds[c->rx_nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+}
+
 int conn_recv(struct mg_client *c, struct mg_msg *ret)
 {
 	uint8_t buf[MG_MSG_MAX];
+	union {
+		char buf[CMSG_SPACE(CONN_RX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
 	ssize_t n;
 
+	conn_rx_fds_close(c);
 	n = recvmsg(c->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+	take_fds(c, &mh);
 	/* A zero-length datagram would be malformed too; on a SEQPACKET
 	 * socket it cannot be told from the end of the stream. */
 	if (n == 0)
@@ -378,6 +426,81 @@ int conn_recv(struct mg_client *c, struct mg_msg *ret)
 		return -EMSGSIZE;
 	n = proto_msg_decode(buf, (size_t)n, ret);
 	return n < 0 ? (int)n : 1;
+}
+
+/* ---- the directive board ------------------------------------------------ */
+
+void conn_board_close(struct mg_client *c, bool unwatch)
+{
+	if (c->board_fd >= 0 && unwatch)
+		(void)epoll_set(c->epfd, EPOLL_CTL_DEL, c->board_fd, 0);
+	close_fd(&c->board_fd);
+	if (c->board)
+		munmap((void *)c->board, c->board_len);
+	c->board = NULL;
+	c->board_len = 0;
+}
+
+int conn_board_open(struct mg_client *c, const struct mg_board *b)
+{
+	int memfd = -1, wake = -1, r;
+	size_t len = (size_t)b->slots * MG_BOARD_SLOT_SIZE;
+	struct stat st;
+	void *p;
+
+	if (c->rx_nfds == CONN_RX_FDS) {
+		memfd = c->rx_fds[0];
+		wake = c->rx_fds[1];
+		c->rx_nfds = 0;
+	}
+	if (memfd < 0) {
+		r = -EBADMSG;                /* descriptors refused on our side */
+		goto out;
+	}
+	if (c->board) {
+		r = -EEXIST;
+		goto out;
+	}
+	/* The memfd must hold every slot the daemon says it has: a mapping
+	 * past its end would fault on the first read. */
+	if (fstat(memfd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < len) {
+		r = -EBADMSG;
+		goto out;
+	}
+	p = mmap(NULL, len, PROT_READ, MAP_SHARED, memfd, 0);
+	if (p == MAP_FAILED) {
+		r = -errno;
+		goto out;
+	}
+	c->board = p;
+	c->board_len = len;
+	c->board_slot = b->slot;
+	c->board_fd = alloc_fd_high(wake);
+	wake = -1;
+	/* Edge-triggered: the daemon leaves its last byte in the pipe, and
+	 * the clients never read it. */
+	r = epoll_set(c->epfd, EPOLL_CTL_ADD, c->board_fd, EPOLLIN | EPOLLET);
+	if (r < 0)
+		conn_board_close(c, false);
+out:
+	if (memfd >= 0)
+		close(memfd);
+	if (wake >= 0)
+		close(wake);
+	return r;
+}
+
+void conn_board_collect(struct mg_client *c)
+{
+	struct epoll_event ev[8];
+
+	if (c->board_fd >= 0)
+		while (epoll_wait(c->epfd, ev, ARRAY_SIZE(ev), 0) == (int)ARRAY_SIZE(ev))
+			;
 }
 
 void conn_drain(struct mg_client *c)

@@ -408,7 +408,9 @@ static void on_gone(void *userdata, struct client *c)
  * shares move too; they hear theirs on the next tick, so that a crowd
  * registering at once costs one message each, not one per arrival.  The
  * state only: a demand was made of the clients that were there when it
- * was made, and a new client's first DIRECTIVE never demands bytes.
+ * was made, and a new client's first DIRECTIVE never demands bytes.  A
+ * client that can take a board gets its slot first (BOARD), and then
+ * finds that directive in the slot instead of a DIRECTIVE.
  */
 static void on_welcomed(void *userdata, struct client *c)
 {
@@ -418,6 +420,8 @@ static void on_welcomed(void *userdata, struct client *c)
 	(void)userdata;
 	if (!mc || !mc->svc)
 		return;
+	if (c->capabilities & MG_CAP_BOARD)
+		(void)service_board_join(mc->svc, mc);
 	d = mc->svc->last.directive;
 	d.release = 0;
 	d.deadline_ms = 0;

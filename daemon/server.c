@@ -408,6 +408,56 @@ int server_send(struct client *c, struct mg_msg *m)
 	return update_events(c);
 }
 
+int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n_fds)
+{
+	uint8_t buf[MG_MSG_MAX];
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} ctl = { 0 };
+	struct iovec iov = { .iov_base = buf };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf };
+	struct cmsghdr *cm;
+	int n;
+
+	if (c->dead)
+		return -EPIPE;
+	if (n_fds == 0 || n_fds > 4)
+		return -EINVAL;
+	if (c->q_len > 0)
+		return -EAGAIN;
+	if (m->hdr.seq == 0)
+		m->hdr.seq = next_seq(c->server);
+	n = proto_msg_encode(m, buf, sizeof(buf));
+	if (n < 0)
+		return n;
+	iov.iov_len = (size_t)n;
+	mh.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, n_fds * sizeof(int));
+	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+		return 0;
+	switch (errno) {
+	case EAGAIN:
+	case EINTR:
+	case ENOBUFS:
+	case ENOMEM:
+	case ETOOMANYREFS:
+		return -EAGAIN;
+	default:
+		server_drop(c, LOG_INFO, "send failed");
+		return -EPIPE;
+	}
+}
+
+uint32_t server_seq_next(struct client *c)
+{
+	return next_seq(c->server);
+}
+
 int server_send_result(struct client *c, uint32_t seq, unsigned code, const char *fmt, ...)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_RESULT, .seq = seq } };

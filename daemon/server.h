@@ -142,6 +142,20 @@ void server_set_limits(struct server *s, const struct server_limits *l);
 int server_send(struct client *c, struct mg_msg *m);
 
 /*
+ * Send `m` with the descriptors `fds` (SCM_RIGHTS) at once, or not at all:
+ * the send queue does not hold descriptors.  The seq is assigned as by
+ * server_send().  Returns 0; -EAGAIN when it could not go now (something
+ * is queued, the socket is full, the kernel refused the descriptors), and
+ * the client stays; -EPIPE when `c` is dropped; -EINVAL when `m` does not
+ * encode.
+ */
+int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n_fds);
+
+/* The daemon's next sequence number, for a directive that travels
+ * without a message (a board slot): the same space as server_send()'s. */
+uint32_t server_seq_next(struct client *c);
+
+/*
  * Whether the process that connected is still there under cred.pid: its
  * pidfd (SO_PEERPIDFD, Linux 6.5+) still names a live process, or, on
  * older kernels, the pid's start time in /proc/PID/stat is the one read at

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "board.h"
 #include "cgrp.h"
 #include "log.h"
 #include "manager-internal.h"
@@ -252,8 +253,11 @@ struct service *service_free(struct service *s)
 		return NULL;
 	service_restore(s);
 	service_unwatch(s);
-	for (size_t i = 0; i < s->n_clients; i++)
+	for (size_t i = 0; i < s->n_clients; i++) {
 		s->clients[i]->svc = NULL;
+		s->clients[i]->on_board = false;
+	}
+	board_free(s->board);
 	free(s->clients);
 	free(s->conf.name);
 	free(s->conf.cgroup);
@@ -419,6 +423,11 @@ void service_detach(struct mclient *mc)
 
 	if (!s)
 		return;
+	/* A client moved to another service (a reload) gets its directives
+	 * by message from then on: BOARD is sent once, after WELCOME. */
+	if (mc->on_board)
+		board_put(s->board, mc->slot);
+	mc->on_board = false;
 	for (size_t i = 0; i < s->n_clients; i++)
 		if (s->clients[i] == mc) {
 			s->clients[i] = s->clients[--s->n_clients];
@@ -468,7 +477,28 @@ static void service_client_report(const struct service *s, const struct mclient 
 	policy_report_clamp(ret, s->have_sample ? s->sample.current : s->budget);
 }
 
-int mclient_send(struct mclient *mc, const struct mg_directive *d)
+/* Bookkeeping of a directive given to `mc` under `seq`. */
+static void mclient_given(struct mclient *mc, const struct mg_directive *d, uint32_t seq)
+{
+	mc->directive = *d;
+	mc->have_directive = true;
+	mc->last_seq = seq;
+}
+
+/* Put the state of `d` into `mc`'s board slot under a fresh seq; the
+ * service's board is due a wake-up. */
+static void mclient_board_write(struct mclient *mc, const struct mg_directive *d)
+{
+	uint32_t seq = server_seq_next(mc->c);
+
+	board_write(mc->svc->board, mc->slot, d, seq);
+	mc->svc->board_dirty = true;
+	if (d->release == 0)
+		mclient_given(mc, d, seq);
+}
+
+/* `d` in a DIRECTIVE. */
+static int mclient_send_message(struct mclient *mc, const struct mg_directive *d)
 {
 	struct mg_msg msg = { .hdr = { .type = MG_MSG_DIRECTIVE } };
 	int r;
@@ -477,9 +507,7 @@ int mclient_send(struct mclient *mc, const struct mg_directive *d)
 	r = server_send(mc->c, &msg);
 	if (r < 0)
 		return r;
-	mc->directive = *d;
-	mc->have_directive = true;
-	mc->last_seq = msg.hdr.seq;
+	mclient_given(mc, d, msg.hdr.seq);
 	if (d->release > 0) {
 		mc->pending_seq = msg.hdr.seq;
 		mc->pending_usec = now_usec();
@@ -488,6 +516,61 @@ int mclient_send(struct mclient *mc, const struct mg_directive *d)
 						 d->release == UINT64_MAX ? 0 : d->release);
 	}
 	return 0;
+}
+
+int mclient_send(struct mclient *mc, const struct mg_directive *d)
+{
+	if (mc->on_board)
+		mclient_board_write(mc, d);
+	if (mc->on_board && d->release == 0)
+		return 0;
+	return mclient_send_message(mc, d);
+}
+
+int service_board_join(struct service *s, struct mclient *mc)
+{
+	struct mg_msg msg = { .hdr = { .type = MG_MSG_BOARD } };
+	int fds[2], r;
+	uint32_t slot;
+
+	if (!s->board) {
+		r = board_new(s->m->conf->daemon.max_connections, &s->board);
+		if (r < 0) {
+			if (!s->board_failed_said)
+				log_warning_errno(r, "%s: cannot make a directive board, its clients "
+						  "get every directive by message: %m", s->conf.name);
+			s->board_failed_said = true;
+			return r;
+		}
+	}
+	r = board_take(s->board, &slot);
+	if (r < 0)
+		return r;
+	msg.board.slot = slot;
+	msg.board.slots = board_slots(s->board);
+	fds[0] = board_memfd(s->board);
+	fds[1] = board_wake_fd(s->board);
+	r = server_send_fds(mc->c, &msg, fds, 2);
+	if (r < 0) {
+		board_put(s->board, slot);
+		return r;
+	}
+	mc->on_board = true;
+	mc->slot = slot;
+	return 0;
+}
+
+void service_board_wake(struct service *s)
+{
+	int r;
+
+	if (!s->board_dirty)
+		return;
+	s->board_dirty = false;
+	r = board_wake(s->board);
+	if (r < 0)
+		log_warning_errno(r, "%s: failed to wake the directive board's clients: %m",
+				  s->conf.name);
 }
 
 void mclient_send_normal(struct mclient *mc)
@@ -499,42 +582,52 @@ void mclient_send_normal(struct mclient *mc)
 	mclient_send(mc, &d);
 }
 
-/* Split the service's directive over its clients and send what changed:
- * to every client, or to `only` (the others hear their new share on the
- * next tick). */
+/*
+ * Split the service's directive over its clients and give each what
+ * changed: to every client, or to `only` (the others hear their new share
+ * on the next tick).  The state first, into every board slot, and one
+ * wake-up; then the messages (release demands, clients without a board),
+ * so that a level change reaches a board's clients before the first
+ * send().
+ */
 void service_direct_to(struct service *s, const struct mg_directive *d,
 			      const struct mclient *only)
 {
 	_cleanup_free_ struct mg_report *reports = NULL;
 	_cleanup_free_ struct mg_directive *out = NULL;
+	_cleanup_free_ struct mclient **cl = NULL;
+	_cleanup_free_ bool *due = NULL;
 	size_t n = s->n_clients;
 
 	if (n == 0)
 		return;
 	reports = calloc(n, sizeof(*reports));
 	out = calloc(n, sizeof(*out));
-	if (!reports || !out || (
-		    ({
-			    for (size_t i = 0; i < n; i++)
-				    service_client_report(s, s->clients[i], &reports[i]);
-			    policy_client_directives(d, reports, n, out);
-		    }) < 0)) {
+	cl = malloc(n * sizeof(*cl));
+	due = calloc(n, sizeof(*due));
+	if (!reports || !out || !cl || !due) {
+		log_error("%s: out of memory splitting a directive", s->conf.name);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		service_client_report(s, s->clients[i], &reports[i]);
+	if (policy_client_directives(d, reports, n, out) < 0) {
 		log_error("%s: out of memory splitting a directive", s->conf.name);
 		return;
 	}
 	/* Sending may drop a client (and shrink s->clients): walk a copy. */
-	{
-		_cleanup_free_ struct mclient **cl = malloc(n * sizeof(*cl));
-
-		if (!cl)
-			return;
-		memcpy(cl, s->clients, n * sizeof(*cl));
-		for (size_t i = 0; i < n; i++)
-			if ((!only || cl[i] == only) &&
-			    (!cl[i]->have_directive ||
-			     policy_directive_changed(&cl[i]->directive, &out[i])))
-				mclient_send(cl[i], &out[i]);
+	memcpy(cl, s->clients, n * sizeof(*cl));
+	for (size_t i = 0; i < n; i++) {
+		due[i] = (!only || cl[i] == only) &&
+			 (!cl[i]->have_directive ||
+			  policy_directive_changed(&cl[i]->directive, &out[i]));
+		if (due[i] && cl[i]->on_board)
+			mclient_board_write(cl[i], &out[i]);
 	}
+	service_board_wake(s);
+	for (size_t i = 0; i < n; i++)
+		if (due[i] && (!cl[i]->on_board || out[i].release > 0))
+			mclient_send_message(cl[i], &out[i]);
 }
 
 void service_direct(struct service *s, const struct mg_directive *d)

@@ -40,6 +40,8 @@ struct mclient {
 	uint32_t asked, answered;
 	uint64_t asked_bytes, released_bytes, response_us_total;
 	bool local;                      /* its last REPORT said MG_FLAG_LOCAL_LIMIT */
+	bool on_board;                   /* has `slot` on its service's board */
+	uint32_t slot;
 };
 
 struct service {
@@ -85,6 +87,11 @@ struct service {
 	 * keep their own period (manager_tick_now()). */
 	bool woke;
 	uint64_t sampled_usec;           /* its last full sample */
+	/* The directive board (board.h), made for the first client that
+	 * takes one; `board_dirty`: slots written since the last wake-up. */
+	struct board *board;
+	bool board_dirty;
+	bool board_failed_said;
 	struct mclient **clients;
 	size_t n_clients;
 };
@@ -158,15 +165,34 @@ void service_arm_probe(struct service *s, uint64_t now_us);
 
 /* --- directives ----------------------------------------------------------- */
 
-/* Send `d` to one client and count it as asked when it demands bytes.
- * Returns 0 or -errno (the client may be dropped). */
+/*
+ * Give `d` to one client and count it as asked when it demands bytes: its
+ * state into its board slot when it has one (the service's board is then
+ * due a wake-up: service_board_wake()), and a DIRECTIVE when it has none
+ * or `d` demands bytes.  Returns 0 or -errno (the client may be dropped).
+ */
 int mclient_send(struct mclient *mc, const struct mg_directive *d);
+
+/*
+ * Give a client that announced MG_CAP_BOARD a slot on the service's
+ * board (made on first use, with room for [daemon] max_connections
+ * clients) and send it BOARD with the board's descriptors.  Returns 0, or
+ * -errno when the client goes on without one (no board could be made, it
+ * is full, or BOARD could not be sent at once); only a lost connection
+ * drops it.
+ */
+int service_board_join(struct service *s, struct mclient *mc);
+
+/* Wake the service's board clients if slots were written since the last
+ * wake-up. */
+void service_board_wake(struct service *s);
 
 /* NORMAL, unless that is what the client was last told. */
 void mclient_send_normal(struct mclient *mc);
 
-/* Split `d` over the service's clients and send what changed: to all, or
- * to `only` when not NULL. */
+/* Split `d` over the service's clients and give each what changed (the
+ * board slots and their wake-up first, then the messages): to all, or to
+ * `only` when not NULL. */
 void service_direct_to(struct service *s, const struct mg_directive *d,
 		       const struct mclient *only);
 void service_direct(struct service *s, const struct mg_directive *d);

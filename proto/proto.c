@@ -58,6 +58,9 @@ static const struct field directive_fields[] = {
 static const struct field error_fields[] = {
 	U32(error.code), STR(error.text, MG_TEXT_MAX),
 };
+static const struct field board_fields[] = {
+	U32(board.slot), U32(board.slots),
+};
 static const struct field clients_fields[] = {
 	STR(clients.service, MG_NAME_MAX),
 };
@@ -117,6 +120,7 @@ static const struct msg_desc descs[] = {
 	DESC(DIRECTIVE, DAEMON, directive_fields),
 	DESC(PING, DAEMON, ping_fields),
 	DESC(ERROR, DAEMON, error_fields),
+	DESC(BOARD, DAEMON, board_fields),
 	DESC_EMPTY(STATUS, ADMIN),
 	DESC(CLIENTS, ADMIN, clients_fields),
 	DESC(RELEASE, ADMIN, release_fields),
@@ -252,6 +256,10 @@ int proto_msg_validate(const struct mg_msg *m)
 		break;
 	case MG_MSG_DIRECTIVE:
 		if (!directive_ok(&m->directive))
+			return -EINVAL;
+		break;
+	case MG_MSG_BOARD:
+		if (m->board.slots == 0 || m->board.slot >= m->board.slots)
 			return -EINVAL;
 		break;
 	case MG_MSG_CLIENTS:
@@ -494,4 +502,64 @@ int proto_msg_decode(const void *buf, size_t len, struct mg_msg *ret)
 
 	*ret = m;
 	return 0;
+}
+
+/*
+ * The slot's sequence lock.  Every field is read and written with atomic
+ * accesses (the reader may race the writer by design); the fences order
+ * the payload against the lock word: the writer makes the lock odd before
+ * the payload changes and even after, the reader keeps a copy only when
+ * the lock was even and unchanged around it.
+ */
+#define LD(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
+#define ST(f, v) __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
+#define SLOT_READ_TRIES 64
+
+void proto_slot_write(struct mg_board_slot *s, const struct mg_directive *d, uint32_t seq,
+		      uint64_t stamp_ns)
+{
+	uint32_t lock = LD(s->lock);
+
+	ST(s->lock, lock + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	ST(s->seq, seq);
+	ST(s->level, d->level);
+	ST(s->gc_percent, d->gc_percent);
+	ST(s->throttle, d->throttle);
+	ST(s->soft_limit, d->soft_limit);
+	ST(s->stamp_ns, stamp_ns);
+	__atomic_store_n(&s->lock, lock + 2, __ATOMIC_RELEASE);
+}
+
+int proto_slot_read(const struct mg_board_slot *s, struct mg_directive *ret,
+		    uint32_t *ret_seq, uint64_t *ret_stamp_ns)
+{
+	for (int i = 0; i < SLOT_READ_TRIES; i++) {
+		uint32_t lock = __atomic_load_n(&s->lock, __ATOMIC_ACQUIRE), seq;
+		struct mg_directive d = { 0 };
+		uint64_t stamp;
+
+		if (lock & 1)
+			continue;
+		seq = LD(s->seq);
+		d.level = LD(s->level);
+		d.gc_percent = LD(s->gc_percent);
+		d.throttle = LD(s->throttle);
+		d.soft_limit = LD(s->soft_limit);
+		stamp = LD(s->stamp_ns);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (LD(s->lock) != lock)
+			continue;
+		if (seq == 0)
+			return -ENODATA;
+		if (!directive_ok(&d))
+			return -EBADMSG;
+		*ret = d;
+		if (ret_seq)
+			*ret_seq = seq;
+		if (ret_stamp_ns)
+			*ret_stamp_ns = stamp;
+		return 0;
+	}
+	return -EAGAIN;
 }

@@ -35,6 +35,7 @@ enum mg_msg_type {
 	MG_MSG_DIRECTIVE = 0x0102,
 	MG_MSG_PING = 0x0103,
 	MG_MSG_ERROR = 0x0104,
+	MG_MSG_BOARD = 0x0105,           /* with two descriptors (SCM_RIGHTS) */
 
 	MG_MSG_STATUS = 0x0201,
 	MG_MSG_CLIENTS = 0x0202,
@@ -54,6 +55,9 @@ enum mg_msg_type {
 #define MG_CAP_ADMIT (UINT32_C(1) << 2)        /* sheds work through mg_admit() */
 #define MG_CAP_HEAP (UINT32_C(1) << 3)         /* allocates from the memguard heap */
 #define MG_CAP_ALL (MG_CAP_GC_HOOK | MG_CAP_RELEASE_HOOK | MG_CAP_ADMIT | MG_CAP_HEAP)
+/* How the client takes its directives, not what it does: it can take a
+ * directive board (BOARD, docs/protocol.md §5.4).  Not in MG_CAP_ALL. */
+#define MG_CAP_BOARD (UINT32_C(1) << 4)
 
 /* enum mg_level (MG_LEVEL_NORMAL … MG_LEVEL_EMERGENCY) is the public API's,
  * in the installed header; the wire carries the same values (proto.c
@@ -167,6 +171,18 @@ struct mg_welcome {
 	char service[MG_NAME_MAX + 1];
 };
 
+/*
+ * BOARD: the client's slot on its service's directive board.  Two
+ * descriptors come with it (SCM_RIGHTS, in this order): the board, a
+ * read-only, sealed memfd of `slots` × MG_BOARD_SLOT_SIZE bytes, and the
+ * board's wake-up, the read end of a pipe the daemon writes a byte to
+ * after it changed slots.  docs/protocol.md §5.4.
+ */
+struct mg_board {
+	uint32_t slot;                   /* index of the client's slot, < slots */
+	uint32_t slots;                  /* slots on the board, ≥ 1 */
+};
+
 struct mg_error {
 	uint32_t code;                   /* enum mg_err */
 	char text[MG_TEXT_MAX + 1];
@@ -251,6 +267,7 @@ struct mg_msg {
 		struct mg_welcome welcome;
 		struct mg_directive directive;
 		struct mg_error error;
+		struct mg_board board;
 		struct mg_clients_req clients;
 		struct mg_release_req release;
 		struct mg_set_budget set_budget;
@@ -260,6 +277,46 @@ struct mg_msg {
 		struct mg_result result;
 	};
 };
+
+/*
+ * One slot of a directive board (docs/protocol.md §5.4): the directive
+ * in force for one client, without a release demand (those still come as
+ * DIRECTIVE messages).  Shared memory between the daemon, which writes it,
+ * and the client, which only reads it; native byte order, since both run
+ * on one host.  `lock` is a sequence lock: odd while the daemon writes.
+ */
+#define MG_BOARD_SLOT_SIZE 64           /* bytes */
+struct mg_board_slot {
+	uint32_t lock;                   /* odd while being written */
+	uint32_t seq;                    /* the directive's daemon seq, as a DIRECTIVE's */
+	uint8_t level;                   /* enum mg_level */
+	uint8_t reserved0;
+	uint16_t gc_percent;
+	uint16_t throttle;               /* permille */
+	uint16_t reserved1;
+	uint64_t soft_limit;             /* bytes; 0 = none */
+	uint64_t stamp_ns;               /* CLOCK_REALTIME when written (diagnosis) */
+	uint8_t reserved[32];            /* zero */
+};
+_Static_assert(sizeof(struct mg_board_slot) == MG_BOARD_SLOT_SIZE, "a board slot is 64 bytes");
+
+/*
+ * Write `d` (its release and deadline are not part of a slot) into `s`
+ * with `seq` and `stamp_ns`.  The daemon is the slot's only writer.
+ */
+void proto_slot_write(struct mg_board_slot *s, const struct mg_directive *d, uint32_t seq,
+		      uint64_t stamp_ns);
+
+/*
+ * Read `s` consistently: a copy taken while no write was under way.
+ * Returns 0 with the directive in `*ret` (release 0), its seq in
+ * `*ret_seq` and the stamp in `*ret_stamp_ns` (either may be NULL);
+ * -ENODATA for a slot never written (seq 0); -EAGAIN when every try met
+ * a write under way; -EBADMSG when a value is out of range (level,
+ * throttle), as for a DIRECTIVE.
+ */
+int proto_slot_read(const struct mg_board_slot *s, struct mg_directive *ret,
+		    uint32_t *ret_seq, uint64_t *ret_stamp_ns);
 
 /* Who may send a message type. */
 enum mg_sender {

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syslog.h>
 #include <sys/un.h>
@@ -523,7 +524,8 @@ static void test_hello_and_report(void **state)
 	assert_true(m.hdr.seq != 0);
 	assert_string_equal(m.hello.service, "web");
 	assert_string_equal(m.hello.process, "test-client");
-	assert_int_equal(m.hello.capabilities, MG_CAP_GC_HOOK | MG_CAP_ADMIT | MG_CAP_HEAP);
+	assert_int_equal(m.hello.capabilities,
+			 MG_CAP_GC_HOOK | MG_CAP_ADMIT | MG_CAP_HEAP | MG_CAP_BOARD);
 
 	mg_client_set_external_bytes(d.c, 7 * MiB);
 	welcome(d.fd, m.hdr.seq, NULL);
@@ -614,6 +616,183 @@ static void test_directives_reach_hooks(void **state)
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
 }
 
+/* ---- the directive board -------------------------------------------------- */
+
+/* The fake daemon's board: a memfd it writes, a pipe it wakes through. */
+static struct {
+	int memfd, rd, wr;
+	struct mg_board_slot *slots;
+	size_t len;
+} fb;
+
+static void fake_board(uint32_t slots, size_t memfd_bytes)
+{
+	int p[2];
+
+	fb.memfd = memfd_create("test-board", MFD_CLOEXEC);
+	assert_true(fb.memfd >= 0);
+	assert_int_equal(ftruncate(fb.memfd, (off_t)memfd_bytes), 0);
+	fb.len = (size_t)slots * MG_BOARD_SLOT_SIZE;
+	fb.slots = mmap(NULL, fb.len, PROT_READ | PROT_WRITE, MAP_SHARED, fb.memfd, 0);
+	assert_true(fb.slots != MAP_FAILED);
+	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	fb.rd = p[0];
+	fb.wr = p[1];
+}
+
+static void fake_board_done(void)
+{
+	munmap(fb.slots, fb.len);
+	close(fb.memfd);
+	close(fb.rd);
+	close(fb.wr);
+}
+
+/* BOARD {slot, slots} with the first `n_fds` of (memfd, wake-up). */
+static void send_board(uint32_t slot, uint32_t slots, int n_fds)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_BOARD } };
+	uint8_t buf[MG_MSG_MAX];
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} ctl = { 0 };
+	struct iovec iov = { .iov_base = buf };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = CMSG_SPACE(n_fds * sizeof(int)) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	int fds[2] = { fb.memfd, fb.rd };
+
+	m.board.slot = slot;
+	m.board.slots = slots;
+	iov.iov_len = (size_t)encode(&m, buf);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, n_fds * sizeof(int));
+	assert_true(sendmsg(d.fd, &mh, MSG_NOSIGNAL) > 0);
+}
+
+/* What memguardd does on a change without a demand: the slot, then one
+ * byte in the pipe (the last one emptied first). */
+static void board_set(uint32_t slot, uint32_t seq, uint8_t level, uint16_t gc,
+		      uint16_t throttle, uint64_t soft)
+{
+	struct mg_directive dir = { .level = level, .gc_percent = gc, .throttle = throttle,
+				    .soft_limit = soft };
+	char b[8];
+
+	proto_slot_write(&fb.slots[slot], &dir, seq, 1);
+	while (read(fb.rd, b, sizeof(b)) > 0)
+		;
+	assert_int_equal(write(fb.wr, "", 1), 1);
+}
+
+/* A board client acts on its slot without a DIRECTIVE, keeps the newer
+ * of slot and message (by seq), still answers a demand that comes by
+ * message, and its descriptor is quiet again once it dispatched. */
+static void test_board(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	char t[sizeof(trace)];
+	struct mg_msg m;
+
+	connect_client(MG_THREAD_NONE);
+	fake_board(4, 4 * MG_BOARD_SLOT_SIZE);
+	send_board(2, 4, 2);
+	assert_int_equal(mg_client_dispatch(d.c) >= 0, true);
+	assert_non_null(d.c->board);
+	assert_true(d.c->board_fd >= 0);
+	trace_take(t, sizeof(t));
+
+	/* WARN through the slot alone. */
+	board_set(2, 100, MG_LEVEL_WARN, 60, 0, 80 * MiB);
+	p.fd = mg_client_fd(d.c);
+	assert_int_equal(poll(&p, 1, 2000), 1);
+	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	assert_int_equal(m.report.gc_percent, 60);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 level=WARN gc=60");
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	/* The wake-up is collected: the byte left in the pipe does not keep
+	 * the client's descriptor readable. */
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_int_equal(poll(&p, 1, 0), 0);
+
+	/* Another client's slot is not ours. */
+	board_set(1, 101, MG_LEVEL_EMERGENCY, 25, 900, 10 * MiB);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+
+	/* A DIRECTIVE older than the slot: only its demand is met. */
+	heap.releasable = 3 * MiB;
+	directive(d.fd, 99, MG_LEVEL_CRITICAL, 30, 500, 50 * MiB, 3 * MiB);
+	await_msg(d.c, d.fd, MG_MSG_RELEASED, &m);
+	assert_int_equal(m.released.directive_seq, 99);
+	assert_int_equal(m.released.bytes, 3 * MiB);
+	trace_take(t, sizeof(t));
+	assert_string_equal(t, "goal=83886080 release=3145728 heap_release=3145728");
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+
+	/* A newer DIRECTIVE wins over the slot; the slot's next change
+	 * wins over that. */
+	directive(d.fd, 102, MG_LEVEL_CRITICAL, 30, 500, 50 * MiB, 0);
+	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	board_set(2, 103, MG_LEVEL_NORMAL, 0, 0, 0);
+	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
+	fake_board_done();
+}
+
+/* A BOARD the client cannot take (a descriptor missing, a memfd shorter
+ * than the slots) ends the connection; the next HELLO does without
+ * MG_CAP_BOARD, so directives come by message. */
+static void test_board_refused(void **state)
+{
+	struct mg_msg m;
+	int fd;
+
+	connect_client(MG_THREAD_NONE);
+	fake_board(4, 4 * MG_BOARD_SLOT_SIZE);
+	send_board(0, 4, 1);
+	await_close(d.c, d.fd);
+	assert_null(d.c->board);
+	fd = accept_hello(d.c, &m);
+	assert_int_equal(m.hello.capabilities & MG_CAP_BOARD, 0);
+	close(fd);
+	fake_board_done();
+
+	d.c->no_board = false;
+	close(d.fd);
+	d.fd = accept_hello(d.c, &m);
+	assert_true(m.hello.capabilities & MG_CAP_BOARD);
+	welcome(d.fd, m.hdr.seq, NULL);
+	fake_board(4, MG_BOARD_SLOT_SIZE);
+	send_board(3, 4, 2);
+	await_close(d.c, d.fd);
+	assert_null(d.c->board);
+	assert_true(d.c->no_board);
+	fake_board_done();
+}
+
+/* A slot holding a value out of range is the daemon's error: the client
+ * drops the connection rather than act on it. */
+static void test_board_bad_slot(void **state)
+{
+	connect_client(MG_THREAD_NONE);
+	fake_board(1, MG_BOARD_SLOT_SIZE);
+	send_board(0, 1, 2);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_non_null(d.c->board);
+	board_set(0, 50, MG_LEVEL_WARN, 60, 0, 0);
+	fb.slots[0].throttle = MG_THROTTLE_MAX + 1;
+	await_close(d.c, d.fd);
+	assert_null(d.c->board);
+	assert_int_equal(d.c->board_fd, -1);
+	fake_board_done();
+}
+
 static void test_release_without_hook(void **state)
 {
 	char t[sizeof(trace)];
@@ -645,7 +824,7 @@ static void test_late_hooks_are_told(void **state)
 	assert_int_equal(client_new_fd(sv[0], &o, &d.c), 0);
 	d.fd = sv[1];
 	await_msg(d.c, d.fd, MG_MSG_HELLO, &m);
-	assert_int_equal(m.hello.capabilities, MG_CAP_ADMIT | MG_CAP_HEAP);
+	assert_int_equal(m.hello.capabilities, MG_CAP_ADMIT | MG_CAP_HEAP | MG_CAP_BOARD);
 	welcome(d.fd, m.hdr.seq, &warn);
 	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
 	trace_take(t, sizeof(t));
@@ -1366,6 +1545,9 @@ int main(void)
 		T(test_local_limit_external),
 		T(test_directives_reach_hooks),
 		T(test_release_without_hook),
+		T(test_board),
+		T(test_board_refused),
+		T(test_board_bad_slot),
 		T(test_late_hooks_are_told),
 		T(test_ping_pong),
 		T(test_malformed_messages_reconnect),

@@ -12,6 +12,8 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <stdlib.h>
@@ -23,7 +25,7 @@
 
 static const uint16_t all_types[] = {
 	MG_MSG_HELLO, MG_MSG_REPORT, MG_MSG_RELEASED, MG_MSG_PONG, MG_MSG_BYE,
-	MG_MSG_WELCOME, MG_MSG_DIRECTIVE, MG_MSG_PING, MG_MSG_ERROR,
+	MG_MSG_WELCOME, MG_MSG_DIRECTIVE, MG_MSG_PING, MG_MSG_ERROR, MG_MSG_BOARD,
 	MG_MSG_STATUS, MG_MSG_CLIENTS, MG_MSG_RELEASE, MG_MSG_RELOAD, MG_MSG_SET_BUDGET,
 	MG_MSG_STATUS_DAEMON, MG_MSG_STATUS_SERVICE, MG_MSG_CLIENT_INFO, MG_MSG_RESULT,
 };
@@ -32,7 +34,7 @@ static const uint16_t all_types[] = {
 
 /* Types that are not (or no longer) defined: must all be unknown. */
 static const uint16_t unknown_types[] = {
-	0x0000, 0x0006, 0x00ff, 0x0100, 0x0105, 0x0200, 0x0206,
+	0x0000, 0x0006, 0x00ff, 0x0100, 0x0106, 0x0200, 0x0206,
 	0x0300, 0x0305, 0x0400, 0x0401, 0x8001, 0xffff,
 };
 
@@ -213,6 +215,11 @@ static void fill(struct mg_msg *m, uint16_t type, enum variant v)
 	case MG_MSG_ERROR:
 		m->error.code = U32V(v, 1);
 		sval(m->error.text, MG_TEXT_MAX, v, 2, false);
+		break;
+	case MG_MSG_BOARD:
+		/* slot < slots: 0 of 1, the top of the range, or a pattern */
+		m->board.slots = v == V_ZERO ? 1 : U32V(v, 2);
+		m->board.slot = v == V_MAX ? UINT32_MAX - 1 : U32V(v, 1);
 		break;
 	case MG_MSG_STATUS:
 	case MG_MSG_RELOAD:
@@ -462,6 +469,134 @@ static void test_roundtrip_error(void **state)
 		assert_int_equal(d.error.code, m.error.code);
 		assert_string_equal(d.error.text, m.error.text);
 	}
+}
+
+static void test_roundtrip_board(void **state)
+{
+	for (int v = 0; v < N_VARIANTS; v++) {
+		struct mg_msg m, d;
+
+		fill(&m, MG_MSG_BOARD, v);
+		roundtrip(&m, &d, 8);
+		assert_int_equal(d.board.slot, m.board.slot);
+		assert_int_equal(d.board.slots, m.board.slots);
+	}
+}
+
+/* ---- board slots --------------------------------------------------------- */
+
+static void test_slot_roundtrip(void **state)
+{
+	struct mg_board_slot s = { 0 };
+	struct mg_directive d, want = {
+		.level = MG_LEVEL_CRITICAL, .gc_percent = 25, .throttle = MG_THROTTLE_MAX,
+		.soft_limit = UINT64_MAX - 3, .release = 99, .deadline_ms = 7,
+	};
+	uint32_t seq = 0, lock;
+	uint64_t stamp = 0;
+
+	assert_int_equal(proto_slot_read(&s, &d, &seq, &stamp), -ENODATA);
+	proto_slot_write(&s, &want, 0xfffffffe, 123456789);
+	assert_int_equal(s.lock, 2);
+	assert_int_equal(proto_slot_read(&s, &d, &seq, &stamp), 0);
+	assert_int_equal(seq, 0xfffffffe);
+	assert_int_equal(stamp, 123456789);
+	assert_int_equal(d.level, want.level);
+	assert_int_equal(d.gc_percent, want.gc_percent);
+	assert_int_equal(d.throttle, want.throttle);
+	assert_int_equal(d.soft_limit, want.soft_limit);
+	/* A slot carries no release demand. */
+	assert_int_equal(d.release, 0);
+	assert_int_equal(d.deadline_ms, 0);
+	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), 0);
+
+	/* The reserved bytes stay zero; the lock moves by two per write. */
+	want.level = MG_LEVEL_NORMAL;
+	proto_slot_write(&s, &want, 1, 0);
+	assert_int_equal(s.lock, 4);
+	for (size_t i = 0; i < sizeof(s.reserved); i++)
+		assert_int_equal(s.reserved[i], 0);
+
+	/* A write under way (odd lock) is never read. */
+	lock = s.lock;
+	s.lock = lock + 1;
+	assert_int_equal(proto_slot_read(&s, &d, &seq, NULL), -EAGAIN);
+	s.lock = lock;
+	assert_int_equal(proto_slot_read(&s, &d, &seq, NULL), 0);
+	assert_int_equal(seq, 1);
+}
+
+/* Out-of-range values in shared memory are refused like a DIRECTIVE's. */
+static void test_slot_invalid(void **state)
+{
+	struct mg_board_slot s = { 0 };
+	struct mg_directive d = { .level = MG_LEVEL_WARN };
+
+	proto_slot_write(&s, &d, 5, 0);
+	s.level = MG_LEVEL_EMERGENCY + 1;
+	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), -EBADMSG);
+	s.level = MG_LEVEL_EMERGENCY;
+	s.throttle = MG_THROTTLE_MAX + 1;
+	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), -EBADMSG);
+	s.throttle = MG_THROTTLE_MAX;
+	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), 0);
+}
+
+struct slot_race {
+	struct mg_board_slot s;
+	atomic_bool stop;
+};
+
+/* Every field derives from seq, so a torn read would show. */
+static struct mg_directive race_directive(uint32_t seq)
+{
+	return (struct mg_directive){
+		.level = (uint8_t)(seq % 4), .gc_percent = (uint16_t)seq,
+		.throttle = (uint16_t)(seq % 1001), .soft_limit = (uint64_t)seq * 4099,
+	};
+}
+
+static void *slot_writer(void *p)
+{
+	struct slot_race *r = p;
+
+	for (uint32_t seq = 2; !atomic_load(&r->stop); seq++) {
+		struct mg_directive d = race_directive(seq ? seq : 1);
+
+		proto_slot_write(&r->s, &d, seq ? seq : 1, (uint64_t)(seq ? seq : 1) << 20);
+	}
+	return NULL;
+}
+
+/* Reads racing a writer on another thread are whole or retried, never
+ * torn. */
+static void test_slot_race(void **state)
+{
+	struct slot_race r = { .stop = false };
+	struct mg_directive d = race_directive(1);
+	pthread_t t;
+	unsigned whole = 0;
+
+	proto_slot_write(&r.s, &d, 1, 1 << 20);
+	assert_int_equal(pthread_create(&t, NULL, slot_writer, &r), 0);
+	for (int i = 0; i < 200000; i++) {
+		uint32_t seq;
+		uint64_t stamp;
+		int e = proto_slot_read(&r.s, &d, &seq, &stamp);
+
+		if (e == -EAGAIN)
+			continue;
+		assert_int_equal(e, 0);
+		assert_int_equal(d.level, seq % 4);
+		assert_int_equal(d.gc_percent, (uint16_t)seq);
+		assert_int_equal(d.throttle, seq % 1001);
+		assert_int_equal(d.soft_limit, (uint64_t)seq * 4099);
+		assert_int_equal(stamp, (uint64_t)seq << 20);
+		whole++;
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(t, NULL);
+	assert_true(whole > 0);
 }
 
 static void test_roundtrip_status(void **state)
@@ -1197,6 +1332,10 @@ static void w_body(struct wire *w, const struct mg_msg *m)
 		w_int(w, m->error.code, 4);
 		w_str(w, m->error.text, strlen(m->error.text));
 		break;
+	case MG_MSG_BOARD:
+		w_int(w, m->board.slot, 4);
+		w_int(w, m->board.slots, 4);
+		break;
 	case MG_MSG_STATUS:
 	case MG_MSG_RELOAD:
 		break;
@@ -1543,6 +1682,24 @@ static void assert_patched_ok(uint16_t type, size_t off, size_t bytes, uint64_t 
 	assert_decode_ok(buf, n, &m);
 }
 
+/* A slot at or past the board's end, or a board of no slots, is refused
+ * both ways. */
+static void test_board_invalid(void **state)
+{
+	struct mg_msg m;
+	uint8_t buf[MG_MSG_MAX];
+
+	fill(&m, MG_MSG_BOARD, V_ZERO);
+	m.board.slot = 1;
+	assert_int_equal(proto_msg_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.board.slots = 0;
+	m.board.slot = 0;
+	assert_int_equal(proto_msg_encode(&m, buf, sizeof(buf)), -EINVAL);
+	assert_patched_ok(MG_MSG_BOARD, 0, 4, 0);
+	assert_patched_badmsg(MG_MSG_BOARD, 0, 4, UINT32_MAX);
+	assert_patched_badmsg(MG_MSG_BOARD, 4, 4, 0);
+}
+
 static void test_decode_invalid(void **state)
 {
 	struct mg_msg d;
@@ -1673,6 +1830,7 @@ static void test_type_names(void **state)
 		{ MG_MSG_DIRECTIVE, "DIRECTIVE", MG_SENDER_DAEMON },
 		{ MG_MSG_PING, "PING", MG_SENDER_DAEMON },
 		{ MG_MSG_ERROR, "ERROR", MG_SENDER_DAEMON },
+		{ MG_MSG_BOARD, "BOARD", MG_SENDER_DAEMON },
 		{ MG_MSG_STATUS, "STATUS", MG_SENDER_ADMIN },
 		{ MG_MSG_CLIENTS, "CLIENTS", MG_SENDER_ADMIN },
 		{ MG_MSG_RELEASE, "RELEASE", MG_SENDER_ADMIN },
@@ -1773,6 +1931,11 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_status_daemon),
 		cmocka_unit_test(test_roundtrip_status_service),
 		cmocka_unit_test(test_roundtrip_client_info),
+		cmocka_unit_test(test_roundtrip_board),
+		cmocka_unit_test(test_board_invalid),
+		cmocka_unit_test(test_slot_roundtrip),
+		cmocka_unit_test(test_slot_invalid),
+		cmocka_unit_test(test_slot_race),
 		cmocka_unit_test(test_roundtrip_result),
 		cmocka_unit_test(test_golden_hello),
 		cmocka_unit_test(test_golden_directive),

@@ -275,6 +275,44 @@ int fixture_recv(int fd, struct mg_msg *m, int ms)
 	return proto_msg_decode(buf, (size_t)n, m);
 }
 
+int fixture_recv_fds(int fd, struct mg_msg *m, int ms, int *fds, int max_fds, int *ret_n)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t buf[MG_MSG_MAX];
+	/* Room for a receive stamp (SO_TIMESTAMPNS) beside the descriptors. */
+	union {
+		char buf[CMSG_SPACE(8 * sizeof(int)) + CMSG_SPACE(64)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	ssize_t n;
+
+	*ret_n = 0;
+	if (ms != 0 && poll(&p, 1, ms) <= 0)
+		return -ETIMEDOUT;
+	n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && errno == EAGAIN)
+		return -ETIMEDOUT;
+	if (n <= 0)
+		return -ECONNRESET;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int got;
+
+			memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(got));
+			if (*ret_n < max_fds)
+				fds[(*ret_n)++] = got;
+			else
+				close(got);
+		}
+	}
+	return proto_msg_decode(buf, (size_t)n, m);
+}
+
 int fixture_listen(const struct fixture *f)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

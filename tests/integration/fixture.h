@@ -88,6 +88,11 @@ static inline uint64_t fixture_now_ms(void)
  * or the decoder's error. */
 int fixture_recv(int fd, struct mg_msg *m, int ms);
 
+/* fixture_recv() keeping the descriptors that came with the message
+ * (SCM_RIGHTS, close-on-exec): up to `max_fds` in `fds`, their number in
+ * *ret_n (the rest closed). */
+int fixture_recv_fds(int fd, struct mg_msg *m, int ms, int *fds, int max_fds, int *ret_n);
+
 /* Answer the daemon's keepalive: if `m` is a PING, send its PONG on `fd`
  * and return true (the caller waits on); false for any other message. */
 bool fixture_pong(int fd, const struct mg_msg *m);

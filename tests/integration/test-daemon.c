@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "daemon/policy.h"
 #include "proto/proto.h"
 #include "tests/integration/fixture.h"
@@ -183,6 +186,129 @@ static void test_register_and_levels(void **state)
 	assert_int_equal(d.throttle, 0);
 	assert_int_equal(d.release, 0);
 	close(fd);
+}
+
+/* Wait (through the board's wake-up `ep`) until `slot` holds a directive
+ * at `level` newer than *seq; its seq in *seq. */
+static void await_slot(const struct mg_board_slot *slot, int ep, enum mg_level level,
+		       uint32_t *seq, struct mg_directive *ret)
+{
+	uint64_t end = fixture_now_ms() + 3000;
+
+	while (fixture_now_ms() < end) {
+		struct epoll_event ev;
+		uint32_t got;
+
+		if (proto_slot_read(slot, ret, &got, NULL) == 0 && ret->level == level &&
+		    (int32_t)(got - *seq) > 0) {
+			*seq = got;
+			return;
+		}
+		(void)epoll_wait(ep, &ev, 1, 100);
+	}
+	fail_msg("no %s in the board slot", proto_level_name(level));
+}
+
+/* No DIRECTIVE arrives on `fd` within `ms` (PINGs are answered). */
+static void assert_no_directive(int fd, int ms)
+{
+	uint64_t end = fixture_now_ms() + (uint64_t)ms;
+	struct mg_msg m;
+
+	while (fixture_now_ms() < end)
+		if (fixture_recv(fd, &m, 20) == 0 && !fixture_pong(fd, &m))
+			assert_int_not_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+}
+
+/*
+ * A client that can take a board gets BOARD after WELCOME, with a sealed,
+ * read-only memfd (no descriptor, however opened, can write it) and a
+ * pipe's read end.  A change without a demand reaches it in its slot and
+ * a wake-up, with no DIRECTIVE; a demand still comes by message, after
+ * the slot got the same state.  Its slot is cleared when it goes.
+ */
+static void test_board(void **state)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
+	const struct mg_board_slot *slots;
+	struct mg_directive d, sd;
+	uint32_t seq = 0, sseq, slot;
+	struct mg_msg m;
+	int fds[2], n, fd, ep, rw;
+	char path[64];
+	struct stat st;
+	size_t len;
+
+	fd = fixture_hello(&fx, "web", "board", MG_CAP_ALL | MG_CAP_BOARD);
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	assert_int_equal(fixture_recv_fds(fd, &m, 3000, fds, 2, &n), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_BOARD);
+	assert_int_equal(n, 2);
+	assert_int_equal(m.board.slots, CONF_DEFAULT_MAX_CONNECTIONS);
+	slot = m.board.slot;
+	len = (size_t)m.board.slots * MG_BOARD_SLOT_SIZE;
+
+	assert_int_equal(fstat(fds[0], &st), 0);
+	assert_true((size_t)st.st_size >= len);
+	assert_int_equal(fcntl(fds[0], F_GETFL) & O_ACCMODE, O_RDONLY);
+	assert_true(mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0) == MAP_FAILED);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[0]);
+	rw = open(path, O_RDWR | O_CLOEXEC);
+	assert_true(rw >= 0);
+	assert_true(mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+	assert_int_equal(write(rw, "x", 1), -1);
+	assert_int_equal(ftruncate(rw, 0), -1);
+	close(rw);
+	assert_int_equal(fstat(fds[1], &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+	assert_int_equal(write(fds[1], "x", 1), -1);
+
+	slots = mmap(NULL, len, PROT_READ, MAP_SHARED, fds[0], 0);
+	assert_true(slots != MAP_FAILED);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fds[1], &ev), 0);
+
+	/* The directive in force: in the slot, not in a DIRECTIVE. */
+	await_slot(&slots[slot], ep, MG_LEVEL_NORMAL, &seq, &d);
+	assert_no_directive(fd, 200);
+
+	/* 85 %: WARN demands bytes, so it also comes by message, after the
+	 * slot got its state under an earlier seq. */
+	fixture_set_usage(&fx, "web", BUDGET * 85 / 100);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+		if (m.hdr.type == MG_MSG_DIRECTIVE)
+			break;
+	}
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_WARN);
+	assert_true(m.directive.release > 0);
+	assert_int_equal(proto_slot_read(&slots[slot], &sd, &sseq, NULL), 0);
+	assert_true((int32_t)(m.hdr.seq - sseq) > 0);
+	assert_true((int32_t)(sseq - seq) > 0);
+	assert_int_equal(sd.level, MG_LEVEL_WARN);
+	assert_int_equal(sd.gc_percent, m.directive.gc_percent);
+	assert_int_equal(sd.soft_limit, m.directive.soft_limit);
+	assert_int_equal(sd.release, 0);
+	seq = m.hdr.seq;
+
+	/* 40 %: NORMAL demands nothing: the slot and the wake-up only. */
+	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
+	await_slot(&slots[slot], ep, MG_LEVEL_NORMAL, &seq, &d);
+	assert_int_equal(d.gc_percent, MG_GC_DEFAULT);
+	assert_int_equal(d.throttle, 0);
+	assert_no_directive(fd, 200);
+
+	/* Gone: the slot is cleared for its next owner. */
+	close(fd);
+	for (int i = 0; i < 300 && proto_slot_read(&slots[slot], &d, NULL, NULL) != -ENODATA; i++)
+		usleep(10000);
+	assert_int_equal(proto_slot_read(&slots[slot], &d, NULL, NULL), -ENODATA);
+	munmap((void *)slots, len);
+	close(ep);
+	close(fds[0]);
+	close(fds[1]);
 }
 
 static void test_released_is_recorded(void **state)
@@ -552,6 +678,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_register_and_levels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_released_is_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_board, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_high_writes_and_restores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_kill_needs_growth, setup, teardown),

@@ -22,6 +22,16 @@
  * last one read here, and the daemon's own CPU time and run-queue wait in
  * that round from /proc/PID/schedstat.
  *
+ * Clients announce MG_CAP_BOARD (-m: they do not).  A daemon that gives
+ * them a directive board puts each directive's state into the client's
+ * slot and wakes the board's pipe once (a release demand follows as a
+ * DIRECTIVE): the slot's stamp
+ * (CLOCK_REALTIME, written with the slot) is then the moment the
+ * directive reached the client, and "read" the moment this process (or
+ * the client's) looked at the slot after the wake-up.  A daemon without
+ * boards (the baseline, which the runner runs with -m) sends DIRECTIVEs
+ * as before.
+ *
  * With -p every client is a process of its own (forked from this one,
  * mapped to "web" in the fixture's /proc), as on a real host: each
  * directive then wakes a process that competes with the daemon for a CPU
@@ -30,7 +40,7 @@
  *
  * Output: a line "key value" per figure (for the runner).
  *
- * Usage: bench-daemon [-p] MEMGUARDD [CLIENTS [SWEEPS [CALM_SECONDS]]]
+ * Usage: bench-daemon [-p] [-m] MEMGUARDD [CLIENTS [SWEEPS [CALM_SECONDS]]]
  * Environment: BENCH_DAEMON_NICE, the daemon's nice value (default: ours).
  */
 #include "config.h"
@@ -66,6 +76,13 @@ static int n_clients;
 static int *fds;
 static int ep;
 static uint32_t report_ms = 1000;
+static uint32_t hello_caps = MG_CAP_BOARD;
+
+/* The board: each client's slot (NULL: it has none) and the seq last seen
+ * there.  Epoll events of a board's wake-up carry BOARD_EV | i. */
+#define BOARD_EV (UINT32_C(1) << 31)
+static const struct mg_board_slot **slots;
+static uint32_t *slot_seq;
 
 /* -p: what the client processes share with this one. */
 #define MAX_ROUNDS 1200
@@ -74,6 +91,7 @@ struct shared {
 	_Atomic int got[MAX_ROUNDS];     /* clients that recorded it */
 	_Atomic int stop;
 	_Atomic int ready;               /* clients welcomed */
+	_Atomic int on_board;            /* clients that took a board */
 	double stamp[];                  /* [round * n_clients + i]: queued, read */
 };
 static struct shared *sh;
@@ -131,6 +149,54 @@ static int recv_stamped(int fd, struct mg_msg *m, double *ret_stamp)
 			*ret_stamp = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 		}
 	return proto_msg_decode(buf, (size_t)n, m);
+}
+
+/*
+ * After WELCOME: BOARD (map the slot, return the wake-up's descriptor) or
+ * the first DIRECTIVE of a daemon without boards (-1).
+ */
+static int take_board(int i, int fd, const struct mg_board_slot **ret)
+{
+	struct mg_msg m;
+	int bfd[2], n;
+	void *p;
+
+	*ret = NULL;
+	/* -m, or a daemon from before boards: the directive in force follows
+	 * WELCOME (or was in it) and drain() drops it. */
+	if (!(hello_caps & MG_CAP_BOARD))
+		return -1;
+	if (fixture_recv_fds(fd, &m, 5000, bfd, 2, &n) < 0)
+		die("client %d: nothing after WELCOME", i);
+	if (m.hdr.type != MG_MSG_BOARD) {
+		while (n > 0)
+			close(bfd[--n]);
+		return -1;
+	}
+	if (n != 2)
+		die("client %d: BOARD with %d descriptors", i, n);
+	p = mmap(NULL, (size_t)m.board.slots * MG_BOARD_SLOT_SIZE, PROT_READ, MAP_SHARED, bfd[0],
+		 0);
+	if (p == MAP_FAILED)
+		die("client %d: cannot map the board: %s", i, strerror(errno));
+	close(bfd[0]);
+	*ret = (const struct mg_board_slot *)p + m.board.slot;
+	return bfd[1];
+}
+
+/* Whether `slot` holds a directive other than the one seen last (*seq);
+ * its stamp in ms (CLOCK_REALTIME). */
+static bool slot_news(const struct mg_board_slot *slot, uint32_t *seq, double *ret_stamp)
+{
+	struct mg_directive d;
+	uint64_t ns;
+	uint32_t got;
+
+	if (!slot || proto_slot_read(slot, &d, &got, &ns) < 0 || got == *seq)
+		return false;
+	*seq = got;
+	*ret_stamp = (double)ns / 1e6;
+	return true;
 }
 
 static void set_budget(int admin, uint64_t budget)
@@ -205,12 +271,17 @@ static struct proc_sample sample(pid_t pid)
 
 /* Drain what client `i` has queued: PINGs answered, anything else
  * dropped. */
-static void drain(int i)
+static void drain(uint32_t ev)
 {
+	int i = (int)(ev & ~BOARD_EV);
 	struct mg_msg m;
 	double stamp;
 	int r;
 
+	if (ev & BOARD_EV) {
+		(void)slot_news(slots[i], &slot_seq[i], &stamp);
+		return;
+	}
 	while ((r = recv_stamped(fds[i], &m, &stamp)) == 0)
 		fixture_pong(fds[i], &m);
 	if (r != -ETIMEDOUT)
@@ -236,7 +307,7 @@ static void calm_for(int admin, double ms)
 			send_report(fds[sent % n_clients]);
 		n = epoll_wait(ep, evs, 256, 2);
 		for (int k = 0; k < n; k++)
-			drain((int)evs[k].data.u32);
+			drain(evs[k].data.u32);
 		while (fixture_recv(admin, &m, 0) == 0)
 			;
 	}
@@ -249,42 +320,68 @@ static void calm_for(int admin, double ms)
 static void child(int i)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	struct epoll_event ev = { .events = EPOLLIN };
+	const struct mg_board_slot *slot;
 	double next, stamp;
-	int fd, on = 1, r;
+	uint32_t seq = 0;
+	int fd, wake, cep, on = 1, r;
 
 	fd = fixture_connect(&fx, NULL);
 	if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0)
 		_exit(2);
+	m.hello.capabilities = hello_caps;
 	strcpy(m.hello.process, "bench");
 	fixture_send(fd, &m);
 	if (fixture_recv(fd, &m, 10000) < 0 || m.hdr.type != MG_MSG_WELCOME)
 		_exit(3);
 	if (m.welcome.report_interval_ms > 0)
 		report_ms = m.welcome.report_interval_ms;
+	wake = take_board(i, fd, &slot);
+	if (slot)
+		atomic_fetch_add(&sh->on_board, 1);
+	(void)slot_news(slot, &seq, &stamp);
+	/* The socket level-triggered, the board's pipe edge-triggered (it
+	 * always holds the last wake-up's byte). */
+	cep = epoll_create1(EPOLL_CLOEXEC);
+	ev.data.u32 = 0;
+	if (cep < 0 || epoll_ctl(cep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		_exit(2);
+	ev.events = EPOLLIN | EPOLLET;
+	ev.data.u32 = 1;
+	if (wake >= 0 && epoll_ctl(cep, EPOLL_CTL_ADD, wake, &ev) < 0)
+		_exit(2);
 	atomic_fetch_add(&sh->ready, 1);
 	next = mono_ms() + (double)report_ms * i / n_clients;
 	while (!atomic_load(&sh->stop)) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		double now = mono_ms();
+		struct epoll_event evs[2];
+		double now = mono_ms(), *rec;
+		int round;
 
 		if (now >= next) {
 			send_report(fd);
 			next += report_ms;
 			continue;
 		}
-		if (poll(&p, 1, (int)(next - now) + 1) <= 0)
+		if (epoll_wait(cep, evs, 2, (int)(next - now) + 1) <= 0)
 			continue;
+		if (slot_news(slot, &seq, &stamp)) {
+			round = atomic_load(&sh->round);
+			rec = round < 0 ? NULL : &sh->stamp[2 * ((size_t)round * n_clients + i)];
+			if (rec && rec[0] == 0) {
+				rec[0] = stamp;
+				rec[1] = real_ms();
+				atomic_fetch_add(&sh->got[round], 1);
+			}
+		}
 		while ((r = recv_stamped(fd, &m, &stamp)) == 0) {
-			int round = atomic_load(&sh->round);
-			double *slot;
-
+			round = atomic_load(&sh->round);
 			if (fixture_pong(fd, &m) || m.hdr.type != MG_MSG_DIRECTIVE || round < 0)
 				continue;
-			slot = &sh->stamp[2 * ((size_t)round * n_clients + i)];
-			if (slot[0] != 0)
+			rec = &sh->stamp[2 * ((size_t)round * n_clients + i)];
+			if (rec[0] != 0)
 				continue;
-			slot[0] = stamp;
-			slot[1] = real_ms();
+			rec[0] = stamp;
+			rec[1] = real_ms();
 			atomic_fetch_add(&sh->got[round], 1);
 		}
 		if (r != -ETIMEDOUT)
@@ -359,7 +456,7 @@ static void idle_for(int admin, double ms)
 
 int main(int argc, char **argv)
 {
-	bool procs = argc > 1 && strcmp(argv[1], "-p") == 0;
+	bool procs = argc > 1 && strcmp(argv[1], "-p") == 0, board_off;
 	const char *exe, *arg_clients, *arg_sweeps, *arg_calm;
 	int sweeps;
 	double calm_s;
@@ -372,6 +469,11 @@ int main(int argc, char **argv)
 
 	argv += procs;
 	argc -= procs;
+	board_off = argc > 1 && strcmp(argv[1], "-m") == 0;
+	argv += board_off;
+	argc -= board_off;
+	if (board_off)
+		hello_caps = 0;
 	exe = argc > 1 ? argv[1] : "daemon/memguardd";
 	arg_clients = argc > 2 ? argv[2] : "1000";
 	arg_sweeps = argc > 3 ? argv[3] : "5";
@@ -409,20 +511,24 @@ int main(int argc, char **argv)
 	wait = calloc(nr, sizeof(*wait));
 	stamps = calloc(2 * (size_t)n_clients, sizeof(*stamps));
 	seen = calloc((size_t)n_clients, 1);
+	slots = calloc((size_t)n_clients, sizeof(*slots));
+	slot_seq = calloc((size_t)n_clients, sizeof(*slot_seq));
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (!fds || !lat || !last || !spread || !read_last || !run || !wait || !stamps ||
-	    !seen || ep < 0)
+	    !seen || !slots || !slot_seq || ep < 0)
 		die("out of memory");
 	if (procs)
 		start_children((int)nr);
 	for (int i = 0; !procs && i < n_clients; i++) {
 		struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
-		int r;
+		double stamp;
+		int r, wake;
 
 		fds[i] = fixture_connect(&fx, NULL);
 		if (setsockopt(fds[i], SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0)
 			die("SO_TIMESTAMPNS: %s", strerror(errno));
+		m.hello.capabilities = hello_caps;
 		strcpy(m.hello.process, "bench");
 		fixture_send(fds[i], &m);
 		r = fixture_recv(fds[i], &m, 5000);
@@ -432,9 +538,13 @@ int main(int argc, char **argv)
 			die("client %d not welcomed: %s", i, m.error.text);
 		if (m.welcome.report_interval_ms > 0)
 			report_ms = m.welcome.report_interval_ms;
-		/* The directive in force follows (a daemon from before
-		 * protocol 0.2 put it in the WELCOME): drain() drops it. */
+		wake = take_board(i, fds[i], &slots[i]);
+		(void)slot_news(slots[i], &slot_seq[i], &stamp);
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+		ev.events = EPOLLIN | EPOLLET;
+		ev.data.u32 = BOARD_EV | (uint32_t)i;
+		if (wake >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0)
+			die("epoll_ctl: %s", strerror(errno));
 	}
 	admin = fixture_connect(&fx, NULL);
 
@@ -479,9 +589,19 @@ int main(int argc, char **argv)
 					die("directives stopped after %d of %d clients", got,
 					    n_clients);
 				for (int k = 0; k < n; k++) {
-					int i = (int)evs[k].data.u32, rr;
+					int i = (int)(evs[k].data.u32 & ~BOARD_EV), rr;
 					double stamp;
 
+					if (evs[k].data.u32 & BOARD_EV) {
+						if (slot_news(slots[i], &slot_seq[i], &stamp) &&
+						    !seen[i]) {
+							seen[i] = 1;
+							stamps[2 * i] = stamp;
+							stamps[2 * i + 1] = real_ms();
+							got++;
+						}
+						continue;
+					}
 					while ((rr = recv_stamped(fds[i], &m, &stamp)) == 0) {
 						if (fixture_pong(fds[i], &m) ||
 						    m.hdr.type != MG_MSG_DIRECTIVE || seen[i])
@@ -508,7 +628,7 @@ int main(int argc, char **argv)
 				double q = stamps[2 * i];
 
 				if (q == 0)
-					die("no SO_TIMESTAMPNS stamp on a directive");
+					die("no stamp on a directive (SO_TIMESTAMPNS or the slot's)");
 				lat[n_lat++] = q - start;
 				if (i == 0 || q < first)
 					first = q;
@@ -536,6 +656,13 @@ int main(int argc, char **argv)
 
 	printf("mode %s\nclients %d\nrounds %zu\n", procs ? "processes" : "one-reader", n_clients,
 	       n_rounds);
+	{
+		int on_board = 0;
+
+		for (int i = 0; i < n_clients; i++)
+			on_board += slots[i] != NULL;
+		printf("board_clients %d\n", procs ? atomic_load(&sh->on_board) : on_board);
+	}
 	printf("calm_seconds %.1f\n", calm_s);
 	printf("calm_cpu_pct %.3f\n", 100.0 * (b.cpu_s - a.cpu_s) / calm_s);
 	printf("calm_run_pct %.3f\n", 100.0 * (b.run_ms - a.run_ms) / (calm_s * 1000));
@@ -564,6 +691,8 @@ int main(int argc, char **argv)
 	free(wait);
 	free(stamps);
 	free(seen);
+	free(slots);
+	free(slot_seq);
 	free(kids);
 	return 0;
 }
