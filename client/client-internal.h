@@ -291,9 +291,9 @@ void conn_fds_close(struct mg_client *c);
 void conn_board_close(struct mg_client *c, bool unwatch);
 
 /*
- * Take the board of BOARD `b`, whose descriptors are in c->rx_fds (taken
- * from there): map the slots read-only, watch the wake-up.  Returns 0 or
- * -errno; the descriptors are closed either way.
+ * Take the board of BOARD `b` (none taken yet), whose descriptors are in
+ * c->rx_fds (taken from there): map the slots read-only, watch the
+ * wake-up.  Returns 0 or -errno; the descriptors are closed either way.
  */
 int conn_board_open(struct mg_client *c, const struct mg_board *b);
 

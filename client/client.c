@@ -582,7 +582,7 @@ static void board_check(struct mg_client *c)
 
 	if (!c->board || c->state != CONN_READY)
 		return;
-	r = proto_slot_read(&c->board[c->board_slot], &d, &seq, NULL);
+	r = proto_slot_read(&c->board[c->board_slot], c->client_id, &d, &seq, NULL);
 	if (r == -EBADMSG)
 		conn_drop(c, LOG_WARNING, 0, false,
 			  "memguardd's board slot holds a value out of range");
@@ -592,8 +592,13 @@ static void board_check(struct mg_client *c)
 
 static int on_board(struct mg_client *c, const struct mg_board *b)
 {
-	int r = conn_board_open(c, b);
+	int r;
 
+	if (c->board) {
+		conn_drop(c, LOG_WARNING, 0, false, "memguardd sent a second BOARD");
+		return -EPROTO;
+	}
+	r = conn_board_open(c, b);
 	if (r < 0) {
 		/* Directives would wait in a slot we cannot see: go on by
 		 * message, from a new connection. */
@@ -727,6 +732,7 @@ static int client_dispatch(struct mg_client *c)
 		if (r == 0)
 			break;
 		if (r < 0) {
+			conn_rx_fds_close(c);
 			drop_on_recv_error(c, r);
 			break;
 		}

@@ -232,6 +232,7 @@ int conn_open(struct mg_client *c)
 
 void conn_drop(struct mg_client *c, int priority, int r, bool give_up, const char *why)
 {
+	conn_rx_fds_close(c);
 	conn_board_close(c, true);
 	if (c->sock >= 0) {
 		(void)epoll_set(c->epfd, EPOLL_CTL_DEL, c->sock, 0);
@@ -455,10 +456,6 @@ int conn_board_open(struct mg_client *c, const struct mg_board *b)
 	}
 	if (memfd < 0) {
 		r = -EBADMSG;                /* descriptors refused on our side */
-		goto out;
-	}
-	if (c->board) {
-		r = -EEXIST;
 		goto out;
 	}
 	/* The memfd must hold every slot the daemon says it has: a mapping

@@ -158,6 +158,7 @@ static void admin_release(struct manager *m, struct client *c, uint32_t seq,
 			di.deadline_ms = d.deadline_ms;
 			mclient_send(cl[i], &di);
 		}
+		service_board_wake(s);
 		free(cl);
 	}
 	log_service(LOG_NOTICE, s->conf.name, proto_level_name(s->ps.level),

@@ -132,18 +132,19 @@ void board_put(struct board *b, uint32_t slot)
 
 	if (slot >= b->n || !b->taken[slot])
 		return;
-	proto_slot_write(&b->slots[slot], &none, 0, 0);
+	proto_slot_write(&b->slots[slot], &none, 0, 0, 0);
 	b->taken[slot] = 0;
 }
 
-void board_write(struct board *b, uint32_t slot, const struct mg_directive *d, uint32_t seq)
+void board_write(struct board *b, uint32_t slot, const struct mg_directive *d, uint64_t owner,
+		 uint32_t seq)
 {
 	struct timespec ts;
 
 	if (slot >= b->n)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	proto_slot_write(&b->slots[slot], d, seq,
+	proto_slot_write(&b->slots[slot], d, owner, seq,
 			 (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec);
 }
 
@@ -153,8 +154,9 @@ int board_wake(struct board *b)
 
 	/* At most one byte is ever left in the pipe: the last wake-up's.  It
 	 * stays until the next one, so that a client that looks at its epoll
-	 * set late still finds the pipe readable. */
-	while (read(b->drain, buf, sizeof(buf)) > 0)
+	 * set late still finds the pipe readable.  Bounded: only we write
+	 * (the pipe is root's, mode 0600), but nothing here may spin. */
+	for (int i = 0; i < 16 && read(b->drain, buf, sizeof(buf)) > 0; i++)
 		;
 	return write(b->wake_wr, "", 1) == 1 ? 0 : -errno;
 }

@@ -34,9 +34,10 @@ int board_take(struct board *b, uint32_t *ret_slot);
  * nothing. */
 void board_put(struct board *b, uint32_t slot);
 
-/* Put `d` (without its release) with `seq` into `slot`, stamped with
- * CLOCK_REALTIME. */
-void board_write(struct board *b, uint32_t slot, const struct mg_directive *d, uint32_t seq);
+/* Put `d` (without its release) for client `owner` with `seq` into
+ * `slot`, stamped with CLOCK_REALTIME. */
+void board_write(struct board *b, uint32_t slot, const struct mg_directive *d, uint64_t owner,
+		 uint32_t seq);
 
 /* Wake the board's clients: empty the pipe, write one byte.  Returns 0 or
  * -errno. */

@@ -326,10 +326,6 @@ static int on_hello(void *userdata, struct client *c, const struct mg_hello *h,
 	w->budget = s->budget;
 	w->report_interval_ms = m->conf->daemon.report_interval_ms;
 	snprintf(w->service, sizeof(w->service), "%s", s->conf.name);
-	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
-		    util_ratio(s->last.utilization), "register",
-		    "client %" PRIu64 " registered (pid %d, %s)", c->id,
-		    (int)c->cred.pid, h->process[0] ? h->process : "unnamed");
 	return 0;
 }
 
@@ -409,23 +405,37 @@ static void on_gone(void *userdata, struct client *c)
  * registering at once costs one message each, not one per arrival.  The
  * state only: a demand was made of the clients that were there when it
  * was made, and a new client's first DIRECTIVE never demands bytes.  A
- * client that can take a board gets its slot first (BOARD), and then
- * finds that directive in the slot instead of a DIRECTIVE.
+ * client that can take a board gets that directive in its slot, then
+ * BOARD (or, when BOARD cannot go, the DIRECTIVE after all).
  */
 static void on_welcomed(void *userdata, struct client *c)
 {
 	struct mclient *mc = c->data;
+	struct service *s;
 	struct mg_directive d;
+	bool board;
 
 	(void)userdata;
 	if (!mc || !mc->svc)
 		return;
-	if (c->capabilities & MG_CAP_BOARD)
-		(void)service_board_join(mc->svc, mc);
-	d = mc->svc->last.directive;
+	s = mc->svc;
+	board = (c->capabilities & MG_CAP_BOARD) && service_board_take(s, mc) == 0;
+	d = s->last.directive;
 	d.release = 0;
 	d.deadline_ms = 0;
-	service_direct_to(mc->svc, &d, mc);
+	service_direct_to(s, &d, mc);
+	if (board && !c->dead && service_board_send(s, mc) < 0) {
+		board = false;
+		service_direct_to(s, &d, mc);
+	}
+	/* A send may have dropped it (and freed mc). */
+	if (c->dead)
+		return;
+	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
+		    util_ratio(s->last.utilization), "register",
+		    "client %" PRIu64 " registered (pid %d, %s), directives %s", c->id,
+		    (int)c->cred.pid, c->process[0] ? c->process : "unnamed",
+		    board ? "on the service's board" : "by message");
 }
 
 static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)

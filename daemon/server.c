@@ -48,7 +48,6 @@ struct server {
 	struct client *clients;
 	size_t n_clients;
 	uint64_t next_id;                /* client ids */
-	uint32_t next_seq;               /* seq of unsolicited messages, never 0 */
 };
 
 /* Whether to say the event now; returns true with `*ret_suppressed` the
@@ -357,12 +356,14 @@ static int flush(struct client *c)
 	return update_events(c);
 }
 
-/* The daemon's next sequence number: 32 bits, wrapping, never 0. */
-static uint32_t next_seq(struct server *s)
+/* The connection's next daemon sequence number: 32 bits, wrapping, never
+ * 0.  One counter per connection, so that only a peer's own traffic (its
+ * requests numbered 0) moves the numbers its directives are compared by. */
+static uint32_t next_seq(struct client *c)
 {
-	if (++s->next_seq == 0)
-		s->next_seq = 1;
-	return s->next_seq;
+	if (++c->tx_seq == 0)
+		c->tx_seq = 1;
+	return c->tx_seq;
 }
 
 int server_send(struct client *c, struct mg_msg *m)
@@ -374,7 +375,7 @@ int server_send(struct client *c, struct mg_msg *m)
 	if (c->dead)
 		return -EPIPE;
 	if (m->hdr.seq == 0)
-		m->hdr.seq = next_seq(c->server);
+		m->hdr.seq = next_seq(c);
 	n = proto_msg_encode(m, buf, sizeof(buf));
 	if (n < 0)
 		return n;
@@ -424,10 +425,11 @@ int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n
 		return -EPIPE;
 	if (n_fds == 0 || n_fds > 4)
 		return -EINVAL;
+	/* Nothing may overtake what is queued. */
 	if (c->q_len > 0)
 		return -EAGAIN;
 	if (m->hdr.seq == 0)
-		m->hdr.seq = next_seq(c->server);
+		m->hdr.seq = next_seq(c);
 	n = proto_msg_encode(m, buf, sizeof(buf));
 	if (n < 0)
 		return n;
@@ -440,22 +442,15 @@ int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n
 	memcpy(CMSG_DATA(cm), fds, n_fds * sizeof(int));
 	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
 		return 0;
-	switch (errno) {
-	case EAGAIN:
-	case EINTR:
-	case ENOBUFS:
-	case ENOMEM:
-	case ETOOMANYREFS:
-		return -EAGAIN;
-	default:
-		server_drop(c, LOG_INFO, "send failed");
-		return -EPIPE;
-	}
+	/* Whatever the reason (a full socket, a peer that refuses
+	 * descriptors, SO_PASSRIGHTS off), the client stays: the caller
+	 * goes on without what this message would have given. */
+	return -errno;
 }
 
 uint32_t server_seq_next(struct client *c)
 {
-	return next_seq(c->server);
+	return next_seq(c);
 }
 
 int server_send_result(struct client *c, uint32_t seq, unsigned code, const char *fmt, ...)
@@ -593,7 +588,6 @@ static const char *decode_error(int r)
 
 static void receive(struct client *c)
 {
-	struct server *s = c->server;
 	uint8_t buf[MG_MSG_MAX];
 
 	for (int i = 0; i < RECV_BATCH && !c->dead && !c->closing; i++) {
@@ -626,7 +620,7 @@ static void receive(struct client *c)
 
 			/* Answer with what we understood, then close: the peer is
 			 * broken or hostile, and nothing it says next can be trusted. */
-			refuse(c, seq ? seq : next_seq(s),
+			refuse(c, seq ? seq : next_seq(c),
 			       r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
 			       decode_error(r));
 			return;
@@ -634,7 +628,7 @@ static void receive(struct client *c)
 		/* A request numbered 0 gets one number of the daemon's, which
 		 * every answer to it carries, so they can still be grouped. */
 		if (m.hdr.seq == 0)
-			m.hdr.seq = next_seq(s);
+			m.hdr.seq = next_seq(c);
 		handle(c, &m);
 	}
 }

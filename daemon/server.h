@@ -49,6 +49,7 @@ struct client {
 	uint64_t accept_usec;            /* when it was accepted */
 	uint64_t last_request_usec;      /* its last admin request (or accept) */
 	uint64_t ping_cookie;            /* outstanding PING, 0 = none */
+	uint32_t tx_seq;                 /* the last daemon seq on this connection */
 	uint64_t ping_usec;              /* when it was sent */
 	uint8_t **queue;                 /* ring of encoded datagrams: u16 length + bytes */
 	size_t q_head, q_len, q_cap;     /* q_cap: slots allocated, grown on demand */
@@ -133,9 +134,9 @@ struct server_limits {
 void server_set_limits(struct server *s, const struct server_limits *l);
 
 /*
- * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it the daemon's
- * next sequence number (32 bits, wrapping, never 0) and writes it back to
- * m->hdr.seq.  Returns 0, -EPIPE when `c` is dropped (now or before), or
+ * Queue `m` to `c`.  When m->hdr.seq is 0 the server gives it the
+ * connection's next daemon sequence number (32 bits, wrapping, never 0)
+ * and writes it back to m->hdr.seq.  Returns 0, -EPIPE when `c` is dropped (now or before), or
  * -EINVAL when `m` does not encode.  A client whose queue overflows is
  * dropped.
  */
@@ -144,15 +145,17 @@ int server_send(struct client *c, struct mg_msg *m);
 /*
  * Send `m` with the descriptors `fds` (SCM_RIGHTS) at once, or not at all:
  * the send queue does not hold descriptors.  The seq is assigned as by
- * server_send().  Returns 0; -EAGAIN when it could not go now (something
- * is queued, the socket is full, the kernel refused the descriptors), and
- * the client stays; -EPIPE when `c` is dropped; -EINVAL when `m` does not
- * encode.
+ * server_send().  Returns 0, -EINVAL when `m` does not encode, -EPIPE when
+ * `c` was dropped before, or another -errno when it could not go now
+ * (something is queued, the socket is full or gone, the peer or the
+ * kernel refused the descriptors).  It never drops `c`: a socket that is
+ * gone is noticed by the next read or send.
  */
 int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n_fds);
 
-/* The daemon's next sequence number, for a directive that travels
- * without a message (a board slot): the same space as server_send()'s. */
+/* The connection's next daemon sequence number, for a directive that
+ * travels without a message (a board slot): the same space as
+ * server_send()'s. */
 uint32_t server_seq_next(struct client *c);
 
 /*

@@ -491,7 +491,7 @@ static void mclient_board_write(struct mclient *mc, const struct mg_directive *d
 {
 	uint32_t seq = server_seq_next(mc->c);
 
-	board_write(mc->svc->board, mc->slot, d, seq);
+	board_write(mc->svc->board, mc->slot, d, mc->c->id, seq);
 	mc->svc->board_dirty = true;
 	if (d->release == 0)
 		mclient_given(mc, d, seq);
@@ -527,11 +527,9 @@ int mclient_send(struct mclient *mc, const struct mg_directive *d)
 	return mclient_send_message(mc, d);
 }
 
-int service_board_join(struct service *s, struct mclient *mc)
+int service_board_take(struct service *s, struct mclient *mc)
 {
-	struct mg_msg msg = { .hdr = { .type = MG_MSG_BOARD } };
-	int fds[2], r;
-	uint32_t slot;
+	int r;
 
 	if (!s->board) {
 		r = board_new(s->m->conf->daemon.max_connections, &s->board);
@@ -543,21 +541,29 @@ int service_board_join(struct service *s, struct mclient *mc)
 			return r;
 		}
 	}
-	r = board_take(s->board, &slot);
+	r = board_take(s->board, &mc->slot);
 	if (r < 0)
 		return r;
-	msg.board.slot = slot;
+	mc->on_board = true;
+	return 0;
+}
+
+int service_board_send(struct service *s, struct mclient *mc)
+{
+	struct mg_msg msg = { .hdr = { .type = MG_MSG_BOARD } };
+	int fds[2], r;
+
+	msg.board.slot = mc->slot;
 	msg.board.slots = board_slots(s->board);
 	fds[0] = board_memfd(s->board);
 	fds[1] = board_wake_fd(s->board);
 	r = server_send_fds(mc->c, &msg, fds, 2);
 	if (r < 0) {
-		board_put(s->board, slot);
-		return r;
+		board_put(s->board, mc->slot);
+		mc->on_board = false;
+		mc->have_directive = false;
 	}
-	mc->on_board = true;
-	mc->slot = slot;
-	return 0;
+	return r;
 }
 
 void service_board_wake(struct service *s)
@@ -624,7 +630,10 @@ void service_direct_to(struct service *s, const struct mg_directive *d,
 		if (due[i] && cl[i]->on_board)
 			mclient_board_write(cl[i], &out[i]);
 	}
-	service_board_wake(s);
+	/* A newcomer finds its first directive in its slot when it maps the
+	 * board: nobody else need wake. */
+	if (!only)
+		service_board_wake(s);
 	for (size_t i = 0; i < n; i++)
 		if (due[i] && (!cl[i]->on_board || out[i].release > 0))
 			mclient_send_message(cl[i], &out[i]);

@@ -176,12 +176,19 @@ int mclient_send(struct mclient *mc, const struct mg_directive *d);
 /*
  * Give a client that announced MG_CAP_BOARD a slot on the service's
  * board (made on first use, with room for [daemon] max_connections
- * clients) and send it BOARD with the board's descriptors.  Returns 0, or
- * -errno when the client goes on without one (no board could be made, it
- * is full, or BOARD could not be sent at once); only a lost connection
- * drops it.
+ * clients).  Returns 0, or -errno when it goes on without one (no board
+ * could be made, or it is full).
  */
-int service_board_join(struct service *s, struct mclient *mc);
+int service_board_take(struct service *s, struct mclient *mc);
+
+/*
+ * Send the client BOARD with the board's descriptors, once its slot holds
+ * its first directive.  When that cannot go at once (a busy socket, a
+ * peer that takes no descriptors), the slot is given back and the client
+ * counts as told nothing, so that the next directive reaches it by
+ * message.  Returns 0 or -errno; never drops the client.
+ */
+int service_board_send(struct service *s, struct mclient *mc);
 
 /* Wake the service's board clients if slots were written since the last
  * wake-up. */

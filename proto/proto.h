@@ -279,11 +279,12 @@ struct mg_msg {
 };
 
 /*
- * One slot of a directive board (docs/protocol.md §5.4): the directive
- * in force for one client, without a release demand (those still come as
- * DIRECTIVE messages).  Shared memory between the daemon, which writes it,
- * and the client, which only reads it; native byte order, since both run
- * on one host.  `lock` is a sequence lock: odd while the daemon writes.
+ * One slot of a directive board (docs/protocol.md §5.4): the state of the
+ * directive in force for one client (a release demand comes as a
+ * DIRECTIVE), and the client it is for.  Shared memory between the
+ * daemon, which writes it, and the client, which only reads it; native
+ * byte order, since both run on one host.  `lock` is a sequence lock: odd
+ * while the daemon writes.
  */
 #define MG_BOARD_SLOT_SIZE 64           /* bytes */
 struct mg_board_slot {
@@ -296,26 +297,32 @@ struct mg_board_slot {
 	uint16_t reserved1;
 	uint64_t soft_limit;             /* bytes; 0 = none */
 	uint64_t stamp_ns;               /* CLOCK_REALTIME when written (diagnosis) */
-	uint8_t reserved[32];            /* zero */
+	uint64_t owner;                  /* the client_id (WELCOME) it is for; 0 = none */
+	uint8_t reserved[24];            /* zero */
 };
 _Static_assert(sizeof(struct mg_board_slot) == MG_BOARD_SLOT_SIZE, "a board slot is 64 bytes");
+/* Another process reads the slot: its 64-bit fields must be read and
+ * written by plain instructions, not through a lock of libatomic's. */
+_Static_assert(__atomic_always_lock_free(8, 0), "64-bit atomics without locks");
 
 /*
  * Write `d` (its release and deadline are not part of a slot) into `s`
- * with `seq` and `stamp_ns`.  The daemon is the slot's only writer.
+ * for client `owner` with `seq` and `stamp_ns`.  The daemon is the slot's
+ * only writer.
  */
-void proto_slot_write(struct mg_board_slot *s, const struct mg_directive *d, uint32_t seq,
-		      uint64_t stamp_ns);
+void proto_slot_write(struct mg_board_slot *s, const struct mg_directive *d, uint64_t owner,
+		      uint32_t seq, uint64_t stamp_ns);
 
 /*
  * Read `s` consistently: a copy taken while no write was under way.
  * Returns 0 with the directive in `*ret` (release 0), its seq in
  * `*ret_seq` and the stamp in `*ret_stamp_ns` (either may be NULL);
- * -ENODATA for a slot never written (seq 0); -EAGAIN when every try met
- * a write under way; -EBADMSG when a value is out of range (level,
- * throttle), as for a DIRECTIVE.
+ * -ENODATA for a slot that holds nothing (seq 0) or is not `owner`'s (a
+ * slot given to another client); -EAGAIN when every try met a write under
+ * way; -EBADMSG when a value is out of range (level, throttle), as for a
+ * DIRECTIVE.
  */
-int proto_slot_read(const struct mg_board_slot *s, struct mg_directive *ret,
+int proto_slot_read(const struct mg_board_slot *s, uint64_t owner, struct mg_directive *ret,
 		    uint32_t *ret_seq, uint64_t *ret_stamp_ns);
 
 /* Who may send a message type. */

@@ -675,17 +675,24 @@ static void send_board(uint32_t slot, uint32_t slots, int n_fds)
 
 /* What memguardd does on a change without a demand: the slot, then one
  * byte in the pipe (the last one emptied first). */
-static void board_set(uint32_t slot, uint32_t seq, uint8_t level, uint16_t gc,
-		      uint16_t throttle, uint64_t soft)
+static void board_set_for(uint64_t owner, uint32_t slot, uint32_t seq, uint8_t level,
+			  uint16_t gc, uint16_t throttle, uint64_t soft)
 {
 	struct mg_directive dir = { .level = level, .gc_percent = gc, .throttle = throttle,
 				    .soft_limit = soft };
 	char b[8];
 
-	proto_slot_write(&fb.slots[slot], &dir, seq, 1);
+	proto_slot_write(&fb.slots[slot], &dir, owner, seq, 1);
 	while (read(fb.rd, b, sizeof(b)) > 0)
 		;
 	assert_int_equal(write(fb.wr, "", 1), 1);
+}
+
+/* The same for our client (welcome() says client_id 42). */
+static void board_set(uint32_t slot, uint32_t seq, uint8_t level, uint16_t gc,
+		      uint16_t throttle, uint64_t soft)
+{
+	board_set_for(42, slot, seq, level, gc, throttle, soft);
 }
 
 /* A board client acts on its slot without a DIRECTIVE, keeps the newer
@@ -719,8 +726,12 @@ static void test_board(void **state)
 	assert_true(mg_client_dispatch(d.c) >= 0);
 	assert_int_equal(poll(&p, 1, 0), 0);
 
-	/* Another client's slot is not ours. */
+	/* Another client's slot is not ours; nor is ours once it names
+	 * another client (given to a newcomer after we were dropped). */
 	board_set(1, 101, MG_LEVEL_EMERGENCY, 25, 900, 10 * MiB);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
+	board_set_for(43, 2, 104, MG_LEVEL_EMERGENCY, 25, 900, 10 * MiB);
 	assert_true(mg_client_dispatch(d.c) >= 0);
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
 
@@ -736,10 +747,10 @@ static void test_board(void **state)
 
 	/* A newer DIRECTIVE wins over the slot; the slot's next change
 	 * wins over that. */
-	directive(d.fd, 102, MG_LEVEL_CRITICAL, 30, 500, 50 * MiB, 0);
+	directive(d.fd, 105, MG_LEVEL_CRITICAL, 30, 500, 50 * MiB, 0);
 	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
-	board_set(2, 103, MG_LEVEL_NORMAL, 0, 0, 0);
+	board_set(2, 106, MG_LEVEL_NORMAL, 0, 0, 0);
 	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_NORMAL);
 	fake_board_done();
@@ -773,6 +784,27 @@ static void test_board_refused(void **state)
 	await_close(d.c, d.fd);
 	assert_null(d.c->board);
 	assert_true(d.c->no_board);
+	fake_board_done();
+}
+
+/* A second BOARD on a connection is the daemon's error: the client
+ * drops the connection, and still asks for a board next time. */
+static void test_board_twice(void **state)
+{
+	struct mg_msg m;
+
+	connect_client(MG_THREAD_NONE);
+	fake_board(1, MG_BOARD_SLOT_SIZE);
+	send_board(0, 1, 2);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_non_null(d.c->board);
+	send_board(0, 1, 2);
+	await_close(d.c, d.fd);
+	assert_null(d.c->board);
+	assert_false(d.c->no_board);
+	close(d.fd);
+	d.fd = accept_hello(d.c, &m);
+	assert_true(m.hello.capabilities & MG_CAP_BOARD);
 	fake_board_done();
 }
 
@@ -1547,6 +1579,7 @@ int main(void)
 		T(test_release_without_hook),
 		T(test_board),
 		T(test_board_refused),
+		T(test_board_twice),
 		T(test_board_bad_slot),
 		T(test_late_hooks_are_told),
 		T(test_ping_pong),

@@ -495,10 +495,10 @@ static void test_slot_roundtrip(void **state)
 	uint32_t seq = 0, lock;
 	uint64_t stamp = 0;
 
-	assert_int_equal(proto_slot_read(&s, &d, &seq, &stamp), -ENODATA);
-	proto_slot_write(&s, &want, 0xfffffffe, 123456789);
+	assert_int_equal(proto_slot_read(&s, 77, &d, &seq, &stamp), -ENODATA);
+	proto_slot_write(&s, &want, 77, 0xfffffffe, 123456789);
 	assert_int_equal(s.lock, 2);
-	assert_int_equal(proto_slot_read(&s, &d, &seq, &stamp), 0);
+	assert_int_equal(proto_slot_read(&s, 77, &d, &seq, &stamp), 0);
 	assert_int_equal(seq, 0xfffffffe);
 	assert_int_equal(stamp, 123456789);
 	assert_int_equal(d.level, want.level);
@@ -508,11 +508,15 @@ static void test_slot_roundtrip(void **state)
 	/* A slot carries no release demand. */
 	assert_int_equal(d.release, 0);
 	assert_int_equal(d.deadline_ms, 0);
-	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), 0);
+	assert_int_equal(proto_slot_read(&s, 77, &d, NULL, NULL), 0);
+	assert_int_equal(s.owner, 77);
+	/* Another client's slot is none of ours. */
+	assert_int_equal(proto_slot_read(&s, 78, &d, NULL, NULL), -ENODATA);
+	assert_int_equal(proto_slot_read(&s, 0, &d, NULL, NULL), -ENODATA);
 
 	/* The reserved bytes stay zero; the lock moves by two per write. */
 	want.level = MG_LEVEL_NORMAL;
-	proto_slot_write(&s, &want, 1, 0);
+	proto_slot_write(&s, &want, 77, 1, 0);
 	assert_int_equal(s.lock, 4);
 	for (size_t i = 0; i < sizeof(s.reserved); i++)
 		assert_int_equal(s.reserved[i], 0);
@@ -520,9 +524,9 @@ static void test_slot_roundtrip(void **state)
 	/* A write under way (odd lock) is never read. */
 	lock = s.lock;
 	s.lock = lock + 1;
-	assert_int_equal(proto_slot_read(&s, &d, &seq, NULL), -EAGAIN);
+	assert_int_equal(proto_slot_read(&s, 77, &d, &seq, NULL), -EAGAIN);
 	s.lock = lock;
-	assert_int_equal(proto_slot_read(&s, &d, &seq, NULL), 0);
+	assert_int_equal(proto_slot_read(&s, 77, &d, &seq, NULL), 0);
 	assert_int_equal(seq, 1);
 }
 
@@ -532,14 +536,14 @@ static void test_slot_invalid(void **state)
 	struct mg_board_slot s = { 0 };
 	struct mg_directive d = { .level = MG_LEVEL_WARN };
 
-	proto_slot_write(&s, &d, 5, 0);
+	proto_slot_write(&s, &d, 77, 5, 0);
 	s.level = MG_LEVEL_EMERGENCY + 1;
-	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), -EBADMSG);
+	assert_int_equal(proto_slot_read(&s, 77, &d, NULL, NULL), -EBADMSG);
 	s.level = MG_LEVEL_EMERGENCY;
 	s.throttle = MG_THROTTLE_MAX + 1;
-	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), -EBADMSG);
+	assert_int_equal(proto_slot_read(&s, 77, &d, NULL, NULL), -EBADMSG);
 	s.throttle = MG_THROTTLE_MAX;
-	assert_int_equal(proto_slot_read(&s, &d, NULL, NULL), 0);
+	assert_int_equal(proto_slot_read(&s, 77, &d, NULL, NULL), 0);
 }
 
 struct slot_race {
@@ -563,7 +567,7 @@ static void *slot_writer(void *p)
 	for (uint32_t seq = 2; !atomic_load(&r->stop); seq++) {
 		struct mg_directive d = race_directive(seq ? seq : 1);
 
-		proto_slot_write(&r->s, &d, seq ? seq : 1, (uint64_t)(seq ? seq : 1) << 20);
+		proto_slot_write(&r->s, &d, 77, seq ? seq : 1, (uint64_t)(seq ? seq : 1) << 20);
 	}
 	return NULL;
 }
@@ -577,12 +581,12 @@ static void test_slot_race(void **state)
 	pthread_t t;
 	unsigned whole = 0;
 
-	proto_slot_write(&r.s, &d, 1, 1 << 20);
+	proto_slot_write(&r.s, &d, 77, 1, 1 << 20);
 	assert_int_equal(pthread_create(&t, NULL, slot_writer, &r), 0);
 	for (int i = 0; i < 200000; i++) {
 		uint32_t seq;
 		uint64_t stamp;
-		int e = proto_slot_read(&r.s, &d, &seq, &stamp);
+		int e = proto_slot_read(&r.s, 77, &d, &seq, &stamp);
 
 		if (e == -EAGAIN)
 			continue;

@@ -190,8 +190,8 @@ static void test_register_and_levels(void **state)
 
 /* Wait (through the board's wake-up `ep`) until `slot` holds a directive
  * at `level` newer than *seq; its seq in *seq. */
-static void await_slot(const struct mg_board_slot *slot, int ep, enum mg_level level,
-		       uint32_t *seq, struct mg_directive *ret)
+static void await_slot(const struct mg_board_slot *slot, uint64_t owner, int ep,
+		       enum mg_level level, uint32_t *seq, struct mg_directive *ret)
 {
 	uint64_t end = fixture_now_ms() + 3000;
 
@@ -199,7 +199,7 @@ static void await_slot(const struct mg_board_slot *slot, int ep, enum mg_level l
 		struct epoll_event ev;
 		uint32_t got;
 
-		if (proto_slot_read(slot, ret, &got, NULL) == 0 && ret->level == level &&
+		if (proto_slot_read(slot, owner, ret, &got, NULL) == 0 && ret->level == level &&
 		    (int32_t)(got - *seq) > 0) {
 			*seq = got;
 			return;
@@ -233,6 +233,7 @@ static void test_board(void **state)
 	const struct mg_board_slot *slots;
 	struct mg_directive d, sd;
 	uint32_t seq = 0, sseq, slot;
+	uint64_t id;
 	struct mg_msg m;
 	int fds[2], n, fd, ep, rw;
 	char path[64];
@@ -242,6 +243,7 @@ static void test_board(void **state)
 	fd = fixture_hello(&fx, "web", "board", MG_CAP_ALL | MG_CAP_BOARD);
 	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	id = m.welcome.client_id;
 	assert_int_equal(fixture_recv_fds(fd, &m, 3000, fds, 2, &n), 0);
 	assert_int_equal(m.hdr.type, MG_MSG_BOARD);
 	assert_int_equal(n, 2);
@@ -270,7 +272,7 @@ static void test_board(void **state)
 	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fds[1], &ev), 0);
 
 	/* The directive in force: in the slot, not in a DIRECTIVE. */
-	await_slot(&slots[slot], ep, MG_LEVEL_NORMAL, &seq, &d);
+	await_slot(&slots[slot], id, ep, MG_LEVEL_NORMAL, &seq, &d);
 	assert_no_directive(fd, 200);
 
 	/* 85 %: WARN demands bytes, so it also comes by message, after the
@@ -284,7 +286,7 @@ static void test_board(void **state)
 	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
 	assert_int_equal(m.directive.level, MG_LEVEL_WARN);
 	assert_true(m.directive.release > 0);
-	assert_int_equal(proto_slot_read(&slots[slot], &sd, &sseq, NULL), 0);
+	assert_int_equal(proto_slot_read(&slots[slot], id, &sd, &sseq, NULL), 0);
 	assert_true((int32_t)(m.hdr.seq - sseq) > 0);
 	assert_true((int32_t)(sseq - seq) > 0);
 	assert_int_equal(sd.level, MG_LEVEL_WARN);
@@ -293,22 +295,68 @@ static void test_board(void **state)
 	assert_int_equal(sd.release, 0);
 	seq = m.hdr.seq;
 
+	/* Another client's requests numbered 0 take numbers of its own
+	 * connection, never of ours: our next directive's seq is close to
+	 * the last one however many it sends. */
+	{
+		struct mg_msg r = { .hdr = { .type = MG_MSG_REPORT } };
+		int other = hello("web", &m);
+
+		for (int i = 0; i < 2000; i++)
+			fixture_send(other, &r);
+		for (int i = 0; i < 100 && fixture_recv(other, &m, 1) == 0; i++)
+			;
+		close(other);
+	}
+
 	/* 40 %: NORMAL demands nothing: the slot and the wake-up only. */
 	fixture_set_usage(&fx, "web", BUDGET * 40 / 100);
-	await_slot(&slots[slot], ep, MG_LEVEL_NORMAL, &seq, &d);
+	sseq = seq;
+	await_slot(&slots[slot], id, ep, MG_LEVEL_NORMAL, &seq, &d);
+	assert_true(seq - sseq < 100);
 	assert_int_equal(d.gc_percent, MG_GC_DEFAULT);
 	assert_int_equal(d.throttle, 0);
 	assert_no_directive(fd, 200);
 
 	/* Gone: the slot is cleared for its next owner. */
 	close(fd);
-	for (int i = 0; i < 300 && proto_slot_read(&slots[slot], &d, NULL, NULL) != -ENODATA; i++)
+	for (int i = 0; i < 300 && proto_slot_read(&slots[slot], id, &d, NULL, NULL) != -ENODATA; i++)
 		usleep(10000);
-	assert_int_equal(proto_slot_read(&slots[slot], &d, NULL, NULL), -ENODATA);
+	assert_int_equal(proto_slot_read(&slots[slot], id, &d, NULL, NULL), -ENODATA);
 	munmap((void *)slots, len);
 	close(ep);
 	close(fds[0]);
 	close(fds[1]);
+}
+
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83                /* Linux 6.16 */
+#endif
+
+/* A peer that takes no descriptors (SO_PASSRIGHTS off) cannot get BOARD:
+ * it gets its directives by message, and the daemon goes on. */
+static void test_board_refused_by_peer(void **state)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_HELLO, .seq = 1 } };
+	struct mg_status_service web = { 0 };
+	int zero = 0, fd = fixture_connect(&fx, NULL);
+
+	if (setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &zero, sizeof(zero)) < 0) {
+		printf("SKIP: SO_PASSRIGHTS is not in this kernel (%s)\n", strerror(errno));
+		close(fd);
+		skip();
+	}
+	m.hello.capabilities = MG_CAP_ALL | MG_CAP_BOARD;
+	strcpy(m.hello.service, "web");
+	fixture_send(fd, &m);
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_WELCOME);
+	assert_int_equal(fixture_recv(fd, &m, 3000), 0);
+	assert_int_equal(m.hdr.type, MG_MSG_DIRECTIVE);
+	assert_int_equal(m.directive.level, MG_LEVEL_NORMAL);
+	status(&web, NULL);
+	assert_int_equal(web.clients, 1);
+	close(fd);
 }
 
 static void test_released_is_recorded(void **state)
@@ -679,6 +727,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_register_and_levels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_released_is_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_board, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_board_refused_by_peer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_high_writes_and_restores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_kill_needs_growth, setup, teardown),

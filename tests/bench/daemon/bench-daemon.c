@@ -82,6 +82,7 @@ static uint32_t hello_caps = MG_CAP_BOARD;
  * there.  Epoll events of a board's wake-up carry BOARD_EV | i. */
 #define BOARD_EV (UINT32_C(1) << 31)
 static const struct mg_board_slot **slots;
+static uint64_t *slot_owner;             /* the client's id (WELCOME) */
 static uint32_t *slot_seq;
 
 /* -p: what the client processes share with this one. */
@@ -186,13 +187,14 @@ static int take_board(int i, int fd, const struct mg_board_slot **ret)
 
 /* Whether `slot` holds a directive other than the one seen last (*seq);
  * its stamp in ms (CLOCK_REALTIME). */
-static bool slot_news(const struct mg_board_slot *slot, uint32_t *seq, double *ret_stamp)
+static bool slot_news(const struct mg_board_slot *slot, uint64_t owner, uint32_t *seq,
+		      double *ret_stamp)
 {
 	struct mg_directive d;
 	uint64_t ns;
 	uint32_t got;
 
-	if (!slot || proto_slot_read(slot, &d, &got, &ns) < 0 || got == *seq)
+	if (!slot || proto_slot_read(slot, owner, &d, &got, &ns) < 0 || got == *seq)
 		return false;
 	*seq = got;
 	*ret_stamp = (double)ns / 1e6;
@@ -279,7 +281,7 @@ static void drain(uint32_t ev)
 	int r;
 
 	if (ev & BOARD_EV) {
-		(void)slot_news(slots[i], &slot_seq[i], &stamp);
+		(void)slot_news(slots[i], slot_owner[i], &slot_seq[i], &stamp);
 		return;
 	}
 	while ((r = recv_stamped(fds[i], &m, &stamp)) == 0)
@@ -324,6 +326,7 @@ static void child(int i)
 	const struct mg_board_slot *slot;
 	double next, stamp;
 	uint32_t seq = 0;
+	uint64_t id;
 	int fd, wake, cep, on = 1, r;
 
 	fd = fixture_connect(&fx, NULL);
@@ -336,10 +339,11 @@ static void child(int i)
 		_exit(3);
 	if (m.welcome.report_interval_ms > 0)
 		report_ms = m.welcome.report_interval_ms;
+	id = m.welcome.client_id;
 	wake = take_board(i, fd, &slot);
 	if (slot)
 		atomic_fetch_add(&sh->on_board, 1);
-	(void)slot_news(slot, &seq, &stamp);
+	(void)slot_news(slot, id, &seq, &stamp);
 	/* The socket level-triggered, the board's pipe edge-triggered (it
 	 * always holds the last wake-up's byte). */
 	cep = epoll_create1(EPOLL_CLOEXEC);
@@ -364,7 +368,7 @@ static void child(int i)
 		}
 		if (epoll_wait(cep, evs, 2, (int)(next - now) + 1) <= 0)
 			continue;
-		if (slot_news(slot, &seq, &stamp)) {
+		if (slot_news(slot, id, &seq, &stamp)) {
 			round = atomic_load(&sh->round);
 			rec = round < 0 ? NULL : &sh->stamp[2 * ((size_t)round * n_clients + i)];
 			if (rec && rec[0] == 0) {
@@ -513,9 +517,10 @@ int main(int argc, char **argv)
 	seen = calloc((size_t)n_clients, 1);
 	slots = calloc((size_t)n_clients, sizeof(*slots));
 	slot_seq = calloc((size_t)n_clients, sizeof(*slot_seq));
+	slot_owner = calloc((size_t)n_clients, sizeof(*slot_owner));
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (!fds || !lat || !last || !spread || !read_last || !run || !wait || !stamps ||
-	    !seen || !slots || !slot_seq || ep < 0)
+	    !seen || !slots || !slot_seq || !slot_owner || ep < 0)
 		die("out of memory");
 	if (procs)
 		start_children((int)nr);
@@ -538,8 +543,9 @@ int main(int argc, char **argv)
 			die("client %d not welcomed: %s", i, m.error.text);
 		if (m.welcome.report_interval_ms > 0)
 			report_ms = m.welcome.report_interval_ms;
+		slot_owner[i] = m.welcome.client_id;
 		wake = take_board(i, fds[i], &slots[i]);
-		(void)slot_news(slots[i], &slot_seq[i], &stamp);
+		(void)slot_news(slots[i], slot_owner[i], &slot_seq[i], &stamp);
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 		ev.events = EPOLLIN | EPOLLET;
 		ev.data.u32 = BOARD_EV | (uint32_t)i;
@@ -593,7 +599,8 @@ int main(int argc, char **argv)
 					double stamp;
 
 					if (evs[k].data.u32 & BOARD_EV) {
-						if (slot_news(slots[i], &slot_seq[i], &stamp) &&
+						if (slot_news(slots[i], slot_owner[i], &slot_seq[i],
+							      &stamp) &&
 						    !seen[i]) {
 							seen[i] = 1;
 							stamps[2 * i] = stamp;
@@ -693,6 +700,7 @@ int main(int argc, char **argv)
 	free(seen);
 	free(slots);
 	free(slot_seq);
+	free(slot_owner);
 	free(kids);
 	return 0;
 }
