@@ -270,6 +270,8 @@ print("working set %d bytes, psi_mode %s, level %s" % (s["working_set_bytes"], s
 		poll 10 journal_has 'e.get("SERVICE") == "cache-demo" and e.get("ACTION") == "release" and e.get("LEVEL") in ("NORMAL", "WARN", "CRITICAL", "EMERGENCY") and float(e.get("UTILIZATION", "x")) >= 0'
 	check "journal: the registration (ACTION=register, SERVICE=cache-demo)" \
 		poll 10 journal_has 'e.get("SERVICE") == "cache-demo" and e.get("ACTION") == "register" and "cache-service" in e.get("MESSAGE", "")'
+	check "journal: the client takes its directives on the service's board (memfd and pipe under the unit's sandbox)" \
+		poll 10 journal_has 'e.get("SERVICE") == "cache-demo" and e.get("ACTION") == "register" and "cache-service" in e.get("MESSAGE", "") and "on the service\x27s board" in e.get("MESSAGE", "")'
 	check "journal: the client answered (ACTION=released, SERVICE=cache-demo)" \
 		poll 10 journal_has 'e.get("SERVICE") == "cache-demo" and e.get("ACTION") == "released" and "released" in e.get("MESSAGE", "")'
 
