@@ -413,6 +413,7 @@ static void on_welcomed(void *userdata, struct client *c)
 	struct mclient *mc = c->data;
 	struct service *s;
 	struct mg_directive d;
+	const char *via;
 	bool board;
 
 	(void)userdata;
@@ -431,11 +432,11 @@ static void on_welcomed(void *userdata, struct client *c)
 	/* A send may have dropped it (and freed mc). */
 	if (c->dead)
 		return;
+	via = board ? "on the service's board" : "by message";
 	log_service(LOG_INFO, s->conf.name, proto_level_name(s->ps.level),
 		    util_ratio(s->last.utilization), "register",
 		    "client %" PRIu64 " registered (pid %d, %s), directives %s", c->id,
-		    (int)c->cred.pid, c->process[0] ? c->process : "unnamed",
-		    board ? "on the service's board" : "by message");
+		    (int)c->cred.pid, c->process[0] ? c->process : "unnamed", via);
 }
 
 static void on_admin(void *userdata, struct client *c, const struct mg_msg *msg)
