@@ -22,6 +22,10 @@
 #include "server.h"
 
 #define RECV_BATCH 16                   /* datagrams read per wakeup, for fairness */
+/* Datagrams per recvmmsg() call: one call takes what a client has queued
+ * (a REPORT, mostly), where recvmsg() took one call per datagram and one
+ * more to find the queue empty. */
+#define RECV_VLEN 4
 
 /*
  * A log line said at most once per SERVER_LOG_INTERVAL_USEC; what happened
@@ -586,50 +590,72 @@ static const char *decode_error(int r)
 	}
 }
 
+/* One datagram of `len` bytes with recvmsg()'s `flags`: checked, decoded
+ * and handled.  Returns false when the client was dropped or is closing. */
+static bool receive_one(struct client *c, const uint8_t *buf, size_t len, int flags)
+{
+	struct mg_msg m;
+	int r;
+
+	if (len == 0) {
+		/* On a SEQPACKET socket: the peer closed (a zero-length
+		 * datagram cannot be told from that). */
+		server_drop(c, LOG_DEBUG, "disconnected");
+		return false;
+	}
+	if (flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		server_drop(c, LOG_WARNING, "message longer than the protocol allows");
+		return false;
+	}
+	c->last_rx_usec = now_usec();
+
+	r = proto_msg_decode(buf, len, &m);
+	if (r < 0) {
+		uint32_t seq = proto_peek_seq(buf, len);
+
+		/* Answer with what we understood, then close: the peer is
+		 * broken or hostile, and nothing it says next can be trusted. */
+		refuse(c, seq ? seq : next_seq(c),
+		       r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL, decode_error(r));
+		return false;
+	}
+	/* A request numbered 0 gets one number of the daemon's, which every
+	 * answer to it carries, so they can still be grouped. */
+	if (m.hdr.seq == 0)
+		m.hdr.seq = next_seq(c);
+	handle(c, &m);
+	return !c->dead && !c->closing;
+}
+
 static void receive(struct client *c)
 {
-	uint8_t buf[MG_MSG_MAX];
+	/* The event loop is single-threaded: one set of buffers serves all. */
+	static uint8_t buf[RECV_VLEN][MG_MSG_MAX];
+	struct mmsghdr mm[RECV_VLEN];
+	struct iovec iov[RECV_VLEN];
 
-	for (int i = 0; i < RECV_BATCH && !c->dead && !c->closing; i++) {
-		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		struct mg_msg m;
-		ssize_t n;
-		int r;
+	for (int done = 0; done < RECV_BATCH && !c->dead && !c->closing;) {
+		int n;
 
-		n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		for (int k = 0; k < RECV_VLEN; k++) {
+			iov[k] = (struct iovec){ .iov_base = buf[k], .iov_len = MG_MSG_MAX };
+			mm[k] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[k], .msg_iovlen = 1 } };
+		}
+		n = recvmmsg(c->fd, mm, RECV_VLEN, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			server_drop(c, LOG_INFO, "receive failed");
 			return;
 		}
-		if (n == 0) {
-			server_drop(c, LOG_DEBUG, "disconnected");
+		for (int k = 0; k < n; k++)
+			if (!receive_one(c, buf[k], mm[k].msg_len, mm[k].msg_hdr.msg_flags))
+				return;
+		/* Fewer than asked: the queue is empty (an error after the
+		 * first datagram comes back on the next call, or wakes us). */
+		if (n < RECV_VLEN)
 			return;
-		}
-		if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-			server_drop(c, LOG_WARNING, "message longer than the protocol allows");
-			return;
-		}
-		c->last_rx_usec = now_usec();
-
-		r = proto_msg_decode(buf, (size_t)n, &m);
-		if (r < 0) {
-			uint32_t seq = proto_peek_seq(buf, (size_t)n);
-
-			/* Answer with what we understood, then close: the peer is
-			 * broken or hostile, and nothing it says next can be trusted. */
-			refuse(c, seq ? seq : next_seq(c),
-			       r == -EPROTONOSUPPORT ? MG_ERR_VERSION : MG_ERR_PROTOCOL,
-			       decode_error(r));
-			return;
-		}
-		/* A request numbered 0 gets one number of the daemon's, which
-		 * every answer to it carries, so they can still be grouped. */
-		if (m.hdr.seq == 0)
-			m.hdr.seq = next_seq(c);
-		handle(c, &m);
+		done += n;
 	}
 }
 
