@@ -175,8 +175,3 @@ int board_wake_fd(const struct board *b)
 {
 	return b->wake_rd;
 }
-
-const struct mg_board_slot *board_slot(const struct board *b, uint32_t slot)
-{
-	return slot < b->n ? &b->slots[slot] : NULL;
-}

@@ -48,6 +48,3 @@ int board_wake(struct board *b);
 uint32_t board_slots(const struct board *b);
 int board_memfd(const struct board *b);
 int board_wake_fd(const struct board *b);
-
-/* The slot's contents, for the tests. */
-const struct mg_board_slot *board_slot(const struct board *b, uint32_t slot);

@@ -370,6 +370,15 @@ static uint32_t next_seq(struct client *c)
 	return c->tx_seq;
 }
 
+/* `m` encoded into `buf` for `c`, numbered first when its seq is 0:
+ * the datagram's length, or -errno. */
+static int encode_for(struct client *c, struct mg_msg *m, uint8_t buf[MG_MSG_MAX])
+{
+	if (m->hdr.seq == 0)
+		m->hdr.seq = next_seq(c);
+	return proto_msg_encode(m, buf, MG_MSG_MAX);
+}
+
 int server_send(struct client *c, struct mg_msg *m)
 {
 	uint8_t buf[MG_MSG_MAX];
@@ -378,9 +387,7 @@ int server_send(struct client *c, struct mg_msg *m)
 
 	if (c->dead)
 		return -EPIPE;
-	if (m->hdr.seq == 0)
-		m->hdr.seq = next_seq(c);
-	n = proto_msg_encode(m, buf, sizeof(buf));
+	n = encode_for(c, m, buf);
 	if (n < 0)
 		return n;
 
@@ -432,9 +439,7 @@ int server_send_fds(struct client *c, struct mg_msg *m, const int *fds, size_t n
 	/* Nothing may overtake what is queued. */
 	if (c->q_len > 0)
 		return -EAGAIN;
-	if (m->hdr.seq == 0)
-		m->hdr.seq = next_seq(c);
-	n = proto_msg_encode(m, buf, sizeof(buf));
+	n = encode_for(c, m, buf);
 	if (n < 0)
 		return n;
 	iov.iov_len = (size_t)n;

@@ -315,6 +315,35 @@ static void calm_for(int admin, double ms)
 	}
 }
 
+/* One reader: client i's first directive of the round, if it had none
+ * (`seen`): its stamp and now into `stamps`, counted in *got. */
+static void take_first(int i, double stamp, char *seen, double *stamps, int *got)
+{
+	if (seen[i])
+		return;
+	seen[i] = 1;
+	stamps[2 * i] = stamp;
+	stamps[2 * i + 1] = real_ms();
+	(*got)++;
+}
+
+/* -p: client i's first directive of the timed round, if one is timed
+ * and it had none: its stamp and now. */
+static void record_first(int i, double stamp)
+{
+	int round = atomic_load(&sh->round);
+	double *rec;
+
+	if (round < 0)
+		return;
+	rec = &sh->stamp[2 * ((size_t)round * n_clients + i)];
+	if (rec[0] != 0)
+		return;
+	rec[0] = stamp;
+	rec[1] = real_ms();
+	atomic_fetch_add(&sh->got[round], 1);
+}
+
 /*
  * A client process (-p): welcomed, it reports once per report interval,
  * answers PINGs and records the first DIRECTIVE of each timed round.
@@ -358,8 +387,7 @@ static void child(int i)
 	next = mono_ms() + (double)report_ms * i / n_clients;
 	while (!atomic_load(&sh->stop)) {
 		struct epoll_event evs[2];
-		double now = mono_ms(), *rec;
-		int round;
+		double now = mono_ms();
 
 		if (now >= next) {
 			send_report(fd);
@@ -368,26 +396,11 @@ static void child(int i)
 		}
 		if (epoll_wait(cep, evs, 2, (int)(next - now) + 1) <= 0)
 			continue;
-		if (slot_news(slot, id, &seq, &stamp)) {
-			round = atomic_load(&sh->round);
-			rec = round < 0 ? NULL : &sh->stamp[2 * ((size_t)round * n_clients + i)];
-			if (rec && rec[0] == 0) {
-				rec[0] = stamp;
-				rec[1] = real_ms();
-				atomic_fetch_add(&sh->got[round], 1);
-			}
-		}
-		while ((r = recv_stamped(fd, &m, &stamp)) == 0) {
-			round = atomic_load(&sh->round);
-			if (fixture_pong(fd, &m) || m.hdr.type != MG_MSG_DIRECTIVE || round < 0)
-				continue;
-			rec = &sh->stamp[2 * ((size_t)round * n_clients + i)];
-			if (rec[0] != 0)
-				continue;
-			rec[0] = stamp;
-			rec[1] = real_ms();
-			atomic_fetch_add(&sh->got[round], 1);
-		}
+		if (slot_news(slot, id, &seq, &stamp))
+			record_first(i, stamp);
+		while ((r = recv_stamped(fd, &m, &stamp)) == 0)
+			if (!fixture_pong(fd, &m) && m.hdr.type == MG_MSG_DIRECTIVE)
+				record_first(i, stamp);
 		if (r != -ETIMEDOUT)
 			_exit(r == -ECONNRESET ? 0 : 4);
 	}
@@ -600,24 +613,14 @@ int main(int argc, char **argv)
 
 					if (evs[k].data.u32 & BOARD_EV) {
 						if (slot_news(slots[i], slot_owner[i], &slot_seq[i],
-							      &stamp) &&
-						    !seen[i]) {
-							seen[i] = 1;
-							stamps[2 * i] = stamp;
-							stamps[2 * i + 1] = real_ms();
-							got++;
-						}
+							      &stamp))
+							take_first(i, stamp, seen, stamps, &got);
 						continue;
 					}
-					while ((rr = recv_stamped(fds[i], &m, &stamp)) == 0) {
-						if (fixture_pong(fds[i], &m) ||
-						    m.hdr.type != MG_MSG_DIRECTIVE || seen[i])
-							continue;
-						seen[i] = 1;
-						stamps[2 * i] = stamp;
-						stamps[2 * i + 1] = real_ms();
-						got++;
-					}
+					while ((rr = recv_stamped(fds[i], &m, &stamp)) == 0)
+						if (!fixture_pong(fds[i], &m) &&
+						    m.hdr.type == MG_MSG_DIRECTIVE)
+							take_first(i, stamp, seen, stamps, &got);
 					if (rr != -ETIMEDOUT)
 						die("client %d: %s", i, strerror(-rr));
 				}
