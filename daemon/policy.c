@@ -24,6 +24,16 @@ static enum mg_level level_max(enum mg_level a, enum mg_level b)
 	return a > b ? a : b;
 }
 
+static enum mg_level level_min(enum mg_level a, enum mg_level b)
+{
+	return a < b ? a : b;
+}
+
+static double out_max(double a, double b)
+{
+	return a > b ? a : b;
+}
+
 /*
  * floor(a · b / c) without overflow in the product, UINT64_MAX when the
  * quotient does not fit.  c must not be 0.  Byte counts times byte counts
@@ -666,7 +676,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 			       events_grew(&in->events, &s->events),
 		.floor = in->floor,
 	};
-	enum mg_level old = s->level, level;
+	enum mg_level old = s->level, level, held;
 	struct mg_directive *d = &ret->directive;
 	/* With ticks counted in calls, a probe counts no calm. */
 	bool counts = in->tick_ms > 0 || !in->probe;
@@ -674,7 +684,7 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	uint64_t need = calm_needed(p, in->tick_ms);
 	bool demand;
 	uint64_t target;
-	double raw, out;
+	double raw, out, gc_out, throttle_out;
 
 	if (s->have_budget && s->budget != in->budget) {
 		s->level = policy_level_raw(svc, &sig);
@@ -743,11 +753,18 @@ void policy_tick(struct policy_state *s, const struct policy_params *p,
 	d->level = (uint8_t)level;
 	/* Whatever raised the level (an OOM kill whose working set is the
 	 * dying process's, a budget lowered at runtime), the directive acts
-	 * at least as hard as the level's own threshold would make it. */
-	if (out < policy_level_out(p->cp, svc, level))
-		out = policy_level_out(p->cp, svc, level);
-	d->gc_percent = policy_gc_percent(level, out, svc->min_gc_percent);
-	d->throttle = policy_throttle(level, out, svc->max_throttle);
+	 * at least as hard as the level's own threshold would make it.  The
+	 * throttle only while the signals still hold the level: one waiting
+	 * out its calm keeps the GC target and the caches' size, but turning
+	 * away work that now fits is a cost with nothing to show for it (a
+	 * cache that evicted at CRITICAL and is back at 75 % shed a quarter
+	 * of its requests for 2 s), and the next sample that needs it brings
+	 * it back. */
+	held = level_min(level, policy_level_hold(svc, p, &sig));
+	gc_out = out_max(out, policy_level_out(p->cp, svc, level));
+	throttle_out = out_max(out, policy_level_out(p->cp, svc, held));
+	d->gc_percent = policy_gc_percent(level, gc_out, svc->min_gc_percent);
+	d->throttle = policy_throttle(level, throttle_out, svc->max_throttle);
 	d->soft_limit = policy_soft_limit(level, svc->warn, in->budget);
 	/* The clients check the limit against their heaps; what the cgroup
 	 * holds besides (code, stacks, page cache, processes that do not

@@ -498,7 +498,10 @@ double policy_level_out(double cp, const struct conf_service *svc, enum mg_level
  * when the level reaches EMERGENCY and stops when it falls below CRITICAL.
  * Level, output and target are decided on the projected working set
  * (struct policy_input); the decision's utilization is the working set's
- * own.  gc % and throttle come from max(output, policy_level_out()).
+ * own.  gc % comes from max(output, policy_level_out(level)), the
+ * throttle from max(output, policy_level_out()) of the level the signals
+ * hold now (policy_level_hold()), which is lower while `level` waits out
+ * its calm: a held level keeps its GC target, not its shedding.
  */
 void policy_tick(struct policy_state *s, const struct policy_params *p,
 		 const struct conf_service *svc, const struct policy_input *in,

@@ -1035,9 +1035,10 @@ static const struct tick_step ticks_ladder[] = {
 	/* killed: empty, but oom grew this tick: EMERGENCY holds */
 	{ 16300, IN(.working_set = 0, EV(0, 1, 1)),
 	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
-	/* one calm tick */
+	/* one calm tick: the level and its GC wait, the throttle follows
+	 * the working set */
 	{ 16400, IN(.working_set = 0, EV(0, 1, 1)),
-	  { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	  { E, 0, 0, 25, 0, 800, 0, 0, 0, A_NONE } },
 	/* second calm tick: NORMAL, cleared, undo memory.high */
 	{ 16500, IN(.working_set = 0, EV(0, 1, 1)),
 	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE }, .apply = true },
@@ -1072,9 +1073,10 @@ static const struct tick_step ticks_no_kill[] = {
 	  { E, 0, 0, 25, 500, 800, 300, 0, 0, A_NONE } },
 	{ 10200, IN(.working_set = 940, .releasable = 300),
 	  { C, 0, 0, 42, 500, 800, 140, 0, 0, A_NONE } },
-	/* under the WARN band: after two ticks NORMAL, undo memory.high */
+	/* under the WARN band: after two ticks NORMAL, undo memory.high;
+	 * no throttle while CRITICAL waits out its calm */
 	{ 10300, IN(.working_set = 700, .releasable = 300),
-	  { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
+	  { C, 0, 0, 75, 0, 800, 0, 0, 0, A_NONE } },
 	{ 10400, IN(.working_set = 700, .releasable = 300),
 	  { N, 0, 1, 0, 0, 800, 0, 0, 0, A_RESTORE } },
 };
@@ -1087,11 +1089,13 @@ static const struct tick_step ticks_no_budget[] = {
 	/* memory.events high grew: EMERGENCY, everything releasable */
 	{ 200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
 	  { E, 1, 0, 25, 500, 0, 400, 400, 5000, A_NONE } },
+	/* no more growth: EMERGENCY waits out its calm, and PSI full holds
+	 * CRITICAL's throttle */
 	{ 5200, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
-	  { E, 0, 0, 25, 500, 0, 400, 400, 5000, A_NONE } },
+	  { E, 0, 0, 25, 250, 0, 400, 400, 5000, A_NONE } },
 	{ 5300, { .full_avg10 = 600, .releasable = 400, EV(1, 0, 0) },
 	  { C, 0, 0, 75, 250, 0, 0, 0, 0, A_NONE } },
-	{ 5400, { EV(1, 0, 0) }, { C, 0, 0, 75, 250, 0, 0, 0, 0, A_NONE } },
+	{ 5400, { EV(1, 0, 0) }, { C, 0, 0, 75, 0, 0, 0, 0, 0, A_NONE } },
 	{ 5500, { EV(1, 0, 0) }, { N, 0, 1, 0, 0, 0, 0, 0, 0, A_NONE } },
 };
 
@@ -1102,7 +1106,7 @@ static const struct tick_step ticks_events[] = {
 	{ 200, IN(EV(0, 0, 0)), { N, 0, 0, 0, 0, 800, 0, 0, 0, A_NONE } },
 	{ 300, IN(EV(0, 1, 0)), { E, 1, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
 	{ 400, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
-	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	{ 500, IN(EV(1, 1, 0)), { E, 0, 0, 25, 0, 800, 0, 0, 0, A_NONE } },
 	{ 600, IN(EV(1, 1, 0)), { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
 	/* an OOM kill alone (v1 with a memsw limit: failcnt stays 0) */
 	{ 700, IN(EV(1, 1, 1)), { E, 1, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
@@ -1122,7 +1126,9 @@ static const struct tick_step ticks_squeeze[] = {
 };
 
 /* EMA with alpha 0.2 at u = .9 (raw 25), then u = .5 (raw 0): the smoothed
- * output stays under CRITICAL's own 25, so gc and throttle are that floor. */
+ * output stays under CRITICAL's own 25, so gc is that floor, and so is the
+ * throttle while u = .9 holds the level; at .5 the throttle is the
+ * smoothed output's. */
 static const struct policy_params params_ema = { .cp = 0.05, .ema_alpha = 0.2,
 	.hysteresis = 500, .drop_ticks = 2 };
 static const struct tick_step ticks_ema[] = {
@@ -1131,7 +1137,7 @@ static const struct tick_step ticks_ema[] = {
 	/* out 9 */
 	{ 100, IN(.working_set = 900), { C, 0, 0, 75, 250, 800, 100, 0, 0, A_NONE } },
 	/* out 7.2 */
-	{ 200, IN(.working_set = 500), { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
+	{ 200, IN(.working_set = 500), { C, 0, 0, 75, 72, 800, 0, 0, 0, A_NONE } },
 };
 
 /* enforce = notify: the ladder never leaves the daemon. */
@@ -1153,7 +1159,7 @@ static const struct tick_step ticks_notify[] = {
 static const struct tick_step ticks_clock_stops[] = {
 	{ 0, IN(.working_set = 1000),
 	  { E, 1, 0, 25, 500, 800, 200, 200, 5000, A_NONE } },
-	{ 100, IN(.working_set = 780), { E, 0, 0, 25, 500, 800, 0, 0, 0, A_NONE } },
+	{ 100, IN(.working_set = 780), { E, 0, 0, 25, 0, 800, 0, 0, 0, A_NONE } },
 	/* 78 %: WARN holds; the clock stops */
 	{ 200, IN(.working_set = 780), { W, 0, 0, 100, 0, 800, 0, 0, 0, A_NONE } },
 	/* past the old deadline, CRITICAL again: no clock, no memory.high */
@@ -1619,8 +1625,9 @@ static const struct tick_step ticks_probe[] = {
 	/* a probe that projects past critical raises at once: 85 % + 50 */
 	{ 40, IN(.working_set = 850, .growth = 1000, .reaction_ms = 50, .probe = true),
 	  { C, 1, 0, 75, 250, 800, 100, 100, 5000, A_NONE } },
-	/* the ticks: the first calm one, then the drop */
-	{ 100, IN(.working_set = 100), { C, 0, 0, 75, 250, 800, 0, 0, 0, A_NONE } },
+	/* the ticks: the first calm one (no throttle while the level
+	 * waits), then the drop */
+	{ 100, IN(.working_set = 100), { C, 0, 0, 75, 0, 800, 0, 0, 0, A_NONE } },
 	{ 200, IN(.working_set = 100), { N, 0, 1, 0, 0, 800, 0, 0, 0, A_NONE } },
 };
 
@@ -1645,7 +1652,8 @@ static void test_probe_hysteresis(void **state)
 
 /* The same in time (tick_ms 1000), as the daemon runs it: probes count
  * calm as ticks do, and the drop comes 2 s after the last sample that
- * held the level, not two fast ticks later; the throttle stays on. */
+ * held the level, not two fast ticks later.  The level and its GC target
+ * stay; the throttle follows the working set (test_hold_throttle). */
 static void test_probe_hysteresis_time(void **state)
 {
 	struct policy_params p = params_default();
@@ -1662,15 +1670,51 @@ static void test_probe_hysteresis_time(void **state)
 	for (uint64_t t = 50; t < 2040; t += 10) {
 		in.probe = t % 100 != 0;
 		policy_tick(&s, &p, &svc_default, &in, t, &d);
-		if (d.level != C || d.directive.throttle != 250)
-			fail_msg("t=%" PRIu64 ": level %d, throttle %u", t, d.level,
-				 d.directive.throttle);
+		if (d.level != C || d.directive.gc_percent != 75 || d.directive.throttle != 0)
+			fail_msg("t=%" PRIu64 ": level %d, gc %u, throttle %u", t, d.level,
+				 d.directive.gc_percent, d.directive.throttle);
 	}
 	in.probe = true;
 	policy_tick(&s, &p, &svc_default, &in, 2040, &d);
 	assert_int_equal(d.level, N);
 	assert_true(d.cleared);
 	assert_int_equal(d.directive.throttle, 0);
+}
+
+/* While a level waits out its calm, its throttle is the law's at the
+ * working set now: none under the band, CRITICAL's own back in it (and the
+ * calm starts again), the law's above, EMERGENCY's at the budget. */
+static void test_hold_throttle(void **state)
+{
+	static const struct {
+		uint64_t now, working_set;
+		enum mg_level level;
+		uint16_t gc, throttle;
+	} t[] = {
+		{ 0, 1000, E, 25, 500 },   /* at the budget */
+		{ 100, 500, E, 25, 0 },    /* under every band: calm */
+		{ 200, 870, E, 25, 250 },  /* 87 %: CRITICAL's band holds its throttle */
+		{ 300, 920, E, 25, 375 },  /* 92 %: the law's 37.5 */
+		{ 400, 960, E, 25, 500 },  /* 96 %: EMERGENCY's band, calm again */
+		{ 500, 780, E, 25, 0 },    /* WARN's band: no throttle */
+		{ 1400, 780, E, 25, 0 },   /* a sample counts at most a tick */
+		{ 1900, 780, W, 100, 0 },  /* 2 ticks of calm after 96 %: WARN */
+	};
+	struct policy_params p = params_default();
+	struct policy_state s;
+
+	policy_state_init(&s);
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		struct policy_input in = IN(.working_set = t[i].working_set, .tick_ms = 500);
+		struct policy_decision d;
+
+		policy_tick(&s, &p, &svc_default, &in, t[i].now, &d);
+		if (d.level != t[i].level || d.directive.gc_percent != t[i].gc ||
+		    d.directive.throttle != t[i].throttle)
+			fail_msg("case %zu: level %d gc %u throttle %u, want %d %u %u", i,
+				 d.level, d.directive.gc_percent, d.directive.throttle,
+				 t[i].level, t[i].gc, t[i].throttle);
+	}
 }
 
 /* The soft limit leaves out what the cgroup holds besides the clients'
@@ -1843,6 +1887,7 @@ int main(void)
 		cmocka_unit_test(test_lookahead_flat_and_falling),
 		cmocka_unit_test(test_probe_hysteresis),
 		cmocka_unit_test(test_probe_hysteresis_time),
+		cmocka_unit_test(test_hold_throttle),
 		cmocka_unit_test(test_level_out),
 		cmocka_unit_test(test_soft_limit_unowned),
 		cmocka_unit_test(test_emergency_directive),
