@@ -58,6 +58,7 @@ const (
 	reportMax     = time.Minute
 	orphanGrace   = 10 * time.Second // the directive outlives the daemon this long
 	writeTimeout  = time.Second      // a daemon that does not read is dropped
+	drainMax      = 4096             // unread datagrams Close discards, at most
 )
 
 // Options configure Start.  The zero value takes everything from the
@@ -370,7 +371,7 @@ func (c *Client) shutdown() {
 	// Best effort: the daemon notices a plain close as well (a failed
 	// send has closed the connection already).
 	if c.conn != nil && c.send(encodeBye(c.nextSeq(), byeNormal)) {
-		c.closeConn()
+		c.byeClose()
 	}
 	gate.throttle.Store(0)
 	c.levers.apply(0, 0)
@@ -504,6 +505,24 @@ func (c *Client) closeConn() {
 	c.conn = nil
 	c.in = nil
 	c.state = stateIdle
+}
+
+// byeClose closes the connection after our BYE.  A Unix socket closed with
+// unread datagrams makes the daemon's next read fail with ECONNRESET, ahead
+// of the BYE: so shut it first (nothing more can arrive), read what had
+// arrived, then close (conn_bye() in C).
+func (c *Client) byeClose() {
+	// The reader may take some of them meanwhile: closeConn stops it.
+	_ = c.conn.CloseRead()
+	_ = c.conn.CloseWrite()
+	_ = c.conn.SetReadDeadline(time.Now().Add(writeTimeout))
+	buf := make([]byte, msgMax)
+	for i := 0; i < drainMax; i++ {
+		if n, err := c.conn.Read(buf); err != nil || n == 0 {
+			break
+		}
+	}
+	c.closeConn()
 }
 
 // drop closes the connection after err and schedules the next attempt.

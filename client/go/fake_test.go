@@ -567,6 +567,38 @@ func TestFakeByeReconnects(t *testing.T) {
 	}
 }
 
+// Close with datagrams the client never read: the daemon still reads the
+// BYE, then the end; not ECONNRESET, which a Unix socket closed with
+// unread datagrams gives its peer ahead of what it sent (as the C
+// client's test_bye_after_queue_and_unread).
+func TestFakeByeAfterUnread(t *testing.T) {
+	f := newFake(t)
+	held := make(chan struct{})
+	c := start(t, Options{Socket: f.sock, OnLevel: func(Level) { <-held }})
+	fc := f.accept(5 * time.Second)
+	fc.register(directive{})
+	fc.direct(directive{level: Warn}) // the hook holds the client's goroutine
+	for i := 0; i < 20; i++ {
+		fc.send(encode(msgPing, f.nextSeq(), binary.LittleEndian.AppendUint64(nil, uint64(1+i))))
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	<-c.stop
+	close(held)
+	<-closed
+	buf := make([]byte, msgMax)
+	_ = fc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := fc.c.Read(buf)
+		if err != nil || n < headerSize {
+			t.Fatalf("before the BYE: %d bytes, %v", n, err)
+		}
+		if binary.LittleEndian.Uint16(buf) == msgBye {
+			break
+		}
+	}
+}
+
 // No daemon: no effect, and one message in the log for the outage.
 func TestNoDaemon(t *testing.T) {
 	ownSettings(t, 100, math.MaxInt64)
