@@ -32,9 +32,9 @@
 // (GC percent 25, a quarter of Admit's calls rejected), and flags its
 // reports so that the daemon looks at once (Stats.LocalLevel).  While the
 // heap grows, at any level, Admit also rejects the share of the growth
-// that would not fit under 9/8 of the soft limit within 2 seconds, up to
-// half (Stats.GrowthThrottle): work that stays live is shed before it is
-// admitted, not once it is.
+// that would not fit under 9/8 of the soft limit within 2 seconds, all of
+// it once past 9/8 (Stats.GrowthThrottle): work that stays live is shed
+// before it is admitted, not once it is.
 //
 // Without a daemon nothing changes: Admit admits, the runtime keeps its
 // settings, and the client reconnects in the background.  Problems go to
