@@ -242,9 +242,11 @@ func printableName(s string) string {
 // GOMEMLIMIT), its release demands through Options.OnRelease and then,
 // only for what is still owed, debug.FreeOSMemory (not while the runtime
 // is at its memory limit with few free pages); its throttle through
-// Admit.  At Normal, and at Close, the program's own GOGC and GOMEMLIMIT
-// come back exactly as they were.  Without a daemon for 10 s the last
-// directive lapses to Normal; the throttle lapses at once.
+// Admit.  At Normal the program's own GOGC comes back exactly as it was,
+// and GOMEMLIMIT is the lower of the program's own and the soft limit
+// (which memguardd sends at every level once it knows the budget); at
+// Close both come back exactly as they were.  Without a daemon for 10 s
+// the last directive lapses to Normal; the throttle lapses at once.
 func Start(o Options) (*Client, error) {
 	c := &Client{opts: o, socket: o.Socket, service: o.Service, process: o.Process}
 	if c.socket == "" {
