@@ -102,9 +102,13 @@ type Options struct {
 	// runtime is at its memory limit with few free pages: it already
 	// collects back to back, and the collection would return nothing.
 	OnRelease func(bytes uint64) uint64
-	// ExternalBytes, when set, returns the memory the application
-	// accounts for itself and could drop (its caches).  It is read for
-	// every REPORT; the daemon weighs release demands by it.
+	// ExternalBytes, when set, returns the memory the application holds
+	// outside the Go heap (cgo allocations, mapped buffers) and could
+	// drop, as mg_client_set_external_bytes() in C.  The local limit
+	// adds it to the runtime's memory, and it goes in every REPORT,
+	// where the daemon weighs release demands by it.  A cache on the Go
+	// heap is in the runtime's figures already: given here too, it
+	// would count twice.
 	ExternalBytes func() uint64
 }
 

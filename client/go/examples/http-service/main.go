@@ -34,7 +34,6 @@ const valueSize = 64 << 10
 type cache struct {
 	mu    sync.Mutex
 	items map[string][]byte
-	bytes uint64
 }
 
 func (c *cache) get(key string) []byte {
@@ -49,7 +48,6 @@ func (c *cache) get(key string) []byte {
 		v[i] = sum[i%len(sum)]
 	}
 	c.items[key] = v
-	c.bytes += valueSize
 	return v
 }
 
@@ -67,14 +65,7 @@ func (c *cache) release(want uint64) uint64 {
 		delete(c.items, k)
 		freed += valueSize
 	}
-	c.bytes -= freed
 	return freed
-}
-
-func (c *cache) size() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.bytes
 }
 
 func main() {
@@ -84,10 +75,9 @@ func main() {
 	c := &cache{items: map[string][]byte{}}
 
 	client, err := memguard.Start(memguard.Options{
-		Log:           func(err error) { logger.Print(err) },
-		OnLevel:       func(l memguard.Level) { logger.Printf("memguard level %s", l) },
-		OnRelease:     c.release,
-		ExternalBytes: c.size,
+		Log:       func(err error) { logger.Print(err) },
+		OnLevel:   func(l memguard.Level) { logger.Printf("memguard level %s", l) },
+		OnRelease: c.release,
 	})
 	if err != nil {
 		logger.Fatal(err)
