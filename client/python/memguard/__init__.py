@@ -45,7 +45,6 @@ logging.getLogger("memguard").addHandler(logging.NullHandler())
 
 _lock = threading.Lock()
 _instance = None
-_fork_hooks_registered = False
 
 
 def _before_fork():
@@ -62,10 +61,19 @@ def _after_fork_parent():
 
 def _after_fork_child():
     global _lock
+    # A thread of the parent may have held these (in start(), on_release(),
+    # admit()); the child does not have that thread, so it gets locks of
+    # its own, whether memguard runs or not.
     _lock = threading.Lock()
+    _client.hooks.lock = threading.Lock()
+    admission.renew_lock()
     c = _instance
     if c is not None:
         c.after_fork_child()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                    after_in_child=_after_fork_child)
 
 
 def start(service=None, socket=None, *, process=None, external=None):
@@ -87,7 +95,7 @@ def start(service=None, socket=None, *, process=None, external=None):
     memguard logs an error and does not start.  After
     ``os.fork()`` the child registers as itself, on its own connection.
     """
-    global _instance, _fork_hooks_registered
+    global _instance
     with _lock:
         if _instance is not None:
             return
@@ -103,10 +111,6 @@ def start(service=None, socket=None, *, process=None, external=None):
                     "memguard not started: $MEMGUARD_SERVICE or $MEMGUARD_SOCKET: %s", e)
                 return
             raise
-        if not _fork_hooks_registered:
-            os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
-                                after_in_child=_after_fork_child)
-            _fork_hooks_registered = True
         c.start()
         _instance = c
 

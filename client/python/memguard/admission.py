@@ -59,11 +59,18 @@ def counts():
         return _admitted, _rejected
 
 
+def renew_lock():
+    """In a fork() child: a lock of its own, the parent's may have been
+    held by a thread the child does not have."""
+    global _lock
+    _lock = threading.Lock()
+
+
 def reset_after_fork():
     """In a fork() child: counters from zero (a REPORT counts "since the
     process started") and no throttle until the child's own directive."""
-    global _lock, _admitted, _rejected, _throttle
-    _lock = threading.Lock()
+    global _admitted, _rejected, _throttle
+    renew_lock()
     _admitted = _rejected = 0
     _throttle = 0
 

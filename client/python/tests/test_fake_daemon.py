@@ -5,6 +5,8 @@ the admission share."""
 import asyncio
 import gc
 import os
+import select
+import signal
 import threading
 import time
 import unittest
@@ -323,6 +325,75 @@ class FakeDaemonTest(fake.ClientTestCase):
         finally:
             os.close(r)
             os.waitpid(pid, 0)
+
+    def fork_and_wait(self, check, timeout=8.0):
+        """fork(); the child reports check() through a pipe.  Returns what
+        it reported, or None when it hung (it is killed then)."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            ok = b"n"
+            try:
+                ok = b"y" if check() else b"n"
+            finally:
+                os.write(w, ok)
+                os._exit(0)
+        os.close(w)
+        try:
+            ready = select.select([r], [], [], timeout)[0]
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                return None
+            return os.read(r, 1)
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+
+    def test_fork_while_another_thread_holds_a_lock_of_the_package(self):
+        # A thread of the parent inside on_release() or admit() when
+        # another forks: the child has the lock but not the thread.
+        peer = self.start()
+        peer.register()
+        wait_for(lambda: memguard.state()["connected"], what="registration")
+        for lock in (lambda: memguard.client.hooks.lock, lambda: memguard.admission._lock):
+            got, done = threading.Event(), threading.Event()
+
+            def hold():
+                with lock():
+                    got.set()
+                    done.wait()
+            t = threading.Thread(target=hold)
+            t.start()
+            got.wait()
+
+            def child():
+                memguard.on_release(lambda n: 0)
+                memguard.admit()
+                return memguard.state() is not None
+            try:
+                answer = self.fork_and_wait(child)
+            finally:
+                done.set()
+                t.join()
+            self.assertEqual(answer, b"y", "the child hung on a lock its parent's thread held")
+        # Without memguard running too: admit() is for every process.
+        memguard.stop()
+        got, done = threading.Event(), threading.Event()
+
+        def hold_admission():
+            with memguard.admission._lock:
+                got.set()
+                done.wait()
+        t = threading.Thread(target=hold_admission)
+        t.start()
+        got.wait()
+        try:
+            answer = self.fork_and_wait(memguard.admit)
+        finally:
+            done.set()
+            t.join()
+        self.assertEqual(answer, b"y", "admit() hung in a child of a process not running memguard")
 
     def test_stop_says_bye(self):
         peer = self.start()
