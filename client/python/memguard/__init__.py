@@ -103,14 +103,11 @@ def start(service=None, socket=None, *, process=None, external=None):
             set_external(external)
         try:
             c = _client.Client(service=service, socket_path=socket, process=process)
-        except ValueError as e:
-            if (service is None and os.environ.get("MEMGUARD_SERVICE")) or \
-                    (socket is None and os.environ.get("MEMGUARD_SOCKET")):
-                # The environment's fault, not the caller's: the service runs on.
-                logging.getLogger("memguard").error(
-                    "memguard not started: $MEMGUARD_SERVICE or $MEMGUARD_SOCKET: %s", e)
-                return
-            raise
+        except _client.BadEnvironment as e:
+            # The environment's fault, not the caller's: the service runs on.
+            logging.getLogger("memguard").error(
+                "memguard not started: $MEMGUARD_SERVICE or $MEMGUARD_SOCKET: %s", e)
+            return
         c.start()
         _instance = c
 

@@ -108,28 +108,43 @@ def _process_name():
     return name.encode("ascii") or b"python"
 
 
-def _name(value, what):
+class BadEnvironment(ValueError):
+    """$MEMGUARD_SOCKET or $MEMGUARD_SERVICE holds a value memguard cannot use."""
+
+
+def _name(value, what, error=ValueError):
     try:
         b = value.encode("ascii", "strict") if isinstance(value, str) else bytes(value)
     except UnicodeEncodeError:
         b = b"\x80"
     if not protocol.is_name(b):
-        raise ValueError("%s must be at most 255 printable ASCII characters" % what)
+        raise error("%s must be at most 255 printable ASCII characters" % what)
     return b
+
+
+def _socket_path(path, error=ValueError):
+    if len(os.fsencode(path)) >= 108:
+        raise error("socket path too long: %r" % path)
+    return path
 
 
 class Client:
     """A registration of this process with memguardd.  Use
-    :func:`memguard.start` rather than this class."""
+    :func:`memguard.start` rather than this class.  Raises ValueError for
+    a wrong argument, else :class:`BadEnvironment` for a wrong value from
+    the environment."""
 
     def __init__(self, service=None, socket_path=None, process=None):
-        path = socket_path or _env("MEMGUARD_SOCKET") or DEFAULT_SOCKET
-        if len(os.fsencode(path)) >= 108:
-            raise ValueError("socket path too long: %r" % path)
-        self.socket_path = path
-        service = service if service is not None else _env("MEMGUARD_SERVICE")
+        # The arguments first: the caller's mistake is the caller's to
+        # hear, whatever the environment holds.
+        path = _socket_path(socket_path) if socket_path else None
         self.service = _name(service, "service") if service else b""
         self.process = _name(process, "process") if process else _process_name()
+        if path is None:
+            path = _socket_path(_env("MEMGUARD_SOCKET") or DEFAULT_SOCKET, BadEnvironment)
+        self.socket_path = path
+        if service is None and _env("MEMGUARD_SERVICE"):
+            self.service = _name(_env("MEMGUARD_SERVICE"), "$MEMGUARD_SERVICE", BadEnvironment)
         self.alloc = memory.Allocator()
         self.gc = GCTuner()
         self._lock = threading.RLock()

@@ -425,6 +425,18 @@ class FakeDaemonTest(fake.ClientTestCase):
         finally:
             del os.environ["MEMGUARD_SERVICE"]
         self.assertFalse(memguard.running())
+        # A wrong argument raises even when the environment has a value of
+        # its own (good or bad) for the other one.
+        for var, value, kw in (("MEMGUARD_SOCKET", self.daemon.path, {"service": "caf\u00e9"}),
+                               ("MEMGUARD_SERVICE", "web", {"socket": "/" + "s" * 200}),
+                               ("MEMGUARD_SOCKET", "/" + "s" * 200, {"service": "a\x01"})):
+            os.environ[var] = value
+            try:
+                with self.assertRaises(ValueError, msg="%s=%r, %r" % (var, value, kw)):
+                    memguard.start(**kw)
+            finally:
+                del os.environ[var]
+            self.assertFalse(memguard.running())
 
     def test_hook_that_raises_is_logged(self):
         def bad(n):
