@@ -198,17 +198,24 @@ class Client:
             self._thread.join(10)
         with self._lock:
             if self._sock is not None:
-                # Closing with unread datagrams resets the connection, and the
-                # daemon would never read the BYE: take what is there first.
+                # As conn_bye(): what was queued goes first, so the BYE
+                # comes last, in order; best effort and without waiting.
                 try:
-                    while self._sock.recv(protocol.MSG_MAX, socket.MSG_DONTWAIT):
-                        pass
-                except OSError:
-                    pass
-                try:
+                    while self._out:
+                        self._sock.send(self._out[0], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                        self._out.pop(0)
                     seq = self._seq + 1 if self._seq < 2 ** 32 - 1 else 1
                     self._sock.send(protocol.encode_bye(seq),
                                     socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                except OSError:
+                    pass
+                # Closing with unread datagrams resets the connection, and the
+                # daemon would read that ahead of the BYE: shut the socket
+                # (nothing more can arrive), take what is there, then close.
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                    while self._sock.recv(protocol.MSG_MAX, socket.MSG_DONTWAIT):
+                        pass
                 except OSError:
                     pass
                 self._sock.close()

@@ -403,6 +403,37 @@ class FakeDaemonTest(fake.ClientTestCase):
         self.assertEqual((t, bye["reason"]), (0x0005, 0))
         self.assertIsNone(peer.recv())
 
+    def test_stop_says_bye_after_what_was_queued_and_whatever_crosses_it(self):
+        peer = self.start()
+        peer.register()
+        wait_for(lambda: memguard.state()["connected"], what="registration")
+        c = memguard._instance
+        # A PONG still queued (the socket was full a moment ago) goes first.
+        with c._lock:
+            c._seq += 1
+            c._out.append(memguard.protocol.encode_pong(c._seq, 77))
+        real = memguard.protocol.encode_bye
+
+        def bye_crossed_by_a_ping(seq, reason=0):
+            # The daemon's PING arrives while the client says goodbye: a
+            # socket closed with it unread resets the connection, and the
+            # daemon would read that instead of the BYE.
+            peer.send(fake.ping(peer.next_seq(), 5))
+            time.sleep(0.05)
+            return real(seq, reason)
+        memguard.protocol.encode_bye = bye_crossed_by_a_ping
+        try:
+            memguard.stop()
+        finally:
+            memguard.protocol.encode_bye = real
+        m = peer.recv(skip=(0x0002,))
+        self.assertIsNotNone(m, "the daemon read a reset, not the PONG")
+        self.assertEqual((m[0], m[2]), (0x0004, {"cookie": 77}))
+        m = peer.recv(skip=(0x0002,))
+        self.assertIsNotNone(m, "the daemon read a reset, not the BYE")
+        self.assertEqual((m[0], m[2]), (0x0005, {"reason": 0}))
+        self.assertIsNone(peer.recv())
+
     def test_no_daemon_is_no_error(self):
         memguard.start(socket=os.path.join(self.daemon.dir, "absent.sock"))
         time.sleep(0.3)
