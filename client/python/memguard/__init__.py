@@ -153,17 +153,21 @@ def on_release(fn):
 def on_level(fn):
     """Add a level hook: ``fn(level)`` with :data:`NORMAL` ... :data:`EMERGENCY`,
     called from memguard's thread each time the level changes (a cache
-    shrinks its capacity above NORMAL and grows back at NORMAL).  Returns
+    shrinks its capacity above NORMAL and grows back at NORMAL), and once
+    soon after it is added if the level is above NORMAL then.  Returns
     `fn`, so it works as a decorator."""
     with _client.hooks.lock:
-        _client.hooks.level.append(fn)
+        _client.hooks.new_level.append(fn)
+    c = _instance
+    if c is not None:
+        c.wake()
     return fn
 
 
 def remove_hook(fn):
     """Remove `fn` from the release and level hooks (no error if absent)."""
     with _client.hooks.lock:
-        for lst in (_client.hooks.release, _client.hooks.level):
+        for lst in (_client.hooks.release, _client.hooks.level, _client.hooks.new_level):
             while fn in lst:
                 lst.remove(fn)
 

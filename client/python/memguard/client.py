@@ -53,6 +53,7 @@ class Hooks:
         self.lock = threading.Lock()
         self.release = []
         self.level = []
+        self.new_level = []      # level hooks not yet told the level in force
         self.external = None
 
     def snapshot(self):
@@ -60,8 +61,23 @@ class Hooks:
         with self.lock:
             return list(self.release), list(self.level), self.external
 
+    def adopt_new_level(self):
+        """The level hooks added since the last call, now among the others."""
+        with self.lock:
+            new, self.new_level = self.new_level, []
+            self.level.extend(new)
+        return new
+
 
 hooks = Hooks()
+
+
+def _tell_level(fns, level):
+    for fn in fns:
+        try:
+            fn(level)
+        except Exception:
+            log.exception("memguard level hook %r failed", fn)
 
 
 class GCTuner:
@@ -308,6 +324,11 @@ class Client:
                 pass
         except OSError:
             pass
+        # A hook added above NORMAL learns the level now, not at the next
+        # change (sync_hooks() in C).
+        new = hooks.adopt_new_level()
+        if new and self.applied.level != protocol.NORMAL:
+            _tell_level(new, self.applied.level)
         if self._sock is not None and self._out:
             self._flush()
         n = 0
@@ -512,11 +533,7 @@ class Client:
                     d.gc_percent, d.throttle / 10, d.soft_limit)
             if d.level > before:
                 gc.collect()
-            for fn in hooks.snapshot()[1]:
-                try:
-                    fn(d.level)
-                except Exception:
-                    log.exception("memguard level hook %r failed", fn)
+            _tell_level(hooks.snapshot()[1], d.level)
         if seq and d.release > 0:
             freed = self._release(d.release)
             us = int((time.monotonic() - t0) * 1e6)

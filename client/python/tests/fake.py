@@ -188,6 +188,7 @@ class ClientTestCase(unittest.TestCase):
         with mgclient.hooks.lock:
             mgclient.hooks.release.clear()
             mgclient.hooks.level.clear()
+            mgclient.hooks.new_level.clear()
             mgclient.hooks.external = None
         gc.set_threshold(*self.saved_threshold)
 

@@ -127,6 +127,22 @@ class FakeDaemonTest(fake.ClientTestCase):
         self.assertEqual(seen, [1, 2, 0])
         self.assertEqual(memguard.level(), memguard.NORMAL)
 
+    def test_level_hook_added_above_normal_learns_the_level(self):
+        peer = self.start()
+        peer.register(level=2, gc=75)
+        wait_for(lambda: memguard.level() == memguard.CRITICAL, what="CRITICAL")
+        late, calm = [], []
+        memguard.on_level(late.append)
+        wait_for(lambda: late == [memguard.CRITICAL], what="the late hook told CRITICAL")
+        peer.send(directive(peer.next_seq(), level=0, gc=0))
+        wait_for(lambda: late == [memguard.CRITICAL, memguard.NORMAL], what="NORMAL told")
+        # added at NORMAL: told nothing until the level changes
+        memguard.on_level(calm.append)
+        peer.send(directive(peer.next_seq(), level=1, gc=90))
+        wait_for(lambda: late[-1] == memguard.WARN, what="WARN told")
+        self.assertEqual(calm, [memguard.WARN])
+        self.assertEqual(late, [memguard.CRITICAL, memguard.NORMAL, memguard.WARN])
+
     def test_ping_pong(self):
         peer = self.start()
         peer.register()
