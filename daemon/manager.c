@@ -680,6 +680,15 @@ static void manager_remap_clients(struct manager *m)
 	}
 }
 
+/* Move `*a` into `*b` and `*b` into `*a`. */
+static void swap_str(char **a, char **b)
+{
+	char *t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
 /* Apply a new configuration: keep services by name and cgroup (their
  * clients, state and escalations), add new ones, drop removed ones, then
  * re-map every client.  All allocation happens before anything changes, so
@@ -752,9 +761,15 @@ static int manager_apply(struct manager *m, struct mg_conf *conf)
 	free(m->services);
 	m->services = TAKE_PTR(list);
 	m->n_services = n;
-	manager_save_escalations(m);
+	/* The socket, its group and the cgroup root apply at the next start:
+	 * keep those the daemon runs with (--socket's, say), as the record of
+	 * escalations names the socket and a restart on it must trust it. */
+	swap_str(&conf->daemon.socket, &m->conf->daemon.socket);
+	swap_str(&conf->daemon.socket_group, &m->conf->daemon.socket_group);
+	swap_str(&conf->daemon.cgroup_root, &m->conf->daemon.cgroup_root);
 	conf_free(m->conf);
 	m->conf = conf;
+	manager_save_escalations(m);
 
 	manager_remap_clients(m);
 	m->tick_all = true;
@@ -789,14 +804,15 @@ int manager_reload(struct manager *m, char *problems, size_t size)
 	if (r < 0)
 		return log_errno(r, "Failed to read %s, keeping the running configuration: %m",
 				 m->paths.config);
-	/* The daemon section's socket and roots apply at the next start;
-	 * its log level and admin group at once (--log-level wins). */
-	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : conf->daemon.log_level);
-	server_set_admin_gid(m->server, admin_gid(conf));
-	set_limits(m, conf);
 	r = manager_apply(m, conf);
 	if (r < 0)
 		return r;
+	/* Only once it is applied, so that a failure changes nothing: the
+	 * log level (--log-level wins), the admin group and the limits take
+	 * effect at once; the socket and the roots at the next start. */
+	log_set_max_level(m->paths.log_level >= 0 ? m->paths.log_level : m->conf->daemon.log_level);
+	server_set_admin_gid(m->server, admin_gid(m->conf));
+	set_limits(m, m->conf);
 	log_info("Reloaded %s: %zu services", m->paths.config, m->n_services);
 	return 0;
 }

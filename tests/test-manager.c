@@ -283,6 +283,36 @@ static void test_reload_keeps(void **state)
 	close(b);
 }
 
+/* The [daemon] keys that apply at the next start (socket, socket_group,
+ * cgroup_root) keep, across a reload, the values the daemon runs with:
+ * the record of memory.high values to put back names the socket in use,
+ * or a restart on that socket after a crash would not trust it. */
+static void test_reload_keeps_start_keys(void **state)
+{
+	struct mfixture *t = *state;
+	struct service *web = service_by_name(t->m, "web");
+	char want[256], text[512];
+
+	fixture_put(&t->fx, "memguard.conf",
+		    "[daemon]\nsocket = /run/elsewhere/memguardd.sock\nsocket_group = root\n"
+		    "cgroup_root = /sys/fs/cgroup/elsewhere\ntick = 60s\nlog_level = warning\n%s",
+		    services);
+	assert_int_equal(manager_reload(t->m, NULL, 0), 0);
+	assert_string_equal(t->m->conf->daemon.socket, t->fx.sock);
+	assert_string_equal(t->m->conf->daemon.socket_group, CONF_DEFAULT_SOCKET_GROUP);
+	assert_null(t->m->conf->daemon.cgroup_root);
+
+	web->saved_high_valid = true;
+	web->saved_high = 64 * MiB;
+	manager_save_escalations(t->m);
+	snprintf(want, sizeof(want), "socket %s\n%llu %s\n", t->fx.sock,
+		 (unsigned long long)(64 * MiB), web->v2_dir);
+	assert_string_equal(fixture_get(&t->fx, "memguardd.sock.escalations", text, sizeof(text)),
+			    want);
+	web->saved_high_valid = false;
+	manager_save_escalations(t->m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +323,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_closes_one, setup,
 						mfixture_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_keeps, setup, mfixture_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_keeps_start_keys, setup,
+						mfixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
