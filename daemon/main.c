@@ -306,11 +306,14 @@ int main(int argc, char **argv)
 			log_set_max_level(a.log_level);
 		r = manager_load_config(a.config, a.config_given, NULL, 0, &conf);
 		if (r < 0) {
-			if (r == -EINVAL)
+			/* Only a broken file keeps the unit from restarting
+			 * us: one that could not be read may be there later. */
+			if (r == -EINVAL) {
 				log_error("%s is broken; not starting", a.config);
-			else
-				log_errno(r, "Failed to read %s: %m", a.config);
-			return EXIT_CONFIG;
+				return EXIT_CONFIG;
+			}
+			log_errno(r, "Failed to read %s: %m", a.config);
+			return 1;
 		}
 		log_set_max_level(a.log_level >= 0 ? a.log_level : conf->daemon.log_level);
 		if (a.socket) {

@@ -501,6 +501,34 @@ static void test_broken_config_exit_status(void **state)
 	assert_int_equal(access(sock, F_OK), -1);
 }
 
+/* A configuration that cannot be read is not a broken one: exit 1, as
+ * memguardd(8) says (the unit restarts the daemon on it), and why. */
+static void test_unreadable_config_exit_status(void **state)
+{
+	char conf[128], moved[128], err[128], sock[128], text[2048] = "";
+	int status, fd;
+	ssize_t n;
+	pid_t pid;
+
+	snprintf(conf, sizeof(conf), "%s/memguard.conf", fx.dir);
+	snprintf(moved, sizeof(moved), "%s/memguard.conf.moved", fx.dir);
+	snprintf(err, sizeof(err), "%s/stderr", fx.dir);
+	snprintf(sock, sizeof(sock), "%s/other.sock", fx.dir);
+	assert_int_equal(rename(conf, moved), 0);
+	pid = fixture_start(&fx, sock, err, "notice");
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(rename(moved, conf), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	fd = open(err, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	assert_true(n > 0);
+	assert_non_null(strstr(text, "memguard.conf: No such file or directory"));
+	assert_int_equal(access(sock, F_OK), -1);
+}
+
 static void test_socket_mode_and_group(void **state)
 {
 	struct stat st;
@@ -554,6 +582,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_runtime_dir_read_only_or_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_killed_mid_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broken_config_exit_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_config_exit_status, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_traversal_names_refused, setup, teardown),
 	};
