@@ -578,7 +578,7 @@ static bool parse_group(struct parser *p, const struct key *k, void *field, cons
 static bool parse_cgroup_root(struct parser *p, const struct key *k, void *field,
 			      const char *value)
 {
-	if (streq(value, "auto")) {
+	if (strcasecmp(value, "auto") == 0) {
 		set_string(p, field, NULL);
 		return true;
 	}

@@ -504,6 +504,25 @@ static void test_layout(void **state)
 	assert_true(c->services[0].budget.bytes == UINT64_C(1) << 30);
 }
 
+/* "The words max, auto, the enforce modes and the log levels are not"
+ * case-sensitive (memguard.conf(5), SYNTAX). */
+static void test_words_any_case(void **state)
+{
+	static const char text[] = "[daemon]\n"
+				   "cgroup_root = AUTO\n"
+				   "log_level = Debug\n"
+				   "[web]\n"
+				   "budget = MAX\n"
+				   "enforce = High\n";
+	_cleanup_(conf_freep) struct mg_conf *c = NULL;
+
+	c = parse_good(text, strlen(text));
+	assert_null(c->daemon.cgroup_root);
+	assert_int_equal(c->daemon.log_level, 7);
+	assert_int_equal(c->services[0].budget.kind, CONF_SIZE_MAX);
+	assert_int_equal(c->services[0].enforce, MG_ENFORCE_HIGH);
+}
+
 /* The longest line that fits, and comment lines longer than any. */
 static void test_line_length(void **state)
 {
@@ -950,6 +969,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_empty_and_comments),
 		cmocka_unit_test(test_layout),
+		cmocka_unit_test(test_words_any_case),
 		cmocka_unit_test(test_line_length),
 		cmocka_unit_test(test_max_services),
 		cmocka_unit_test(test_all_errors_reported),
