@@ -989,6 +989,49 @@ static void service_check(struct parser *p)
 	}
 }
 
+/* "'10' (line 4)" or "16 (default)": a daemon key on the other side. */
+static const char *describe_daemon(const struct section *sec, size_t idx, uint32_t value,
+				   char *buf, size_t size)
+{
+	if (sec->key_line[idx])
+		snprintf(buf, size, "'%s' (line %u)", sec->text[idx], sec->key_line[idx]);
+	else
+		snprintf(buf, size, "%" PRIu32 " (default)", value);
+	return buf;
+}
+
+/* Checks that need more than one key of [daemon]: reserving every
+ * connection for admins would refuse every client.  A key this section
+ * did not set counts at its default (a duplicate [daemon] is read into a
+ * cleared scratch copy). */
+static void daemon_check(struct parser *p)
+{
+	struct section *sec = &p->sec;
+	uint32_t max = sec->key_line[DKEY_MAX_CONNECTIONS] ? sec->daemon->max_connections
+							    : CONF_DEFAULT_MAX_CONNECTIONS;
+	uint32_t reserved = sec->key_line[DKEY_ADMIN_RESERVED] ?
+				    sec->daemon->admin_reserved_connections :
+				    CONF_DEFAULT_ADMIN_RESERVED;
+	char other[INI_MAX_LINE + 32];
+	unsigned line;
+
+	if (sec->key_bad[DKEY_MAX_CONNECTIONS] || sec->key_bad[DKEY_ADMIN_RESERVED] ||
+	    reserved < max)
+		return;
+	line = later_line(sec, DKEY_MAX_CONNECTIONS, DKEY_ADMIN_RESERVED);
+	if (line == sec->key_line[DKEY_ADMIN_RESERVED])
+		problem_at(p, line, "admin_reserved_connections '%s' must be below "
+			   "max_connections %s, or no client could connect",
+			   sec->text[DKEY_ADMIN_RESERVED],
+			   describe_daemon(sec, DKEY_MAX_CONNECTIONS, max, other, sizeof(other)));
+	else
+		problem_at(p, line, "max_connections '%s' must be above "
+			   "admin_reserved_connections %s, or no client could connect",
+			   sec->text[DKEY_MAX_CONNECTIONS],
+			   describe_daemon(sec, DKEY_ADMIN_RESERVED, reserved, other,
+					   sizeof(other)));
+}
+
 /* Move the service being read into the configuration.  Returns -ENOMEM or 0. */
 static int service_commit(struct parser *p)
 {
@@ -1031,6 +1074,8 @@ static void section_end(struct parser *p)
 {
 	struct section *sec = &p->sec;
 
+	if (sec->kind == SECTION_DAEMON)
+		daemon_check(p);
 	if (sec->kind == SECTION_SERVICE) {
 		service_check(p);
 		if (sec->keep && service_commit(p) < 0)

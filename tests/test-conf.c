@@ -643,6 +643,14 @@ static const struct bad bad[] = {
 	  "warn '95%' must be below critical 90% (default)" },
 	{ "critical below default warn", "[web]\ncritical = 70%\n", 0, 2,
 	  "critical '70%' must be above warn 80% (default)" },
+	{ "max_connections under the admins' default reserve",
+	  "[daemon]\nmax_connections = 10\n", 0, 2,
+	  "max_connections '10' must be above admin_reserved_connections 16 (default), "
+	  "or no client could connect" },
+	{ "admin_reserved_connections equal to max_connections, set later",
+	  "[daemon]\nmax_connections = 20\nadmin_reserved_connections = 20\n", 0, 3,
+	  "admin_reserved_connections '20' must be below max_connections '20' (line 2), "
+	  "or no client could connect" },
 	{ "guarantee > budget", "[web]\nbudget = 1G\nguarantee = 2G\n", 0, 3,
 	  "guarantee '2G' is above budget '1G' (line 2)" },
 	{ "guarantee > budget, in percent", "[web]\nguarantee = 30%\nbudget = 20%\n", 0, 3,
