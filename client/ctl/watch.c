@@ -247,9 +247,11 @@ static void watch_pause(int64_t deadline, bool screen, const char *frame, bool k
 		if (got_winch && screen)
 			fputs("\033[2J", stdout);
 		got_winch = 0;
-		if (w == WATCH_REDRAW && frame && screen) {
-			/* Redraw what we have; the next request waits for its time. */
-			watch_draw(frame);
+		if (w == WATCH_REDRAW) {
+			/* Redraw what we have; the next request waits for its time.
+			 * Frames that follow each other have nothing to redraw. */
+			if (frame && screen)
+				watch_draw(frame);
 			continue;
 		}
 		return;
