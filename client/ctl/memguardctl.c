@@ -275,7 +275,7 @@ static void help(void)
 	       "        SIZE, or with 'all': everything they can\n"
 	       "  set-budget SERVICE SIZE\n"
 	       "        change SERVICE's budget at run time only: it is not saved to\n"
-	       "        memguard.conf, so memguardd forgets it when it restarts\n"
+	       "        memguard.conf, and memguardd forgets it at the next reload or restart\n"
 	       "  reload\n"
 	       "        make memguardd read memguard.conf again; a broken file is refused\n"
 	       "        and the running configuration stays\n"
