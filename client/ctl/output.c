@@ -414,10 +414,15 @@ static void status_json(FILE *f, const struct status *s)
 	json_string(f, d->version);
 	fputs(",\"hostname\":", f);
 	json_string(f, host);
-	fprintf(f, ",\"services\":%" PRIu32 ",\"clients\":%" PRIu32 ",\"tick_ms\":%" PRIu32
-		   ",\"memory_total_bytes\":%" PRIu64 ",\"memory_available_bytes\":%" PRIu64
-		   ",\"pressure_some_avg10\":%s,\"pressure_full_avg10\":%s},\"services\":[",
-		d->services, d->clients, d->tick_ms, d->mem_total, d->mem_available,
+	fprintf(f, ",\"services\":%" PRIu32 ",\"clients\":%" PRIu32 ",\"tick_ms\":%" PRIu32,
+		d->services, d->clients, d->tick_ms);
+	/* mem_total 0: the daemon could not read the host's memory. */
+	if (d->mem_total)
+		fprintf(f, ",\"memory_total_bytes\":%" PRIu64
+			   ",\"memory_available_bytes\":%" PRIu64, d->mem_total, d->mem_available);
+	else
+		fputs(",\"memory_total_bytes\":null,\"memory_available_bytes\":null", f);
+	fprintf(f, ",\"pressure_some_avg10\":%s,\"pressure_full_avg10\":%s},\"services\":[",
 		fmt_bp(a, d->host_some_avg10, 2, ""), fmt_bp(b, d->host_full_avg10, 2, ""));
 	for (size_t i = 0; i < s->n_services; i++) {
 		const struct mg_status_service *v = &s->services[i];
