@@ -292,7 +292,7 @@ static void help(void)
 	       "  -b, --bytes         sizes as numbers of bytes, not as 512.0M\n"
 	       "      --timeout TIME  how long to wait for memguardd to accept the connection\n"
 	       "                      and to answer a request in full: seconds, or 2s, 500ms\n"
-	       "                      (default 5s)\n"
+	       "                      (1ms to 12 days; default 5s)\n"
 	       "  -h, --help          show this help and exit\n"
 	       "  -V, --version       show the version and exit\n"
 	       "\n"
@@ -371,8 +371,8 @@ static int parse_options(int argc, char **argv, struct ctl *c, struct cmd_args *
 			break;
 		case ARG_TIMEOUT:
 			if (parse_interval(optarg, &ms) < 0 || ms == 0 || ms > INT32_MAX / 2)
-				return usage_error("--timeout: '%s' is not a duration (e.g. 5, 2s, "
-						   "500ms)", optarg);
+				return usage_error("--timeout: '%s' is not a duration from 1ms to "
+						   "12 days (e.g. 5, 2s, 500ms)", optarg);
 			c->timeout_ms = (int)ms;
 			break;
 		case ARG_WATCH:
