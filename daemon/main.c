@@ -281,6 +281,41 @@ static int open_socket(const struct mg_conf *conf, bool *ret_own)
 	return fd;
 }
 
+/* The configuration to start with, --log-level and --socket applied:
+ * 0, or the exit status.  Only a broken file is EXIT_CONFIG, which keeps
+ * the unit from restarting us: one that could not be read may be there
+ * later. */
+static int load_config(const struct args *a, struct mg_conf **ret)
+{
+	struct mg_conf *conf = NULL;
+	int r;
+
+	if (a->log_level >= 0)
+		log_set_max_level(a->log_level);
+	r = manager_load_config(a->config, a->config_given, NULL, 0, &conf);
+	if (r == -EINVAL) {
+		log_error("%s is broken; not starting", a->config);
+		return EXIT_CONFIG;
+	}
+	if (r < 0) {
+		log_errno(r, "Failed to read %s: %m", a->config);
+		return 1;
+	}
+	log_set_max_level(a->log_level >= 0 ? a->log_level : conf->daemon.log_level);
+	if (a->socket) {
+		char *s = strdup(a->socket);
+
+		if (!s) {
+			conf_free(conf);
+			return 1;
+		}
+		free(conf->daemon.socket);
+		conf->daemon.socket = s;
+	}
+	*ret = conf;
+	return 0;
+}
+
 /* The start in its order: options, log, config, signals, socket, manager. */
 int main(int argc, char **argv)
 {
@@ -302,31 +337,9 @@ int main(int argc, char **argv)
 			return check_config(&a);
 
 		log_open();
-		if (a.log_level >= 0)
-			log_set_max_level(a.log_level);
-		r = manager_load_config(a.config, a.config_given, NULL, 0, &conf);
-		if (r < 0) {
-			/* Only a broken file keeps the unit from restarting
-			 * us: one that could not be read may be there later. */
-			if (r == -EINVAL) {
-				log_error("%s is broken; not starting", a.config);
-				return EXIT_CONFIG;
-			}
-			log_errno(r, "Failed to read %s: %m", a.config);
-			return 1;
-		}
-		log_set_max_level(a.log_level >= 0 ? a.log_level : conf->daemon.log_level);
-		if (a.socket) {
-			char *s = strdup(a.socket);
-
-			if (!s) {
-				conf_free(conf);
-				return 1;
-			}
-			free(conf->daemon.socket);
-			conf->daemon.socket = s;
-		}
-
+		r = load_config(&a, &conf);
+		if (r != 0)
+			return r;
 		paths_from_args(&a, &proc_files, &paths);
 	}
 
