@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,10 @@ struct ctl {
 	int fd;                          /* -1 while not connected */
 	uint32_t seq;                    /* of the last request */
 	char error[CTL_ESCAPED_MAX + 256]; /* why the last call failed */
+	/* --watch: the signal mask to wait for an answer with, and the flag
+	 * its handler sets to give the request up (NULL: poll() as is). */
+	const sigset_t *waitmask;
+	const volatile sig_atomic_t *quit;
 };
 
 /* Receives each answer to a request but the final RESULT; returns 0, or

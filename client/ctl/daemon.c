@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -78,9 +79,10 @@ int64_t now_ms(void)
 }
 
 /*
- * Wait until `deadline` (now_ms()) for one datagram and decode it.
- * Returns 0, or -ETIMEDOUT, -ECONNRESET (the daemon closed the
- * connection), -EBADMSG (a datagram that does not decode), or another
+ * Wait until `deadline` (now_ms()) for one datagram and decode it, with
+ * c->waitmask's signals let in (--watch).  Returns 0, or -ETIMEDOUT,
+ * -ECONNRESET (the daemon closed the connection), -EBADMSG (a datagram
+ * that does not decode), -EINTR (a signal set *c->quit), or another
  * -errno of recvmsg().
  */
 static int ctl_recv(struct ctl *c, int64_t deadline, struct mg_msg *ret)
@@ -97,7 +99,16 @@ static int ctl_recv(struct ctl *c, int64_t deadline, struct mg_msg *ret)
 
 		if (left <= 0)
 			return -ETIMEDOUT;
-		r = poll(&p, 1, (int)left);
+		if (c->waitmask) {
+			struct timespec ts = { .tv_sec = left / 1000,
+					       .tv_nsec = left % 1000 * 1000000 };
+
+			r = ppoll(&p, 1, &ts, c->waitmask);
+		} else {
+			r = poll(&p, 1, (int)left);
+		}
+		if (r < 0 && errno == EINTR && c->quit && *c->quit)
+			return -EINTR;
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r <= 0)

@@ -275,6 +275,9 @@ int status_watch(struct ctl *c, uint32_t interval_ms)
 	int st = CTL_EXIT_OK, r;
 
 	watch_signals(keys, &handled, &waitmask);
+	/* Ctrl-C while the daemon is slow to answer ends the wait too. */
+	c->waitmask = &waitmask;
+	c->quit = &got_quit;
 	atexit(term_restore);
 	if (term_enter(screen, keys) < 0)
 		keys = false;
@@ -285,6 +288,10 @@ int status_watch(struct ctl *c, uint32_t interval_ms)
 		size_t len = 0;
 
 		st = ctl_status(c, &s);
+		if (got_quit) {
+			st = CTL_EXIT_OK;
+			break;
+		}
 		if (st == CTL_EXIT_PERMISSION || st == CTL_EXIT_USAGE || (st && !shown))
 			break;
 		if (st == CTL_EXIT_OK) {
@@ -335,6 +342,8 @@ int status_watch(struct ctl *c, uint32_t interval_ms)
 	}
 	term_restore();
 	status_done(&s);
+	c->waitmask = NULL;
+	c->quit = NULL;
 	sigprocmask(SIG_SETMASK, &waitmask, NULL);
 	return ctl_complain(c, st);
 }
