@@ -475,27 +475,37 @@ static void test_runtime_dir_read_only_or_full(void **state)
 	assert_serving();                /* the daemon of setup() never noticed */
 }
 
-/* A broken configuration at start: each problem as FILE:LINE, exit 78
- * (EX_CONFIG, which the unit does not restart on). */
-static void test_broken_config_exit_status(void **state)
+/* Start a daemon on `sock` that must stop at its configuration: its exit
+ * status, and what it said on standard error in `text`. */
+static int start_to_exit(const char *sock, char *text, size_t size)
 {
-	char err[128], sock[128], text[2048] = "";
+	char err[128];
 	int status, fd;
 	ssize_t n;
 	pid_t pid;
 
-	fixture_put(&fx, "memguard.conf", "[web]\nbudget = 12X\nwarm = 50%%\n");
 	snprintf(err, sizeof(err), "%s/stderr", fx.dir);
-	snprintf(sock, sizeof(sock), "%s/other.sock", fx.dir);
 	pid = fixture_start(&fx, sock, err, "notice");
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 78);
 	fd = open(err, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
-	n = read(fd, text, sizeof(text) - 1);
+	n = read(fd, text, size - 1);
 	close(fd);
 	assert_true(n > 0);
+	text[n] = 0;
+	return WEXITSTATUS(status);
+}
+
+/* A broken configuration at start: each problem as FILE:LINE, exit 78
+ * (EX_CONFIG, which the unit does not restart on). */
+static void test_broken_config_exit_status(void **state)
+{
+	char sock[128], text[2048];
+
+	fixture_put(&fx, "memguard.conf", "[web]\nbudget = 12X\nwarm = 50%%\n");
+	snprintf(sock, sizeof(sock), "%s/other.sock", fx.dir);
+	assert_int_equal(start_to_exit(sock, text, sizeof(text)), 78);
 	assert_non_null(strstr(text, "memguard.conf:2: invalid budget '12X'"));
 	assert_non_null(strstr(text, "memguard.conf:3: unknown key 'warm'"));
 	assert_int_equal(access(sock, F_OK), -1);
@@ -505,26 +515,16 @@ static void test_broken_config_exit_status(void **state)
  * memguardd(8) says (the unit restarts the daemon on it), and why. */
 static void test_unreadable_config_exit_status(void **state)
 {
-	char conf[128], moved[128], err[128], sock[128], text[2048] = "";
-	int status, fd;
-	ssize_t n;
-	pid_t pid;
+	char conf[128], moved[128], sock[128], text[2048];
+	int status;
 
 	snprintf(conf, sizeof(conf), "%s/memguard.conf", fx.dir);
 	snprintf(moved, sizeof(moved), "%s/memguard.conf.moved", fx.dir);
-	snprintf(err, sizeof(err), "%s/stderr", fx.dir);
 	snprintf(sock, sizeof(sock), "%s/other.sock", fx.dir);
 	assert_int_equal(rename(conf, moved), 0);
-	pid = fixture_start(&fx, sock, err, "notice");
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	status = start_to_exit(sock, text, sizeof(text));
 	assert_int_equal(rename(moved, conf), 0);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 1);
-	fd = open(err, O_RDONLY | O_CLOEXEC);
-	assert_true(fd >= 0);
-	n = read(fd, text, sizeof(text) - 1);
-	close(fd);
-	assert_true(n > 0);
+	assert_int_equal(status, 1);
 	assert_non_null(strstr(text, "memguard.conf: No such file or directory"));
 	assert_int_equal(access(sock, F_OK), -1);
 }
