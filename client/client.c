@@ -257,6 +257,8 @@ static void atfork_child(void)
 		cond_init(&c->wake);
 		atomic_store(&c->dispatcher, 0);
 		atomic_store(&c->throttle, 0);
+		c->daemon.throttle = 0;
+		c->applied.throttle = 0;
 		c->next_connect_us = now;
 		c->seq = 0;
 		c->failures = 0;
@@ -474,7 +476,11 @@ static void orphan(struct mg_client *c, uint64_t now)
 
 void client_disconnected(struct mg_client *c)
 {
-	/* Nobody is left to lift a throttle: admission opens now. */
+	/* Nobody is left to lift a throttle: admission opens now, and the
+	 * local limit acting again (reapply()) in the grace period does not
+	 * bring the daemon's share back. */
+	c->daemon.throttle = 0;
+	c->applied.throttle = 0;
 	atomic_store(&c->throttle, 0);
 	client_gate_update();
 	orphan(c, now_usec());

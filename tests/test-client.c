@@ -1189,6 +1189,37 @@ static void test_orphan_grace(void **state)
 	assert_non_null(strstr(hooks.log, "back to the local policy"));
 }
 
+/* The daemon gone, the heap crosses the local limit within the grace
+ * period: the local action starts, but the departed daemon's throttle
+ * does not come back with it. */
+static void test_orphan_local_limit(void **state)
+{
+	heap_resident(50);
+	connect_client(MG_THREAD_NONE);
+	directive(d.fd, 3, MG_LEVEL_CRITICAL, 40, 1000, 80 * MiB, 0);
+	assert_int_equal(next_msg(d.c, d.fd, &(struct mg_msg){ 0 }, 2000), 0);
+	assert_false(mg_admit());
+
+	close(d.fd);
+	d.fd = -1;
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_true(mg_admit());
+
+	/* 90 MiB: past the soft limit, under 9/8 of it: WARN, no shedding */
+	heap_resident(90);
+	watch.fn(90 * MiB);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_non_null(strstr(hooks.log, "Local limit: WARN"));
+	assert_int_equal(atomic_load(&d.c->throttle), 0);
+	assert_true(mg_admit());
+
+	/* 95 MiB: local CRITICAL sheds its own share, not the daemon's */
+	heap_resident(95);
+	watch.fn(95 * MiB);
+	assert_true(mg_client_dispatch(d.c) >= 0);
+	assert_int_equal(atomic_load(&d.c->throttle), LIMIT_CRIT_THROTTLE);
+}
+
 /* A daemon that does not read: REPORTs are skipped, and anything else
  * that does not fit drops the connection. */
 static void test_daemon_not_reading(void **state)
@@ -1590,6 +1621,7 @@ int main(void)
 		T(test_no_daemon),
 		T(test_admit_follows_throttle),
 		T(test_orphan_grace),
+		T(test_orphan_local_limit),
 		T(test_daemon_not_reading),
 		T(test_bye_after_queue_and_unread),
 		T(test_own_thread),
