@@ -47,7 +47,8 @@ void client_log(struct mg_client *c, int priority, const char *fmt, ...)
 	char msg[1024];
 	va_list ap;
 
-	if (!c->log_fn)
+	/* The log function is a hook: none is called after mg_client_free(). */
+	if (!c->log_fn || c->free_pending)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);

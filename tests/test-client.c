@@ -142,6 +142,8 @@ static struct {
 	size_t give;                         /* what the release hook frees */
 	pthread_t thread;                    /* where the last hook ran */
 	struct mg_client *free_me;           /* the level hook frees it */
+	bool freed;                          /* ...and has */
+	bool log_after_free;                 /* the log function ran after that */
 	char log[8192];
 } hooks;
 
@@ -165,14 +167,18 @@ static void on_level(void *data, enum mg_level level)
 {
 	hooks.thread = pthread_self();
 	tracef("level=%s", proto_level_name(level));
-	if (hooks.free_me)
+	if (hooks.free_me) {
 		mg_client_free(TAKE_PTR(hooks.free_me));
+		hooks.freed = true;
+	}
 }
 
 static void on_log(void *data, int priority, const char *msg)
 {
 	size_t n = strlen(hooks.log);
 
+	if (hooks.freed)
+		hooks.log_after_free = true;
 	snprintf(hooks.log + n, sizeof(hooks.log) - n, "<%d>%s\n", priority, msg);
 }
 
@@ -1342,7 +1348,10 @@ static void test_free_from_hook(void **state)
 	await_msg(NULL, d.fd, MG_MSG_BYE, &m);
 	assert_int_equal(next_msg(NULL, d.fd, &m, 2000), -ECONNRESET);
 
+	assert_false(hooks.log_after_free);
+
 	/* And in event-loop mode. */
+	hooks.freed = false;
 	close(d.fd);
 	connect_client(MG_THREAD_NONE);
 	hooks.free_me = d.c;
@@ -1366,6 +1375,8 @@ static void test_free_from_hook(void **state)
 		assert_null(strstr(t, "gc="));
 		assert_null(strstr(t, " release="));     /* heap_release= is expected */
 	}
+	/* The log function is a hook too. */
+	assert_false(hooks.log_after_free);
 }
 
 static void test_options(void **state)
