@@ -269,7 +269,7 @@ void limit_merge(const struct mg_client *c, const struct mg_directive *d,
 		 struct mg_directive *ret);
 
 /* mg_client_set_external_bytes() set `bytes`: poke the client when they
- * and the heap last seen are over its soft limit. */
+ * and the heap last seen are over limit_next(). */
 void limit_external(struct mg_client *c, uint64_t bytes);
 
 /* ---- conn.c ------------------------------------------------------------- */

@@ -134,12 +134,14 @@ void limit_merge(const struct mg_client *c, const struct mg_directive *d,
 
 void limit_external(struct mg_client *c, uint64_t bytes)
 {
-	uint64_t soft = __atomic_load_n(&c->daemon.soft_limit, __ATOMIC_RELAXED);
+	/* What the allocator's watch looks for too: at local WARN the
+	 * client is past the soft limit already. */
+	uint64_t next = limit_next(c);
 
 	/* With the heap as the client last saw it: two loads, so that an
 	 * application may report its runtime's heap as often as it likes;
 	 * the client's own look then is exact. */
-	if (!soft || add_sat(atomic_load(&c->local_heap), bytes) <= soft)
+	if (!next || add_sat(atomic_load(&c->local_heap), bytes) <= next)
 		return;
 	if (!atomic_exchange(&limit_armed, false))
 		return;

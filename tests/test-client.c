@@ -504,6 +504,18 @@ static void test_local_limit_external(void **state)
 	assert_int_equal(mg_client_level(d.c), MG_LEVEL_WARN);
 	assert_int_equal(d.c->applied.gc_percent, LIMIT_WARN_GC);
 
+	/* at WARN only 9/8 of the limit (90) would change something: no
+	 * wake-up below it, one above */
+	mg_client_set_external_bytes(d.c, 39 * MiB);     /* 89 */
+	assert_false(limit_pending(d.c));
+	mg_client_set_external_bytes(d.c, 41 * MiB);     /* 91 */
+	assert_true(limit_pending(d.c));
+	await_report(true);
+	assert_int_equal(mg_client_level(d.c), MG_LEVEL_CRITICAL);
+	/* at CRITICAL nothing would */
+	mg_client_set_external_bytes(d.c, 42 * MiB);
+	assert_false(limit_pending(d.c));
+
 	/* the runtime gave it back, the daemon says NORMAL: over */
 	mg_client_set_external_bytes(d.c, 0);
 	directive(d.fd, 81, MG_LEVEL_NORMAL, 0, 0, 80 * MiB, 0);
