@@ -260,6 +260,9 @@ static void atfork_child(void)
 		atomic_store(&c->throttle, 0);
 		c->daemon.throttle = 0;
 		c->applied.throttle = 0;
+		/* A REPORT's counters are since the process started, as
+		 * admit_atfork_child() says: this one did not release. */
+		c->released_total = 0;
 		c->next_connect_us = now;
 		c->seq = 0;
 		c->failures = 0;

@@ -1477,6 +1477,9 @@ static int child_checks(int parent_fd_number, int listen_fd)
 	}
 	if (d.c->state != CONN_HELLO)
 		return 14;
+	/* REPORT's counters are the process's since it started: this one's */
+	if (d.c->released_total != 0)
+		return 15;
 	(void)listen_fd;
 	fd = d.c->sock;
 	mg_client_free(d.c);
@@ -1493,8 +1496,10 @@ static void test_fork_child_reconnects(void **state)
 	pid_t pid;
 
 	connect_client(MG_THREAD_NONE);
-	directive(d.fd, 3, MG_LEVEL_CRITICAL, 40, 1000, 0, 0);
+	hooks.give = 1 * MiB;
+	directive(d.fd, 3, MG_LEVEL_CRITICAL, 40, 1000, 0, 1 * MiB);
 	await_msg(d.c, d.fd, MG_MSG_REPORT, &m);
+	assert_int_equal(m.report.released_total, 1 * MiB);
 	assert_false(mg_admit());
 
 	pid = fork();
