@@ -231,7 +231,9 @@ void service_restore(struct service *s)
 {
 	int r;
 
-	if (s->ps.escalation != MG_ESCALATION_HIGH || !s->saved_high_valid)
+	/* After a kill, memory.high = budget from the step before is still
+	 * in force. */
+	if (s->ps.escalation == MG_ESCALATION_NONE || !s->saved_high_valid)
 		return;
 	r = cgrp_write_high(s->v2_dir, s->saved_high);
 	if (r < 0)

@@ -664,6 +664,24 @@ static void test_sigterm_restores_memory_high(void **state)
 	close(fd);
 }
 
+/* After a kill, memory.high = budget from the step before is still in
+ * force: SIGTERM puts it back all the same. */
+static void test_sigterm_after_kill_restores_memory_high(void **state)
+{
+	char buf[64];
+	int status_code;
+
+	fixture_set_usage(&fx, "batch", BUDGET * 110 / 100);
+	assert_int_equal(strtoull(await_change("cg/batch/memory.high", "max\n", buf,
+						 sizeof(buf)), NULL, 10), BUDGET);
+	fixture_put(&fx, "cg/batch/memory.events", "low 0\nhigh 3\nmax 7\noom 0\noom_kill 0\n");
+	assert_string_equal(await_change("cg/batch/cgroup.kill", "0\n", buf, sizeof(buf)), "1\n");
+	kill(fx.daemon, SIGTERM);
+	assert_int_equal(waitpid(fx.daemon, &status_code, 0), fx.daemon);
+	fx.daemon = 0;
+	assert_string_equal(fixture_get(&fx, "cg/batch/memory.high", buf, sizeof(buf)), "max\n");
+}
+
 /* A daemon killed while memory.high is escalated: the next one puts the
  * old value back. */
 static void test_sigkill_then_restart_puts_memory_high_back(void **state)
@@ -740,6 +758,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_removes_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_high_follows_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_restores_memory_high, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigterm_after_kill_restores_memory_high, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill_then_restart_puts_memory_high_back, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_says_bye_and_cleans_up, setup,
