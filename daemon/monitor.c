@@ -382,6 +382,11 @@ int monitor_cgroup_read(struct monitor_cgroup *cg, struct monitor_sample *ret)
 			if (r < 0)
 				return r;
 			s.has_psi = true;
+		} else if (r == -ENODEV) {
+			/* The memory files answered: the cgroup is there, and
+			 * its PSI was switched off (cgroup.pressure) since. */
+			close(cg->fd[CG_PRESSURE]);
+			cg->fd[CG_PRESSURE] = -1;
 		} else if (r != -EOPNOTSUPP)
 			/* EOPNOTSUPP: PSI switched off for this cgroup. */
 			return r;

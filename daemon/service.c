@@ -1130,18 +1130,21 @@ static int on_probe(sd_event_source *src, uint64_t usec, void *userdata)
 	return 0;
 }
 
-/* POLLERR on a PSI trigger means the cgroup was removed. */
+/*
+ * POLLERR on a PSI trigger: the cgroup was removed, or only its PSI was
+ * switched off (0 to cgroup.pressure).  The trigger is gone either way;
+ * the tick's read of the held files tells which, and a live cgroup must
+ * not be taken for gone (with the memory.high to put back forgotten).
+ */
 static int on_psi(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 {
 	struct service *s = userdata;
 
 	if (revents & EPOLLERR) {
-		log_notice("%s: cgroup %s went away; watching for its return", s->conf.name,
-			   s->conf.cgroup);
-		service_unwatch(s);
-		s->absent_said = true;
-		service_absent(s);
-		return 0;
+		s->psi_src = sd_event_source_disable_unref(s->psi_src);
+		close(s->psi_fd);
+		s->psi_fd = -1;
+		s->psi_mode = MG_PSI_POLLING;
 	}
 	s->woke = true;
 	manager_tick_now(s->m);

@@ -4,8 +4,9 @@
  * under the one this test runs in (cgroup2, and on hybrid hosts the v1
  * memory hierarchy too), a client process inside it that registers and
  * grows its memory until it is directed to give some back; a real stall;
- * the service's cgroup removed under the daemon and made again; on cgroup
- * v1, usage thresholds and the counters an OOM kill moves.  Exits 77
+ * the service's cgroup removed under the daemon and made again, and its
+ * PSI switched off (which is not a removal); on cgroup v1, usage
+ * thresholds and the counters an OOM kill moves.  Exits 77
  * (SKIP) with the reason when the machine cannot make such cgroups.
  */
 #include "config.h"
@@ -546,6 +547,36 @@ static void test_real_cgroup_recreated(void **state)
 }
 
 /*
+ * PSI switched off for the service's cgroup (0 to cgroup.pressure, Linux
+ * 6.1 and later): its memory.pressure goes, the PSI trigger answers
+ * POLLERR and the held file ENODEV, but the cgroup is still there.  The
+ * daemon must not take it for gone (and forget a memory.high it lowered):
+ * it keeps watching it, by polling what is left.
+ */
+static void test_real_psi_off_is_not_gone(void **state)
+{
+	struct mg_status_service st;
+	char dir[700];
+
+	cg_dir_of(dir, sizeof(dir), t.v2_root, t.name);
+	if (!await_absent("it", false, 5000, &st)) {
+		print_log();
+		fail_msg("the daemon does not watch cgroup %s", t.name);
+	}
+	if (write_str(dir, "cgroup.pressure", "0\n") < 0)
+		skip();
+	usleep(1000000);
+	assert_true(service_status("it", &st));
+	print_message("PSI off: PSI mode %u, said gone %d time(s)\n", st.psi_mode,
+		      log_lines(t.name, "went away"));
+	if (log_lines(t.name, "went away") != 0 || st.psi_mode != MG_PSI_POLLING) {
+		print_log();
+		fail_msg("cgroup %s taken for gone when its PSI was switched off", t.name);
+	}
+	assert_int_equal(write_str(dir, "cgroup.pressure", "1\n"), 0);
+}
+
+/*
  * A client that grew its service to CRITICAL leaves the cgroup (to ours),
  * says so on `ready`, and waits for the NORMAL the daemon owes it once the
  * cgroup is gone.  It keeps its memory until then, so nothing but the
@@ -872,6 +903,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_real_stall_raises_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_cgroup_recreated, setup_logged, teardown),
 		cmocka_unit_test_setup_teardown(test_real_cgroup_gone_shows_absent, setup_logged,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_real_psi_off_is_not_gone, setup_logged,
 						teardown),
 		cmocka_unit_test(test_threshold),
 		cmocka_unit_test(test_oom_kill),
