@@ -689,14 +689,17 @@ static int escalate_high(struct service *s, const char *lvl, double u)
 		return 1;
 	}
 	s->high_noop = false;
-	if (s->sample.high == s->budget) {
-		/* Our own value, left by a predecessor that could not put it
-		 * back: recorded as the original, it would become permanent.
+	if (s->sample.high <= s->budget) {
+		/* At the budget: our own value, left by a predecessor that
+		 * could not put it back; recorded as the original, it would
+		 * become permanent.  Under it: a limit of the cgroup's own,
+		 * tighter than the budget, which escalating must not loosen.
 		 * Keep what we know, if anything. */
 		if (!s->saved_high_valid)
 			log_service(LOG_NOTICE, s->conf.name, lvl, u, "escalate",
-				    "memory.high is already the budget %" PRIu64
-				    "; nothing to put back later", s->budget);
+				    "memory.high %" PRIu64 " is already at or under the budget %"
+				    PRIu64 "; nothing written, nothing to put back later",
+				    s->sample.high, s->budget);
 		return 1;
 	}
 	s->saved_high = s->sample.high;
@@ -723,26 +726,30 @@ static int escalate_high(struct service *s, const char *lvl, double u)
  * memory.high in force follows the budget: a budget changed by set-budget
  * or a reload while the escalation holds would otherwise leave the old
  * budget written until the level falls to NORMAL.  Only a value this
- * daemon wrote (and will put back) is rewritten.
+ * daemon wrote (and will put back) is rewritten, and never above the value
+ * from before: escalating only ever lowers memory.high.
  */
 static void escalate_follow_budget(struct service *s)
 {
 	const char *lvl = proto_level_name(s->last.level);
-	uint64_t was = s->sample.high;
+	uint64_t was = s->sample.high, to;
 	int r;
 
 	if (s->ps.escalation != MG_ESCALATION_HIGH || !s->saved_high_valid ||
-	    !s->sample.high_known || s->budget == 0 || was == s->budget)
+	    !s->sample.high_known || s->budget == 0)
 		return;
-	r = cgrp_write_high(s->v2_dir, s->budget);
+	to = s->budget < s->saved_high ? s->budget : s->saved_high;
+	if (was == to)
+		return;
+	r = cgrp_write_high(s->v2_dir, to);
 	if (r < 0) {
 		escalate_failed(s, r, "write memory.high");
 		return;
 	}
-	s->sample.high = s->budget;
+	s->sample.high = to;
 	log_service(LOG_NOTICE, s->conf.name, lvl, util_ratio(s->last.utilization), "escalate",
-		    "memory.high follows the budget: %" PRIu64 " (was %" PRIu64 ")", s->budget,
-		    was);
+		    "memory.high follows the budget %" PRIu64 ": %" PRIu64 " (was %" PRIu64 ")",
+		    s->budget, to, was);
 }
 
 /* memory.high back to what it was before escalate_high().  0 or -errno. */

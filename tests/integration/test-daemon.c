@@ -450,6 +450,61 @@ static void test_memory_high_follows_budget(void **state)
 	close(fd);
 }
 
+/* memory.high already under the budget (a MemoryHigh= of its own): the
+ * escalation never raises it. */
+static void test_memory_high_never_raised(void **state)
+{
+	char buf[64];
+	struct mg_msg m;
+	struct mg_directive d;
+	int fd = hello("web", &m);
+
+	fixture_put(&fx, "cg/web/memory.high", "%llu\n", 80 * MiB);
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
+	await_level(fd, MG_LEVEL_EMERGENCY, &d);
+	/* Past the 200 ms deadline by many 50 ms ticks. */
+	usleep(800000);
+	assert_int_equal(strtoull(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)),
+				  NULL, 10), 80 * MiB);
+	close(fd);
+}
+
+/* A budget raised while memory.high is in force follows it only as far as
+ * the value from before the escalation: never above what was there. */
+static void test_memory_high_follows_budget_up_to_the_old_value(void **state)
+{
+	char buf[64], was[64];
+	struct mg_msg m;
+	struct mg_directive d;
+	int a, fd = hello("web", &m);
+
+	fixture_put(&fx, "cg/web/memory.high", "%llu\n", 150 * MiB);
+	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
+	await_level(fd, MG_LEVEL_EMERGENCY, &d);
+	snprintf(was, sizeof(was), "%llu\n", 150 * MiB);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", was, buf, sizeof(buf)),
+				  NULL, 10), BUDGET);
+
+	/* 140M of 160M: WARN, the escalation holds. */
+	fixture_set_usage(&fx, "web", 140 * MiB);
+	a = fixture_connect(&fx, NULL);
+	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 5 } };
+	strcpy(m.set_budget.service, "web");
+	m.set_budget.budget = 160 * MiB;
+	fixture_send(a, &m);
+	assert_int_equal(fixture_recv(a, &m, 3000), 0);
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(a);
+	strcpy(was, buf);
+	assert_int_equal(strtoull(await_change("cg/web/memory.high", was, buf, sizeof(buf)),
+				  NULL, 10), 150 * MiB);
+	/* and no higher on the ticks that follow */
+	usleep(300000);
+	assert_int_equal(strtoull(fixture_get(&fx, "cg/web/memory.high", buf, sizeof(buf)),
+				  NULL, 10), 150 * MiB);
+	close(fd);
+}
+
 /* enforce=kill: memory.high first; the kill only when usage stays above
  * the budget a further deadline while memory.events max grows. */
 static void test_enforce_kill_needs_growth(void **state)
@@ -757,6 +812,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_empty_config_is_the_default, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_removes_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_high_follows_budget, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_high_never_raised, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_high_follows_budget_up_to_the_old_value,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_restores_memory_high, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_after_kill_restores_memory_high, setup,
 						teardown),
