@@ -544,6 +544,57 @@ static void test_release_partial(void **state)
 	scavenger_disable(false);
 }
 
+/*
+ * The kernel refuses MADV_DONTNEED on locked pages (EINVAL): a sweep of a
+ * partly used span whose free pages are mlock()ed must then leave them
+ * counted resident.  Marked released, they were taken for zero pages once
+ * the span went back to the page heap, and a large calloc() over them
+ * skipped its memset and returned the old bytes.
+ */
+static void test_release_refused(void **state)
+{
+	const size_t osz = 32 * 1024, big = 300 * 1024;
+	uint8_t *a, *b, *z[64];
+	size_t i, j, n = 0;
+	bool seen = false, zero = true;
+
+	scavenger_disable(true);
+	mg_heap_release(0);
+	/* Two objects of a class of 64 KiB spans: the span's two halves. */
+	a = mg_malloc(osz);
+	b = mg_malloc(osz);
+	assert_ptr_equal(span_of(arena_of(a), a), span_of(arena_of(b), b));
+	memset(a, 0xee, osz);
+	memset(b, 0xee, osz);
+	if (mlock(a, osz) < 0) {
+		mg_free(a);
+		mg_free(b);
+		scavenger_disable(false);
+		skip();
+	}
+	mg_free(a);
+	mg_heap_release(0);
+	munlock(a, osz);
+	/* Its pages still hold their bytes: not marked released. */
+	assert_int_equal(span_of(arena_of(b), b)->relmask, 0);
+	mg_free(b);
+	mg_heap_release(0);
+	/* Large zeroed blocks from the released pages, until one covers the
+	 * span (every later one has no old byte to find anyway). */
+	for (n = 0; n < ARRAY_SIZE(z) && !seen; n++) {
+		z[n] = mg_calloc(1, big);
+		assert_non_null(z[n]);
+		seen = z[n] <= a && a < z[n] + big;
+		for (j = 0; j < big; j += 64)
+			zero &= z[n][j] == 0;
+	}
+	for (i = 0; i < n; i++)
+		mg_free(z[i]);
+	assert_true(seen);
+	assert_true(zero);
+	scavenger_disable(false);
+}
+
 static void test_scavenger(void **state)
 {
 	enum { N = 4096 };
@@ -1179,6 +1230,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_stats_add_up),
 		cmocka_unit_test(test_release_zero_fill),
 		cmocka_unit_test(test_release_partial),
+		cmocka_unit_test(test_release_refused),
 		cmocka_unit_test(test_mmap_failure),
 		cmocka_unit_test(test_thread_stress),
 		cmocka_unit_test(test_cross_thread_free),

@@ -271,6 +271,31 @@ static void rebuild(struct span *s, uint32_t size, const uint64_t *free, uint64_
 	s->bump = s->end;
 }
 
+/*
+ * The kernel refused to release the pages of `m` (MADV_DONTNEED on locked
+ * pages is EINVAL): they keep their bytes, so they must not be marked
+ * released, where the page heap would take them for zeros once the span
+ * is free.  Their objects, free and on no list, are listed again.
+ */
+static void restore_pages(struct span *s, uint32_t size, uint64_t m)
+{
+	void **link = &s->freelist;
+	unsigned i;
+
+	s->relmask &= ~m;
+	while (*link)
+		link = (void **)*link;
+	for (i = 0; i < s->nobjs; i++) {
+		uint64_t pg = obj_pages(i, size);
+
+		if (!(pg & m) || (pg & s->relmask))
+			continue;
+		*link = (void *)(s->start + (uintptr_t)i * size);
+		link = (void **)*link;
+	}
+	*link = NULL;
+}
+
 static struct span *new_span(unsigned cls)
 {
 	const struct sizeclass *sc = &sizeclasses[cls];
@@ -456,6 +481,7 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 	struct central *c = &centrals[cls];
 	const uint32_t size = sizeclasses[cls].size;
 	struct span *busy[SWEEP_BUSY], *s;
+	uint64_t busy_mask[SWEEP_BUSY];
 	struct iovec iov[SWEEP_IOV];
 	unsigned nbusy = 0, niov = 0, looked = 0, i;
 	size_t bytes = 0;
@@ -485,6 +511,7 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 		s->relmask |= m;
 		s->scan_ver = s->ver;
 		s->busy = 1;
+		busy_mask[nbusy] = m;
 		busy[nbusy++] = s;
 		pages += __builtin_popcountll(m);
 		bytes += (size_t)__builtin_popcountll(m) * MG_OS_PAGE;
@@ -509,14 +536,16 @@ static long sweep_class(unsigned cls, size_t max_bytes, bool *ret_done)
 	 * spans are on no list (nothing is allocated from them), and frees
 	 * into them touch only live objects' pages. */
 	r = arena_dontneed(iov, niov);
-	/* Counted even if the kernel refused: the pages are marked, and
-	 * their objects come back through take_back() like the others. */
-	pageheap_note_small_released(pages);
+	if (r == 0)
+		pageheap_note_small_released(pages);
 
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < nbusy; i++) {
 		s = busy[i];
 		s->busy = 0;
+		/* Not knowing which ranges went, none is counted released. */
+		if (r < 0)
+			restore_pages(s, size, busy_mask[i]);
 		if (s->nfree == s->nobjs) {
 			pageheap_free(s);
 			continue;
