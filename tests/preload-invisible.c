@@ -361,6 +361,11 @@ static void errno_check(void)
 	errno = 0;
 	if (calloc(too_big, 4) != NULL || errno != ENOMEM)
 		fail("errno: calloc overflow did not fail with ENOMEM (errno %d)", errno);
+	/* No power of two is that large: glibc says EINVAL.  (Rounding it
+	 * up shifted 1 by 64, and gave a block aligned to nothing.) */
+	errno = 0;
+	if (memalign(too_big + 2, 1) != NULL || errno != EINVAL)
+		fail("errno: memalign(SIZE_MAX / 2 + 2) did not fail with EINVAL (errno %d)", errno);
 
 	/* A child's first allocations start the library's client again. */
 	fflush(stdout);

@@ -69,7 +69,12 @@ _public_ void *aligned_alloc(size_t alignment, size_t size)
 
 _public_ void *memalign(size_t alignment, size_t size)
 {
-	/* glibc rounds an alignment that is not a power of two up to one. */
+	/* glibc rounds an alignment that is not a power of two up to one,
+	 * and fails with EINVAL past the largest there is. */
+	if (alignment > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
 	if (alignment & (alignment - 1))
 		alignment = (size_t)1 << (64 - __builtin_clzl(alignment));
 	return mg_aligned_alloc(alignment ? alignment : 1, size);
