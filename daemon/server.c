@@ -228,8 +228,9 @@ int server_peer_check(const struct client *c)
 
 static bool peer_is_admin(const struct server *s, int fd, const struct ucred *cred)
 {
-	gid_t groups[256];
-	socklen_t len = sizeof(groups);
+	gid_t small[256], *groups = small;
+	_cleanup_free_ gid_t *big = NULL;
+	socklen_t len = sizeof(small);
 
 	if (cred->uid == 0)
 		return true;
@@ -237,8 +238,16 @@ static bool peer_is_admin(const struct server *s, int fd, const struct ucred *cr
 		return false;
 	if (cred->gid == s->admin_gid)
 		return true;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-		return false;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+		/* More groups than fit (up to NGROUPS_MAX, 65536): ERANGE,
+		 * with `len` set to what they take. */
+		if (errno != ERANGE)
+			return false;
+		big = malloc(len);
+		if (!big || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, big, &len) < 0)
+			return false;
+		groups = big;
+	}
 	for (size_t i = 0; i < len / sizeof(gid_t); i++)
 		if (groups[i] == s->admin_gid)
 			return true;

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,6 +456,96 @@ static void test_admin_refused_for_other_uid(void **state)
 	assert_int_equal(f->admins, 0);
 }
 
+
+/*
+ * A peer of uid and gid 65534 with the supplementary `groups`, in a child:
+ * it connects, says so on `ready`, waits for a byte on `go`, then sends
+ * STATUS.  Exits 0 when answered (an admin), 1 on PERMISSION, else more.
+ */
+static pid_t status_child(struct fixture *f, const gid_t *groups, size_t n, int ready, int go)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 5 } };
+		char b;
+		int fd;
+
+		if (setgroups(n, groups) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		fd = peer(f);
+		if (write(ready, "r", 1) != 1 || read(go, &b, 1) != 1)
+			_exit(11);
+		send_msg(fd, &m);
+		for (int t = 0; t < 400; t++) {
+			int r = recv_msg(fd, &m);
+
+			if (r == -EAGAIN) {
+				usleep(5000);
+				continue;
+			}
+			if (r == 0 && m.hdr.type == MG_MSG_STATUS_DAEMON)
+				_exit(0);
+			_exit(r == 0 && m.hdr.type == MG_MSG_RESULT &&
+					      m.result.code == MG_ERR_PERMISSION ? 1 : 12);
+		}
+		_exit(13);
+	}
+	return pid;
+}
+
+/* Start status_child(), let the server accept it, call `between` (may be
+ * NULL), let it ask; its exit status. */
+static int status_child_run(struct fixture *f, const gid_t *groups, size_t n,
+			    void (*between)(struct fixture *f))
+{
+	int ready[2], go[2], status = -1;
+	pid_t pid;
+	char b;
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid = status_child(f, groups, n, ready[1], go[0]);
+	assert_int_equal(read(ready[0], &b, 1), 1);
+	spin(f);
+	if (between)
+		between(f);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	for (int t = 0; t < 800; t++) {
+		sd_event_run(f->event, 5000);
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* A member of the admin group with more supplementary groups than fit in a
+ * small buffer (NGROUPS_MAX is 65536) is an admin all the same. */
+static void test_admin_with_many_groups(void **state)
+{
+	struct fixture *f = *state;
+	gid_t groups[300];
+
+	if (getuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chmod(f->path, 0666), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(groups); i++)
+		groups[i] = 5000 + (gid_t)i;
+	groups[ARRAY_SIZE(groups) - 1] = 4242;
+	server_set_admin_gid(f->server, 4242);
+	assert_int_equal(status_child_run(f, groups, ARRAY_SIZE(groups), NULL), 0);
+	/* And one without the group is not. */
+	groups[ARRAY_SIZE(groups) - 1] = 4243;
+	assert_int_equal(status_child_run(f, groups, ARRAY_SIZE(groups), NULL), 1);
+}
+
 static void test_ping_timeout(void **state)
 {
 	struct fixture *f = *state;
@@ -620,6 +711,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_as_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_seq_zero, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_refused_for_other_uid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_with_many_groups, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_live_and_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bye_on_free, setup, teardown),
