@@ -924,6 +924,13 @@ struct server *server_free(struct server *s)
 void server_set_admin_gid(struct server *s, gid_t gid)
 {
 	s->admin_gid = gid;
+	/* The open connections are judged again, from the same credentials
+	 * of their connect(): a peer dropped from the group asks no more. */
+	server_for_each(c, s) {
+		c->admin = peer_is_admin(s, c->fd, &c->cred);
+		if (!c->hello)
+			c->q_max = c->admin ? SERVER_ADMIN_QUEUE_MAX : SERVER_QUEUE_MAX;
+	}
 }
 
 void server_set_limits(struct server *s, const struct server_limits *l)

@@ -116,6 +116,8 @@ int server_new(sd_event *event, int listen_fd, gid_t admin_gid, const struct ser
 /* Say BYE to every client and free everything; accepts NULL; returns NULL. */
 struct server *server_free(struct server *s);
 
+/* Admin requests from now on from uid 0 and `gid`, on the connections
+ * already open too (judged from the credentials of their connect()). */
 void server_set_admin_gid(struct server *s, gid_t gid);
 
 /* How many connections the server takes (memguard.conf's [daemon] keys of

@@ -546,6 +546,34 @@ static void test_admin_with_many_groups(void **state)
 	assert_int_equal(status_child_run(f, groups, ARRAY_SIZE(groups), NULL), 1);
 }
 
+static void admin_gid_none(struct fixture *f)
+{
+	server_set_admin_gid(f->server, (gid_t)-1);
+}
+
+static void admin_gid_4242(struct fixture *f)
+{
+	server_set_admin_gid(f->server, 4242);
+}
+
+/* A new admin group (a reload) applies to the requests that follow, on
+ * connections already open too: a member dropped from it is refused, one
+ * added may ask. */
+static void test_admin_gid_change_applies_to_open_connections(void **state)
+{
+	struct fixture *f = *state;
+	const gid_t groups[] = { 4242 };
+
+	if (getuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chmod(f->path, 0666), 0);
+	server_set_admin_gid(f->server, 4242);
+	assert_int_equal(status_child_run(f, groups, 1, admin_gid_none), 1);
+	assert_int_equal(status_child_run(f, groups, 1, admin_gid_4242), 0);
+	assert_int_equal(f->admins, 1);
+}
+
 static void test_ping_timeout(void **state)
 {
 	struct fixture *f = *state;
@@ -712,6 +740,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_seq_zero, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_refused_for_other_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_with_many_groups, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_gid_change_applies_to_open_connections,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_live_and_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bye_on_free, setup, teardown),
