@@ -110,6 +110,20 @@ static int hello(const char *service, struct mg_msg *ret)
 	return fd;
 }
 
+/* memguardctl set-budget SERVICE BUDGET, answered OK. */
+static void set_budget(const char *service, uint64_t budget)
+{
+	struct mg_msg m = { .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 4 } };
+	int a = fixture_connect(&fx, NULL);
+
+	strcpy(m.set_budget.service, service);
+	m.set_budget.budget = budget;
+	fixture_send(a, &m);
+	assert_int_equal(fixture_recv(a, &m, 3000), 0);
+	assert_int_equal(m.result.code, MG_ERR_OK);
+	close(a);
+}
+
 static void status(struct mg_status_service *web, struct mg_status_daemon *d)
 {
 	struct mg_msg m = { .hdr = { .type = MG_MSG_STATUS, .seq = 9 } };
@@ -424,21 +438,14 @@ static void test_memory_high_follows_budget(void **state)
 	char buf[64], was[64];
 	struct mg_msg m;
 	struct mg_directive d;
-	int a, fd = hello("web", &m);
+	int fd = hello("web", &m);
 
 	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
 	await_level(fd, MG_LEVEL_EMERGENCY, &d);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", "max\n", buf, sizeof(buf)),
 				  NULL, 10), BUDGET);
 
-	a = fixture_connect(&fx, NULL);
-	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 5 } };
-	strcpy(m.set_budget.service, "web");
-	m.set_budget.budget = BUDGET * 90 / 100;
-	fixture_send(a, &m);
-	assert_int_equal(fixture_recv(a, &m, 3000), 0);
-	assert_int_equal(m.result.code, MG_ERR_OK);
-	close(a);
+	set_budget("web", BUDGET * 90 / 100);
 	strcpy(was, buf);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", was, buf, sizeof(buf)),
 				  NULL, 10), BUDGET * 90 / 100);
@@ -476,7 +483,7 @@ static void test_memory_high_follows_budget_up_to_the_old_value(void **state)
 	char buf[64], was[64];
 	struct mg_msg m;
 	struct mg_directive d;
-	int a, fd = hello("web", &m);
+	int fd = hello("web", &m);
 
 	fixture_put(&fx, "cg/web/memory.high", "%llu\n", 150 * MiB);
 	fixture_set_usage(&fx, "web", BUDGET * 105 / 100);
@@ -487,14 +494,7 @@ static void test_memory_high_follows_budget_up_to_the_old_value(void **state)
 
 	/* 140M of 160M: WARN, the escalation holds. */
 	fixture_set_usage(&fx, "web", 140 * MiB);
-	a = fixture_connect(&fx, NULL);
-	m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 5 } };
-	strcpy(m.set_budget.service, "web");
-	m.set_budget.budget = 160 * MiB;
-	fixture_send(a, &m);
-	assert_int_equal(fixture_recv(a, &m, 3000), 0);
-	assert_int_equal(m.result.code, MG_ERR_OK);
-	close(a);
+	set_budget("web", 160 * MiB);
 	strcpy(was, buf);
 	assert_int_equal(strtoull(await_change("cg/web/memory.high", was, buf, sizeof(buf)),
 				  NULL, 10), 150 * MiB);
@@ -627,19 +627,9 @@ static void test_reload_good_and_broken(void **state)
 	assert_int_equal(d.services, 2);
 
 	/* A runtime budget lasts until the next reload. */
-	{
-		int a = fixture_connect(&fx, NULL);
-
-		m = (struct mg_msg){ .hdr = { .type = MG_MSG_SET_BUDGET, .seq = 4 } };
-		strcpy(m.set_budget.service, "web");
-		m.set_budget.budget = 42 * MiB;
-		fixture_send(a, &m);
-		assert_int_equal(fixture_recv(a, &m, 3000), 0);
-		assert_int_equal(m.result.code, MG_ERR_OK);
-		close(a);
-		status(&web, NULL);
-		assert_int_equal(web.budget, 42 * MiB);
-	}
+	set_budget("web", 42 * MiB);
+	status(&web, NULL);
+	assert_int_equal(web.budget, 42 * MiB);
 
 	/* Good: a service added, web's budget changed, the client kept. */
 	fixture_cgroup(&fx, "extra", MiB);
